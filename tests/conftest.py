@@ -1,0 +1,19 @@
+"""pytest set-up shared by every test module.
+
+Runs at import time, before any test imports TensorFlow ops:
+* two logical CPU devices, so MirroredStrategy tests run on a CPU-only machine;
+* absl flags marked parsed, so tf.test.TestCase.create_tempdir works under pytest.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+flags.FLAGS.mark_as_parsed()

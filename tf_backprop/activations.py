@@ -1,0 +1,165 @@
+"""Activations: each forward next to its hand-written backward (micrograd style).
+
+Every activation is an `Activation` with
+
+* ``forward(z) -> h``, and
+* ``backward(z, h, grad_h) -> grad_z``: the vector-Jacobian product, written by hand.
+
+For elementwise activations ``grad_z = grad_h * f'(z)``; softmax (an output activation only)
+couples the units of a row, so its backward is the full Jacobian-vector form.
+Nothing here uses automatic differentiation.  The derivatives at kinks (z == 0) follow
+TensorFlow's own gradient kernels, so the hand-written path matches ``tf.GradientTape``
+bit for bit at those points too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+# tf.nn.leaky_relu's default; TF stores the attribute as float32, so use that exact value.
+LEAKY_RELU_ALPHA = float(np.float32(0.2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """An activation's forward and its hand-written backward.
+
+    Attributes:
+      name: the name used in configs and flags.
+      forward: z -> h.
+      backward: (z, h, grad_h) -> grad_z, the vector-Jacobian product.
+      has_kink: True when f' jumps (ReLU-type); finite differences across such a point
+        are not a valid check, and the gradient checker reports them as kinks.
+      elementwise: False for softmax, whose Jacobian is not diagonal.
+    """
+
+    name: str
+    forward: Callable[[tf.Tensor], tf.Tensor]
+    backward: Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
+    has_kink: bool = False
+    elementwise: bool = True
+
+
+def _linear_forward(z):
+    return z
+
+
+def _linear_backward(z, h, grad_h):
+    return grad_h
+
+
+def _relu_forward(z):
+    return tf.nn.relu(z)
+
+
+def _relu_backward(z, h, grad_h):
+    # f'(z) = 1 for z > 0 else 0 (TF's ReluGrad also uses 0 at z == 0).
+    return tf.where(z > 0, grad_h, tf.zeros_like(grad_h))
+
+
+def _leaky_relu_forward(z):
+    return tf.nn.leaky_relu(z, alpha=LEAKY_RELU_ALPHA)
+
+
+def _leaky_relu_backward(z, h, grad_h):
+    # f'(z) = 1 for z > 0 else alpha.
+    return tf.where(z > 0, grad_h, LEAKY_RELU_ALPHA * grad_h)
+
+
+def _elu_forward(z):
+    return tf.nn.elu(z)
+
+
+def _elu_backward(z, h, grad_h):
+    # f'(z) = 1 for z > 0 else exp(z) = h + 1.
+    return tf.where(z > 0, grad_h, grad_h * (h + 1))
+
+
+def _gelu_forward(z):
+    # Exact GELU, z Φ(z).  Not tf.nn.gelu: in TF 2.21 it multiplies by a float32-rounded
+    # 1/√2 even for float64 inputs, which is off by ~1e-8 relative.
+    return 0.5 * z * tf.math.erfc(-z * math.sqrt(0.5))
+
+
+def _gelu_backward(z, h, grad_h):
+    # f(z) = z Φ(z)  =>  f'(z) = Φ(z) + z φ(z), with Φ, φ the standard normal cdf and pdf.
+    # Φ(z) = erfc(−z/√2)/2, as tf.nn.gelu writes it (1 + erf loses digits for z ≪ 0).
+    cdf = 0.5 * tf.math.erfc(-z * math.sqrt(0.5))
+    pdf = tf.exp(-0.5 * tf.square(z)) * (1.0 / math.sqrt(2.0 * math.pi))
+    return grad_h * (cdf + z * pdf)
+
+
+def _sigmoid_forward(z):
+    return tf.sigmoid(z)
+
+
+def _sigmoid_backward(z, h, grad_h):
+    # σ'(z) = σ(z)(1 − σ(z)).
+    return grad_h * h * (1 - h)
+
+
+def _tanh_forward(z):
+    return tf.tanh(z)
+
+
+def _tanh_backward(z, h, grad_h):
+    # tanh'(z) = 1 − tanh²(z).
+    return grad_h * (1 - tf.square(h))
+
+
+def _softplus_forward(z):
+    return tf.nn.softplus(z)
+
+
+def _softplus_backward(z, h, grad_h):
+    # softplus'(z) = σ(z).
+    return grad_h * tf.sigmoid(z)
+
+
+def _softmax_forward(z):
+    return tf.nn.softmax(z, axis=-1)
+
+
+def _softmax_backward(z, h, grad_h):
+    # ∂h_i/∂z_j = h_i (δ_ij − h_j)  =>  grad_z = h ⊙ (grad_h − Σ_j grad_h_j h_j).   # [m, k]
+    return h * (grad_h - tf.reduce_sum(grad_h * h, axis=-1, keepdims=True))
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("linear", _linear_forward, _linear_backward),
+        Activation("relu", _relu_forward, _relu_backward, has_kink=True),
+        Activation("leaky_relu", _leaky_relu_forward, _leaky_relu_backward, has_kink=True),
+        Activation("elu", _elu_forward, _elu_backward),  # C¹ at 0 for alpha = 1,
+        Activation("gelu", _gelu_forward, _gelu_backward),
+        Activation("sigmoid", _sigmoid_forward, _sigmoid_backward),
+        Activation("tanh", _tanh_forward, _tanh_backward),
+        Activation("softplus", _softplus_forward, _softplus_backward),
+        Activation("softmax", _softmax_forward, _softmax_backward, elementwise=False),
+    )
+}
+
+HIDDEN_ACTIVATIONS = (
+    "relu",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "sigmoid",
+    "tanh",
+    "softplus",
+    "linear",
+)
+OUTPUT_ACTIVATIONS = ("linear", "sigmoid", "softmax", "relu")
+
+
+def get(name: str, allowed: tuple[str, ...] = HIDDEN_ACTIVATIONS, what: str = "activation") -> Activation:
+    """Returns the activation called `name`; ValueError listing the valid names otherwise."""
+    if name not in allowed:
+        raise ValueError(f"{what}: unknown name {name!r}; expected one of {', '.join(allowed)}")
+    return ACTIVATIONS[name]

@@ -1,0 +1,172 @@
+"""The MLP: a keras.Model whose forward pass can keep every layer's z and h.
+
+Layer l computes ``z_l = h_{l-1} @ W_l + b_l`` (W_l: [n_{l-1}, n_l]) and ``h_l = f_l(z_l)``,
+batch-major as TensorFlow stores it; h_0 = x.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_backprop import activations
+
+ARTICLE_LAYER_SIZES = (2, 3, 3, 1)
+
+INITIALIZERS = {
+    "glorot_uniform": keras.initializers.GlorotUniform,
+    "glorot_normal": keras.initializers.GlorotNormal,
+    "he_normal": keras.initializers.HeNormal,
+    "he_uniform": keras.initializers.HeUniform,
+    # The article's N(0, 1).
+    "random_normal": lambda seed: keras.initializers.RandomNormal(mean=0.0, stddev=1.0, seed=seed),
+}
+DTYPES = ("float32", "float64")
+
+
+class Forward(NamedTuple):
+    """A forward pass that kept its intermediates.
+
+    zs[l] and hs[l] are layer l+1's pre-activation and activation, each [m, n_{l+1}];
+    hs[-1] is the output.  inputs is h_0 = x, [m, n_0], in the model's dtype.
+    """
+
+    inputs: tf.Tensor
+    zs: list[tf.Tensor]
+    hs: list[tf.Tensor]
+
+    @property
+    def output(self) -> tf.Tensor:
+        return self.hs[-1]
+
+
+def validate_layer_sizes(layer_sizes: Sequence[int]) -> tuple[int, ...]:
+    """Returns layer_sizes as a tuple of ints; ValueError if any is not a positive integer."""
+    sizes = tuple(layer_sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"layer_sizes: expected at least 2 sizes (inputs and outputs), got {list(sizes)}")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+            raise ValueError(f"layer_sizes: expected positive integers, got {list(sizes)}")
+    return tuple(int(s) for s in sizes)
+
+
+class MLP(keras.Model):
+    """A fully connected network with hand-checkable gradients.
+
+    Args:
+      layer_sizes: widths [n_0, n_1, ..., n_L]; n_0 inputs, n_L outputs.  Default: the
+        article's 2-3-3-1.
+      activation: hidden activation, one of `activations.HIDDEN_ACTIVATIONS`.
+      output_activation: one of `activations.OUTPUT_ACTIVATIONS`.  Keep it linear for the
+        cross-entropy losses, which take logits.
+      kernel_initializer: one of `INITIALIZERS`; biases start at zero.
+      dtype: "float32" or "float64".
+      seed: the same seed gives the same initial weights.
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int] = ARTICLE_LAYER_SIZES,
+        activation: str = "relu",
+        output_activation: str = "linear",
+        kernel_initializer: str = "glorot_uniform",
+        dtype: str = "float32",
+        seed: int | None = 0,
+        name: str = "mlp",
+        **kwargs,
+    ):
+        super().__init__(name=name, dtype=_check_dtype(dtype), **kwargs)
+        self.layer_sizes = validate_layer_sizes(layer_sizes)
+        self.hidden_activation = activations.get(activation)
+        self.output_activation = activations.get(
+            output_activation, activations.OUTPUT_ACTIVATIONS, what="output_activation"
+        )
+        if kernel_initializer not in INITIALIZERS:
+            raise ValueError(
+                f"kernel_initializer: unknown name {kernel_initializer!r}; "
+                f"expected one of {', '.join(INITIALIZERS)}"
+            )
+        self.kernel_initializer_name = kernel_initializer
+        self.seed = seed
+        self.dense_layers = [
+            keras.layers.Dense(
+                width,
+                kernel_initializer=INITIALIZERS[kernel_initializer](seed=_layer_seed(seed, index)),
+                bias_initializer="zeros",
+                dtype=dtype,
+                name=f"dense_{index + 1}",
+            )
+            for index, width in enumerate(self.layer_sizes[1:])
+        ]
+        self.build((None, self.layer_sizes[0]))
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        for layer in self.dense_layers:
+            layer.build((None, width))
+            width = layer.units
+        self.built = True
+
+    @property
+    def kernels(self) -> list[tf.Variable]:
+        """W_1 .. W_L, each [n_{l-1}, n_l]."""
+        return [layer.kernel for layer in self.dense_layers]
+
+    @property
+    def activations_per_layer(self) -> list[activations.Activation]:
+        """f_1 .. f_L: the hidden activation for each hidden layer, then the output one."""
+        return [self.hidden_activation] * (len(self.dense_layers) - 1) + [self.output_activation]
+
+    def forward(self, x, keep_intermediates: bool = False) -> tf.Tensor | Forward:
+        """Runs the net on x [m, n_0].
+
+        Returns the output h_L [m, n_L], or with keep_intermediates=True a `Forward` holding
+        every layer's z and h (what the hand-written backward pass needs).
+        """
+        h = self.cast_inputs(x)
+        inputs, zs, hs = h, [], []
+        for layer, activation in zip(self.dense_layers, self.activations_per_layer):
+            z = tf.matmul(h, layer.kernel) + layer.bias  # [m, n_l]
+            h = activation.forward(z)
+            zs.append(z)
+            hs.append(h)
+        return Forward(inputs, zs, hs) if keep_intermediates else h
+
+    def call(self, x, training=None):
+        return self.forward(x)
+
+    def cast_inputs(self, x) -> tf.Tensor:
+        """x as a tensor of the model's dtype; ValueError if its feature count is wrong."""
+        x = tf.cast(tf.convert_to_tensor(x), self.compute_dtype)
+        if x.shape.rank != 2 or (x.shape[-1] is not None and x.shape[-1] != self.layer_sizes[0]):
+            raise ValueError(
+                f"x: expected shape [batch, {self.layer_sizes[0]}] (layer_sizes[0] features), "
+                f"got {x.shape.as_list() if x.shape.rank is not None else 'unknown'}"
+            )
+        return x
+
+    def get_config(self):
+        return {
+            "layer_sizes": list(self.layer_sizes),
+            "activation": self.hidden_activation.name,
+            "output_activation": self.output_activation.name,
+            "kernel_initializer": self.kernel_initializer_name,
+            "dtype": self.compute_dtype,
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+
+def _check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: unknown name {dtype!r}; expected one of {', '.join(DTYPES)}")
+    return dtype
+
+
+def _layer_seed(seed: int | None, index: int) -> int | None:
+    # Distinct per layer, so two layers of the same shape do not start identical.
+    return None if seed is None else seed * 1000 + index
