@@ -48,21 +48,33 @@ def total_loss(model: MLP, forward, y, loss: losses_lib.Loss, l2: float, loss_sc
 def tape_gradients(model: MLP, x, y, loss, l2: float = 0.0, loss_scale: float = 1.0):
     """Loss and gradients by automatic differentiation (`tf.GradientTape`)."""
     x, y, loss = prepare(model, x, y, loss)
-    with tf.GradientTape() as tape:
-        forward = model.forward(x, keep_intermediates=True)
-        value = total_loss(model, forward, y, loss, l2, loss_scale)
-    return value, tape.gradient(value, model.trainable_variables)
+    value, grads, _ = tape_step(model, x, y, loss, l2, loss_scale)
+    return value, grads
 
 
 def manual_gradients(model: MLP, x, y, loss, l2: float = 0.0, loss_scale: float = 1.0):
     """Loss and gradients by the chain rule, written out layer by layer in plain TF ops."""
     x, y, loss = prepare(model, x, y, loss)
+    value, grads, _ = manual_step(model, x, y, loss, l2, loss_scale)
+    return value, grads
+
+
+def tape_step(model: MLP, x, y, loss: losses_lib.Loss, l2: float = 0.0, loss_scale: float = 1.0):
+    """tape_gradients on prepared inputs; also returns the output h_L (for metrics)."""
+    with tf.GradientTape() as tape:
+        forward = model.forward(x, keep_intermediates=True)
+        value = total_loss(model, forward, y, loss, l2, loss_scale)
+    return value, tape.gradient(value, model.trainable_variables), forward.output
+
+
+def manual_step(model: MLP, x, y, loss: losses_lib.Loss, l2: float = 0.0, loss_scale: float = 1.0):
+    """manual_gradients on prepared inputs; also returns the output h_L (for metrics)."""
     forward = model.forward(x, keep_intermediates=True)
     value = total_loss(model, forward, y, loss, l2, loss_scale)
     delta = loss.delta(forward.zs[-1], forward.hs[-1], y, model.output_activation)  # [m, n_L]
     if loss_scale != 1.0:
         delta = delta * loss_scale
-    return value, backward(model, forward, delta, l2 * loss_scale)
+    return value, backward(model, forward, delta, l2 * loss_scale), forward.output
 
 
 def backward(model: MLP, forward, delta: tf.Tensor, l2: float = 0.0) -> list[tf.Tensor]:
@@ -82,11 +94,5 @@ def backward(model: MLP, forward, delta: tf.Tensor, l2: float = 0.0) -> list[tf.
     return grads
 
 
-GRADIENT_SOURCES = {"tape": tape_gradients, "manual": manual_gradients}
-
-
-def get_gradient_fn(source: str):
-    """Returns tape_gradients or manual_gradients by name."""
-    if source not in GRADIENT_SOURCES:
-        raise ValueError(f"grad_source: unknown name {source!r}; expected one of {', '.join(GRADIENT_SOURCES)}")
-    return GRADIENT_SOURCES[source]
+# The training engine's view: prepared inputs in, (loss, grads, output) out.
+STEP_FUNCTIONS = {"tape": tape_step, "manual": manual_step}

@@ -14,7 +14,7 @@ softmax/sigmoid with the log (DESIGN.md §3).  The L2 penalty λ/2 Σ‖W‖² i
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf

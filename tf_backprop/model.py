@@ -6,7 +6,8 @@ batch-major as TensorFlow stores it; h_0 = x.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import keras
 import numpy as np

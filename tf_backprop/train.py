@@ -1,0 +1,542 @@
+"""The training engine: many optimizer steps inside one compiled graph.
+
+A small net spends almost all its time in per-step Python overhead (DESIGN.md §4), so the
+engine runs a *chunk* of steps in one `tf.function(jit_compile=True)` call: the training split
+lives on the device, the chunk's sample indices arrive as one [steps, accum, batch] tensor,
+and a `tf.while_loop` runs gradient, checks and `optimizer.apply` for each step.  Both
+gradient sources (`tape`, `manual`) go through the same loop.
+
+Inside the loop every step also
+* stops the chunk, *before* applying the update, when the loss or any gradient is not finite;
+* every `verify_every` steps computes both gradient sources on the step's first micro-batch
+  and stops when they disagree beyond tolerance.
+The Python side turns those stops into a `TrainingError` naming the step and the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_backprop import backprop
+from tf_backprop import config as config_lib
+from tf_backprop import data as data_lib
+from tf_backprop import losses as losses_lib
+from tf_backprop.model import MLP
+
+_TINY = 1e-30
+# Chunk stop codes.
+_RUNNING, _NON_FINITE, _DISAGREE = 0, 1, 2
+
+
+class TrainingError(RuntimeError):
+    """Training failed (non-finite loss or gradient, tape/manual disagreement)."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run produced: the model, its per-epoch history and its final metrics."""
+
+    model: MLP
+    history: list[dict[str, float]]
+    final_metrics: dict[str, float]
+    workdir: str
+    steps: int
+    stopped_early: bool
+    datasets: data_lib.Datasets
+
+
+# ----------------------------------------------------------------------------- set-up helpers
+def select_device(name: str) -> str:
+    """'/GPU:0' or '/CPU:0' for --device {auto, cpu, gpu}; ConfigError for gpu with none."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "gpu" and not gpus:
+        raise config_lib.ConfigError(
+            "device: 'gpu' requested but TensorFlow sees no GPU (install tensorflow[and-cuda] "
+            "on a machine with an NVIDIA GPU, or use --device=cpu)"
+        )
+    return "/GPU:0" if name != "cpu" and gpus else "/CPU:0"
+
+
+def build_schedule(config: config_lib.TrainConfig, total_steps: int):
+    """The learning rate: a float or a Keras LearningRateSchedule."""
+    lr = config.learning_rate
+    if config.lr_schedule == "cosine":
+        decay_steps = config.lr_decay_steps or total_steps
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=config.lr_alpha)
+    if config.lr_schedule in ("exponential", "step"):
+        return keras.optimizers.schedules.ExponentialDecay(
+            lr,
+            config.lr_decay_steps,
+            config.lr_decay_rate,
+            staircase=config.lr_schedule == "step",
+        )
+    return lr
+
+
+def build_optimizer(config: config_lib.TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """The Keras optimizer named by config.optimizer, with schedule, decay and clipping."""
+    common = {
+        "learning_rate": build_schedule(config, total_steps),
+        "clipnorm": config.clip_norm,
+        "global_clipnorm": config.clip_global_norm,
+        "clipvalue": config.clip_value,
+    }
+    if config.weight_decay is not None:
+        common["weight_decay"] = config.weight_decay
+    name, momentum = config.optimizer, config.momentum
+    factories = {
+        "sgd": lambda: keras.optimizers.SGD(**common),
+        "momentum": lambda: keras.optimizers.SGD(momentum=momentum, **common),
+        "nesterov": lambda: keras.optimizers.SGD(momentum=momentum, nesterov=True, **common),
+        "adam": lambda: keras.optimizers.Adam(**common),
+        "adamw": lambda: keras.optimizers.AdamW(**common),
+        "rmsprop": lambda: keras.optimizers.RMSprop(momentum=0.0, rho=momentum, **common),
+        "adagrad": lambda: keras.optimizers.Adagrad(**common),
+    }
+    return factories[name]()
+
+
+def build_model(config: config_lib.TrainConfig, datasets: data_lib.Datasets) -> MLP:
+    """The MLP for this config, its widths fitted to the data."""
+    return MLP(
+        config.layer_sizes(datasets.n_features, datasets.n_outputs),
+        activation=config.activation,
+        output_activation=config.output_activation,
+        kernel_initializer=config.initializer,
+        dtype=config.dtype,
+        seed=config.seed,
+    )
+
+
+def resolve_loss(config: config_lib.TrainConfig, datasets: data_lib.Datasets) -> losses_lib.Loss:
+    """The config's loss, or the task's default one."""
+    return losses_lib.get(config.loss or data_lib.default_loss(datasets.task))
+
+
+def load_datasets(config: config_lib.TrainConfig) -> data_lib.Datasets:
+    """The data set named by config.data, split and standardized."""
+    return data_lib.load(
+        config.data,
+        target=config.target,
+        task=config.task,
+        loss=config.loss,
+        val_split=config.val_split,
+        test_split=config.test_split,
+        seed=config.seed,
+        n_samples=config.n_samples,
+        noise=config.noise,
+        standardize=config.standardize,
+    )
+
+
+def make_workdir(workdir: str | None) -> str:
+    """Creates the run folder; by default a new timestamped one under ./runs/."""
+    if workdir is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        workdir = os.path.join("runs", stamp)
+        suffix = 1
+        while os.path.exists(workdir):
+            suffix += 1
+            workdir = os.path.join("runs", f"{stamp}-{suffix}")
+    os.makedirs(workdir, exist_ok=True)
+    return os.path.abspath(workdir)
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Writes JSON to a temporary sibling, then renames it into place (never half-written)."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(temporary, path)
+
+
+# ----------------------------------------------------------------------------- batching
+def steps_per_epoch(config: config_lib.TrainConfig, n_train: int) -> int:
+    """Full updates per epoch; the shuffled remainder of each epoch is dropped."""
+    per_step = config.batch_size * config.grad_accum_steps
+    if n_train < per_step:
+        raise config_lib.ConfigError(
+            f"batch_size: batch_size × grad_accum_steps = {per_step} exceeds the {n_train} training rows"
+        )
+    return n_train // per_step
+
+
+def epoch_indices(config: config_lib.TrainConfig, n_train: int, epoch: int) -> np.ndarray:
+    """Sample indices of one epoch, [steps, accum, batch]: a pure function of (seed, epoch)."""
+    order = np.arange(n_train)
+    if config.shuffle:
+        order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
+    steps = steps_per_epoch(config, n_train)
+    used = order[: steps * config.batch_size * config.grad_accum_steps]
+    return used.reshape(steps, config.grad_accum_steps, config.batch_size).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- the engine
+class Engine:
+    """Owns the compiled chunk and evaluation functions for one model and optimizer."""
+
+    def __init__(
+        self,
+        model: MLP,
+        optimizer: keras.optimizers.Optimizer,
+        loss: losses_lib.Loss,
+        config: config_lib.TrainConfig,
+        target_std: np.ndarray | None,
+        step_functions: Mapping[str, Callable] | None = None,
+    ):
+        self.model, self.optimizer, self.loss, self.config = model, optimizer, loss, config
+        step_functions = step_functions or backprop.STEP_FUNCTIONS
+        self.primary = step_functions[config.grad_source]
+        self.other = step_functions["manual" if config.grad_source == "tape" else "tape"]
+        self.variables = model.trainable_variables
+        dtype = model.compute_dtype
+        # Regression metrics are reported in the target's original units.
+        self.target_std = tf.constant(1.0 if target_std is None else target_std, dtype)
+        self.optimizer.build(self.variables)
+        self.run_chunk = tf.function(self._chunk, jit_compile=True)
+        self.evaluate_batch = tf.function(self._evaluate_batch, jit_compile=True)
+
+    # --- one micro-batch ---------------------------------------------------------------
+    def _metric_sums(self, output, y):
+        """[Σ squared error, Σ |error|, count] (regression) or [Σ correct, 0, count]."""
+        dtype = output.dtype
+        if self.loss.on_logits:
+            if self.loss.sparse_labels:
+                labels = y if y.shape.rank == 1 else tf.argmax(y, axis=-1, output_type=tf.int32)
+                hits = tf.cast(tf.equal(tf.argmax(output, -1, output_type=tf.int32), labels), dtype)
+            else:
+                hits = tf.cast(tf.equal(output > 0, y > 0.5), dtype)
+            count = tf.cast(tf.size(hits), dtype)
+            return tf.stack([tf.reduce_sum(hits), tf.zeros([], dtype), count])
+        error = (output - y) * self.target_std  # [m, k], original units
+        count = tf.cast(tf.size(error), dtype)
+        return tf.stack([tf.reduce_sum(tf.square(error)), tf.reduce_sum(tf.abs(error)), count])
+
+    def _micro_step(self, x_all, y_all, indices):
+        """Loss, gradients and metric sums of one micro-batch (indices [batch])."""
+        x, y = tf.gather(x_all, indices), tf.gather(y_all, indices)
+        value, grads, output = self.primary(self.model, x, y, self.loss, self.config.l2)
+        return value, grads, self._metric_sums(output, y)
+
+    def _accumulated_step(self, x_all, y_all, indices):
+        """Mean loss and mean gradient over the step's micro-batches (indices [accum, batch])."""
+        value, grads, sums = self._micro_step(x_all, y_all, indices[0])
+        accum = self.config.grad_accum_steps
+        if accum == 1:
+            return value, grads, sums
+
+        def body(j, value, grads, sums):
+            v, g, s = self._micro_step(x_all, y_all, indices[j])
+            return j + 1, value + v, [a + b for a, b in zip(grads, g)], sums + s
+
+        _, value, grads, sums = tf.while_loop(
+            lambda j, *_: j < accum, body, (tf.constant(1), value, grads, sums)
+        )
+        return value / accum, [g / accum for g in grads], sums
+
+    # --- checks ------------------------------------------------------------------------
+    def _disagreement(self, x_all, y_all, indices):
+        """Per-variable max |g_tape − g_manual| / max(max |g_tape|, max |g_manual|), [n_vars]."""
+        x, y = tf.gather(x_all, indices), tf.gather(y_all, indices)
+        _, first, _ = self.primary(self.model, x, y, self.loss, self.config.l2)
+        _, second, _ = self.other(self.model, x, y, self.loss, self.config.l2)
+        errors = []
+        for a, b in zip(first, second):
+            scale = tf.maximum(tf.maximum(tf.reduce_max(tf.abs(a)), tf.reduce_max(tf.abs(b))), _TINY)
+            errors.append(tf.reduce_max(tf.abs(a - b)) / scale)
+        return tf.cast(tf.stack(errors), tf.float64)
+
+    # --- the compiled chunk ------------------------------------------------------------
+    def _chunk(self, x_all, y_all, indices):
+        """Runs up to len(indices) steps; returns the stop code and the chunk's statistics.
+
+        indices: [steps, accum, batch] int32.  Returns a dict: steps_done, status, loss_sum,
+        metric_sums [3], bad [n_vars] (non-finite gradient flags of the stopping step),
+        verify_error [n_vars] (max over the chunk's verified steps; last one when stopping).
+        """
+        n_vars, dtype = len(self.variables), self.model.compute_dtype
+        every = self.config.verify_every
+
+        def body(i, status, loss_sum, metric_sums, bad, verify_error):
+            value, grads, sums = self._accumulated_step(x_all, y_all, indices[i])
+            finite = tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            healthy = tf.logical_and(tf.reduce_all(finite), tf.math.is_finite(value))
+            step = tf.cast(self.optimizer.iterations, tf.int32) + 1
+            if every:
+                verify_error, agree = tf.cond(
+                    tf.logical_and(healthy, step % every == 0),
+                    lambda: self._verified(x_all, y_all, indices[i][0], verify_error),
+                    lambda: (verify_error, tf.constant(True)),
+                )
+            else:
+                agree = tf.constant(True)
+            apply = tf.logical_and(healthy, agree)
+            tf.cond(apply, lambda: self._apply(grads), lambda: tf.no_op())
+            status = tf.where(healthy, tf.where(agree, _RUNNING, _DISAGREE), _NON_FINITE)
+            advanced = tf.cast(apply, dtype)
+            return (
+                i + tf.cast(apply, tf.int32),
+                status,
+                loss_sum + value * advanced,
+                metric_sums + sums * advanced,
+                tf.logical_not(finite),
+                verify_error,
+            )
+
+        start = (
+            tf.constant(0),
+            tf.constant(_RUNNING),
+            tf.zeros([], dtype),
+            tf.zeros([3], dtype),
+            tf.zeros([n_vars], tf.bool),
+            tf.zeros([n_vars], tf.float64),
+        )
+        steps = tf.shape(indices)[0]
+        done, status, loss_sum, metric_sums, bad, verify_error = tf.while_loop(
+            lambda i, status, *_: tf.logical_and(i < steps, tf.equal(status, _RUNNING)), body, start
+        )
+        return {
+            "steps_done": done,
+            "status": status,
+            "loss_sum": loss_sum,
+            "metric_sums": metric_sums,
+            "bad": bad,
+            "verify_error": verify_error,
+        }
+
+    def _verified(self, x_all, y_all, indices, verify_error):
+        errors = self._disagreement(x_all, y_all, indices)
+        agree = tf.reduce_all(errors <= self.config.tolerance)
+        return errors, agree
+
+    def _apply(self, grads):
+        self.optimizer.apply(grads, self.variables)
+        return tf.no_op()
+
+    # --- evaluation --------------------------------------------------------------------
+    def _evaluate_batch(self, x, y):
+        """[Σ loss × rows, metric sums...] of one evaluation batch."""
+        forward = self.model.forward(x, keep_intermediates=True)
+        value = backprop.total_loss(self.model, forward, y, self.loss, self.config.l2)
+        rows = tf.cast(tf.shape(x)[0], value.dtype)
+        return tf.concat([[value * rows], self._metric_sums(forward.output, y)], axis=0)
+
+    def evaluate(self, split: data_lib.Split, batch_size: int = 8192) -> dict[str, float]:
+        """Loss and metrics over a whole split (loss averaged per row)."""
+        dtype = self.model.compute_dtype
+        totals = np.zeros(4)
+        for start in range(0, len(split.x), batch_size):
+            x = tf.constant(split.x[start : start + batch_size], dtype)
+            y = targets_tensor(split.y[start : start + batch_size], dtype)
+            totals += self.evaluate_batch(x, y).numpy()
+        return metrics_from_sums(totals[0] / len(split.x), totals[1:], self.loss)
+
+
+def targets_tensor(y: np.ndarray, dtype) -> tf.Tensor:
+    """Class ids stay int32; regression and binary targets take the model's dtype."""
+    return tf.constant(y, tf.int32 if np.issubdtype(y.dtype, np.integer) else dtype)
+
+
+def metrics_from_sums(loss: float, sums: np.ndarray, loss_fn: losses_lib.Loss) -> dict[str, float]:
+    """Turns [Σ sq, Σ abs, count] or [Σ correct, 0, count] into named metrics."""
+    count = max(float(sums[2]), 1.0)
+    if loss_fn.on_logits:
+        return {"loss": float(loss), "accuracy": float(sums[0]) / count}
+    return {"loss": float(loss), "rmse": math.sqrt(float(sums[0]) / count), "mae": float(sums[1]) / count}
+
+
+# ----------------------------------------------------------------------------- the run
+class _Progress:
+    """A Keras Progbar per epoch on a terminal; absl logging per epoch otherwise."""
+
+    def __init__(self, enabled: bool | None):
+        self.enabled = sys.stdout.isatty() if enabled is None else enabled
+        self.bar = None
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.enabled:
+            print(f"Epoch {epoch + 1}/{epochs}")
+            self.bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "rmse", "mae", "accuracy"])
+
+    def update(self, step: int, values: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(step, list(values.items()))
+
+    def end_epoch(self, epoch: int, record: dict[str, float]) -> None:
+        summary = " ".join(f"{k}={v:.6g}" for k, v in record.items() if k != "epoch")
+        if self.bar is not None:
+            print(f"  {summary}")
+        logging.info("epoch %d: %s", epoch + 1, summary)
+
+
+def train(
+    config: config_lib.TrainConfig,
+    datasets: data_lib.Datasets | None = None,
+    *,
+    progress: bool | None = None,
+    step_functions: Mapping[str, Callable] | None = None,
+) -> TrainResult:
+    """Trains an MLP as `config` says; writes config, data statistics and metrics to the workdir.
+
+    Args:
+      config: a validated TrainConfig.
+      datasets: data to train on; None loads `config.data`.
+      progress: show a progress bar (None: when stdout is a terminal).
+      step_functions: {"tape": fn, "manual": fn} overriding backprop.STEP_FUNCTIONS, e.g. to
+        check a custom gradient path with verify_every (fn signature as backprop.tape_step).
+
+    Raises:
+      ConfigError / data.DataError: bad configuration or data (nothing trained).
+      TrainingError: a non-finite loss or gradient, or tape and manual disagreeing.
+    """
+    keras.utils.set_random_seed(config.seed)
+    device = select_device(config.device)
+    datasets = datasets if datasets is not None else load_datasets(config)
+    loss = resolve_loss(config, datasets)
+    per_epoch = steps_per_epoch(config, len(datasets.train.x))
+    total_steps = config.total_steps(per_epoch)
+    epochs = math.ceil(total_steps / per_epoch)
+    workdir = make_workdir(config.workdir)
+    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    write_json_atomic(os.path.join(workdir, "data.json"), datasets.preprocessing.to_dict())
+    logging.info(
+        "run %s on %s: %d steps (%d per epoch), workdir %s",
+        config.grad_source,
+        device,
+        total_steps,
+        per_epoch,
+        workdir,
+    )
+    with tf.device(device):
+        model = build_model(config, datasets)
+        backprop.prepare(model, datasets.train.x[:1], datasets.train.y[:1], loss)  # shape checks
+        engine = Engine(
+            model, build_optimizer(config, total_steps), loss, config, _target_std(datasets), step_functions
+        )
+        run = _Run(config, datasets, engine, workdir, _Progress(progress))
+        history, stopped_early = run.epochs(epochs, per_epoch, total_steps)
+        final = run.final_metrics()
+    write_json_atomic(
+        os.path.join(workdir, "metrics.json"),
+        {
+            "history": history,
+            "final": final,
+            "steps": total_steps if not stopped_early else int(engine.optimizer.iterations.numpy()),
+            "stopped_early": stopped_early,
+        },
+    )
+    return TrainResult(
+        model, history, final, workdir, int(engine.optimizer.iterations.numpy()), stopped_early, datasets
+    )
+
+
+def _target_std(datasets: data_lib.Datasets) -> np.ndarray | None:
+    std = datasets.preprocessing.target_std
+    return None if std is None else np.asarray(std, np.float64)
+
+
+class _Run:
+    """The Python side of a run: epochs, chunks, validation, early stopping, errors."""
+
+    def __init__(self, config, datasets, engine: Engine, workdir: str, progress: _Progress):
+        self.config, self.datasets, self.engine = config, datasets, engine
+        self.workdir, self.progress = workdir, progress
+        dtype = engine.model.compute_dtype
+        self.x_train = tf.constant(datasets.train.x, dtype)
+        self.y_train = targets_tensor(datasets.train.y, dtype)
+        self.best = (math.inf, None)  # (validation loss, weights)
+
+    def epochs(self, epochs: int, per_epoch: int, total_steps: int) -> tuple[list[dict], bool]:
+        """Runs the epochs; returns (history, stopped_early)."""
+        history, waited = [], 0
+        for epoch in range(epochs):
+            steps = min(per_epoch, total_steps - epoch * per_epoch)
+            record = {"epoch": epoch + 1, **self.train_epoch(epoch, epochs, steps)}
+            if self.datasets.validation is not None:
+                validation = self.engine.evaluate(self.datasets.validation)
+                record.update({f"val_{k}": v for k, v in validation.items()})
+                waited = self.track_best(validation["loss"], waited)
+            history.append(record)
+            self.progress.end_epoch(epoch, record)
+            if self.config.patience and waited >= self.config.patience:
+                logging.info(
+                    "early stop after epoch %d: no better validation loss for %d epochs", epoch + 1, waited
+                )
+                self.restore_best()
+                return history, True
+        return history, False
+
+    def train_epoch(self, epoch: int, epochs: int, steps: int) -> dict[str, float]:
+        """One epoch of chunks; the running training loss and metrics."""
+        indices = epoch_indices(self.config, len(self.datasets.train.x), epoch)[:steps]
+        self.progress.start_epoch(epoch, epochs, steps)
+        loss_sum, sums, done = 0.0, np.zeros(3), 0
+        for start in range(0, steps, self.config.steps_per_call):
+            chunk = tf.constant(indices[start : start + self.config.steps_per_call])
+            out = self.engine.run_chunk(self.x_train, self.y_train, chunk)
+            self.check_chunk(out)
+            loss_sum += float(out["loss_sum"])
+            sums += out["metric_sums"].numpy()
+            done += int(out["steps_done"])
+            self.progress.update(done, metrics_from_sums(loss_sum / done, sums, self.engine.loss))
+        return metrics_from_sums(loss_sum / done, sums, self.engine.loss)
+
+    def check_chunk(self, out: dict[str, tf.Tensor]) -> None:
+        """Raises TrainingError when the chunk stopped on a non-finite value or a disagreement."""
+        status = int(out["status"])
+        if self.config.verify_every and status != _NON_FINITE:
+            logging.info(
+                "tape↔manual max relative error, last verified step: %s",
+                np.array2string(out["verify_error"].numpy(), precision=3),
+            )
+        if status == _RUNNING:
+            return
+        step = int(self.engine.optimizer.iterations.numpy()) + 1
+        names = [v.path for v in self.engine.variables]
+        if status == _NON_FINITE:
+            bad = np.flatnonzero(out["bad"].numpy())
+            where = f"the gradient of {names[bad[0]]}" if len(bad) else "the loss"
+            raise TrainingError(
+                f"step {step}: non-finite value in {where}; stopped before applying it "
+                f"(try a lower --learning_rate or clipping)"
+            )
+        errors = out["verify_error"].numpy()
+        worst = int(np.argmax(errors))
+        raise TrainingError(
+            f"step {step}: tape and manual gradients disagree for {names[worst]}: max relative "
+            f"error {errors[worst]:.3g} > tolerance {self.config.tolerance:g}"
+        )
+
+    def track_best(self, validation_loss: float, waited: int) -> int:
+        """Remembers the best weights; returns epochs since the last improvement."""
+        if validation_loss < self.best[0]:
+            weights = [v.numpy() for v in self.engine.model.weights] if self.config.restore_best else None
+            self.best = (validation_loss, weights)
+            return 0
+        return waited + 1
+
+    def restore_best(self) -> None:
+        if self.config.restore_best and self.best[1] is not None:
+            for variable, value in zip(self.engine.model.weights, self.best[1]):
+                variable.assign(value)
+
+    def final_metrics(self) -> dict[str, float]:
+        """Test metrics when there is a test split, else validation, else training."""
+        for name in ("test", "validation", "train"):
+            split = getattr(self.datasets, name)
+            if split is not None:
+                return {"split": name, **self.engine.evaluate(split)}
+        raise AssertionError("no data")
