@@ -13,6 +13,7 @@ import json
 from absl import flags
 from tf_backprop.cli import common
 
+from tf_backprop import checkpoint
 from tf_backprop import config as config_lib
 from tf_backprop import train
 
@@ -92,11 +93,18 @@ flags.DEFINE_float(
 flags.DEFINE_integer("seed", 0, "Seed for weights, data and shuffling.")
 flags.DEFINE_enum("device", "auto", config_lib.DEVICES, "auto uses a GPU when TensorFlow sees one.")
 flags.DEFINE_integer("steps_per_call", _DEFAULTS["steps_per_call"], "Updates per compiled call.")
-flags.DEFINE_string("workdir", None, "Run folder (default: a new one under ./runs/).")
+flags.DEFINE_string(
+    "workdir", None, "Run folder (default: a new one under ./runs/); an existing run there resumes."
+)
+flags.DEFINE_integer("checkpoint_every", 0, "Checkpoint every N steps (0: at the end of every epoch).")
+flags.DEFINE_integer("keep_checkpoints", _DEFAULTS["keep_checkpoints"], "Recent checkpoints to keep.")
+flags.DEFINE_bool(
+    "restart", False, "Move a previous run in --workdir aside (previous-<time>/) and start over."
+)
 flags.DEFINE_bool("json", False, "Print the final metrics as JSON on stdout.")
 
 _LIST_FLAGS = ("layers", "hidden")
-_NOT_CONFIG = ("json",)
+_NOT_CONFIG = ("json", "restart")
 
 
 def config_from_flags() -> config_lib.TrainConfig:
@@ -111,18 +119,21 @@ def config_from_flags() -> config_lib.TrainConfig:
 
 def main(argv):
     del argv
-    result = train.train(config_from_flags())
+    try:
+        result = train.train(config_from_flags(), restart=FLAGS.restart)
+    except train.Interrupted as interrupted:
+        common.fail(str(interrupted), interrupted.exit_code)
     if FLAGS.json:
         print(json.dumps({"workdir": result.workdir, "steps": result.steps, **result.final_metrics}))
     else:
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items() if k != "split")
         print(f"trained {result.steps} steps; {result.final_metrics['split']} {metrics}")
-        print(f"outputs in {result.workdir}: config.json, data.json, metrics.json")
+        print(f"outputs in {result.workdir}: config.json, data.json, metrics.json, ckpt/")
 
 
 def run():
     """Console-script entry point."""
-    common.run(main, failures=(train.TrainingError,))
+    common.run(main, failures=(train.TrainingError, checkpoint.CheckpointError))
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ class TrainConfig:
     device: str = "auto"
     steps_per_call: int = 1000  # updates run inside one compiled call
     workdir: str | None = None  # None: a new timestamped folder under ./runs/
+    checkpoint_every: int = 0  # save every N steps; 0 = at the end of every epoch
+    keep_checkpoints: int = 3  # how many recent checkpoints ckpt/ keeps
+    export: bool = True  # write a SavedModel to <workdir>/export at the end
     preset: str = "default"
 
     def __post_init__(self):
@@ -167,6 +170,8 @@ class TrainConfig:
             _positive("verify_tolerance", self.verify_tolerance)
         _choice("device", self.device, DEVICES)
         _positive("steps_per_call", self.steps_per_call)
+        _at_least("checkpoint_every", self.checkpoint_every, 0)
+        _positive("keep_checkpoints", self.keep_checkpoints)
         _choice("preset", self.preset, PRESETS)
 
     # ------------------------------------------------------------------ derived values

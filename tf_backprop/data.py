@@ -97,6 +97,15 @@ class Preprocessing:
         self.target_std = None if self.target_std is None else [float(v) for v in self.target_std]
         self.class_names = None if self.class_names is None else [str(c) for c in self.class_names]
 
+    @property
+    def n_outputs(self) -> int:
+        """Output units the model needs: k for regression, 1 for binary, the class count for multiclass."""
+        if self.task == "regression":
+            return len(self.target_mean)
+        if self.task == "binary":
+            return 1
+        return len(self.class_names)
+
     def to_dict(self) -> dict:
         """A JSON-serializable dict; `from_dict` inverts it."""
         return dataclasses.asdict(self)
@@ -167,12 +176,7 @@ class Datasets:
 
     @property
     def n_outputs(self) -> int:
-        """Output units the model needs: k for regression, 1 for binary, the class count for multiclass."""
-        if self.task == "regression":
-            return len(self.preprocessing.target_mean)
-        if self.task == "binary":
-            return 1
-        return len(self.preprocessing.class_names)
+        return self.preprocessing.n_outputs
 
 
 # --- task inference ----------------------------------------------------------------------------

@@ -15,12 +15,15 @@ The Python side turns those stops into a `TrainingError` naming the step and the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,6 +33,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_backprop import backprop
+from tf_backprop import checkpoint as checkpoint_lib
 from tf_backprop import config as config_lib
 from tf_backprop import data as data_lib
 from tf_backprop import losses as losses_lib
@@ -42,6 +46,17 @@ _RUNNING, _NON_FINITE, _DISAGREE = 0, 1, 2
 
 class TrainingError(RuntimeError):
     """Training failed (non-finite loss or gradient, tape/manual disagreement)."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was written first.  exit_code is 128 + signum."""
+
+    def __init__(self, signum: int, step: int, workdir: str):
+        self.signum, self.step, self.exit_code = signum, step, 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} at step {step}: checkpoint written to {workdir}/ckpt; rerun the same command to resume"
+        )
 
 
 @dataclasses.dataclass
@@ -366,10 +381,12 @@ class _Progress:
         self.enabled = sys.stdout.isatty() if enabled is None else enabled
         self.bar = None
 
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
         if self.enabled:
             print(f"Epoch {epoch + 1}/{epochs}")
             self.bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "rmse", "mae", "accuracy"])
+            if done:
+                self.bar.update(done)
 
     def update(self, step: int, values: dict[str, float]) -> None:
         if self.bar is not None:
@@ -382,117 +399,124 @@ class _Progress:
         logging.info("epoch %d: %s", epoch + 1, summary)
 
 
-def train(
-    config: config_lib.TrainConfig,
-    datasets: data_lib.Datasets | None = None,
-    *,
-    progress: bool | None = None,
-    step_functions: Mapping[str, Callable] | None = None,
-) -> TrainResult:
-    """Trains an MLP as `config` says; writes config, data statistics and metrics to the workdir.
-
-    Args:
-      config: a validated TrainConfig.
-      datasets: data to train on; None loads `config.data`.
-      progress: show a progress bar (None: when stdout is a terminal).
-      step_functions: {"tape": fn, "manual": fn} overriding backprop.STEP_FUNCTIONS, e.g. to
-        check a custom gradient path with verify_every (fn signature as backprop.tape_step).
-
-    Raises:
-      ConfigError / data.DataError: bad configuration or data (nothing trained).
-      TrainingError: a non-finite loss or gradient, or tape and manual disagreeing.
-    """
-    keras.utils.set_random_seed(config.seed)
-    device = select_device(config.device)
-    datasets = datasets if datasets is not None else load_datasets(config)
-    loss = resolve_loss(config, datasets)
-    per_epoch = steps_per_epoch(config, len(datasets.train.x))
-    total_steps = config.total_steps(per_epoch)
-    epochs = math.ceil(total_steps / per_epoch)
-    workdir = make_workdir(config.workdir)
-    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-    write_json_atomic(os.path.join(workdir, "data.json"), datasets.preprocessing.to_dict())
-    logging.info(
-        "run %s on %s: %d steps (%d per epoch), workdir %s",
-        config.grad_source,
-        device,
-        total_steps,
-        per_epoch,
-        workdir,
-    )
-    with tf.device(device):
-        model = build_model(config, datasets)
-        backprop.prepare(model, datasets.train.x[:1], datasets.train.y[:1], loss)  # shape checks
-        engine = Engine(
-            model, build_optimizer(config, total_steps), loss, config, _target_std(datasets), step_functions
-        )
-        run = _Run(config, datasets, engine, workdir, _Progress(progress))
-        history, stopped_early = run.epochs(epochs, per_epoch, total_steps)
-        final = run.final_metrics()
-    write_json_atomic(
-        os.path.join(workdir, "metrics.json"),
-        {
-            "history": history,
-            "final": final,
-            "steps": total_steps if not stopped_early else int(engine.optimizer.iterations.numpy()),
-            "stopped_early": stopped_early,
-        },
-    )
-    return TrainResult(
-        model, history, final, workdir, int(engine.optimizer.iterations.numpy()), stopped_early, datasets
-    )
-
-
-def _target_std(datasets: data_lib.Datasets) -> np.ndarray | None:
-    std = datasets.preprocessing.target_std
-    return None if std is None else np.asarray(std, np.float64)
-
-
 class _Run:
-    """The Python side of a run: epochs, chunks, validation, early stopping, errors."""
+    """The Python side of a run: epochs, chunks, validation, early stopping, checkpoints.
 
-    def __init__(self, config, datasets, engine: Engine, workdir: str, progress: _Progress):
+    All progress lives in `state` (a checkpoint.RunState) and the optimizer's iteration count,
+    so a run restored from a checkpoint continues exactly where the saved one stood.  Chunks
+    end at multiples of steps_per_call within an epoch and at checkpoint steps: the same
+    boundaries in an interrupted and an uninterrupted run, hence the same arithmetic.
+    """
+
+    def __init__(self, config, datasets, engine: Engine, keeper, state, progress: _Progress):
         self.config, self.datasets, self.engine = config, datasets, engine
-        self.workdir, self.progress = workdir, progress
+        self.keeper, self.state, self.progress = keeper, state, progress
         dtype = engine.model.compute_dtype
         self.x_train = tf.constant(datasets.train.x, dtype)
         self.y_train = targets_tensor(datasets.train.y, dtype)
-        self.best = (math.inf, None)  # (validation loss, weights)
+        self.signals: list[int] = []  # filled by the signal handler
+        self.saved_step = -1
 
-    def epochs(self, epochs: int, per_epoch: int, total_steps: int) -> tuple[list[dict], bool]:
-        """Runs the epochs; returns (history, stopped_early)."""
-        history, waited = [], 0
-        for epoch in range(epochs):
+    @property
+    def step(self) -> int:
+        return int(self.engine.optimizer.iterations.numpy())
+
+    def run(self, per_epoch: int, total_steps: int) -> None:
+        """Trains until total_steps or an early stop, saving checkpoints on the way."""
+        epochs = math.ceil(total_steps / per_epoch)
+        while not bool(self.state.stopped.numpy()) and self.step < total_steps:
+            epoch = int(self.state.epoch.numpy())
             steps = min(per_epoch, total_steps - epoch * per_epoch)
-            record = {"epoch": epoch + 1, **self.train_epoch(epoch, epochs, steps)}
-            if self.datasets.validation is not None:
-                validation = self.engine.evaluate(self.datasets.validation)
-                record.update({f"val_{k}": v for k, v in validation.items()})
-                waited = self.track_best(validation["loss"], waited)
-            history.append(record)
-            self.progress.end_epoch(epoch, record)
-            if self.config.patience and waited >= self.config.patience:
-                logging.info(
-                    "early stop after epoch %d: no better validation loss for %d epochs", epoch + 1, waited
-                )
-                self.restore_best()
-                return history, True
-        return history, False
+            self.train_epoch(epoch, epochs, steps)
+            self.end_epoch(epoch)
+        if self.saved_step != self.step:
+            self.save()
 
-    def train_epoch(self, epoch: int, epochs: int, steps: int) -> dict[str, float]:
-        """One epoch of chunks; the running training loss and metrics."""
+    def train_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        """Runs the rest of one epoch chunk by chunk, from state.step_in_epoch."""
         indices = epoch_indices(self.config, len(self.datasets.train.x), epoch)[:steps]
-        self.progress.start_epoch(epoch, epochs, steps)
-        loss_sum, sums, done = 0.0, np.zeros(3), 0
-        for start in range(0, steps, self.config.steps_per_call):
-            chunk = tf.constant(indices[start : start + self.config.steps_per_call])
-            out = self.engine.run_chunk(self.x_train, self.y_train, chunk)
+        position = int(self.state.step_in_epoch.numpy())
+        self.progress.start_epoch(epoch, epochs, steps, position)
+        while position < steps:
+            end = self.chunk_end(position, steps)
+            out = self.engine.run_chunk(self.x_train, self.y_train, tf.constant(indices[position:end]))
             self.check_chunk(out)
-            loss_sum += float(out["loss_sum"])
-            sums += out["metric_sums"].numpy()
-            done += int(out["steps_done"])
-            self.progress.update(done, metrics_from_sums(loss_sum / done, sums, self.engine.loss))
-        return metrics_from_sums(loss_sum / done, sums, self.engine.loss)
+            position = end
+            self.state.step_in_epoch.assign(position)
+            self.state.epoch_loss_sum.assign_add(float(out["loss_sum"]))
+            self.state.epoch_metric_sums.assign_add(tf.cast(out["metric_sums"], tf.float64))
+            self.progress.update(position, self.epoch_metrics())
+            every = self.config.checkpoint_every
+            if position < steps and every and self.step % every == 0:
+                self.save()
+            self.check_signals()
+
+    def chunk_end(self, position: int, steps: int) -> int:
+        """Where the chunk starting at `position` ends: steps_per_call or a checkpoint step."""
+        per_call = self.config.steps_per_call
+        end = min(steps, (position // per_call + 1) * per_call)
+        every = self.config.checkpoint_every
+        if every:
+            end = min(end, position + every - self.step % every)
+        return end
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The running training loss and metrics of the current epoch."""
+        done = max(int(self.state.step_in_epoch.numpy()), 1)
+        loss = float(self.state.epoch_loss_sum.numpy()) / done
+        return metrics_from_sums(loss, self.state.epoch_metric_sums.numpy(), self.engine.loss)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Validation, history, early stopping; then the epoch-end checkpoint."""
+        record = {"epoch": epoch + 1, **self.epoch_metrics()}
+        if self.datasets.validation is not None:
+            validation = self.engine.evaluate(self.datasets.validation)
+            record.update({f"val_{k}": v for k, v in validation.items()})
+            self.track_best(validation["loss"])
+        self.state.append_history(record)
+        self.progress.end_epoch(epoch, record)
+        self.state.epoch.assign(epoch + 1)
+        self.state.step_in_epoch.assign(0)
+        self.state.epoch_loss_sum.assign(0.0)
+        self.state.epoch_metric_sums.assign(tf.zeros([3], tf.float64))
+        waited = int(self.state.waited.numpy())
+        if self.config.patience and waited >= self.config.patience:
+            logging.info(
+                "early stop after epoch %d: no better validation loss for %d epochs", epoch + 1, waited
+            )
+            self.state.stopped.assign(True)
+            self.restore_best()
+        every = self.config.checkpoint_every
+        if not every or self.step % every == 0:
+            self.save()
+        self.check_signals()
+
+    def track_best(self, validation_loss: float) -> None:
+        """Remembers the best weights and counts the epochs since the last improvement."""
+        if validation_loss < float(self.state.best_val_loss.numpy()):
+            self.state.best_val_loss.assign(validation_loss)
+            self.state.waited.assign(0)
+            for best, variable in zip(self.state.best_weights, self.engine.model.weights):
+                best.assign(variable)
+        else:
+            self.state.waited.assign_add(1)
+
+    def restore_best(self) -> None:
+        """With restore_best, ends on the weights of the best validation loss."""
+        if self.config.restore_best and math.isfinite(float(self.state.best_val_loss.numpy())):
+            for variable, best in zip(self.engine.model.weights, self.state.best_weights):
+                variable.assign(best)
+
+    def save(self) -> None:
+        self.keeper.save()
+        self.saved_step = self.step
+
+    def check_signals(self) -> None:
+        """After SIGINT/SIGTERM: checkpoint (at this chunk boundary), then Interrupted."""
+        if self.signals:
+            if self.saved_step != self.step:
+                self.save()
+            raise Interrupted(self.signals[0], self.step, os.path.dirname(self.keeper.directory))
 
     def check_chunk(self, out: dict[str, tf.Tensor]) -> None:
         """Raises TrainingError when the chunk stopped on a non-finite value or a disagreement."""
@@ -504,7 +528,7 @@ class _Run:
             )
         if status == _RUNNING:
             return
-        step = int(self.engine.optimizer.iterations.numpy()) + 1
+        step = self.step + 1
         names = [v.path for v in self.engine.variables]
         if status == _NON_FINITE:
             bad = np.flatnonzero(out["bad"].numpy())
@@ -520,19 +544,6 @@ class _Run:
             f"error {errors[worst]:.3g} > tolerance {self.config.tolerance:g}"
         )
 
-    def track_best(self, validation_loss: float, waited: int) -> int:
-        """Remembers the best weights; returns epochs since the last improvement."""
-        if validation_loss < self.best[0]:
-            weights = [v.numpy() for v in self.engine.model.weights] if self.config.restore_best else None
-            self.best = (validation_loss, weights)
-            return 0
-        return waited + 1
-
-    def restore_best(self) -> None:
-        if self.config.restore_best and self.best[1] is not None:
-            for variable, value in zip(self.engine.model.weights, self.best[1]):
-                variable.assign(value)
-
     def final_metrics(self) -> dict[str, float]:
         """Test metrics when there is a test split, else validation, else training."""
         for name in ("test", "validation", "train"):
@@ -540,3 +551,103 @@ class _Run:
             if split is not None:
                 return {"split": name, **self.engine.evaluate(split)}
         raise AssertionError("no data")
+
+
+@contextlib.contextmanager
+def _signals_recorded(received: list[int]):
+    """Within the block, SIGINT and SIGTERM are recorded instead of killing the run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def train(
+    config: config_lib.TrainConfig,
+    datasets: data_lib.Datasets | None = None,
+    *,
+    restart: bool = False,
+    progress: bool | None = None,
+    step_functions: Mapping[str, Callable] | None = None,
+) -> TrainResult:
+    """Trains an MLP as `config` says, resuming from the workdir's latest checkpoint if any.
+
+    Writes config.json, data.json, ckpt/ and metrics.json to the workdir.
+
+    Args:
+      config: a validated TrainConfig.
+      datasets: data to train on; None loads `config.data`.
+      restart: move a previous run in the workdir aside (into previous-<time>/) and start over.
+      progress: show a progress bar (None: when stdout is a terminal).
+      step_functions: {"tape": fn, "manual": fn} overriding backprop.STEP_FUNCTIONS, e.g. to
+        check a custom gradient path with verify_every (fn signature as backprop.tape_step).
+
+    Raises:
+      ConfigError / data.DataError: bad configuration or data (nothing trained).
+      checkpoint.ConfigMismatchError: the workdir holds a run with another model or data.
+      checkpoint.CheckpointError: checkpoints exist but none is readable.
+      TrainingError: a non-finite loss or gradient, or tape and manual disagreeing.
+      Interrupted: SIGINT/SIGTERM arrived; a checkpoint was written first.
+    """
+    keras.utils.set_random_seed(config.seed)
+    device = select_device(config.device)
+    datasets = datasets if datasets is not None else load_datasets(config)
+    loss = resolve_loss(config, datasets)
+    per_epoch = steps_per_epoch(config, len(datasets.train.x))
+    total_steps = config.total_steps(per_epoch)
+    workdir = make_workdir(config.workdir)
+    if restart:
+        checkpoint_lib.move_aside(workdir)
+    checkpoint_lib.check_resumable(workdir, config)
+    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    write_json_atomic(os.path.join(workdir, "data.json"), datasets.preprocessing.to_dict())
+    with tf.device(device):
+        model = build_model(config, datasets)
+        backprop.prepare(model, datasets.train.x[:1], datasets.train.y[:1], loss)  # shape checks
+        optimizer = build_optimizer(config, total_steps)
+        engine = Engine(model, optimizer, loss, config, _target_std(datasets), step_functions)
+        state = checkpoint_lib.RunState(model)
+        keeper = checkpoint_lib.Keeper(workdir, model, optimizer, state, config.keep_checkpoints)
+        _resume(keeper, state, optimizer, config)
+        logging.info(
+            "%s gradients on %s: %d steps (%d per epoch), workdir %s",
+            config.grad_source,
+            device,
+            total_steps,
+            per_epoch,
+            workdir,
+        )
+        run = _Run(config, datasets, engine, keeper, state, _Progress(progress))
+        with _signals_recorded(run.signals):
+            run.run(per_epoch, total_steps)
+        final = run.final_metrics()
+    history, stopped = state.history(), bool(state.stopped.numpy())
+    write_json_atomic(
+        os.path.join(workdir, "metrics.json"),
+        {"history": history, "final": final, "steps": run.step, "stopped_early": stopped},
+    )
+    return TrainResult(model, history, final, workdir, run.step, stopped, datasets)
+
+
+def _resume(keeper, state, optimizer, config: config_lib.TrainConfig) -> None:
+    """Restores the latest good checkpoint, if any, keeping the config's learning rate."""
+    restored = keeper.restore_latest()
+    if restored is None:
+        return
+    if config.lr_schedule == "constant":
+        optimizer.learning_rate = config.learning_rate  # a harmless change on resume
+    step, epoch = int(optimizer.iterations.numpy()), int(state.epoch.numpy()) + 1
+    logging.info("resumed from %s: step %d, epoch %d", restored, step, epoch)
+    print(f"resuming from {restored} at step {step}, epoch {epoch}", file=sys.stderr)
+
+
+def _target_std(datasets: data_lib.Datasets) -> np.ndarray | None:
+    std = datasets.preprocessing.target_std
+    return None if std is None else np.asarray(std, np.float64)

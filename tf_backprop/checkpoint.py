@@ -1,0 +1,222 @@
+"""Checkpoints and resume: everything a run needs to continue bit-identically.
+
+A checkpoint in ``<workdir>/ckpt`` (a `tf.train.CheckpointManager`) holds
+
+* ``model``: the weights;
+* ``optimizer``: its slots and iteration count (= the global step);
+* ``state``: the `RunState` variables: epoch and step within it (the data order is a pure
+  function of (seed, epoch), so that is the data-order state), the current epoch's running
+  loss and metric sums, the history so far, and the early-stopping state with its best weights.
+
+Gradient accumulation happens inside one update (engine), so no accumulation buffer is ever
+half-filled at a checkpoint.  `tf.train.CheckpointManager` writes the data files first and the
+``checkpoint`` index last, atomically, so a kill mid-save leaves the previous "latest" intact;
+a truncated or corrupt latest checkpoint is skipped with a warning (`restore_latest`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from tf_backprop import config as config_lib
+from tf_backprop import data as data_lib
+from tf_backprop.model import MLP
+
+CHECKPOINT_DIR = "ckpt"
+
+# Config fields a resumed run may change: they change neither the model nor the data.
+HARMLESS_FIELDS = frozenset(
+    {
+        "epochs",
+        "steps",
+        "learning_rate",
+        "patience",
+        "restore_best",
+        "verify_every",
+        "verify_tolerance",
+        "device",
+        "steps_per_call",
+        "workdir",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "export",
+        "histogram_every",
+        "monitor",
+        "vanishing_ratio",
+        "vanishing_floor",
+        "exploding_threshold",
+        "health_patience",
+        "clip_norm",
+        "clip_global_norm",
+        "clip_value",
+    }
+)
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was expected."""
+
+
+class ConfigMismatchError(ValueError):
+    """The workdir holds a run whose model or data differ from the given config."""
+
+
+class RunState(tf.Module):
+    """The run's progress as variables, so it is saved with the model and optimizer."""
+
+    def __init__(self, model: MLP):
+        super().__init__(name="run_state")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.epoch_loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.epoch_metric_sums = tf.Variable(tf.zeros([3], tf.float64), trainable=False)
+        self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False)
+        self.best_val_loss = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
+        self.waited = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.stopped = tf.Variable(False, trainable=False)  # early-stopped: nothing left to do
+        self.best_weights = [tf.Variable(w, trainable=False) for w in model.weights]
+
+    # Methods, not a property setter: tf.Module would wrap an assigned list for tracking.
+    def history(self) -> list[dict]:
+        """The per-epoch records so far."""
+        return json.loads(self.history_json.numpy().decode())
+
+    def append_history(self, record: dict) -> None:
+        self.history_json.assign(json.dumps(self.history() + [record]))
+
+
+class Keeper:
+    """Saves and restores checkpoints of one run."""
+
+    def __init__(self, workdir: str, model: MLP, optimizer, state: RunState, keep: int = 3):
+        self.directory = os.path.join(workdir, CHECKPOINT_DIR)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, state=state)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep)
+        self.optimizer = optimizer
+
+    def save(self) -> str:
+        """Writes a checkpoint numbered by the global step."""
+        path = self.manager.save(checkpoint_number=int(self.optimizer.iterations.numpy()))
+        logging.info("checkpoint %s", path)
+        return path
+
+    def restore_latest(self) -> str | None:
+        """Restores the newest readable checkpoint; None when there is none at all.
+
+        A checkpoint that fails to read is skipped with a warning; if checkpoints exist but
+        none can be read, CheckpointError.
+        """
+        candidates = list(reversed(self.manager.checkpoints))
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError) as error:
+                logging.warning(
+                    "checkpoint %s is unreadable (%s); trying the previous one",
+                    path,
+                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                )
+                continue
+            return path
+        if candidates:
+            raise CheckpointError(
+                f"no readable checkpoint in {self.directory} (tried {len(candidates)}); "
+                f"rerun with --restart to start over"
+            )
+        return None
+
+
+def check_resumable(workdir: str, config: config_lib.TrainConfig) -> config_lib.TrainConfig | None:
+    """The config saved in workdir, or None for a new workdir.
+
+    Raises ConfigMismatchError naming every field that differs in a way that changes the model or
+    the data; logs the harmless differences.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        saved = json.load(handle)
+    new = config.to_dict()
+    differing = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
+    harmful = [k for k in differing if k not in HARMLESS_FIELDS]
+    if harmful:
+        details = "; ".join(f"{k}: saved {saved.get(k)!r}, given {new.get(k)!r}" for k in harmful)
+        raise ConfigMismatchError(
+            f"{workdir} holds a run with a different configuration ({details}); use another "
+            f"--workdir, or --restart to move the old run aside"
+        )
+    for key in differing:
+        logging.info("resume with changed %s: %r -> %r", key, saved.get(key), new.get(key))
+    return config_lib.TrainConfig.from_dict(saved)
+
+
+def move_aside(workdir: str) -> str | None:
+    """Moves a previous run's files into <workdir>/previous-<time>/; returns that folder."""
+    names = [
+        n
+        for n in ("ckpt", "config.json", "data.json", "metrics.json", "export", "tb")
+        if os.path.exists(os.path.join(workdir, n))
+    ]
+    if not names:
+        return None
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    aside = os.path.join(workdir, f"previous-{stamp}")
+    os.makedirs(aside)
+    for name in names:
+        os.replace(os.path.join(workdir, name), os.path.join(aside, name))
+    logging.info("restart: moved the previous run's %s to %s", ", ".join(names), aside)
+    return aside
+
+
+def load_model(
+    workdir: str, checkpoint: str | None = None
+) -> tuple[MLP, config_lib.TrainConfig, data_lib.Preprocessing]:
+    """The trained model of a run, with its config and data statistics.
+
+    Args:
+      workdir: a run folder (config.json, data.json, ckpt/).
+      checkpoint: a checkpoint path or name inside ckpt/ (e.g. "ckpt-480"); None = latest.
+    """
+    config = _read_json(workdir, "config.json", config_lib.TrainConfig.from_dict)
+    preprocessing = _read_json(workdir, "data.json", data_lib.Preprocessing.from_dict)
+    model = MLP(
+        config.layer_sizes(len(preprocessing.feature_names), preprocessing.n_outputs),
+        activation=config.activation,
+        output_activation=config.output_activation,
+        kernel_initializer=config.initializer,
+        dtype=config.dtype,
+        seed=config.seed,
+    )
+    path = _checkpoint_path(workdir, checkpoint)
+    tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    return model, config, preprocessing
+
+
+def _checkpoint_path(workdir: str, checkpoint: str | None) -> str:
+    directory = os.path.join(workdir, CHECKPOINT_DIR)
+    if checkpoint is None:
+        path = tf.train.latest_checkpoint(directory)
+        if path is None:
+            raise CheckpointError(f"{directory}: no checkpoint found (has the run saved one?)")
+        return path
+    path = checkpoint if os.path.dirname(checkpoint) else os.path.join(directory, checkpoint)
+    if not tf.io.gfile.exists(path + ".index"):
+        raise CheckpointError(f"checkpoint {checkpoint!r} not found (looked for {path}.index)")
+    return path
+
+
+def _read_json(workdir: str, name: str, parse):
+    path = os.path.join(workdir, name)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse(json.load(handle))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found; is {workdir} a tf_backprop run folder?") from None
+    except (json.JSONDecodeError, ValueError) as error:
+        raise CheckpointError(f"{path}: unreadable ({error})") from None
