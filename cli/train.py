@@ -11,11 +11,10 @@ import dataclasses
 import json
 
 from absl import flags
-from tf_backprop.cli import common
 
-from tf_backprop import checkpoint
+from tf_backprop import checkpoint, train
 from tf_backprop import config as config_lib
-from tf_backprop import train
+from tf_backprop.cli import common
 
 FLAGS = flags.FLAGS
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(config_lib.TrainConfig)}
