@@ -100,6 +100,28 @@ flags.DEFINE_integer("keep_checkpoints", _DEFAULTS["keep_checkpoints"], "Recent 
 flags.DEFINE_bool(
     "restart", False, "Move a previous run in --workdir aside (previous-<time>/) and start over."
 )
+flags.DEFINE_bool(
+    "monitor", True, "Per-layer gradient statistics to <workdir>/tb (TensorBoard) and health warnings."
+)
+flags.DEFINE_integer(
+    "histogram_every",
+    _DEFAULTS["histogram_every"],
+    "Histograms of weights, gradients, activations every N steps (0: off).",
+)
+flags.DEFINE_float(
+    "vanishing_ratio",
+    _DEFAULTS["vanishing_ratio"],
+    "Vanishing: a hidden layer's ‖∂L/∂W‖ below this × the output layer's.",
+)
+flags.DEFINE_float("vanishing_floor", _DEFAULTS["vanishing_floor"], "Vanishing: or below this absolute norm.")
+flags.DEFINE_float(
+    "exploding_threshold",
+    _DEFAULTS["exploding_threshold"],
+    "Exploding: a layer's ‖∂L/∂W‖ above this (or not finite).",
+)
+flags.DEFINE_integer(
+    "health_patience", _DEFAULTS["health_patience"], "Consecutive measurements before a vanishing warning."
+)
 flags.DEFINE_bool("json", False, "Print the final metrics as JSON on stdout.")
 
 _LIST_FLAGS = ("layers", "hidden")

@@ -81,6 +81,13 @@ class TrainConfig:
     checkpoint_every: int = 0  # save every N steps; 0 = at the end of every epoch
     keep_checkpoints: int = 3  # how many recent checkpoints ckpt/ keeps
     export: bool = True  # write a SavedModel to <workdir>/export at the end
+    # --- monitoring (TensorBoard under <workdir>/tb, gradient health) ---
+    monitor: bool = True  # per-layer gradient statistics, measured at the last step of each chunk
+    histogram_every: int = 1000  # histograms of weights, gradients, activations every N steps; 0 = off
+    vanishing_ratio: float = 1e-3  # a layer's ‖∂L/∂W‖ below this × the output layer's is "vanishing"
+    vanishing_floor: float = 1e-10  # ... or below this absolute norm
+    exploding_threshold: float = 1e3  # a layer's ‖∂L/∂W‖ above this is "exploding"
+    health_patience: int = 3  # consecutive measurements before a vanishing warning
     preset: str = "default"
 
     def __post_init__(self):
@@ -172,6 +179,11 @@ class TrainConfig:
         _positive("steps_per_call", self.steps_per_call)
         _at_least("checkpoint_every", self.checkpoint_every, 0)
         _positive("keep_checkpoints", self.keep_checkpoints)
+        _at_least("histogram_every", self.histogram_every, 0)
+        _positive("vanishing_ratio", self.vanishing_ratio)
+        _at_least("vanishing_floor", self.vanishing_floor, 0.0)
+        _positive("exploding_threshold", self.exploding_threshold)
+        _positive("health_patience", self.health_patience)
         _choice("preset", self.preset, PRESETS)
 
     # ------------------------------------------------------------------ derived values

@@ -118,6 +118,11 @@ class MLP(keras.Model):
         return [layer.kernel for layer in self.dense_layers]
 
     @property
+    def variable_names(self) -> list[str]:
+        """'dense_1/kernel', 'dense_1/bias', ...: trainable_variables' names without the model's."""
+        return [f"{layer.name}/{part}" for layer in self.dense_layers for part in ("kernel", "bias")]
+
+    @property
     def activations_per_layer(self) -> list[activations.Activation]:
         """f_1 .. f_L: the hidden activation for each hidden layer, then the output one."""
         return [self.hidden_activation] * (len(self.dense_layers) - 1) + [self.output_activation]

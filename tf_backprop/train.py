@@ -37,6 +37,7 @@ from tf_backprop import checkpoint as checkpoint_lib
 from tf_backprop import config as config_lib
 from tf_backprop import data as data_lib
 from tf_backprop import losses as losses_lib
+from tf_backprop import monitor as monitor_lib
 from tf_backprop.model import MLP
 
 _TINY = 1e-30
@@ -280,26 +281,26 @@ class Engine:
 
         indices: [steps, accum, batch] int32.  Returns a dict: steps_done, status, loss_sum,
         metric_sums [3], bad [n_vars] (non-finite gradient flags of the stopping step),
-        verify_error [n_vars] (max over the chunk's verified steps; last one when stopping).
+        verify_error [n_vars] (of the chunk's last verified step), and with monitoring the
+        chunk's last step measured: health [3, n_vars] (gradient norm, weight norm, update
+        ratio ‖ΔW‖/‖W‖), gradients (one per variable) and activations (h_l of its first
+        micro-batch, [batch, n_l] each).
         """
-        n_vars, dtype = len(self.variables), self.model.compute_dtype
-        every = self.config.verify_every
+        dtype = self.model.compute_dtype
+        steps = tf.shape(indices)[0]
 
-        def body(i, status, loss_sum, metric_sums, bad, verify_error):
+        def body(i, status, loss_sum, metric_sums, bad, verify_error, measured):
             value, grads, sums = self._accumulated_step(x_all, y_all, indices[i])
             finite = tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
             healthy = tf.logical_and(tf.reduce_all(finite), tf.math.is_finite(value))
-            step = tf.cast(self.optimizer.iterations, tf.int32) + 1
-            if every:
-                verify_error, agree = tf.cond(
-                    tf.logical_and(healthy, step % every == 0),
-                    lambda: self._verified(x_all, y_all, indices[i][0], verify_error),
-                    lambda: (verify_error, tf.constant(True)),
-                )
-            else:
-                agree = tf.constant(True)
+            verify_error, agree = self._maybe_verify(healthy, x_all, y_all, indices[i][0], verify_error)
             apply = tf.logical_and(healthy, agree)
-            tf.cond(apply, lambda: self._apply(grads), lambda: tf.no_op())
+            measure = tf.logical_and(apply, i == steps - 1)
+            measured = tf.cond(
+                apply,
+                lambda: self._apply(grads, measure, x_all, indices[i][0], measured),
+                lambda: measured,
+            )
             status = tf.where(healthy, tf.where(agree, _RUNNING, _DISAGREE), _NON_FINITE)
             advanced = tf.cast(apply, dtype)
             return (
@@ -309,8 +310,10 @@ class Engine:
                 metric_sums + sums * advanced,
                 tf.logical_not(finite),
                 verify_error,
+                measured,
             )
 
+        n_vars = len(self.variables)
         start = (
             tf.constant(0),
             tf.constant(_RUNNING),
@@ -318,12 +321,12 @@ class Engine:
             tf.zeros([3], dtype),
             tf.zeros([n_vars], tf.bool),
             tf.zeros([n_vars], tf.float64),
+            self._empty_measurement(),
         )
-        steps = tf.shape(indices)[0]
-        done, status, loss_sum, metric_sums, bad, verify_error = tf.while_loop(
+        done, status, loss_sum, metric_sums, bad, verify_error, measured = tf.while_loop(
             lambda i, status, *_: tf.logical_and(i < steps, tf.equal(status, _RUNNING)), body, start
         )
-        return {
+        out = {
             "steps_done": done,
             "status": status,
             "loss_sum": loss_sum,
@@ -331,15 +334,56 @@ class Engine:
             "bad": bad,
             "verify_error": verify_error,
         }
+        if self.config.monitor:
+            out["health"], out["gradients"], out["activations"] = measured
+        return out
+
+    def _maybe_verify(self, healthy, x_all, y_all, indices, verify_error):
+        """Every verify_every steps: (per-variable tape↔manual errors, whether they agree)."""
+        every = self.config.verify_every
+        if not every:
+            return verify_error, tf.constant(True)
+        step = tf.cast(self.optimizer.iterations, tf.int32) + 1
+        return tf.cond(
+            tf.logical_and(healthy, step % every == 0),
+            lambda: self._verified(x_all, y_all, indices, verify_error),
+            lambda: (verify_error, tf.constant(True)),
+        )
+
+    def _empty_measurement(self):
+        """Zero placeholders shaped like one measurement (empty when monitoring is off)."""
+        if not self.config.monitor:
+            return ()
+        dtype, batch = self.model.compute_dtype, self.config.batch_size
+        return (
+            tf.zeros([3, len(self.variables)], tf.float64),
+            [tf.zeros_like(v) for v in self.variables],
+            [tf.zeros([batch, width], dtype) for width in self.model.layer_sizes[1:]],
+        )
+
+    def _apply(self, grads, measure, x_all, indices, measured):
+        """optimizer.apply; when `measure`, also the step's health statistics."""
+        if not self.config.monitor:
+            self.optimizer.apply(grads, self.variables)
+            return measured
+
+        def apply_and_measure():
+            before = [tf.identity(v) for v in self.variables]
+            activations = self.model.forward(tf.gather(x_all, indices), keep_intermediates=True).hs
+            self.optimizer.apply(grads, self.variables)
+            health = tf.stack([_norms(grads), _norms(self.variables), _update_ratios(before, self.variables)])
+            return health, list(grads), activations
+
+        def apply_only():
+            self.optimizer.apply(grads, self.variables)
+            return measured
+
+        return tf.cond(measure, apply_and_measure, apply_only)
 
     def _verified(self, x_all, y_all, indices, verify_error):
         errors = self._disagreement(x_all, y_all, indices)
         agree = tf.reduce_all(errors <= self.config.tolerance)
         return errors, agree
-
-    def _apply(self, grads):
-        self.optimizer.apply(grads, self.variables)
-        return tf.no_op()
 
     # --- evaluation --------------------------------------------------------------------
     def _evaluate_batch(self, x, y):
@@ -358,6 +402,21 @@ class Engine:
             y = targets_tensor(split.y[start : start + batch_size], dtype)
             totals += self.evaluate_batch(x, y).numpy()
         return metrics_from_sums(totals[0] / len(split.x), totals[1:], self.loss)
+
+
+def _norms(tensors) -> tf.Tensor:
+    """‖t‖ of each tensor, [n] float64."""
+    return tf.stack([tf.norm(tf.cast(t, tf.float64)) for t in tensors])
+
+
+def _update_ratios(before, after) -> tf.Tensor:
+    """‖after − before‖ / ‖before‖ per tensor, [n] float64."""
+    return tf.stack(
+        [
+            tf.norm(tf.cast(a - b, tf.float64)) / tf.maximum(tf.norm(tf.cast(b, tf.float64)), _TINY)
+            for b, a in zip(before, after)
+        ]
+    )
 
 
 def targets_tensor(y: np.ndarray, dtype) -> tf.Tensor:
@@ -408,9 +467,9 @@ class _Run:
     boundaries in an interrupted and an uninterrupted run, hence the same arithmetic.
     """
 
-    def __init__(self, config, datasets, engine: Engine, keeper, state, progress: _Progress):
+    def __init__(self, config, datasets, engine: Engine, keeper, state, progress: _Progress, monitor=None):
         self.config, self.datasets, self.engine = config, datasets, engine
-        self.keeper, self.state, self.progress = keeper, state, progress
+        self.keeper, self.state, self.progress, self.monitor = keeper, state, progress, monitor
         dtype = engine.model.compute_dtype
         self.x_train = tf.constant(datasets.train.x, dtype)
         self.y_train = targets_tensor(datasets.train.y, dtype)
@@ -446,6 +505,11 @@ class _Run:
             self.state.epoch_loss_sum.assign_add(float(out["loss_sum"]))
             self.state.epoch_metric_sums.assign_add(tf.cast(out["metric_sums"], tf.float64))
             self.progress.update(position, self.epoch_metrics())
+            if self.monitor is not None:
+                learning_rate = float(self.engine.optimizer.learning_rate)
+                self.monitor.log_chunk(
+                    self.step, out, learning_rate, self.config.verify_every, self.engine.variables
+                )
             every = self.config.checkpoint_every
             if position < steps and every and self.step % every == 0:
                 self.save()
@@ -475,6 +539,8 @@ class _Run:
             self.track_best(validation["loss"])
         self.state.append_history(record)
         self.progress.end_epoch(epoch, record)
+        if self.monitor is not None:
+            self.monitor.log_epoch(self.step, record)
         self.state.epoch.assign(epoch + 1)
         self.state.step_in_epoch.assign(0)
         self.state.epoch_loss_sum.assign(0.0)
@@ -529,7 +595,7 @@ class _Run:
         if status == _RUNNING:
             return
         step = self.step + 1
-        names = [v.path for v in self.engine.variables]
+        names = self.engine.model.variable_names
         if status == _NON_FINITE:
             bad = np.flatnonzero(out["bad"].numpy())
             where = f"the gradient of {names[bad[0]]}" if len(bad) else "the loss"
@@ -624,16 +690,30 @@ def train(
             per_epoch,
             workdir,
         )
-        run = _Run(config, datasets, engine, keeper, state, _Progress(progress))
-        with _signals_recorded(run.signals):
-            run.run(per_epoch, total_steps)
+        monitor = _make_monitor(config, workdir, model)
+        run = _Run(config, datasets, engine, keeper, state, _Progress(progress), monitor)
+        try:
+            with _signals_recorded(run.signals):
+                run.run(per_epoch, total_steps)
+        finally:
+            if monitor is not None:
+                monitor.close()
         final = run.final_metrics()
     history, stopped = state.history(), bool(state.stopped.numpy())
-    write_json_atomic(
-        os.path.join(workdir, "metrics.json"),
-        {"history": history, "final": final, "steps": run.step, "stopped_early": stopped},
-    )
+    metrics = {"history": history, "final": final, "steps": run.step, "stopped_early": stopped}
+    if monitor is not None:
+        metrics["gradient_health"] = monitor.detector.summary()
+    write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
     return TrainResult(model, history, final, workdir, run.step, stopped, datasets)
+
+
+def _make_monitor(config: config_lib.TrainConfig, workdir: str, model: MLP) -> monitor_lib.Monitor | None:
+    if not config.monitor:
+        return None
+    thresholds = monitor_lib.HealthThresholds(
+        config.vanishing_ratio, config.vanishing_floor, config.exploding_threshold, config.health_patience
+    )
+    return monitor_lib.Monitor(workdir, model, thresholds, config.histogram_every)
 
 
 def _resume(keeper, state, optimizer, config: config_lib.TrainConfig) -> None:

@@ -1,0 +1,168 @@
+"""Gradient health: TensorBoard events read back, and vanishing/exploding detection."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from tf_backprop import backprop, config, monitor, train
+
+DEEP = [2] + [32] * 9 + [1]  # a 10-layer MLP
+
+
+def _events(workdir: str, split: str) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """tag -> [(step, value)] from the event files of tb/<split>."""
+    found: dict[str, list] = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "tb", split, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, tf.make_ndarray(value.tensor)))
+    return found
+
+
+class EventFileTest(tf.test.TestCase):
+    def test_tags_steps_and_a_gradient_norm_checked_independently(self):
+        workdir = self.create_tempdir().full_path
+        cfg = config.TrainConfig(
+            workdir=workdir, n_samples=400, steps=1, dtype="float64", verify_every=1, histogram_every=1
+        )
+        result = train.train(cfg, progress=False)
+        events = _events(workdir, "train")
+        self.assertEqual({step for step, _ in events["gradient_norm/dense_1/kernel"]}, {1})
+        # The first step's gradient, recomputed from the initial weights and the first batch.
+        datasets = train.load_datasets(cfg)
+        fresh = train.build_model(cfg, datasets)
+        rows = train.epoch_indices(cfg, len(datasets.train.x), 0)[0, 0]
+        _, grads = backprop.tape_gradients(fresh, datasets.train.x[rows], datasets.train.y[rows], "mse")
+        for name, grad in zip(fresh.variable_names, grads):
+            logged = events[f"gradient_norm/{name}"][0][1]
+            self.assertAllClose(logged, np.linalg.norm(grad), rtol=1e-6)
+        # Weight norms are of the updated weights; the update ratio of that update.
+        final = result.model.trainable_variables
+        for name, variable, initial in zip(fresh.variable_names, final, fresh.trainable_variables):
+            logged_norm = events[f"weight_norm/{name}"][0][1]
+            self.assertAllClose(logged_norm, np.linalg.norm(variable.numpy()), rtol=1e-6)
+            before = max(np.linalg.norm(initial.numpy()), 1e-30)  # biases start at zero
+            ratio = np.linalg.norm(variable.numpy() - initial.numpy()) / before
+            self.assertAllClose(events[f"update_ratio/{name}"][0][1], ratio, rtol=1e-5)
+        for tag in ("learning_rate", "loss", "rmse", "mae", "verify/max_rel_error/dense_3/bias"):
+            self.assertIn(tag, events)
+        self.assertAllClose(events["learning_rate"][0][1], cfg.learning_rate)
+        self.assertLess(events["verify/max_rel_error/dense_1/kernel"][0][1], 1e-9)
+        for prefix in ("weights/", "gradients/", "activations/"):
+            histograms = [tag for tag in events if tag.startswith(prefix)]
+            self.assertNotEmpty(histograms, prefix)
+            buckets = events[histograms[0]][0][1]
+            self.assertEqual(buckets.shape[1], 3)  # (left, right, count)
+        self.assertEqual(events["activations/dense_1"][0][1][:, 2].sum(), cfg.batch_size * 3)
+        validation = _events(workdir, "validation")
+        self.assertEqual(set(validation), {"loss", "rmse", "mae"})
+        self.assertAllClose(validation["loss"][0][1], result.history[0]["val_loss"], rtol=1e-6)
+
+    def test_monitor_off_writes_no_events(self):
+        workdir = self.create_tempdir().full_path
+        train.train(
+            config.TrainConfig(workdir=workdir, n_samples=200, epochs=1, monitor=False), progress=False
+        )
+        self.assertFalse(os.path.exists(os.path.join(workdir, "tb")))
+
+    def test_histogram_buckets_count_every_finite_value(self):
+        values = np.array([0.0, 1.0, 1.0, 2.0, np.nan])
+        buckets = monitor.histogram_buckets(values, buckets=4)
+        self.assertEqual(buckets[:, 2].sum(), 4)
+        self.assertEqual(buckets[0, 0], 0.0)
+        self.assertEqual(buckets[-1, 1], 2.0)
+        self.assertEqual(monitor.histogram_buckets(np.ones(3))[0, 2], 3)
+
+
+class DetectionTest(tf.test.TestCase):
+    def test_deep_sigmoid_glorot_vanishes_and_relu_he_does_not(self):
+        for activation, initializer, expect_vanishing in (
+            ("sigmoid", "glorot_uniform", True),
+            ("relu", "he_normal", False),
+        ):
+            report = monitor.gradient_norms_at_init(DEEP, activation, initializer)
+            detector = monitor.HealthDetector(report["layers"], monitor.HealthThresholds(patience=1))
+            detector.observe(0, np.array(report["gradient_norm"]))
+            self.assertEqual(detector.warnings["vanishing"] > 0, expect_vanishing, activation)
+            self.assertEqual(detector.warnings["exploding"], 0)
+
+    def test_vanishing_needs_patience_consecutive_measurements(self):
+        detector = monitor.HealthDetector(["a", "out"], monitor.HealthThresholds(patience=3))
+        small = np.array([1e-9, 1.0])
+        self.assertEmpty(detector.observe(1, small) + detector.observe(2, small))
+        detector.observe(3, np.array([1.0, 1.0]))  # recovers: the streak restarts
+        self.assertEmpty(detector.observe(4, small) + detector.observe(5, small))
+        messages = detector.observe(6, small)
+        self.assertLen(messages, 1)
+        self.assertRegex(messages[0], r"vanishing gradients in a at step 6")
+
+    def test_exploding_and_non_finite(self):
+        detector = monitor.HealthDetector(["a", "out"], monitor.HealthThresholds(exploding_threshold=10))
+        messages = detector.observe(7, np.array([1e3, np.inf]))
+        self.assertLen(messages, 2)
+        self.assertEqual(detector.warnings["exploding"], 2)
+
+    def test_training_a_deep_sigmoid_net_reports_vanishing_in_metrics_json(self):
+        workdir = self.create_tempdir().full_path
+        cfg = config.TrainConfig(
+            workdir=workdir,
+            hidden=tuple(DEEP[1:-1]),
+            activation="sigmoid",
+            n_samples=400,
+            epochs=4,
+            steps_per_call=10,
+            histogram_every=0,
+        )
+        train.train(cfg, progress=False)
+        with open(os.path.join(workdir, "metrics.json")) as handle:
+            health = json.load(handle)["gradient_health"]
+        self.assertGreater(health["warnings"]["vanishing"], 0)
+        self.assertEqual(health["events"][0]["layer"], "dense_1")
+
+    def test_training_relu_he_reports_no_warning(self):
+        workdir = self.create_tempdir().full_path
+        cfg = config.TrainConfig(
+            workdir=workdir,
+            hidden=tuple(DEEP[1:-1]),
+            activation="relu",
+            initializer="he_normal",
+            n_samples=400,
+            epochs=2,
+            steps_per_call=10,
+            histogram_every=0,
+            learning_rate=1e-3,
+        )
+        train.train(cfg, progress=False)
+        with open(os.path.join(workdir, "metrics.json")) as handle:
+            self.assertEqual(
+                json.load(handle)["gradient_health"]["warnings"], {"vanishing": 0, "exploding": 0}
+            )
+
+
+class InspectCliTest(tf.test.TestCase):
+    def _run(self, *flags):
+        return subprocess.run(
+            [sys.executable, "-m", "tf_backprop.cli.inspect", "--json", *flags],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=self.create_tempdir().full_path,
+        )
+
+    def test_sigmoid_is_flagged_and_exit_1(self):
+        done = self._run("--activation=sigmoid")
+        self.assertEqual(done.returncode, 1, done.stderr)
+        report = json.loads(done.stdout)
+        self.assertEqual(report["verdict"][0], "vanishing")
+        self.assertEqual(report["verdict"][-1], "ok")
+
+    def test_bad_flag_exit_2(self):
+        done = self._run("--activation=nope")
+        self.assertEqual(done.returncode, 2)
+        self.assertNotIn("Traceback", done.stderr)
+        self.assertIn("activation", done.stderr)

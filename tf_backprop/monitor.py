@@ -1,0 +1,215 @@
+"""Gradient health: TensorBoard logging and vanishing/exploding detection.
+
+The engine measures, inside its compiled chunk, the last step of every chunk: each variable's
+gradient norm, weight norm and update ratio ‖ΔW‖/‖W‖, plus that step's gradients and
+activations.  `Monitor` writes them per chunk to ``<workdir>/tb/train`` (epoch metrics of the
+validation split go to ``<workdir>/tb/validation``) and watches the kernel gradient norms:
+
+* **vanishing**: a hidden layer's ‖∂L/∂W‖ stays below ``vanishing_ratio`` × the output layer's,
+  or below ``vanishing_floor``, for ``health_patience`` consecutive measurements;
+* **exploding**: a layer's ‖∂L/∂W‖ is above ``exploding_threshold`` or not finite.
+
+Tags (TensorBoard):
+
+====================================  ===========================================================
+``loss``, ``rmse``/``mae``/``accuracy``  per epoch, in tb/train (running means) and tb/validation
+``learning_rate``                     per chunk
+``gradient_norm/<layer>/<kernel|bias>``  ‖∂L/∂θ‖ at the measured step
+``weight_norm/<layer>/<kernel|bias>``    ‖θ‖ after that step's update
+``update_ratio/<layer>/<kernel|bias>``   ‖Δθ‖/‖θ‖ of that update (healthy: roughly 1e-4..1e-2)
+``verify/max_rel_error/<layer>/<var>``   tape↔manual disagreement at each --verify_every step
+``weights/…``, ``gradients/…``, ``activations/<layer>``  histograms every histogram_every steps
+====================================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tensorflow.core.framework import summary_pb2
+
+from tf_backprop import backprop
+from tf_backprop.model import MLP
+
+HISTOGRAM_BUCKETS = 30  # TensorBoard's default
+
+
+# tf.summary.scalar/histogram live in the tensorboard package, an optional extra here; these
+# write the same event records (TensorBoard's v2 formats) with TensorFlow alone.
+def _metadata(plugin: str) -> bytes:
+    plugin_data = summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin)
+    return summary_pb2.SummaryMetadata(plugin_data=plugin_data).SerializeToString()
+
+
+_SCALAR_METADATA = _metadata("scalars")
+_HISTOGRAM_METADATA = _metadata("histograms")
+
+
+def _scalar(tag: str, value, step: int | None = None) -> None:
+    """A scalar as TensorBoard's scalars plugin stores it (float32, rank 0)."""
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=_SCALAR_METADATA)
+
+
+def _histogram(tag: str, values, step: int | None = None) -> None:
+    """A histogram as TensorBoard's v2 histograms plugin stores it: [buckets, 3] of (left, right, count)."""
+    tf.summary.write(tag, tf.constant(histogram_buckets(values)), step=step, metadata=_HISTOGRAM_METADATA)
+
+
+def histogram_buckets(values, buckets: int = HISTOGRAM_BUCKETS) -> np.ndarray:
+    """[buckets, 3] float64 rows (left edge, right edge, count) over the finite values."""
+    flat = np.asarray(values, np.float64).ravel()
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return np.zeros((0, 3))
+    low, high = float(flat.min()), float(flat.max())
+    if low == high:
+        return np.array([[low - 0.5, high + 0.5, float(flat.size)]])
+    counts, edges = np.histogram(flat, bins=buckets, range=(low, high))
+    return np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
+
+
+@dataclasses.dataclass
+class HealthThresholds:
+    """When a layer's gradients count as vanishing or exploding (see module docstring)."""
+
+    vanishing_ratio: float = 1e-3
+    vanishing_floor: float = 1e-10
+    exploding_threshold: float = 1e3
+    patience: int = 3
+
+
+class HealthDetector:
+    """Counts vanishing/exploding kernel gradients over consecutive measurements."""
+
+    def __init__(self, layer_names: list[str], thresholds: HealthThresholds):
+        self.layer_names, self.thresholds = layer_names, thresholds
+        self.streak = [0] * len(layer_names)
+        self.warnings = {"vanishing": 0, "exploding": 0}
+        self.events: list[dict] = []
+
+    def observe(self, step: int, kernel_grad_norms: np.ndarray) -> list[str]:
+        """Checks one measurement ([n_layers], output layer last); returns the warnings raised."""
+        t, messages = self.thresholds, []
+        output_norm = kernel_grad_norms[-1]
+        for index, (name, norm) in enumerate(zip(self.layer_names, kernel_grad_norms)):
+            if not np.isfinite(norm) or norm > t.exploding_threshold:
+                messages.append(self._warn("exploding", step, name, norm, f"> {t.exploding_threshold:g}"))
+            is_hidden = index < len(self.layer_names) - 1
+            small = norm < t.vanishing_floor or (is_hidden and norm < t.vanishing_ratio * output_norm)
+            self.streak[index] = self.streak[index] + 1 if small else 0
+            if self.streak[index] == t.patience:
+                ratio = norm / output_norm if output_norm else float("nan")
+                messages.append(
+                    self._warn("vanishing", step, name, norm, f"= {ratio:.3g} × the output layer's")
+                )
+        return messages
+
+    def _warn(self, kind: str, step: int, layer: str, norm: float, why: str) -> str:
+        self.warnings[kind] += 1
+        self.events.append({"kind": kind, "step": step, "layer": layer, "gradient_norm": float(norm)})
+        message = f"{kind} gradients in {layer} at step {step}: ‖∂L/∂W‖ = {norm:.3g} {why}"
+        logging.warning(message)
+        return message
+
+    def summary(self) -> dict:
+        """For metrics.json: warning counts and the first few events."""
+        return {"warnings": dict(self.warnings), "events": self.events[:50]}
+
+
+class Monitor:
+    """Writes a run's TensorBoard events and runs the health detector."""
+
+    def __init__(self, workdir: str, model: MLP, thresholds: HealthThresholds, histogram_every: int):
+        self.variable_names = model.variable_names
+        self.layer_names = [layer.name for layer in model.dense_layers]
+        self.detector = HealthDetector(self.layer_names, thresholds)
+        self.histogram_every = histogram_every
+        self.last_histogram = -1
+        self.train_writer = tf.summary.create_file_writer(os.path.join(workdir, "tb", "train"))
+        self.validation_writer = tf.summary.create_file_writer(os.path.join(workdir, "tb", "validation"))
+
+    def log_chunk(self, step: int, out: dict, learning_rate: float, verify_every: int, variables) -> None:
+        """Scalars (and histograms when due) of the chunk that ended at `step`."""
+        health = out["health"].numpy()  # [3, n_vars]
+        with self.train_writer.as_default(step=step):
+            _scalar("learning_rate", learning_rate)
+            for index, name in enumerate(self.variable_names):
+                _scalar(f"gradient_norm/{name}", health[0, index])
+                _scalar(f"weight_norm/{name}", health[1, index])
+                _scalar(f"update_ratio/{name}", health[2, index])
+            if verify_every:
+                verified_step = step - step % verify_every
+                for name, error in zip(self.variable_names, out["verify_error"].numpy()):
+                    _scalar(f"verify/max_rel_error/{name}", error, step=verified_step)
+            if self.histogram_every and step // self.histogram_every > self.last_histogram:
+                self.last_histogram = step // self.histogram_every
+                self._histograms(out, variables)
+        self.detector.observe(step, health[0, 0::2])  # kernels sit at even indices
+
+    def _histograms(self, out: dict, variables) -> None:
+        for name, gradient, variable in zip(self.variable_names, out["gradients"], variables):
+            _histogram(f"gradients/{name}", gradient)
+            _histogram(f"weights/{name}", variable)
+        for name, activation in zip(self.layer_names, out["activations"]):
+            _histogram(f"activations/{name}", activation)
+
+    def log_epoch(self, step: int, record: dict) -> None:
+        """Epoch metrics: training ones to tb/train, val_* to tb/validation (same tag names)."""
+        with self.train_writer.as_default(step=step):
+            for key, value in record.items():
+                if key != "epoch" and not key.startswith("val_"):
+                    _scalar(key, value)
+        with self.validation_writer.as_default(step=step):
+            for key, value in record.items():
+                if key.startswith("val_"):
+                    _scalar(key[len("val_") :], value)
+
+    def close(self) -> None:
+        self.train_writer.flush()
+        self.validation_writer.flush()
+        self.train_writer.close()
+        self.validation_writer.close()
+
+
+def gradient_norms_at_init(
+    layer_sizes,
+    activation: str,
+    initializer: str,
+    *,
+    loss: str = "mse",
+    batches: int = 4,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict:
+    """Per-layer kernel gradient norms of a freshly initialized MLP on random data.
+
+    Averages ‖∂L/∂W_l‖ over `batches` random batches (x ~ N(0, 1), targets suited to `loss`);
+    returns {"layers": [...], "gradient_norm": [...], "ratio_to_output": [...]}.
+    """
+    model = MLP(
+        layer_sizes, activation=activation, kernel_initializer=initializer, dtype="float64", seed=seed
+    )
+    rng = np.random.default_rng(seed)
+    norms = np.zeros(len(model.dense_layers))
+    for _ in range(batches):
+        x = rng.standard_normal((batch_size, layer_sizes[0]))
+        y = _random_targets(rng, loss, batch_size, layer_sizes[-1])
+        _, grads = backprop.tape_gradients(model, x, y, loss)
+        norms += np.array([float(tf.norm(g)) for g in grads[0::2]]) / batches
+    return {
+        "layers": [layer.name for layer in model.dense_layers],
+        "gradient_norm": norms.tolist(),
+        "ratio_to_output": (norms / norms[-1]).tolist(),
+    }
+
+
+def _random_targets(rng: np.random.Generator, loss: str, m: int, k: int) -> np.ndarray:
+    if loss == "categorical_crossentropy":
+        return rng.integers(0, k, size=m)
+    if loss == "binary_crossentropy":
+        return rng.integers(0, 2, size=(m, k)).astype(np.float64)
+    return rng.standard_normal((m, k))
