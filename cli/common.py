@@ -22,7 +22,11 @@ class UsageError(ValueError):
 
 
 def program_name() -> str:
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "tf-backprop"
+    """tf-backprop-train, also under `python -m tf_backprop.cli.train` (argv[0] is train.py)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if name.endswith(".py"):
+        return f"tf-backprop-{name[: -len('.py')]}"
+    return name or "tf-backprop"
 
 
 def fail(message: str, code: int) -> None:

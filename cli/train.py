@@ -122,6 +122,7 @@ flags.DEFINE_float(
 flags.DEFINE_integer(
     "health_patience", _DEFAULTS["health_patience"], "Consecutive measurements before a vanishing warning."
 )
+flags.DEFINE_bool("export", True, "Write a SavedModel to <workdir>/export at the end (--noexport: skip).")
 flags.DEFINE_bool("json", False, "Print the final metrics as JSON on stdout.")
 
 _LIST_FLAGS = ("layers", "hidden")
@@ -140,8 +141,9 @@ def config_from_flags() -> config_lib.TrainConfig:
 
 def main(argv):
     del argv
+    config = config_from_flags()
     try:
-        result = train.train(config_from_flags(), restart=FLAGS.restart)
+        result = train.train(config, restart=FLAGS.restart)
     except train.Interrupted as interrupted:
         common.fail(str(interrupted), interrupted.exit_code)
     if FLAGS.json:
@@ -149,7 +151,10 @@ def main(argv):
     else:
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items() if k != "split")
         print(f"trained {result.steps} steps; {result.final_metrics['split']} {metrics}")
-        print(f"outputs in {result.workdir}: config.json, data.json, metrics.json, ckpt/")
+        outputs = ["config.json", "data.json", "metrics.json", "ckpt/"]
+        outputs += ["tb/"] if config.monitor else []
+        outputs += ["export/ (SavedModel)"] if config.export else []
+        print(f"outputs in {result.workdir}: {', '.join(outputs)}")
 
 
 def run():

@@ -250,7 +250,7 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
         ({"optimizer": "nope"}, "optimizer.*sgd"),
         ({"activation": "nope"}, "activation.*relu"),
         ({"loss": "nope"}, "loss.*mse"),
-        ({"layers": (2, 0, 1)}, "layer_sizes"),
+        ({"layers": (2, 0, 1)}, "^layers: expected positive integers"),
         ({"layers": (2, 3, 1), "hidden": (4,)}, "hidden.*contradicts"),
         ({"epochs": 2, "steps": 3}, "epochs and steps"),
         ({"clip_norm": 1.0, "clip_value": 1.0}, "clip_norm and clip_value"),

@@ -58,6 +58,13 @@ HARMLESS_FIELDS = frozenset(
 )
 
 
+# What reading a damaged checkpoint raises: tf.errors.OpError from the restore ops; from TF's
+# pybind checkpoint reader (e.g. a truncated data file: "Read less bytes than requested"),
+# IndexError or ValueError, which it does not translate into OpError; AssertionError or
+# ValueError when the objects do not match.
+_UNREADABLE = (tf.errors.OpError, ValueError, AssertionError, IndexError)
+
+
 class CheckpointError(RuntimeError):
     """No usable checkpoint where one was expected."""
 
@@ -90,12 +97,26 @@ class RunState(tf.Module):
         self.history_json.assign(json.dumps(self.history() + [record]))
 
 
+def _weights(model: MLP) -> tf.Module:
+    """The model's variables, in order, as a checkpointable object.
+
+    Keras 3 does not show tf.train.Checkpoint the layers an MLP keeps in a Python list, so
+    `model=model` alone saves no weights (resume only worked through the optimizer's references
+    to them) and restores none (load_model returned the initial weights).
+    """
+    holder = tf.Module(name="weights")
+    holder.values = list(model.weights)
+    return holder
+
+
 class Keeper:
     """Saves and restores checkpoints of one run."""
 
     def __init__(self, workdir: str, model: MLP, optimizer, state: RunState, keep: int = 3):
         self.directory = os.path.join(workdir, CHECKPOINT_DIR)
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, state=state)
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, weights=_weights(model), optimizer=optimizer, state=state
+        )
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep)
         self.optimizer = optimizer
 
@@ -115,11 +136,9 @@ class Keeper:
         for path in candidates:
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
-            except (tf.errors.OpError, ValueError, AssertionError) as error:
+            except _UNREADABLE as error:
                 logging.warning(
-                    "checkpoint %s is unreadable (%s); trying the previous one",
-                    path,
-                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                    "checkpoint %s is unreadable (%s); trying the previous one", path, _first_line(error)
                 )
                 continue
             return path
@@ -182,6 +201,8 @@ def load_model(
     Args:
       workdir: a run folder (config.json, data.json, ckpt/).
       checkpoint: a checkpoint path or name inside ckpt/ (e.g. "ckpt-480"); None = latest.
+
+    Raises CheckpointError when a file is missing or the checkpoint cannot be read.
     """
     config = _read_json(workdir, "config.json", config_lib.TrainConfig.from_dict)
     preprocessing = _read_json(workdir, "data.json", data_lib.Preprocessing.from_dict)
@@ -194,7 +215,11 @@ def load_model(
         seed=config.seed,
     )
     path = _checkpoint_path(workdir, checkpoint)
-    tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    try:
+        reader = tf.train.Checkpoint(model=model, weights=_weights(model))
+        reader.restore(path).expect_partial().assert_existing_objects_matched()
+    except _UNREADABLE as error:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({_first_line(error)})") from None
     return model, config, preprocessing
 
 
@@ -209,6 +234,10 @@ def _checkpoint_path(workdir: str, checkpoint: str | None) -> str:
     if not tf.io.gfile.exists(path + ".index"):
         raise CheckpointError(f"checkpoint {checkpoint!r} not found (looked for {path}.index)")
     return path
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _read_json(workdir: str, name: str, parse):

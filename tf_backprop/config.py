@@ -107,7 +107,7 @@ class TrainConfig:
 
     def _validate_model(self) -> None:
         if self.layers is not None:
-            _wrap(model.validate_layer_sizes, self.layers)
+            _wrap(model.validate_layer_sizes, self.layers, "layers")
         hidden = self.hidden or ()
         if any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden):
             raise ConfigError(f"hidden: expected positive integers, got {list(hidden)}")
@@ -253,7 +253,13 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
 def from_preset(preset: str = "default", **overrides: Any) -> TrainConfig:
     """A config with the preset's values, then `overrides` (e.g. the flags given explicitly)."""
     _choice("preset", preset, PRESETS)
-    return TrainConfig(**{**PRESET_VALUES[preset], **overrides, "preset": preset})
+    values = dict(PRESET_VALUES[preset])
+    # The run length is one choice: an explicit epochs replaces a preset's steps and vice versa.
+    if "epochs" in overrides:
+        values.pop("steps", None)
+    if "steps" in overrides:
+        values.pop("epochs", None)
+    return TrainConfig(**{**values, **overrides, "preset": preset})
 
 
 def _wrap(check, *args) -> None:

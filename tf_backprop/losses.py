@@ -129,7 +129,7 @@ def _check_class_labels(y: tf.Tensor, n_classes: int) -> tf.Tensor:
         raise ValueError(f"y: class labels must be integers, got dtype {y.dtype.name}")
     labels = tf.cast(y, tf.int32)
     if tf.executing_eagerly() and tf.size(labels) > 0:
-        low, high = int(tf.reduce_min(labels)), int(tf.reduce_max(labels))
+        low, high = int(tf.reduce_min(y)), int(tf.reduce_max(y))  # y: before the int32 cast wraps it
         if low < 0 or high >= n_classes:
             raise ValueError(
                 f"y: class labels must lie in [0, {n_classes - 1}] for {n_classes} outputs; "

@@ -44,14 +44,14 @@ class Forward(NamedTuple):
         return self.hs[-1]
 
 
-def validate_layer_sizes(layer_sizes: Sequence[int]) -> tuple[int, ...]:
-    """Returns layer_sizes as a tuple of ints; ValueError if any is not a positive integer."""
+def validate_layer_sizes(layer_sizes: Sequence[int], name: str = "layer_sizes") -> tuple[int, ...]:
+    """Returns layer_sizes as a tuple of ints; ValueError naming `name` if any is not positive."""
     sizes = tuple(layer_sizes)
     if len(sizes) < 2:
-        raise ValueError(f"layer_sizes: expected at least 2 sizes (inputs and outputs), got {list(sizes)}")
+        raise ValueError(f"{name}: expected at least 2 sizes (inputs and outputs), got {list(sizes)}")
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-            raise ValueError(f"layer_sizes: expected positive integers, got {list(sizes)}")
+            raise ValueError(f"{name}: expected positive integers, got {list(sizes)}")
     return tuple(int(s) for s in sizes)
 
 

@@ -36,6 +36,7 @@ from tf_backprop import backprop
 from tf_backprop import checkpoint as checkpoint_lib
 from tf_backprop import config as config_lib
 from tf_backprop import data as data_lib
+from tf_backprop import export as export_lib
 from tf_backprop import losses as losses_lib
 from tf_backprop import monitor as monitor_lib
 from tf_backprop.model import MLP
@@ -286,57 +287,63 @@ class Engine:
         ratio ‖ΔW‖/‖W‖), gradients (one per variable) and activations (h_l of its first
         micro-batch, [batch, n_l] each).
         """
-        dtype = self.model.compute_dtype
+        dtype, n_vars = self.model.compute_dtype, len(self.variables)
         steps = tf.shape(indices)[0]
-
-        def body(i, status, loss_sum, metric_sums, bad, verify_error, measured):
-            value, grads, sums = self._accumulated_step(x_all, y_all, indices[i])
-            finite = tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-            healthy = tf.logical_and(tf.reduce_all(finite), tf.math.is_finite(value))
-            verify_error, agree = self._maybe_verify(healthy, x_all, y_all, indices[i][0], verify_error)
-            apply = tf.logical_and(healthy, agree)
-            measure = tf.logical_and(apply, i == steps - 1)
-            measured = tf.cond(
-                apply,
-                lambda: self._apply(grads, measure, x_all, indices[i][0], measured),
-                lambda: measured,
-            )
-            status = tf.where(healthy, tf.where(agree, _RUNNING, _DISAGREE), _NON_FINITE)
-            advanced = tf.cast(apply, dtype)
-            return (
-                i + tf.cast(apply, tf.int32),
-                status,
-                loss_sum + value * advanced,
-                metric_sums + sums * advanced,
-                tf.logical_not(finite),
-                verify_error,
-                measured,
-            )
-
-        n_vars = len(self.variables)
-        start = (
-            tf.constant(0),
+        carry = (
+            tf.constant(0),  # steps done
             tf.constant(_RUNNING),
-            tf.zeros([], dtype),
-            tf.zeros([3], dtype),
-            tf.zeros([n_vars], tf.bool),
-            tf.zeros([n_vars], tf.float64),
-            self._empty_measurement(),
+            tf.zeros([], dtype),  # Σ loss
+            tf.zeros([3], dtype),  # Σ metrics
+            tf.zeros([n_vars], tf.bool),  # non-finite gradients
+            tf.zeros([n_vars], tf.float64),  # verify errors
         )
-        done, status, loss_sum, metric_sums, bad, verify_error, measured = tf.while_loop(
-            lambda i, status, *_: tf.logical_and(i < steps, tf.equal(status, _RUNNING)), body, start
+        # With monitoring the last step runs after the loop, measured; the loop stays lean.
+        loop_steps = steps - 1 if self.config.monitor else steps
+        carry = tf.while_loop(
+            lambda i, status, *_: tf.logical_and(i < loop_steps, tf.equal(status, _RUNNING)),
+            lambda *carry: self._step(x_all, y_all, indices, carry)[0],
+            carry,
         )
-        out = {
-            "steps_done": done,
-            "status": status,
-            "loss_sum": loss_sum,
-            "metric_sums": metric_sums,
-            "bad": bad,
-            "verify_error": verify_error,
-        }
+        measured = ()
+        if self.config.monitor:
+            carry, measured = tf.cond(
+                tf.logical_and(tf.equal(carry[1], _RUNNING), carry[0] < steps),
+                lambda: self._step(x_all, y_all, indices, carry, measure=True),
+                lambda: (carry, self._empty_measurement()),
+            )
+        out = dict(zip(("steps_done", "status", "loss_sum", "metric_sums", "bad", "verify_error"), carry))
         if self.config.monitor:
             out["health"], out["gradients"], out["activations"] = measured
         return out
+
+    def _step(self, x_all, y_all, indices, carry, measure: bool = False):
+        """One optimizer step: gradients, checks, update; returns (carry, measurement)."""
+        i, status, loss_sum, metric_sums, bad, verify_error = carry
+        value, grads, sums = self._accumulated_step(x_all, y_all, indices[i])
+        finite = tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        healthy = tf.logical_and(tf.reduce_all(finite), tf.math.is_finite(value))
+        verify_error, agree = self._maybe_verify(healthy, x_all, y_all, indices[i][0], verify_error)
+        apply = tf.logical_and(healthy, agree)
+        if measure:
+            measured = tf.cond(
+                apply,
+                lambda: self._apply_and_measure(grads, x_all, indices[i][0]),
+                self._empty_measurement,
+            )
+        else:
+            tf.cond(apply, lambda: self._apply(grads), tf.no_op)
+            measured = ()
+        status = tf.where(healthy, tf.where(agree, _RUNNING, _DISAGREE), _NON_FINITE)
+        advanced = tf.cast(apply, loss_sum.dtype)
+        carry = (
+            i + tf.cast(apply, tf.int32),
+            status,
+            loss_sum + value * advanced,
+            metric_sums + sums * advanced,
+            tf.logical_not(finite),
+            verify_error,
+        )
+        return carry, measured
 
     def _maybe_verify(self, healthy, x_all, y_all, indices, verify_error):
         """Every verify_every steps: (per-variable tape↔manual errors, whether they agree)."""
@@ -361,29 +368,21 @@ class Engine:
             [tf.zeros([batch, width], dtype) for width in self.model.layer_sizes[1:]],
         )
 
-    def _apply(self, grads, measure, x_all, indices, measured):
-        """optimizer.apply; when `measure`, also the step's health statistics."""
-        if not self.config.monitor:
-            self.optimizer.apply(grads, self.variables)
-            return measured
-
-        def apply_and_measure():
-            before = [tf.identity(v) for v in self.variables]
-            activations = self.model.forward(tf.gather(x_all, indices), keep_intermediates=True).hs
-            self.optimizer.apply(grads, self.variables)
-            health = tf.stack([_norms(grads), _norms(self.variables), _update_ratios(before, self.variables)])
-            return health, list(grads), activations
-
-        def apply_only():
-            self.optimizer.apply(grads, self.variables)
-            return measured
-
-        return tf.cond(measure, apply_and_measure, apply_only)
-
     def _verified(self, x_all, y_all, indices, verify_error):
         errors = self._disagreement(x_all, y_all, indices)
-        agree = tf.reduce_all(errors <= self.config.tolerance)
-        return errors, agree
+        return errors, tf.reduce_all(errors <= self.config.tolerance)
+
+    def _apply(self, grads):
+        self.optimizer.apply(grads, self.variables)
+        return tf.no_op()
+
+    def _apply_and_measure(self, grads, x_all, indices):
+        """optimizer.apply, and the step's (health, gradients, activations)."""
+        before = [tf.identity(v) for v in self.variables]
+        activations = self.model.forward(tf.gather(x_all, indices), keep_intermediates=True).hs
+        self.optimizer.apply(grads, self.variables)
+        health = tf.stack([_norms(grads), _norms(self.variables), _update_ratios(before, self.variables)])
+        return health, list(grads), activations
 
     # --- evaluation --------------------------------------------------------------------
     def _evaluate_batch(self, x, y):
@@ -474,7 +473,7 @@ class _Run:
         self.x_train = tf.constant(datasets.train.x, dtype)
         self.y_train = targets_tensor(datasets.train.y, dtype)
         self.signals: list[int] = []  # filled by the signal handler
-        self.saved_step = -1
+        self.saved_step = self.step if self.step else -1  # resumed: its checkpoint exists
 
     @property
     def step(self) -> int:
@@ -506,7 +505,7 @@ class _Run:
             self.state.epoch_metric_sums.assign_add(tf.cast(out["metric_sums"], tf.float64))
             self.progress.update(position, self.epoch_metrics())
             if self.monitor is not None:
-                learning_rate = float(self.engine.optimizer.learning_rate)
+                learning_rate = self.engine.optimizer.learning_rate
                 self.monitor.log_chunk(
                     self.step, out, learning_rate, self.config.verify_every, self.engine.variables
                 )
@@ -645,7 +644,8 @@ def train(
 ) -> TrainResult:
     """Trains an MLP as `config` says, resuming from the workdir's latest checkpoint if any.
 
-    Writes config.json, data.json, ckpt/ and metrics.json to the workdir.
+    Writes config.json, data.json, ckpt/, tb/, metrics.json and (config.export) the
+    SavedModel export/ to the workdir.
 
     Args:
       config: a validated TrainConfig.
@@ -668,15 +668,11 @@ def train(
     loss = resolve_loss(config, datasets)
     per_epoch = steps_per_epoch(config, len(datasets.train.x))
     total_steps = config.total_steps(per_epoch)
-    workdir = make_workdir(config.workdir)
-    if restart:
-        checkpoint_lib.move_aside(workdir)
-    checkpoint_lib.check_resumable(workdir, config)
-    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-    write_json_atomic(os.path.join(workdir, "data.json"), datasets.preprocessing.to_dict())
     with tf.device(device):
+        # Everything that can reject the config happens before the workdir is touched.
         model = build_model(config, datasets)
-        backprop.prepare(model, datasets.train.x[:1], datasets.train.y[:1], loss)  # shape checks
+        backprop.prepare(model, datasets.train.x[:1], datasets.train.y[:1], loss)
+        workdir = _prepare_workdir(config, datasets, restart)
         optimizer = build_optimizer(config, total_steps)
         engine = Engine(model, optimizer, loss, config, _target_std(datasets), step_functions)
         state = checkpoint_lib.RunState(model)
@@ -704,7 +700,27 @@ def train(
     if monitor is not None:
         metrics["gradient_health"] = monitor.detector.summary()
     write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
+    if config.export:
+        path = export_lib.export_saved_model(
+            model,
+            datasets.preprocessing,
+            config,
+            os.path.join(workdir, export_lib.EXPORT_DIR),
+            overwrite=True,
+        )
+        logging.info("SavedModel in %s", path)
     return TrainResult(model, history, final, workdir, run.step, stopped, datasets)
+
+
+def _prepare_workdir(config: config_lib.TrainConfig, datasets: data_lib.Datasets, restart: bool) -> str:
+    """Creates or reopens the workdir (refusing another run's), writes config and data stats."""
+    workdir = make_workdir(config.workdir)
+    if restart:
+        checkpoint_lib.move_aside(workdir)
+    checkpoint_lib.check_resumable(workdir, config)
+    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    write_json_atomic(os.path.join(workdir, "data.json"), datasets.preprocessing.to_dict())
+    return workdir
 
 
 def _make_monitor(config: config_lib.TrainConfig, workdir: str, model: MLP) -> monitor_lib.Monitor | None:

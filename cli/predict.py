@@ -1,0 +1,51 @@
+"""tf-backprop-predict: append a SavedModel export's predictions to every row of a CSV.
+
+tf-backprop-predict --model=runs/x/export --input=new.csv                   # CSV on stdout
+tf-backprop-predict --model=runs/x/export --input=new.csv --output=scored.csv
+
+Feature columns are matched by header name (any order); other columns are copied unchanged.
+Needs only the export: names and classes come from its metadata signature.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import tensorflow as tf
+from absl import flags, logging
+
+from tf_backprop import export
+from tf_backprop.cli import common
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model", None, "SavedModel folder written by tf-backprop-export (or by training).")
+flags.DEFINE_string("input", None, "CSV with a header row naming the model's features; - for stdin.")
+flags.DEFINE_string("output", "-", "CSV to write (created only once complete); - for stdout.")
+flags.DEFINE_integer(
+    "batch_size", export.PREDICT_BATCH_SIZE, "Rows read and predicted at a time.", lower_bound=1
+)
+flags.mark_flags_as_required(["model", "input"])
+
+
+def warn(message: str) -> None:
+    """Prints `prog: warning: message` as one line on stderr."""
+    sys.stderr.write(f"{common.program_name()}: warning: {' '.join(message.split())}\n")
+
+
+def main(argv):
+    del argv
+    if not FLAGS["verbosity"].present:
+        # stdout may be the CSV and stderr is for warnings and errors; --verbosity=0 shows progress.
+        logging.set_verbosity(logging.WARNING)
+    served = export.load_export(FLAGS.model)
+    export.predict_csv(served, FLAGS.input, FLAGS.output, batch_size=FLAGS.batch_size, warn=warn)
+
+
+def run():
+    """Console-script entry point."""
+    common.run(main, failures=(OSError, RuntimeError, AssertionError, tf.errors.OpError))
+
+
+if __name__ == "__main__":
+    run()

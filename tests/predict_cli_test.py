@@ -1,0 +1,252 @@
+"""Tests of CSV prediction from an export: export.predict_csv in-process, tf-backprop-predict as a subprocess."""
+
+import csv
+import io
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from tf_backprop import data, export
+from tf_backprop.model import MLP
+
+FEATURES = ["x1", "x2", "x3"]
+CLASS_NAMES = {"regression": None, "binary": ["no", "yes"], "multiclass": ["cat", "dog", "eel"]}
+N_OUTPUTS = {"regression": 1, "binary": 1, "multiclass": 3}
+PREDICT = os.path.join(os.path.dirname(sys.executable), "tf-backprop-predict")
+TIMEOUT = 180  # seconds for one subprocess
+
+
+def make_export(folder: str, task: str) -> str:
+    """Exports an untrained MLP with non-trivial statistics; returns the export's path."""
+    model = MLP((3, 8, N_OUTPUTS[task]), activation="tanh", seed=3)
+    preprocessing = data.Preprocessing(
+        task=task,
+        feature_names=FEATURES,
+        feature_mean=[1.0, -2.0, 0.5],
+        feature_std=[2.0, 0.5, 3.0],
+        target_name="y" if task == "regression" else "label",
+        target_mean=[10.0] if task == "regression" else None,
+        target_std=[3.0] if task == "regression" else None,
+        class_names=CLASS_NAMES[task],
+    )
+    return export.export_saved_model(model, preprocessing, None, os.path.join(folder, task))
+
+
+def write_csv(path: str, header: list[str], rows: list[list]) -> str:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def shuffled_rows(m: int, seed: int = 0) -> tuple[list[str], list[list[str]], np.ndarray]:
+    """A CSV layout with features out of order plus two extra columns; and the features [m, 3]."""
+    x = np.random.default_rng(seed).normal(size=(m, 3)).astype(np.float32) * 2
+    header = ["id", "x3", "note", "x1", "x2"]
+    rows = [
+        [str(i), repr(float(r[2])), f"row {i}", repr(float(r[0])), repr(float(r[1]))] for i, r in enumerate(x)
+    ]
+    return header, rows, x
+
+
+def read_csv(text: str) -> tuple[list[str], list[list[str]]]:
+    rows = list(csv.reader(io.StringIO(text)))
+    return rows[0], rows[1:]
+
+
+class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
+    """export.predict_csv, the library function behind the CLI."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.folder = tempfile.mkdtemp(prefix="predict_test-")
+        cls.served = {task: export.load_export(make_export(cls.folder, task)) for task in CLASS_NAMES}
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.folder, ignore_errors=True)
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.dir = self.create_tempdir().full_path
+        self.warnings = []
+
+    def predict(self, task: str, header: list[str], rows: list[list], **kwargs) -> str:
+        """Runs predict_csv on a CSV of these rows; returns the output file's text."""
+        source = write_csv(os.path.join(self.dir, "in.csv"), header, rows)
+        output = os.path.join(self.dir, "out.csv")
+        export.predict_csv(self.served[task], source, output, warn=self.warnings.append, **kwargs)
+        with open(output, encoding="utf-8") as handle:
+            return handle.read()
+
+    def assertNoOutput(self):
+        self.assertEqual(sorted(os.listdir(self.dir)), ["in.csv"])  # no output, no temporary
+
+    @parameterized.parameters("regression", "binary", "multiclass")
+    def test_output_equals_the_signature_whatever_the_column_order(self, task):
+        header, rows, x = shuffled_rows(10)
+        out_header, out_rows = read_csv(self.predict(task, header, rows, batch_size=4))
+        expected = self.served[task].predict(x)
+        self.assertEqual(out_header, header + export.prediction_columns(self.served[task]))
+        self.assertEqual([r[: len(header)] for r in out_rows], rows)  # input cells copied unchanged
+        first = len(header) + (task != "regression")  # after the predicted class name, if any
+        predicted = np.array([r[first:] for r in out_rows], dtype=np.float32)
+        # Batches of 4 here, one batch of 10 in `expected`: matmul blocking may differ by an ulp.
+        if task == "regression":
+            self.assertEqual(out_header[-1], "predicted_y")
+            self.assertAllClose(predicted, expected["predictions"], atol=1e-6, rtol=1e-6)
+        else:
+            self.assertAllClose(predicted, expected["probabilities"], atol=1e-6, rtol=1e-6)
+            names = [CLASS_NAMES[task][i] for i in expected["class_ids"]]
+            self.assertEqual([r[len(header)] for r in out_rows], names)
+        self.assertLen(self.warnings, 1)
+        self.assertIn('"id", "note"', self.warnings[0])
+
+    def test_column_names(self):
+        self.assertEqual(export.prediction_columns(self.served["regression"]), ["predicted_y"])
+        self.assertEqual(
+            export.prediction_columns(self.served["binary"]), ["predicted_label", "probability_yes"]
+        )
+        self.assertEqual(
+            export.prediction_columns(self.served["multiclass"]),
+            ["predicted_label", "probability_cat", "probability_dog", "probability_eel"],
+        )
+
+    def test_streams_in_batches(self):
+        header, rows, _ = shuffled_rows(10)
+        served = self.served["regression"]
+        sizes = []
+        real_predict = served.predict
+        served.predict = lambda x: sizes.append(len(x)) or real_predict(x)
+        try:
+            self.predict("regression", header, rows, batch_size=4)
+        finally:
+            del served.predict
+        self.assertEqual(sizes, [4, 4, 2])
+
+    def test_no_warning_without_extra_columns(self):
+        self.predict("regression", FEATURES, [[1, 2, 3]])
+        self.assertEqual(self.warnings, [])
+
+    def test_header_only_gives_header_only(self):
+        text = self.predict("binary", FEATURES, [])
+        self.assertEqual(text, "x1,x2,x3,predicted_label,probability_yes\n")
+
+    def test_missing_columns_are_named(self):
+        with self.assertRaisesRegex(data.DataError, r'in\.csv:1: missing column\(s\) "x1", "x3"'):
+            self.predict("regression", ["x2", "other"], [[1, 2]])
+        self.assertNoOutput()
+
+    @parameterized.parameters(
+        ("abc", 'expected a number, got "abc"'),
+        ("", "expected a number, got an empty cell"),
+        ("nan", "expected a finite float32 number"),
+        ("1e39", "expected a finite float32 number"),
+    )
+    def test_bad_cell_names_file_line_and_column(self, cell, message):
+        header, rows, _ = shuffled_rows(10)
+        rows[8][3] = cell  # line 10 (header is line 1), field 4: "x1"; in the third batch
+        with self.assertRaises(data.DataError) as raised:
+            self.predict("multiclass", header, rows, batch_size=4)
+        where = os.path.join(self.dir, "in.csv") + ':10:4 (column "x1"): '
+        self.assertStartsWith(str(raised.exception), where + message)
+        self.assertNoOutput()  # batches already predicted were never visible
+
+    def test_ragged_row(self):
+        with self.assertRaisesRegex(data.DataError, r"in\.csv:3: expected 3 fields as in the header, got 2"):
+            self.predict("regression", FEATURES, [[1, 2, 3], [1, 2]])
+        self.assertNoOutput()
+
+    def test_line_numbers_count_blank_lines_and_multiline_cells(self):
+        source = os.path.join(self.dir, "in.csv")
+        with open(source, "w", encoding="utf-8") as handle:
+            handle.write('note,x1,x2,x3\n\n"two\nlines",1,2,3\n\nok,1,x,3\n')
+        with self.assertRaisesRegex(data.DataError, r'in\.csv:6:3 \(column "x2"\)'):
+            export.predict_csv(
+                self.served["regression"],
+                source,
+                os.path.join(self.dir, "out.csv"),
+                warn=self.warnings.append,
+            )
+
+    def test_prediction_column_clash(self):
+        with self.assertRaisesRegex(data.DataError, r'"predicted_y" would be written as predictions'):
+            self.predict("regression", FEATURES + ["predicted_y"], [[1, 2, 3, 4]])
+
+    def test_not_an_export(self):
+        with self.assertRaisesRegex(export.ExportError, "not a SavedModel folder"):
+            export.load_export(self.dir)
+
+
+class PredictCliTest(tf.test.TestCase):
+    """tf-backprop-predict in a subprocess: exit codes and what reaches stdout and stderr."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.folder = tempfile.mkdtemp(prefix="predict_cli_test-")
+        cls.model = make_export(cls.folder, "multiclass")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.folder, ignore_errors=True)
+        super().tearDownClass()
+
+    def run_predict(self, header: list[str], rows: list[list], *flags: str):
+        """Runs the CLI on in.csv in a fresh folder; returns (result, folder)."""
+        import subprocess
+
+        cwd = self.create_tempdir().full_path
+        write_csv(os.path.join(cwd, "in.csv"), header, rows)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        args = [PREDICT, f"--model={self.model}", "--input=in.csv", *flags]
+        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        return result, cwd
+
+    def test_shuffled_and_extra_columns_to_stdout(self):
+        header, rows, x = shuffled_rows(6)
+        result, _ = self.run_predict(header, rows)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        (line,) = result.stderr.strip().splitlines()  # exactly one line: the warning
+        self.assertEqual(
+            line,
+            'tf-backprop-predict: warning: in.csv: ignoring column(s) "id", "note", '
+            "which are not features of the model",
+        )
+        out_header, out_rows = read_csv(result.stdout)
+        served = export.load_export(self.model)
+        expected = served.predict(x)
+        self.assertEqual(out_header, header + export.prediction_columns(served))
+        self.assertEqual(
+            [r[-4] for r in out_rows], [CLASS_NAMES["multiclass"][i] for i in expected["class_ids"]]
+        )
+        probabilities = np.array([r[-3:] for r in out_rows], dtype=np.float32)
+        self.assertAllClose(probabilities, expected["probabilities"], atol=1e-6, rtol=1e-6)
+
+    def test_missing_column_exits_2_with_one_line(self):
+        result, cwd = self.run_predict(["x1", "x3"], [[1, 2]], "--output=out.csv")
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(
+            result.stderr.strip(),
+            'tf-backprop-predict: error: in.csv:1: missing column(s) "x2" that the model needs '
+            '(its features: "x1", "x2", "x3")',
+        )
+        self.assertEqual(os.listdir(cwd), ["in.csv"])
+
+    def test_bad_cell_exits_2_naming_file_line_and_column(self):
+        result, cwd = self.run_predict(["x2", "x1", "x3"], [[1, 2, 3], [4, "oops", 6]], "--output=out.csv")
+        self.assertEqual(result.returncode, 2)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertEqual(
+            result.stderr.strip(),
+            'tf-backprop-predict: error: in.csv:3:2 (column "x1"): expected a number, got "oops"',
+        )
+        self.assertEqual(os.listdir(cwd), ["in.csv"])

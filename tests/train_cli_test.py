@@ -1,0 +1,291 @@
+"""End-to-end tests of tf-backprop-train, run in a subprocess as a user would run it.
+
+Every run starts a fresh Python (about 2-3 s of TensorFlow import), so each test makes one
+run and combines its assertions; training runs are kept to a few dozen steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import tensorflow as tf
+from absl.testing import parameterized
+
+from tf_backprop import config as config_lib
+
+_TIMEOUT = 120  # seconds per run; the slowest here takes ~6 s alone, ~20 s on a busy machine
+_TINY = ("--epochs=2", "--n_samples=200")  # 32 steps on the default 2-3-3-1 regression
+_REGRESSION_METRICS = ("loss", "rmse", "mae")
+# absl's log lines (I1126 15:09:26.080638 ... file.py:702] ...), as INFO progress on stderr.
+_ABSL_LOG_LINE = re.compile(r"^[IWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+
+
+def _env() -> dict[str, str]:
+    """The caller's environment without the switches that change what the CLI prints."""
+    env = dict(os.environ)
+    env.pop("TF_BACKPROP_VERBOSE_TF", None)  # would let TensorFlow's import chatter through
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI must quiet TensorFlow on its own
+    return env
+
+
+def _run(*flags: str, cwd: str) -> subprocess.CompletedProcess:
+    """Runs `python -m tf_backprop.cli.train FLAGS` in `cwd`; never raises on a non-zero exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "tf_backprop.cli.train", *flags],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT,
+        check=False,
+    )
+
+
+def _describe(result: subprocess.CompletedProcess) -> str:
+    """The run's exit code and output, for assertion messages."""
+    return f"exit {result.returncode}\n--- stdout:\n{result.stdout}\n--- stderr:\n{result.stderr}"
+
+
+def _read_json(*path: str):
+    """The parsed JSON file at os.path.join(*path)."""
+    with open(os.path.join(*path), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _write(directory: str, name: str, text: str) -> str:
+    """Writes `text` to directory/name and returns `name` (the path relative to `directory`)."""
+    with open(os.path.join(directory, name), "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    return name
+
+
+def _expected_config(preset: str = "default", **flags) -> dict:
+    """config.json as it should be written for `flags` given over `preset`."""
+    return config_lib.from_preset(preset, **flags).to_dict()
+
+
+class CliTestCase(tf.test.TestCase, parameterized.TestCase):
+    """Runs the CLI in a fresh temporary directory and checks its exit code and output."""
+
+    def setUp(self):
+        super().setUp()
+        self.cwd = self.create_tempdir().full_path
+
+    def run_ok(self, *flags: str) -> subprocess.CompletedProcess:
+        """Runs the CLI in self.cwd and asserts it succeeded without a traceback."""
+        result = _run(*flags, cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, _describe(result))
+        self.assert_no_traceback(result)
+        return result
+
+    def run_json(self, *flags: str) -> dict:
+        """Runs the CLI with --json; returns the one JSON line it printed on stdout."""
+        result = self.run_ok(*flags, "--json")
+        lines = result.stdout.splitlines()
+        self.assertLen(lines, 1, _describe(result))
+        return json.loads(lines[0])
+
+    def run_failing(self, *flags: str, code: int, log_lines: bool = False) -> str:
+        """Runs the CLI, asserts exit `code` and a one-line error on stderr; returns that line.
+
+        log_lines: allow absl INFO progress lines (logged before training starts) above the
+        error line, which must then be the last line.
+        """
+        result = _run(*flags, cwd=self.cwd)
+        self.assertEqual(result.returncode, code, _describe(result))
+        self.assert_no_traceback(result)
+        self.assertEqual(result.stdout, "", _describe(result))
+        lines = result.stderr.splitlines()
+        if log_lines:
+            for line in lines[:-1]:
+                self.assertRegex(line, _ABSL_LOG_LINE, _describe(result))
+            lines = lines[-1:]
+        self.assertLen(lines, 1, _describe(result))
+        self.assertRegex(lines[0], r"^\S+: error: \S", _describe(result))
+        return lines[0]
+
+    def assert_no_traceback(self, result: subprocess.CompletedProcess) -> None:
+        """Neither stream shows a Python traceback."""
+        self.assertNotIn("Traceback", result.stderr, _describe(result))
+        self.assertNotIn("Traceback", result.stdout, _describe(result))
+
+    def assert_names(self, line: str, *names: str) -> None:
+        """Each name appears in `line` as a whole word ('layer_sizes' does not name 'layers')."""
+        for name in names:
+            self.assertRegex(line, rf"(?<!\w){re.escape(name)}(?!\w)")
+
+    def assert_finite_metrics(self, metrics: dict, names) -> None:
+        """metrics holds every name, each a finite number."""
+        for name in names:
+            self.assertIn(name, metrics)
+            self.assertTrue(math.isfinite(metrics[name]), f"{name}={metrics[name]}")
+
+
+class EndToEndTest(CliTestCase):
+    """Successful runs: outputs on stdout and in the workdir, both gradient sources, presets."""
+
+    def test_default_run_writes_its_workdir(self):
+        workdir = os.path.join(self.cwd, "run")
+        result = self.run_ok(*_TINY, "--grad_source=tape", f"--workdir={workdir}")
+        self.assertIn(workdir, result.stdout)
+        self.assertEqual(
+            _read_json(workdir, "config.json"),
+            _expected_config(epochs=2, n_samples=200, grad_source="tape", workdir=workdir),
+        )
+        data = _read_json(workdir, "data.json")
+        self.assertEqual(data["task"], "regression")
+        self.assertEqual(data["feature_names"], ["x1", "x2"])
+        metrics = _read_json(workdir, "metrics.json")
+        self.assertLen(metrics["history"], 2)
+        for record in metrics["history"]:
+            names = (*_REGRESSION_METRICS, *(f"val_{name}" for name in _REGRESSION_METRICS))
+            self.assert_finite_metrics(record, names)
+        self.assertEqual(metrics["final"]["split"], "test")
+        self.assert_finite_metrics(metrics["final"], _REGRESSION_METRICS)
+        self.assertIn(f"trained {metrics['steps']} steps", result.stdout)
+
+    def test_flagfile_manual_gradients_classification_default_workdir(self):
+        """--flagfile, --grad_source=manual, xor with cross-entropy, and ./runs/<stamp>."""
+        flagfile = _write(
+            self.cwd,
+            "xor.flags",
+            "# a comment line\n--grad_source=manual\n--data=xor\n--loss=binary_crossentropy\n"
+            "--epochs=2\n--n_samples=200\n",
+        )
+        final = self.run_json(f"--flagfile={flagfile}")
+        runs = os.path.realpath(os.path.join(self.cwd, "runs"))
+        self.assertEqual(os.path.dirname(os.path.realpath(final["workdir"])), runs)
+        self.assertEqual(
+            _read_json(final["workdir"], "config.json"),
+            _expected_config(
+                grad_source="manual", data="xor", loss="binary_crossentropy", epochs=2, n_samples=200
+            ),
+        )
+        self.assertEqual(final["split"], "test")
+        self.assertBetween(final["accuracy"], 0.0, 1.0)
+        self.assertTrue(math.isfinite(final["loss"]))
+        saved = _read_json(final["workdir"], "metrics.json")["final"]
+        self.assertEqual({name: final.get(name) for name in saved}, saved)  # --json = metrics.json
+
+    def test_article_preset_cannot_learn(self):
+        """The article's TF1 loop: ReLU output on random targets stays at loss ≈ E[y²]/2 = 1/6."""
+        final = self.run_json("--preset=article", "--workdir=article")
+        workdir = os.path.join(self.cwd, "article")
+        self.assertEqual(os.path.realpath(final["workdir"]), os.path.realpath(workdir))
+        self.assertEqual(_read_json(workdir, "config.json"), _expected_config("article", workdir="article"))
+        self.assertEqual(final["steps"], 1000)
+        self.assertEqual(final["split"], "train")  # the article holds no data out
+        self.assertGreater(final["loss"], 0.1)
+        self.assertNear(final["loss"], 1 / 6, 0.01)
+
+
+class CsvTest(CliTestCase):
+    """CSV sources: valid files train; bad files exit 2 naming file, line and column."""
+
+    def test_numeric_target_trains_regression(self):
+        rows = [f"{i / 10:g},{(3 * i / 10 - (i % 7)) + 0.5:g},{i % 7}" for i in range(50)]
+        path = _write(self.cwd, "houses.csv", "x1,price,x2\n" + "\n".join(rows) + "\n")
+        self.run_ok(f"--data=csv:{path}", "--target=price", "--epochs=2", "--workdir=run")
+        data = _read_json(self.cwd, "run", "data.json")
+        self.assertEqual(data["task"], "regression")
+        self.assertEqual(data["feature_names"], ["x1", "x2"])
+        self.assertEqual(data["target_name"], "price")
+        self.assert_finite_metrics(_read_json(self.cwd, "run", "metrics.json")["final"], _REGRESSION_METRICS)
+
+    def test_string_target_trains_classification(self):
+        colours = ("red", "green", "blue")
+        rows = [f"{i % 5},{i % 3 + 0.5 * (i % 2)},{colours[i % 3]}" for i in range(60)]
+        path = _write(self.cwd, "colours.csv", "x1,x2,colour\n" + "\n".join(rows) + "\n")
+        final = self.run_json(f"--data=csv:{path}", "--target=colour", "--epochs=2", "--workdir=run")
+        self.assertBetween(final["accuracy"], 0.0, 1.0)
+        self.assertNotIn("rmse", final)
+        data = _read_json(self.cwd, "run", "data.json")
+        self.assertEqual(data["task"], "multiclass")
+        self.assertEqual(data["class_names"], ["blue", "green", "red"])
+
+    @parameterized.named_parameters(
+        ("missing_file", None, ["missing.csv"]),
+        ("empty_file", "", ["bad.csv", "empty"]),
+        ("header_only", "x1,x2,y\n", ["bad.csv:1"]),
+        ("non_numeric_feature", "x1,x2,y\n1,2,3\n4,abc,6\n", ['bad.csv:3:2 (column "x2")', '"abc"']),
+        ("nan_feature", "x1,x2,y\n1,2,3\n4,5,6\nnan,2,3\n", ['bad.csv:4:1 (column "x1")', "nan"]),
+        ("inf_feature", "x1,x2,y\n1,2,3\n4,inf,6\n", ['bad.csv:3:2 (column "x2")', "inf"]),
+        ("ragged_row", "x1,x2,y\n1,2,3\n4,5\n7,8,9\n", ["bad.csv:3", "3 fields"]),
+        ("missing_target_column", "x1,x2,label\n1,2,3\n", ["bad.csv:1", '"y"']),
+        ("single_class", "x1,x2,y\n1,2,cat\n3,4,cat\n5,6,cat\n", ['bad.csv (column "y")', "2 classes"]),
+    )
+    def test_bad_csv_exits_2_naming_the_place(self, text, fragments):
+        """One line on stderr, naming the file and, where there is one, line and column."""
+        if text is not None:
+            _write(self.cwd, "bad.csv", text)
+        source = "missing.csv" if text is None else "bad.csv"
+        line = self.run_failing(f"--data=csv:{source}", "--target=y", "--epochs=2", code=2)
+        for fragment in fragments:
+            self.assertIn(fragment, line)
+        self.assertNotIn("runs", os.listdir(self.cwd))  # nothing trained, no run folder
+
+    def test_csv_without_target_exits_2(self):
+        path = _write(self.cwd, "x.csv", "x1,y\n1,2\n3,4\n")
+        line = self.run_failing(f"--data=csv:{path}", code=2)
+        self.assertRegex(line, r"--target|\btarget\b")
+
+
+class BadFlagTest(CliTestCase):
+    """Out-of-range or inconsistent flags exit 2 with one line naming the flag."""
+
+    @parameterized.named_parameters(
+        ("learning_rate_zero", ["--learning_rate=0"], ["learning_rate"]),
+        ("learning_rate_negative", ["--learning_rate=-1"], ["learning_rate"]),
+        ("batch_size_zero", ["--batch_size=0"], ["batch_size"]),
+        ("val_split_above_one", ["--val_split=1.2"], ["val_split"]),
+        ("splits_leave_no_train", ["--val_split=0.6", "--test_split=0.5"], ["val_split", "test_split"]),
+        ("unknown_optimizer", ["--optimizer=nope"], ["optimizer", "nope"]),
+        ("unknown_activation", ["--activation=nope"], ["activation", "nope"]),
+        ("unknown_loss", ["--loss=nope"], ["loss", "nope"]),
+        ("layers_not_integers", ["--layers=2,x"], ["layers"]),
+        ("layers_zero_width", ["--layers=2,0,1"], ["layers"]),
+        ("epochs_and_steps", ["--epochs=2", "--steps=5"], ["epochs", "steps"]),
+        ("layers_contradict_hidden", ["--layers=2,3,1", "--hidden=4"], ["layers", "hidden"]),
+        ("two_clipping_modes", ["--clip_norm=1", "--clip_value=1"], ["clip_norm", "clip_value"]),
+        ("positional_argument", ["--epochs=2", "extra"], ["extra"]),
+    )
+    def test_bad_flag_exits_2(self, flags, names):
+        line = self.run_failing(*flags, code=2)
+        self.assert_names(line, *names)
+        self.assertEmpty(os.listdir(self.cwd))  # rejected before any run folder is made
+
+    def test_layers_that_do_not_fit_the_data_exit_2_writing_nothing(self):
+        """Found once the data is loaded, but before config.json, which would block a fixed rerun."""
+        line = self.run_failing("--layers=3,3,1", *_TINY, "--workdir=run", code=2, log_lines=True)
+        self.assert_names(line, "layers")
+        self.assertFalse(os.path.exists(os.path.join(self.cwd, "run", "config.json")))
+
+    def test_gpu_without_gpu_exits_2(self):
+        if tf.config.list_physical_devices("GPU"):
+            self.skipTest("this machine has a GPU")
+        line = self.run_failing("--device=gpu", *_TINY, code=2)
+        self.assert_names(line, "device", "GPU")
+        self.assertEmpty(os.listdir(self.cwd))
+
+
+class DivergenceTest(CliTestCase):
+    """A non-finite loss stops the run with exit 1 and leaves the workdir's config intact."""
+
+    def test_non_finite_loss_exits_1(self):
+        # Plain SGD at lr 1e6 overflows float32 within the first few steps on the default task.
+        flags = ("--optimizer=sgd", "--learning_rate=1e6", "--epochs=3", "--n_samples=200")
+        line = self.run_failing(*flags, "--workdir=run", code=1, log_lines=True)
+        self.assertRegex(line, r"\bstep \d+\b.*non-finite.*(the loss|the gradient of \S+)")
+        self.assertEqual(
+            _read_json(self.cwd, "run", "config.json"),
+            _expected_config(optimizer="sgd", learning_rate=1e6, epochs=3, n_samples=200, workdir="run"),
+        )
+
+
+if __name__ == "__main__":
+    tf.test.main()

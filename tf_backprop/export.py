@@ -1,0 +1,551 @@
+"""SavedModel export that serves without this package, and batch prediction from a CSV.
+
+`export_saved_model` writes a SavedModel that needs only TensorFlow to load and serve:
+
+* signature ``serving_default``: input ``features``, float32 [None, n_features], *raw* feature
+  values (standardization is inside the graph).  Outputs, all float32 except class_ids:
+
+  - regression: ``predictions`` [None, k], in the target's original units;
+  - binary:     ``probabilities`` [None, 1] = sigmoid(logit), P(class_names[1]);
+                ``class_ids`` int64 [None] (1 where the logit is > 0);
+  - multiclass: ``probabilities`` [None, k] = softmax(logits); ``class_ids`` int64 [None].
+
+* signature ``metadata`` (no inputs): string tensors ``task``, ``feature_names`` [n],
+  ``class_names`` [k] (empty for regression), ``target_name``, ``config_json``,
+  ``package_version`` and ``metadata_json`` (everything below as one JSON document);
+* asset ``assets/metadata.json``: the same JSON document, readable as a plain file.
+
+The folder appears atomically: it is written to a hidden temporary sibling and renamed into
+place; an existing export is replaced (with overwrite=True) only once the new one is complete.
+
+`load_export` and `predict_csv` serve such an export: feature columns are matched by header
+name and the CSV is streamed in batches, so memory stays flat whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import operator
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from typing import IO
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_backprop import __version__
+from tf_backprop import checkpoint as checkpoint_lib
+from tf_backprop import config as config_lib
+from tf_backprop import data as data_lib
+from tf_backprop.model import MLP
+
+EXPORT_DIR = "export"  # <workdir>/export: where a run's SavedModel goes by default
+SERVING_SIGNATURE = "serving_default"
+METADATA_SIGNATURE = "metadata"
+INPUT_NAME = "features"
+METADATA_FILE = "metadata.json"  # in the SavedModel's assets/ folder
+FORMAT = "tf_backprop.saved_model"
+FORMAT_VERSION = 1
+PREDICT_BATCH_SIZE = 4096  # CSV rows per call of the serving signature
+_SAVED_MODEL_FILE = "saved_model.pb"
+_MAX_LISTED = 10  # column names listed in one message
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class ExportError(ValueError):
+    """An export target that must not be written, or a folder that is not a usable export."""
+
+
+# --- what the export contains -------------------------------------------------------------------
+
+
+def output_specs(preprocessing: data_lib.Preprocessing) -> dict[str, dict]:
+    """The serving signature's outputs for the task: {name: {"dtype", "shape"}}."""
+    k = preprocessing.n_outputs
+    if preprocessing.task == "regression":
+        return {"predictions": {"dtype": "float32", "shape": [None, k]}}
+    return {
+        "probabilities": {"dtype": "float32", "shape": [None, k]},
+        "class_ids": {"dtype": "int64", "shape": [None]},
+    }
+
+
+def build_metadata(
+    model: MLP, preprocessing: data_lib.Preprocessing, config: config_lib.TrainConfig | None
+) -> dict:
+    """The JSON document stored in the export (assets/metadata.json and the metadata signature)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "tensorflow_version": tf.__version__,
+        "task": preprocessing.task,
+        "feature_names": list(preprocessing.feature_names),
+        "target_name": preprocessing.target_name,
+        "class_names": preprocessing.class_names,
+        "signatures": {
+            SERVING_SIGNATURE: {
+                "inputs": {
+                    INPUT_NAME: {"dtype": "float32", "shape": [None, len(preprocessing.feature_names)]}
+                },
+                "outputs": output_specs(preprocessing),
+            }
+        },
+        "model": model.get_config(),
+        "preprocessing": preprocessing.to_dict(),
+        "config": None if config is None else config.to_dict(),
+    }
+
+
+def _check_compatible(model: MLP, preprocessing: data_lib.Preprocessing) -> None:
+    """ExportError unless the model's input and output widths fit the preprocessing."""
+    n, k = len(preprocessing.feature_names), preprocessing.n_outputs
+    if model.layer_sizes[0] != n or model.layer_sizes[-1] != k:
+        raise ExportError(
+            f"model layer_sizes {list(model.layer_sizes)} do not fit the data's {n} feature(s) and "
+            f"{k} output(s) ({preprocessing.task}); expected [{n}, ..., {k}]"
+        )
+
+
+def _serving_function(
+    model: MLP, preprocessing: data_lib.Preprocessing
+) -> tf.types.experimental.GenericFunction:
+    """tf.function from raw float32 features [m, n] to the task's outputs (module docstring)."""
+    mean = tf.constant(preprocessing.feature_mean, tf.float64)  # [n]
+    std = tf.constant(preprocessing.feature_std, tf.float64)  # [n]
+    spec = tf.TensorSpec([None, len(preprocessing.feature_names)], tf.float32, name=INPUT_NAME)
+
+    @tf.function(input_signature=[spec], autograph=False)
+    def serve(features):
+        # Standardize in float64, as data.Preprocessing does, then run in the model's dtype.
+        x = (tf.cast(features, tf.float64) - mean) / std  # [m, n]
+        forward = model.forward(tf.cast(x, model.compute_dtype), keep_intermediates=True)
+        return _task_outputs(preprocessing, forward.zs[-1], forward.output)
+
+    return serve
+
+
+def _task_outputs(preprocessing: data_lib.Preprocessing, logits: tf.Tensor, output: tf.Tensor) -> dict:
+    """Signature outputs from the last layer's pre-activation z_L and activation h_L, each [m, k]."""
+    if preprocessing.task == "regression":
+        scale = tf.constant(preprocessing.target_std, tf.float64)  # [k]
+        shift = tf.constant(preprocessing.target_mean, tf.float64)  # [k]
+        return {"predictions": tf.cast(tf.cast(output, tf.float64) * scale + shift, tf.float32)}
+    # The cross-entropy losses train z_L as logits (linear output activation).
+    if preprocessing.task == "binary":
+        probabilities = tf.sigmoid(logits)  # [m, 1]
+        class_ids = tf.cast(logits[:, 0] > 0, tf.int64)  # [m]
+    else:
+        probabilities = tf.nn.softmax(logits, axis=-1)  # [m, k]
+        class_ids = tf.argmax(logits, axis=-1, output_type=tf.int64)  # [m]
+    return {"probabilities": tf.cast(probabilities, tf.float32), "class_ids": class_ids}
+
+
+def _metadata_function(metadata: dict) -> tf.types.experimental.GenericFunction:
+    """tf.function with no inputs returning the metadata as string tensors."""
+    values = {
+        "task": metadata["task"],
+        "feature_names": metadata["feature_names"],
+        "class_names": metadata["class_names"] or [],
+        "target_name": metadata["target_name"],
+        "config_json": json.dumps(metadata["config"], sort_keys=True),
+        "package_version": metadata["package_version"],
+        "metadata_json": json.dumps(metadata, sort_keys=True),
+    }
+
+    @tf.function(input_signature=[], autograph=False)
+    def read_metadata():
+        return {name: tf.constant(value, tf.string) for name, value in values.items()}
+
+    return read_metadata
+
+
+class _ServingModule(tf.Module):
+    """The SavedModel's root object: the weights, the two functions and the metadata asset."""
+
+    def __init__(self, model: MLP, preprocessing: data_lib.Preprocessing, metadata: dict, metadata_path: str):
+        super().__init__(name="tf_backprop_export")
+        self.serve = _serving_function(model, preprocessing)
+        self.metadata = _metadata_function(metadata)
+        self.metadata_file = tf.saved_model.Asset(metadata_path)
+        # The tf.Variables the serving graph captures (not the Keras wrappers around them): the
+        # TF1 loader that saved_model_cli and TF Serving use finds only these in the checkpoint.
+        self.model_variables = list(self.serve.get_concrete_function().variables)
+
+
+def _write_saved_model(
+    model: MLP, preprocessing: data_lib.Preprocessing, config: config_lib.TrainConfig | None, folder: str
+) -> None:
+    """Writes the complete SavedModel into `folder` (an empty directory)."""
+    metadata = build_metadata(model, preprocessing, config)
+    with tempfile.TemporaryDirectory(prefix="tf_backprop-metadata-") as scratch:
+        # tf.saved_model.Asset copies this file into <folder>/assets/ under its base name.
+        source = os.path.join(scratch, METADATA_FILE)
+        with open(source, "w", encoding="utf-8") as handle:
+            json.dump(metadata, handle, indent=2, sort_keys=True)
+        root = _ServingModule(model, preprocessing, metadata, source)
+        signatures = {SERVING_SIGNATURE: root.serve, METADATA_SIGNATURE: root.metadata}
+        tf.saved_model.save(root, folder, signatures=signatures)
+
+
+# --- atomic placement ---------------------------------------------------------------------------
+
+
+def _is_saved_model(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, _SAVED_MODEL_FILE))
+
+
+def _check_target(path: str, overwrite: bool) -> None:
+    """ExportError if `path` exists and may not be replaced."""
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise ExportError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+    if os.path.isdir(path) and (_is_saved_model(path) or not os.listdir(path)):
+        return
+    raise ExportError(
+        f"{path} exists and is not a SavedModel folder; refusing to replace it even with --overwrite"
+    )
+
+
+def _hidden_sibling(path: str, kind: str) -> str:
+    """A fresh name next to `path`, e.g. <parent>/.export.tmp-1a2b3c4d."""
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{kind}-{uuid.uuid4().hex[:12]}")
+
+
+def _install(staging: str, path: str, overwrite: bool) -> None:
+    """Renames the complete `staging` folder to `path`; an old export is deleted only afterwards."""
+    _check_target(path, overwrite)  # again: something may have appeared while we were writing
+    if not os.path.lexists(path):
+        os.rename(staging, path)
+        return
+    aside = _hidden_sibling(path, "old")
+    os.rename(path, aside)
+    try:
+        os.rename(staging, path)
+    except BaseException:
+        os.rename(aside, path)  # put the previous export back
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    if os.path.lexists(aside):
+        logging.warning("could not delete the replaced export %s; remove it by hand", aside)
+
+
+def export_saved_model(
+    model: MLP,
+    preprocessing: data_lib.Preprocessing,
+    config: config_lib.TrainConfig | None,
+    path: str,
+    *,
+    overwrite: bool = False,
+) -> str:
+    """Exports `model` with its preprocessing as a self-contained SavedModel folder.
+
+    Args:
+      model: a trained MLP whose widths fit `preprocessing`.
+      preprocessing: the run's data statistics, names and task.
+      config: the run's TrainConfig (stored as JSON in the metadata), or None.
+      path: the folder to create.
+      overwrite: replace an existing export at `path` (only once the new one is complete).
+
+    Returns:
+      The absolute path of the export.
+
+    Raises:
+      ExportError: `path` exists and overwrite is False, `path` is not an export folder, or
+        the model does not fit the preprocessing.  Nothing is written then.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    _check_target(path, overwrite)
+    _check_compatible(model, preprocessing)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    staging = _hidden_sibling(path, "tmp")
+    os.mkdir(staging)
+    try:
+        _write_saved_model(model, preprocessing, config, staging)
+        _install(staging, path, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already unless something failed
+    logging.info(
+        "exported SavedModel (%s, %d features) to %s", preprocessing.task, model.layer_sizes[0], path
+    )
+    return path
+
+
+def export_run(
+    workdir: str, output: str | None = None, checkpoint: str | None = None, overwrite: bool = False
+) -> str:
+    """Exports a run's checkpoint (default: the latest) to `output` (default <workdir>/export).
+
+    Raises checkpoint.CheckpointError for a workdir without a usable checkpoint, and
+    ExportError as `export_saved_model` does.
+    """
+    path = os.path.abspath(output or os.path.join(workdir, EXPORT_DIR))
+    _check_target(path, overwrite)  # refuse before loading anything
+    model, config, preprocessing = checkpoint_lib.load_model(workdir, checkpoint)
+    return export_saved_model(model, preprocessing, config, path, overwrite=overwrite)
+
+
+# --- serving an export --------------------------------------------------------------------------
+
+
+class ServedModel:
+    """An export loaded with tf.saved_model.load: its metadata and a batch predict function."""
+
+    def __init__(self, path: str):
+        if not _is_saved_model(path):
+            raise ExportError(f"{path}: not a SavedModel folder (no {_SAVED_MODEL_FILE})")
+        self.path = path
+        loaded = tf.saved_model.load(path)
+        missing = {SERVING_SIGNATURE, METADATA_SIGNATURE} - set(loaded.signatures)
+        if missing:
+            raise ExportError(
+                f"{path}: not a tf_backprop export (no {', '.join(sorted(missing))} signature; "
+                f"it has {', '.join(sorted(loaded.signatures)) or 'none'})"
+            )
+        self._loaded = loaded  # keeps the signatures' variables alive
+        self._serve = loaded.signatures[SERVING_SIGNATURE]
+        text = loaded.signatures[METADATA_SIGNATURE]()["metadata_json"].numpy().decode("utf-8")
+        self.metadata: dict = json.loads(text)
+
+    @property
+    def task(self) -> str:
+        return self.metadata["task"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.metadata["feature_names"]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.metadata["class_names"]
+
+    @property
+    def target_name(self) -> str:
+        return self.metadata["target_name"]
+
+    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw features [m, n] -> the serving signature's outputs as NumPy arrays."""
+        outputs = self._serve(**{INPUT_NAME: tf.constant(features, tf.float32)})
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+def load_export(path: str) -> ServedModel:
+    """Loads an export folder; ExportError if it is not one."""
+    return ServedModel(os.path.abspath(os.path.expanduser(path)))
+
+
+def prediction_columns(served: ServedModel) -> list[str]:
+    """Column names predict_csv appends, e.g. predicted_y, or predicted_label, probability_cat, ..."""
+    target = served.target_name
+    if served.task == "regression":
+        k = served.metadata["signatures"][SERVING_SIGNATURE]["outputs"]["predictions"]["shape"][-1]
+        return [f"predicted_{target}"] if k == 1 else [f"predicted_{target}_{i + 1}" for i in range(k)]
+    shown = served.class_names[1:] if served.task == "binary" else served.class_names
+    return [f"predicted_{target}"] + [f"probability_{name}" for name in shown]
+
+
+def _prediction_cells(served: ServedModel, outputs: dict[str, np.ndarray]) -> list[list[str]]:
+    """The signature's outputs for m rows as m lists of CSV cells (float32 round-trips with %.9g)."""
+    if served.task == "regression":
+        values = outputs["predictions"]  # [m, k]
+        return [[f"{v:.9g}" for v in row] for row in values.tolist()]
+    names = np.asarray(served.class_names, dtype=object)[outputs["class_ids"]]  # [m]
+    probabilities = outputs["probabilities"]  # [m, k]; binary: [m, 1] = P(class_names[1])
+    return [[name] + [f"{p:.9g}" for p in row] for name, row in zip(names.tolist(), probabilities.tolist())]
+
+
+# --- CSV prediction -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Columns:
+    """Where the model's features sit in a CSV's header."""
+
+    path: str
+    header: list[str]
+    header_line: int
+    indices: list[int]  # indices[i]: the field holding feature i
+
+    def where(self, line: int, field: int) -> str:
+        """'file:line:col (column "name")', col 1-based as in editors."""
+        return f'{self.path}:{line}:{field + 1} (column "{self.header[field]}")'
+
+
+def _quoted(names: list[str]) -> str:
+    shown = ", ".join(f'"{name}"' for name in names[:_MAX_LISTED])
+    return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
+
+
+def _records(path: str, handle: IO[str]) -> Iterator[tuple[int, list[str]]]:
+    """(start line, fields) of every non-blank CSV record; DataError on malformed CSV."""
+    reader = csv.reader(handle, strict=True)
+    next_line = 1
+    try:
+        for row in reader:
+            if len(row) > 1 or (row and row[0].strip()):  # skip blank lines
+                yield next_line, row
+            next_line = reader.line_num + 1  # a quoted field may span several lines
+    except csv.Error as error:
+        raise data_lib.DataError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
+    except UnicodeDecodeError as error:
+        raise data_lib.DataError(f"{path}:{next_line}: not UTF-8 text ({error.reason})") from None
+
+
+def _match_columns(
+    served: ServedModel, path: str, header_line: int, header: list[str], warn: Callable[[str], None]
+) -> _Columns:
+    """Feature indices by header name; DataError for missing, duplicate or clashing columns."""
+    header = [name.strip() for name in header]
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise data_lib.DataError(f"{path}:{header_line}: duplicate column name(s) {_quoted(duplicates)}")
+    missing = [name for name in served.feature_names if name not in header]
+    if missing:
+        raise data_lib.DataError(
+            f"{path}:{header_line}: missing column(s) {_quoted(missing)} that the model needs "
+            f"(its features: {_quoted(served.feature_names)})"
+        )
+    clashing = [name for name in prediction_columns(served) if name in header]
+    if clashing:
+        raise data_lib.DataError(
+            f"{path}:{header_line}: column(s) {_quoted(clashing)} would be written as predictions; "
+            f"rename or drop them"
+        )
+    extra = [name for name in header if name not in served.feature_names]
+    if extra:
+        warn(f"{path}: ignoring column(s) {_quoted(extra)}, which are not features of the model")
+    return _Columns(path, header, header_line, [header.index(name) for name in served.feature_names])
+
+
+def _parse_batch(columns: _Columns, lines: list[int], rows: list[list[str]]) -> np.ndarray:
+    """The feature cells of `rows` as float32 [m, n]; DataError naming the first bad cell."""
+    width = len(columns.header)
+    if set(map(len, rows)) != {width}:
+        line, row = next((line, row) for line, row in zip(lines, rows) if len(row) != width)
+        raise data_lib.DataError(
+            f"{columns.path}:{line}: expected {width} fields as in the header, got {len(row)}"
+        )
+    try:
+        cells = list(map(operator.itemgetter(*columns.indices), rows))  # a tuple per row (one feature: a str)
+        x = np.array(cells, dtype=np.float64).reshape(len(rows), len(columns.indices))  # [m, n]
+    except ValueError:
+        x = None
+    if x is not None and np.all(np.abs(x) <= _FLOAT32_MAX):  # also False for nan
+        return x.astype(np.float32)
+    for line, row in zip(lines, rows):  # in file order, so the error names the first bad cell
+        for j in sorted(columns.indices):
+            _check_cell(columns.where(line, j), row[j])
+    # Every cell passed float(): NumPy's parser was stricter than Python's (it should not be).
+    return np.array([[float(row[j]) for j in columns.indices] for row in rows], dtype=np.float32)
+
+
+def _check_cell(where: str, cell: str) -> None:
+    """DataError unless the cell is a finite number within float32 range."""
+    text = cell.strip()
+    if not text:
+        raise data_lib.DataError(f"{where}: expected a number, got an empty cell")
+    try:
+        value = float(text)
+    except ValueError:
+        raise data_lib.DataError(f'{where}: expected a number, got "{text[:40]}"') from None
+    if not abs(value) <= _FLOAT32_MAX:  # nan, inf, or inf once cast to float32
+        raise data_lib.DataError(f'{where}: expected a finite float32 number, got "{text[:40]}"')
+
+
+def _batches(
+    records: Iterator[tuple[int, list[str]]], size: int
+) -> Iterator[tuple[list[int], list[list[str]]]]:
+    """(lines, rows) in groups of at most `size` records."""
+    lines, rows = [], []
+    for line, row in records:
+        lines.append(line)
+        rows.append(row)
+        if len(rows) == size:
+            yield lines, rows
+            lines, rows = [], []
+    if rows:
+        yield lines, rows
+
+
+@contextlib.contextmanager
+def _atomic_output(output: str) -> Iterator[IO[str]]:
+    """A text handle for `output` ("-": stdout); a file appears only once complete."""
+    if output == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = os.path.abspath(os.path.expanduser(output))
+    temporary = _hidden_sibling(path, "tmp")
+    try:
+        try:
+            handle = open(temporary, "w", encoding="utf-8", newline="")
+        except OSError as error:
+            raise data_lib.DataError(f"{output}: cannot write the file ({error.strerror or error})") from None
+        with handle:
+            yield handle
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[IO[str]]:
+    """The CSV as text ("-": stdin); DataError if it cannot be opened."""
+    if path == "-":
+        yield sys.stdin
+        return
+    try:
+        # utf-8-sig drops the byte-order mark that spreadsheet exports put before the header.
+        handle = open(os.path.expanduser(path), encoding="utf-8-sig", newline="")
+    except OSError as error:
+        raise data_lib.DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
+    with handle:
+        yield handle
+
+
+def predict_csv(
+    served: ServedModel,
+    input_path: str,
+    output: str = "-",
+    *,
+    batch_size: int = PREDICT_BATCH_SIZE,
+    warn: Callable[[str], None] = logging.warning,
+) -> int:
+    """Appends the model's predictions to every row of a CSV; returns the number of rows.
+
+    Features are matched by header name (any order); other columns are copied unchanged and
+    reported once through `warn`.  Rows are read, predicted and written `batch_size` at a
+    time.  `output` "-" is stdout; a file is written to a temporary sibling and renamed at
+    the end, so a failure never leaves a half-written output.
+
+    Raises data.DataError (one line naming file, line and column) for a missing column, a
+    ragged row or a cell that is not a finite number; no output file is created then.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    name = "<stdin>" if input_path == "-" else input_path
+    with _open_input(input_path) as source, _atomic_output(output) as sink:
+        records = _records(name, source)
+        first = next(records, None)
+        if first is None:
+            raise data_lib.DataError(f"{name}: empty file; expected a header row, then data rows")
+        columns = _match_columns(served, name, first[0], first[1], warn)
+        writer = csv.writer(sink, lineterminator="\n")
+        writer.writerow(columns.header + prediction_columns(served))
+        count = 0
+        for lines, rows in _batches(records, batch_size):
+            cells = _prediction_cells(served, served.predict(_parse_batch(columns, lines, rows)))
+            writer.writerows(row + predicted for row, predicted in zip(rows, cells))
+            count += len(rows)
+    logging.info("predicted %d rows of %s with %s", count, name, served.path)
+    return count
