@@ -51,6 +51,11 @@ def run(main: Callable[[list[str]], int | None], failures: tuple[type[Exception]
     `failures` (e.g. TrainingError) exit 1.
     """
 
+    # --help lists the main module's flags; under a console script that is the wrapper script.
+    module = sys.modules[main.__module__].__name__
+    for flag in flags.FLAGS.get_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
     def guarded(argv: list[str]) -> int | None:
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag", EXIT_USAGE)

@@ -1,0 +1,70 @@
+"""tf-backprop-gradcheck, run as a subprocess: exit codes, text and JSON output, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import tensorflow as tf
+
+TIMEOUT = 120  # seconds; a run takes a few (mostly importing TensorFlow)
+
+
+def _run(*flags: str, cwd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tf_backprop.cli.gradcheck", *flags],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+class GradcheckCliTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.cwd = self.get_temp_dir()
+
+    def test_default_checks_the_article_net(self):
+        result = _run(cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("MLP 2-3-3-1 (relu → linear), loss half_mse", result.stdout)
+        for expected in ["dense_1/kernel", "tape ↔ manual", "tape ↔ numeric", "manual ↔ numeric", "PASS"]:
+            self.assertIn(expected, result.stdout)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_json_fast_mode_with_class_labels(self):
+        flags = ["--json", "--layers=6,16,4", "--activation=tanh", "--loss=categorical_crossentropy"]
+        result = _run(*flags, "--mode=fast", "--l2=0.01", cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        report = json.loads(result.stdout)
+        self.assertTrue(report["passed"])
+        self.assertEqual((report["mode"], report["dtype"]), ("fast", "float64"))
+        self.assertEqual([e["name"] for e in report["entries"]][:2], ["dense_1/kernel", "dense_1/bias"])
+        self.assertLen(report["entries"][0]["comparisons"], 3)
+
+    def test_failed_check_exits_1(self):
+        # A huge finite-difference step: the truncation error fails the numeric comparisons.
+        result = _run("--activation=tanh", "--eps=0.3", cwd=self.cwd)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("FAIL", result.stdout)
+
+    def test_bad_flags_exit_2_with_one_line(self):
+        cases = {
+            "--layers=2,0,1": "layer_sizes",
+            "--activation=nope": "activation: unknown name 'nope'",
+            "--batch_size=abc": "--batch_size",  # absl's own parse error
+        }
+        for flag, expected in cases.items():
+            with self.subTest(flag=flag):
+                result = _run(flag, cwd=self.cwd)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertEqual(result.stdout, "")
+                lines = result.stderr.strip().splitlines()
+                self.assertLen(lines, 1, result.stderr)
+                self.assertIn(expected, lines[0])
+                self.assertNotIn("Traceback", result.stderr)
+
+
+if __name__ == "__main__":
+    tf.test.main()
