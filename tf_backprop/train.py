@@ -478,11 +478,11 @@ class _Run:
         self.x_train = tf.constant(datasets.train.x, dtype)
         self.y_train = targets_tensor(datasets.train.y, dtype)
         self.signals: list[int] = []  # filled by the signal handler
+        # Python mirrors of the hot counters (reading a variable costs an eager op per chunk);
+        # `sync_state` writes them into `state` before every checkpoint.
+        self.step = int(engine.optimizer.iterations.numpy())  # updates applied so far
+        self.position, self.epoch_loss, self.epoch_sums = 0, 0.0, np.zeros(3)
         self.saved_step = self.step if self.step else -1  # resumed: its checkpoint exists
-
-    @property
-    def step(self) -> int:
-        return int(self.engine.optimizer.iterations.numpy())
 
     def run(self, per_epoch: int, total_steps: int) -> None:
         """Trains until total_steps or an early stop, saving checkpoints on the way."""
@@ -498,17 +498,20 @@ class _Run:
     def train_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         """Runs the rest of one epoch chunk by chunk, from state.step_in_epoch."""
         indices = epoch_indices(self.config, len(self.datasets.train.x), epoch)[:steps]
-        position = int(self.state.step_in_epoch.numpy())
-        self.progress.start_epoch(epoch, epochs, steps, position)
-        while position < steps:
-            end = self.chunk_end(position, steps)
-            out = self.engine.run_chunk(self.x_train, self.y_train, tf.constant(indices[position:end]))
+        self.position = int(self.state.step_in_epoch.numpy())
+        self.epoch_loss = float(self.state.epoch_loss_sum.numpy())
+        self.epoch_sums = self.state.epoch_metric_sums.numpy()
+        self.progress.start_epoch(epoch, epochs, steps, self.position)
+        while self.position < steps:
+            end = self.chunk_end(self.position, steps)
+            out = self.engine.run_chunk(self.x_train, self.y_train, tf.constant(indices[self.position : end]))
+            self.step += int(out["steps_done"])
             self.check_chunk(out)
-            position = end
-            self.state.step_in_epoch.assign(position)
-            self.state.epoch_loss_sum.assign_add(float(out["loss_sum"]))
-            self.state.epoch_metric_sums.assign_add(tf.cast(out["metric_sums"], tf.float64))
-            self.progress.update(position, self.epoch_metrics())
+            self.position = position = end
+            self.epoch_loss += float(out["loss_sum"])
+            self.epoch_sums = self.epoch_sums + out["metric_sums"].numpy().astype(np.float64)
+            if self.progress.enabled:
+                self.progress.update(position, self.epoch_metrics())
             if self.monitor is not None:
                 learning_rate = self.engine.optimizer.learning_rate
                 self.monitor.log_chunk(
@@ -530,9 +533,8 @@ class _Run:
 
     def epoch_metrics(self) -> dict[str, float]:
         """The running training loss and metrics of the current epoch."""
-        done = max(int(self.state.step_in_epoch.numpy()), 1)
-        loss = float(self.state.epoch_loss_sum.numpy()) / done
-        return metrics_from_sums(loss, self.state.epoch_metric_sums.numpy(), self.engine.loss)
+        loss = self.epoch_loss / max(self.position, 1)
+        return metrics_from_sums(loss, self.epoch_sums, self.engine.loss)
 
     def end_epoch(self, epoch: int) -> None:
         """Validation, history, early stopping; then the epoch-end checkpoint."""
@@ -546,9 +548,8 @@ class _Run:
         if self.monitor is not None:
             self.monitor.log_epoch(self.step, record)
         self.state.epoch.assign(epoch + 1)
-        self.state.step_in_epoch.assign(0)
-        self.state.epoch_loss_sum.assign(0.0)
-        self.state.epoch_metric_sums.assign(tf.zeros([3], tf.float64))
+        self.position, self.epoch_loss, self.epoch_sums = 0, 0.0, np.zeros(3)
+        self.sync_state()  # train_epoch starts the next epoch from state.step_in_epoch
         waited = int(self.state.waited.numpy())
         if self.config.patience and waited >= self.config.patience:
             logging.info(
@@ -577,7 +578,14 @@ class _Run:
             for variable, best in zip(self.engine.model.weights, self.state.best_weights):
                 variable.assign(best)
 
+    def sync_state(self) -> None:
+        """Writes the Python-side epoch counters into the checkpointed state."""
+        self.state.step_in_epoch.assign(self.position)
+        self.state.epoch_loss_sum.assign(self.epoch_loss)
+        self.state.epoch_metric_sums.assign(self.epoch_sums)
+
     def save(self) -> None:
+        self.sync_state()
         self.keeper.save()
         self.saved_step = self.step
 
@@ -598,7 +606,7 @@ class _Run:
             )
         if status == _RUNNING:
             return
-        step = self.step + 1
+        step = self.step + 1  # the first step not applied
         names = self.engine.model.variable_names
         if status == _NON_FINITE:
             bad = np.flatnonzero(out["bad"].numpy())
