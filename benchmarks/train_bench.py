@@ -26,9 +26,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MODELS = [
     # (name, layer sizes, batch, loss, rows, timed epochs: keras default, keras jit, ours)
-    ("article 2-3-3-1, batch 10", [2, 3, 3, 1], 10, "mse", 20_000, (1, 2, 40)),
+    ("article 2-3-3-1, batch 10", [2, 3, 3, 1], 10, "mse", 100_000, (1, 2, 20)),
     ("64-256-256-1, batch 256", [64, 256, 256, 1], 256, "mse", 256 * 100, (1, 2, 3)),
-    ("1024-1024-1024-10, batch 512", [1024, 1024, 1024, 10], 512, "categorical_crossentropy", 512 * 30, (1, 1, 1)),
+    (
+        "1024-1024-1024-10, batch 512",
+        [1024, 1024, 1024, 10],
+        512,
+        "categorical_crossentropy",
+        512 * 30,
+        (1, 1, 1),
+    ),
 ]
 
 
@@ -42,15 +49,22 @@ def _data(layers, loss, rows, seed=0):
     if loss == "mse":
         y = rng.standard_normal((rows, layers[-1]))
         prep = data_lib.Preprocessing(
-            task="regression", feature_names=[f"x{i}" for i in range(layers[0])],
-            feature_mean=[0.0] * layers[0], feature_std=[1.0] * layers[0], target_name="y",
-            target_mean=[0.0] * layers[-1], target_std=[1.0] * layers[-1],
+            task="regression",
+            feature_names=[f"x{i}" for i in range(layers[0])],
+            feature_mean=[0.0] * layers[0],
+            feature_std=[1.0] * layers[0],
+            target_name="y",
+            target_mean=[0.0] * layers[-1],
+            target_std=[1.0] * layers[-1],
         )
     else:
         y = rng.integers(0, layers[-1], size=rows).astype(np.int32)
         prep = data_lib.Preprocessing(
-            task="multiclass", feature_names=[f"x{i}" for i in range(layers[0])],
-            feature_mean=[0.0] * layers[0], feature_std=[1.0] * layers[0], target_name="y",
+            task="multiclass",
+            feature_names=[f"x{i}" for i in range(layers[0])],
+            feature_mean=[0.0] * layers[0],
+            feature_std=[1.0] * layers[0],
+            target_name="y",
             class_names=[str(i) for i in range(layers[-1])],
         )
     return data_lib.Datasets(data_lib.Split(x, y), None, None, prep, "benchmark")
@@ -78,8 +92,15 @@ def _ours(layers, batch, loss, datasets, epochs, grad_source, monitor, workdir):
     from tf_backprop import checkpoint, config, train
 
     cfg = config.TrainConfig(
-        layers=tuple(layers), loss=loss, batch_size=batch, learning_rate=1e-3, grad_source=grad_source,
-        monitor=monitor, workdir=workdir, val_split=0.0, test_split=0.0,
+        layers=tuple(layers),
+        loss=loss,
+        batch_size=batch,
+        learning_rate=1e-3,
+        grad_source=grad_source,
+        monitor=monitor,
+        workdir=workdir,
+        val_split=0.0,
+        test_split=0.0,
     )
     model = train.build_model(cfg, datasets)
     per_epoch = train.steps_per_epoch(cfg, len(datasets.train.x))
@@ -151,7 +172,9 @@ def main(argv: list[str]) -> None:
 
 
 def _print_table(rows: list[dict]) -> None:
-    print("| model | Keras fit | fit spe+jit | ours tape | ours manual | tape ÷ best fit | manual ÷ tape | monitor on ÷ off | peak RSS |")
+    print(
+        "| model | Keras fit | fit spe+jit | ours tape | ours manual | tape ÷ best fit | manual ÷ tape | monitor on ÷ off | peak RSS |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         best_fit = max(r["keras_fit"], r["keras_fit_jit"])

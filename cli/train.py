@@ -3,6 +3,7 @@
 tf-backprop-train                       # the article's net on a learnable regression task
 tf-backprop-train --preset=article      # the article's TF1 loop, faithfully (cannot learn)
 tf-backprop-train --data=csv:houses.csv --target=price --hidden=64,64 --grad_source=manual
+tf-backprop-train --strategy=mirrored --cpu_replicas=2   # two replicas, batch 10 each (docs/distributed.md)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 
 from absl import flags
 
-from tf_backprop import checkpoint, train
+from tf_backprop import checkpoint, distribute, train
 from tf_backprop import config as config_lib
 from tf_backprop.cli import common
 
@@ -91,7 +92,23 @@ flags.DEFINE_float(
 )
 flags.DEFINE_integer("seed", 0, "Seed for weights, data and shuffling.")
 flags.DEFINE_enum("device", "auto", config_lib.DEVICES, "auto uses a GPU when TensorFlow sees one.")
-flags.DEFINE_integer("steps_per_call", _DEFAULTS["steps_per_call"], "Updates per compiled call.")
+flags.DEFINE_enum(
+    "strategy",
+    _DEFAULTS["strategy"],
+    config_lib.STRATEGIES,
+    "none: one device; mirrored: the local GPUs (or --cpu_replicas logical CPUs); multi_worker: "
+    "MultiWorkerMirroredStrategy from TF_CONFIG. Under a strategy --batch_size is per replica.",
+)
+flags.DEFINE_integer(
+    "cpu_replicas",
+    _DEFAULTS["cpu_replicas"],
+    "--strategy=mirrored on N logical CPU devices (0: the local GPUs).",
+)
+flags.DEFINE_integer(
+    "steps_per_call",
+    _DEFAULTS["steps_per_call"],
+    "Updates per compiled call (0: auto, about 1e10 FLOPs, 20 to 10000 steps).",
+)
 flags.DEFINE_string(
     "workdir", None, "Run folder (default: a new one under ./runs/); an existing run there resumes."
 )
@@ -154,6 +171,8 @@ def main(argv):
         outputs = ["config.json", "data.json", "metrics.json", "ckpt/"]
         outputs += ["tb/"] if config.monitor else []
         outputs += ["export/ (SavedModel)"] if config.export else []
+        if config.strategy == "multi_worker" and not distribute.is_chief_process():
+            outputs = ["written by the chief worker"]
         print(f"outputs in {result.workdir}: {', '.join(outputs)}")
 
 

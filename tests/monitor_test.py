@@ -78,6 +78,7 @@ class EventFileTest(tf.test.TestCase):
         self.assertEqual(buckets[-1, 1], 2.0)
         self.assertEqual(buckets[-1, 2], 1)  # the maximum lands in the last bucket
         self.assertEqual(monitor.histogram_buckets(np.ones(3)).numpy()[:, 2].sum(), 3)
+        self.assertEqual(monitor.histogram_buckets(np.full(2, 3e16)).numpy()[:, 2].sum(), 2)  # huge constant
 
 
 class DetectionTest(tf.test.TestCase):

@@ -16,6 +16,7 @@ a truncated or corrupt latest checkpoint is skipped with a warning (`restore_lat
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -161,6 +162,8 @@ def check_resumable(workdir: str, config: config_lib.TrainConfig) -> config_lib.
         return None
     with open(path, encoding="utf-8") as handle:
         saved = json.load(handle)
+    # A field added to TrainConfig after that run was saved (e.g. strategy) had its default then.
+    saved = {**{f.name: f.default for f in dataclasses.fields(config_lib.TrainConfig)}, **saved}
     new = config.to_dict()
     differing = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
     harmful = [k for k in differing if k not in HARMLESS_FIELDS]

@@ -17,11 +17,13 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagra
 LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
 GRAD_SOURCES = ("tape", "manual")
 DEVICES = ("auto", "cpu", "gpu")
+STRATEGIES = ("none", "mirrored", "multi_worker")
 TASKS = ("auto", "regression", "binary", "multiclass")
 LOSS_NAMES = ("mse", "half_mse", "binary_crossentropy", "categorical_crossentropy")
 PRESETS = ("default", "article")
 DEFAULT_HIDDEN = (3, 3)  # the article's two hidden layers of 3
 DEFAULT_EPOCHS = 60
+MIN_AUTO_CHUNK, MAX_AUTO_CHUNK = 20, 10_000
 
 
 class ConfigError(ValueError):
@@ -63,7 +65,7 @@ class TrainConfig:
     clip_norm: float | None = None  # clip each gradient's norm (Keras clipnorm)
     clip_global_norm: float | None = None  # clip the global norm (Keras global_clipnorm)
     clip_value: float | None = None  # clip each element (Keras clipvalue)
-    batch_size: int = 10  # per update, per micro-batch when accumulating
+    batch_size: int = 10  # per update, per micro-batch when accumulating; per replica under a strategy
     grad_accum_steps: int = 1  # micro-batches summed into one update
     epochs: int | None = None  # passes over the training split; None: 60 unless steps is set
     steps: int | None = None  # total updates instead of epochs (the last epoch may be partial)
@@ -76,7 +78,9 @@ class TrainConfig:
     # --- run ---
     seed: int = 0
     device: str = "auto"
-    steps_per_call: int = 1000  # updates run inside one compiled call
+    strategy: str = "none"  # none | mirrored (local GPUs or cpu_replicas CPUs) | multi_worker (TF_CONFIG)
+    cpu_replicas: int = 0  # mirrored: replicas on this many logical CPU devices; 0 = the local GPUs
+    steps_per_call: int = 0  # updates per compiled call; 0 = auto (~1e10 FLOPs, 20..10000 steps)
     workdir: str | None = None  # None: a new timestamped folder under ./runs/
     checkpoint_every: int = 0  # save every N steps; 0 = at the end of every epoch
     keep_checkpoints: int = 3  # how many recent checkpoints ckpt/ keeps
@@ -176,7 +180,8 @@ class TrainConfig:
         if self.verify_tolerance is not None:
             _positive("verify_tolerance", self.verify_tolerance)
         _choice("device", self.device, DEVICES)
-        _positive("steps_per_call", self.steps_per_call)
+        self._validate_strategy()
+        _at_least("steps_per_call", self.steps_per_call, 0)
         _at_least("checkpoint_every", self.checkpoint_every, 0)
         _positive("keep_checkpoints", self.keep_checkpoints)
         _at_least("histogram_every", self.histogram_every, 0)
@@ -186,6 +191,27 @@ class TrainConfig:
         _positive("health_patience", self.health_patience)
         _choice("preset", self.preset, PRESETS)
 
+    def _validate_strategy(self) -> None:
+        _choice("strategy", self.strategy, STRATEGIES)
+        if (
+            isinstance(self.cpu_replicas, bool)
+            or not isinstance(self.cpu_replicas, int)
+            or self.cpu_replicas < 0
+        ):
+            raise ConfigError(f"cpu_replicas: expected an integer ≥ 0, got {self.cpu_replicas!r}")
+        if self.cpu_replicas and self.strategy != "mirrored":
+            raise ConfigError(f"cpu_replicas: only with --strategy=mirrored, got strategy {self.strategy!r}")
+        if self.strategy == "mirrored" and self.cpu_replicas and self.device == "gpu":
+            raise ConfigError("device: 'gpu' contradicts cpu_replicas (replicas on logical CPU devices)")
+        if self.strategy == "mirrored" and not self.cpu_replicas and self.device == "cpu":
+            raise ConfigError(
+                "device: 'cpu' with --strategy=mirrored needs --cpu_replicas=N (N logical CPUs)"
+            )
+        if self.strategy == "multi_worker" and self.workdir is None:
+            raise ConfigError(
+                "workdir: required with --strategy=multi_worker (the same path on every worker)"
+            )
+
     # ------------------------------------------------------------------ derived values
     @property
     def tolerance(self) -> float:
@@ -193,6 +219,24 @@ class TrainConfig:
         if self.verify_tolerance is not None:
             return self.verify_tolerance
         return 1e-9 if self.dtype == "float64" else 1e-4
+
+    def chunk_steps(self, layer_sizes) -> int:
+        """Steps per compiled call: steps_per_call, or auto.
+
+        Auto sizes a chunk to about 1e10 FLOPs (≈ 0.1–0.5 s on a CPU), between 20 and 10000
+        steps (20: the measured step of monitoring costs an extra forward pass per chunk): small nets get long chunks (per-call overhead amortized), large nets short ones
+        (progress, signals and checkpoints stay responsive).  It depends on the config only,
+        so an interrupted and a resumed run cut their chunks at the same steps.
+        """
+        if self.steps_per_call:
+            return self.steps_per_call
+        flops = (
+            6
+            * self.batch_size
+            * self.grad_accum_steps
+            * sum(a * b for a, b in zip(layer_sizes, layer_sizes[1:]))
+        )
+        return int(min(MAX_AUTO_CHUNK, max(MIN_AUTO_CHUNK, 1e10 // flops)))
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Updates in the whole run: `steps`, or `epochs` (default 60) full epochs."""

@@ -66,9 +66,11 @@ def histogram_buckets(values, buckets: int = HISTOGRAM_BUCKETS) -> tf.Tensor:
     if flat.shape[0] == 0:
         return tf.zeros([0, 3], tf.float64)
     low, high = tf.reduce_min(flat), tf.reduce_max(flat)
-    # A constant tensor gets one unit-wide bucket around its value.
+    # A constant tensor gets one bucket around its value, wide enough to survive rounding
+    # (±0.5 vanishes next to values above 2^53, e.g. the weights of a diverged run).
     same = tf.equal(low, high)
-    low, high = tf.where(same, low - 0.5, low), tf.where(same, high + 0.5, high)
+    half = tf.maximum(tf.abs(low) * 1e-3, tf.constant(0.5, tf.float64))
+    low, high = tf.where(same, low - half, low), tf.where(same, high + half, high)
     counts = tf.cast(tf.histogram_fixed_width(flat, tf.stack([low, high]), nbins=buckets), tf.float64)
     edges = tf.linspace(low, high, buckets + 1)
     return tf.stack([edges[:-1], edges[1:], counts], axis=1)

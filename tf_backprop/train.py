@@ -242,21 +242,20 @@ class Engine:
         count = tf.cast(tf.size(error), dtype)
         return tf.stack([tf.reduce_sum(tf.square(error)), tf.reduce_sum(tf.abs(error)), count])
 
-    def _micro_step(self, x_all, y_all, indices):
-        """Loss, gradients and metric sums of one micro-batch (indices [batch])."""
-        x, y = tf.gather(x_all, indices), tf.gather(y_all, indices)
+    def _micro_step(self, x, y):
+        """Loss, gradients and metric sums of one micro-batch (x [batch, n_0])."""
         value, grads, output = self.primary(self.model, x, y, self.loss, self.config.l2)
         return value, grads, self._metric_sums(output, y)
 
-    def _accumulated_step(self, x_all, y_all, indices):
-        """Mean loss and mean gradient over the step's micro-batches (indices [accum, batch])."""
-        value, grads, sums = self._micro_step(x_all, y_all, indices[0])
+    def _accumulated_step(self, xs, ys):
+        """Mean loss and mean gradient over the step's micro-batches (xs [accum, batch, n_0])."""
+        value, grads, sums = self._micro_step(xs[0], ys[0])
         accum = self.config.grad_accum_steps
         if accum == 1:
             return value, grads, sums
 
         def body(j, value, grads, sums):
-            v, g, s = self._micro_step(x_all, y_all, indices[j])
+            v, g, s = self._micro_step(xs[j], ys[j])
             return j + 1, value + v, [a + b for a, b in zip(grads, g)], sums + s
 
         _, value, grads, sums = tf.while_loop(
@@ -266,8 +265,11 @@ class Engine:
 
     # --- checks ------------------------------------------------------------------------
     def _disagreement(self, x_all, y_all, indices):
+        """_disagreement_on the rows `indices` of (x_all, y_all)."""
+        return self._disagreement_on(tf.gather(x_all, indices), tf.gather(y_all, indices))
+
+    def _disagreement_on(self, x, y):
         """Per-variable max |g_tape − g_manual| / max(max |g_tape|, max |g_manual|), [n_vars]."""
-        x, y = tf.gather(x_all, indices), tf.gather(y_all, indices)
         _, first, _ = self.primary(self.model, x, y, self.loss, self.config.l2)
         _, second, _ = self.other(self.model, x, y, self.loss, self.config.l2)
         errors = []
@@ -293,12 +295,15 @@ class Engine:
         """
         dtype, n_vars = self.model.compute_dtype, len(self.variables)
         steps = tf.shape(indices)[0]
-        pending = self._pending(x_all, y_all, indices, 0, tf.zeros([n_vars], tf.float64))
+        # The chunk's rows, gathered once: [steps, accum, batch, ...].  (Gathering from the
+        # whole training split inside the loop slows XLA's loop down with the split's size.)
+        xs, ys = tf.gather(x_all, indices), tf.gather(y_all, indices)
+        pending = self._pending(xs, ys, 0, tf.zeros([n_vars], tf.float64))
 
         def body(i, loss_sum, metric_sums, pending):
             value, grads, sums, _, verify_error = pending
             self.optimizer.apply(grads, self.variables)
-            following = self._pending(x_all, y_all, indices, i, verify_error)
+            following = self._pending(xs, ys, i, verify_error)
             return i + 1, loss_sum + value, metric_sums + sums, following
 
         i, loss_sum, metric_sums, pending = tf.while_loop(
@@ -309,9 +314,7 @@ class Engine:
         value, grads, sums, status, verify_error = pending
         # The last pending step: applied (and measured) only if healthy; then i steps are done.
         healthy = tf.equal(status, _RUNNING)
-        measured = tf.cond(
-            healthy, lambda: self._apply_last(grads, x_all, indices[i - 1][0]), self._empty_measurement
-        )
+        measured = tf.cond(healthy, lambda: self._apply_last(grads, xs[i - 1][0]), self._empty_measurement)
         advanced = tf.cast(healthy, dtype)
         out = {
             "steps_done": i - 1 + tf.cast(healthy, tf.int32),
@@ -320,7 +323,7 @@ class Engine:
             "metric_sums": metric_sums + sums * advanced,
             "bad": tf.cond(
                 tf.equal(status, _NON_FINITE),
-                lambda: self._non_finite_flags(x_all, y_all, indices[i - 1]),
+                lambda: self._non_finite_flags(xs[i - 1], ys[i - 1]),
                 lambda: tf.zeros([n_vars], tf.bool),
             ),
             "verify_error": verify_error,
@@ -329,32 +332,32 @@ class Engine:
             out["health"], out["gradients"], out["activations"] = measured
         return out
 
-    def _pending(self, x_all, y_all, indices, i, verify_error):
+    def _pending(self, xs, ys, i, verify_error):
         """Step i's (loss, gradients, metric sums, status, verify errors), not yet applied."""
-        value, grads, sums = self._accumulated_step(x_all, y_all, indices[i])
+        value, grads, sums = self._accumulated_step(xs[i], ys[i])
         # Σ (g·0) is 0 when every element is finite and NaN otherwise: one fused reduction.
         poison = value * 0 + tf.add_n([tf.reduce_sum(g * 0) for g in grads])
         healthy = tf.math.is_finite(poison)
-        verify_error, agree = self._maybe_verify(healthy, x_all, y_all, indices[i][0], verify_error)
+        verify_error, agree = self._maybe_verify(healthy, xs[i][0], ys[i][0], verify_error)
         status = tf.where(healthy, tf.where(agree, _RUNNING, _DISAGREE), _NON_FINITE)
         return value, grads, sums, status, verify_error
 
-    def _non_finite_flags(self, x_all, y_all, step_indices):
+    def _non_finite_flags(self, xs, ys):
         """Which variables' gradients are non-finite at a step that stopped the chunk.
 
         The step was not applied, so recomputing it on the same weights gives the same values.
         """
-        _, grads, _ = self._accumulated_step(x_all, y_all, step_indices)
+        _, grads, _ = self._accumulated_step(xs, ys)
         return tf.stack([tf.logical_not(tf.reduce_all(tf.math.is_finite(g))) for g in grads])
 
-    def _apply_last(self, grads, x_all, indices):
+    def _apply_last(self, grads, x):
         """The chunk's last update; with monitoring, measured (see _chunk)."""
         if self.config.monitor:
-            return self._apply_and_measure(grads, x_all, indices)
+            return self._apply_and_measure(grads, x)
         self.optimizer.apply(grads, self.variables)
         return ()
 
-    def _maybe_verify(self, healthy, x_all, y_all, indices, verify_error):
+    def _maybe_verify(self, healthy, x, y, verify_error):
         """Every verify_every steps: (per-variable tape↔manual errors, whether they agree)."""
         every = self.config.verify_every
         if not every:
@@ -362,7 +365,7 @@ class Engine:
         step = tf.cast(self.optimizer.iterations, tf.int32) + 1
         return tf.cond(
             tf.logical_and(healthy, step % every == 0),
-            lambda: self._verified(x_all, y_all, indices, verify_error),
+            lambda: self._verified(x, y),
             lambda: (verify_error, tf.constant(True)),
         )
 
@@ -377,14 +380,14 @@ class Engine:
             [tf.zeros([batch, width], dtype) for width in self.model.layer_sizes[1:]],
         )
 
-    def _verified(self, x_all, y_all, indices, verify_error):
-        errors = self._disagreement(x_all, y_all, indices)
+    def _verified(self, x, y):
+        errors = self._disagreement_on(x, y)
         return errors, tf.reduce_all(errors <= self.config.tolerance)
 
-    def _apply_and_measure(self, grads, x_all, indices):
+    def _apply_and_measure(self, grads, x):
         """optimizer.apply, and the step's (health, gradients, activations)."""
         before = [tf.identity(v) for v in self.variables]
-        activations = self.model.forward(tf.gather(x_all, indices), keep_intermediates=True).hs
+        activations = self.model.forward(x, keep_intermediates=True).hs
         self.optimizer.apply(grads, self.variables)
         health = tf.stack([_norms(grads), _norms(self.variables), _update_ratios(before, self.variables)])
         return health, list(grads), activations
@@ -467,7 +470,7 @@ class _Run:
 
     All progress lives in `state` (a checkpoint.RunState) and the optimizer's iteration count,
     so a run restored from a checkpoint continues exactly where the saved one stood.  Chunks
-    end at multiples of steps_per_call within an epoch and at checkpoint steps: the same
+    end at multiples of config.chunk_steps() within an epoch and at checkpoint steps: the same
     boundaries in an interrupted and an uninterrupted run, hence the same arithmetic.
     """
 
@@ -483,6 +486,7 @@ class _Run:
         self.step = int(engine.optimizer.iterations.numpy())  # updates applied so far
         self.position, self.epoch_loss, self.epoch_sums = 0, 0.0, np.zeros(3)
         self.saved_step = self.step if self.step else -1  # resumed: its checkpoint exists
+        self.per_call = config.chunk_steps(engine.model.layer_sizes)
 
     def run(self, per_epoch: int, total_steps: int) -> None:
         """Trains until total_steps or an early stop, saving checkpoints on the way."""
@@ -524,7 +528,7 @@ class _Run:
 
     def chunk_end(self, position: int, steps: int) -> int:
         """Where the chunk starting at `position` ends: steps_per_call or a checkpoint step."""
-        per_call = self.config.steps_per_call
+        per_call = self.per_call
         end = min(steps, (position // per_call + 1) * per_call)
         every = self.config.checkpoint_every
         if every:

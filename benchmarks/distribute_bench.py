@@ -1,0 +1,190 @@
+"""Distributed training throughput: one device against MirroredStrategy, side by side in one run.
+
+For each model (its own subprocess, with 2 logical CPU devices configured at start) and each
+gradient source it measures samples/s of the training loop (`train._Run.train_epoch`, monitoring
+off, steps_per_call 1000) for
+
+  * none        the single-device engine (everything in one XLA while_loop), batch b;
+  * none 2b     the same with batch 2b: the arithmetic of two replicas of b;
+  * mirrored 1  DistributedEngine on MirroredStrategy(["/cpu:0"]), batch b;
+  * mirrored 2  DistributedEngine on the 2 logical CPUs, b per replica (global batch 2b);
+  * mirrored 2, jit   the same with each replica's forward + gradient XLA-compiled (the
+                      default on GPU replicas; on CPU replicas it was no faster).
+
+The optimizer cannot run under XLA on a CPU strategy, so a distributed step is a plain
+tf.function: one strategy.run (gradient, optimizer.apply) and one all-reduce of the step's
+statistics; CPU replicas reduce with ReductionToOneDevice.  Compilation is excluded (one warm-up
+epoch); the setups take turns, epoch by epoch, and each keeps its best of ROUNDS epochs.
+The 2 logical CPUs share the machine's cores, so they show the strategy's overhead rather than a
+speed-up; on GPUs or several machines each replica has its own hardware.
+
+    python benchmarks/distribute_bench.py             # both models (~3 minutes on 2 cores)
+    python benchmarks/distribute_bench.py --models=0  # just the article's net
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MODELS = [
+    # (name, layer sizes, per-replica batch, rows per epoch)
+    ("article 2-3-3-1, batch 10", [2, 3, 3, 1], 10, 20_000),
+    ("64-256-256-1, batch 256", [64, 256, 256, 1], 256, 256 * 2 * 40),
+]
+ROUNDS = int(os.environ.get("ROUNDS", 5))  # timed epochs per setup, interleaved; the best one counts
+SETUPS = ["none", "none 2b", "mirrored 1", "mirrored 2", "mirrored 2, jit"]
+
+
+def _data(layers, rows, seed=0):
+    import numpy as np
+
+    from tf_backprop import data as data_lib
+
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((rows, layers[0])), rng.standard_normal((rows, layers[-1]))
+    prep = data_lib.Preprocessing(
+        task="regression",
+        feature_names=[f"x{i}" for i in range(layers[0])],
+        feature_mean=[0.0] * layers[0],
+        feature_std=[1.0] * layers[0],
+        target_name="y",
+        target_mean=[0.0] * layers[-1],
+        target_std=[1.0] * layers[-1],
+    )
+    return data_lib.Datasets(data_lib.Split(x, y), None, None, prep, "benchmark")
+
+
+def _strategy(setup: str):
+    from tf_backprop import distribute
+
+    if setup.startswith("none"):
+        return None
+    return distribute.mirrored_on_cpus(["/cpu:0"] if setup == "mirrored 1" else distribute.cpu_devices(2))
+
+
+class _Setup:
+    """One engine on one setup, compiled (warm-up epoch); time_epoch() gives samples/s."""
+
+    def __init__(self, layers, batch, datasets, grad_source, setup):
+        import tensorflow as tf
+
+        from tf_backprop import checkpoint, config, distribute, train
+
+        batch = 2 * batch if setup == "none 2b" else batch
+        cfg = config.TrainConfig(
+            layers=tuple(layers),
+            loss="mse",
+            batch_size=batch,
+            learning_rate=1e-3,
+            grad_source=grad_source,
+            monitor=False,
+            steps_per_call=1000,
+            workdir=tempfile.mkdtemp(),
+            val_split=0.0,
+            test_split=0.0,
+        )
+        strategy = _strategy(setup)
+        batching = distribute.global_batch_config(cfg, strategy)
+        self.per_epoch, self.global_batch = (
+            train.steps_per_epoch(batching, len(datasets.train.x)),
+            batching.batch_size,
+        )
+        with distribute.scope(strategy, "/CPU:0"):
+            model = train.build_model(cfg, datasets)
+            optimizer = train.build_optimizer(cfg, self.per_epoch * 100)
+            loss = train.resolve_loss(cfg, datasets)
+            if strategy is None:
+                engine = train.Engine(model, optimizer, loss, cfg, None)
+            else:
+                jit = setup.endswith(", jit")  # the default on CPU replicas: no XLA
+                engine = distribute.DistributedEngine(
+                    strategy, model, optimizer, loss, cfg, None, jit_gradients=jit
+                )
+        with tf.device("/CPU:0"):
+            self.state = checkpoint.RunState(model)
+            self.run = train._Run(batching, datasets, engine, None, self.state, train._Progress(False), None)
+        self.epoch = 0
+        self.time_epoch()  # warm-up: compile
+
+    def time_epoch(self) -> float:
+        """Samples/s of one epoch of the loop (chunks, checks; no validation, no monitoring)."""
+        self.state.step_in_epoch.assign(0)
+        start = time.perf_counter()
+        self.run.train_epoch(self.epoch, 100, self.per_epoch)
+        self.epoch += 1
+        return self.per_epoch * self.global_batch / (time.perf_counter() - start)
+
+
+def child(index: int) -> dict:
+    """Measures one model under every setup and gradient source; returns its figures.
+
+    Every setup is built first; then ROUNDS rounds time one epoch of each in turn, and each
+    setup keeps its best epoch, so load from other processes disturbs all setups alike.
+    """
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    name, layers, batch, rows = MODELS[index]
+    datasets = _data(layers, rows)
+    setups = {
+        f"{source}|{setup}": _Setup(layers, batch, datasets, source, setup)
+        for source in ("tape", "manual")
+        for setup in SETUPS
+    }
+    best = dict.fromkeys(setups, 0.0)
+    for _ in range(ROUNDS):
+        for key, setup in setups.items():
+            best[key] = max(best[key], setup.time_epoch())
+    return {"model": name, **best}
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--child":
+        print(json.dumps(child(int(argv[1]))))
+        return
+    selected = range(len(MODELS))
+    for arg in argv:
+        if arg.startswith("--models="):
+            selected = [int(i) for i in arg.split("=", 1)[1].split(",")]
+    rows = []
+    for index in selected:
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", str(index)], capture_output=True, text=True, timeout=1800
+        )
+        if done.returncode:
+            sys.exit(f"model {index} failed:\n{done.stderr[-3000:]}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    _print_table(rows)
+
+
+def _print_table(rows: list[dict]) -> None:
+    print(
+        "| model | source | "
+        + " | ".join(SETUPS)
+        + " | mirrored 2 ÷ none 2b | mirrored 2 ÷ mirrored 1 | jit ÷ no jit |"
+    )
+    print("|---|---|" + "---|" * (len(SETUPS) + 3))
+    for r in rows:
+        for source in ("tape", "manual"):
+            f = {setup: r[f"{source}|{setup}"] for setup in SETUPS}
+            print(
+                f"| {r['model']} | {source} | "
+                + " | ".join(f"{f[s]:,.0f}" for s in SETUPS)
+                + f" | {f['mirrored 2'] / f['none 2b']:.3f} | {f['mirrored 2'] / f['mirrored 1']:.2f} | "
+                f"{f['mirrored 2, jit'] / f['mirrored 2']:.2f} |"
+            )
+    print(
+        "\n(samples/s, best of interleaved epochs; ratios measured side by side in one run; monitoring off)"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

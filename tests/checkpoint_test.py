@@ -1,0 +1,443 @@
+"""Checkpoints and resume through the library (killed CLI runs are in resume_cli_test.py).
+
+A resumed run must continue bit-identically, so the comparisons here are exact
+(np.testing.assert_array_equal, == on histories), never assertAllClose.  The training runs
+are small (16 steps per epoch) and their chunk sizes are chosen to compile few shapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from tf_backprop import checkpoint, config, train
+from tf_backprop.model import MLP
+
+# 200 rows -> 160 training rows -> 16 steps per epoch.  Chunks end every 8 steps of an epoch
+# and at every 12th step, so checkpoints 12 and 36 fall mid-epoch and 48 ends the run;
+# ckpt/ keeps 24, 36 and 48.  No monitoring or export: they cost time and are not resumed
+# state (the CLI tests run with them).
+_QUIET = {"monitor": False, "export": False}
+_BASE = {"epochs": 3, "n_samples": 200, "steps_per_call": 8, "checkpoint_every": 12, **_QUIET}
+# Plain SGD at this rate overflows at step 71 on this task; every=20 leaves ckpt-60 as the last good one.
+_DIVERGING = {
+    "optimizer": "sgd",
+    "epochs": 6,
+    "n_samples": 400,
+    "steps_per_call": 10,
+    "checkpoint_every": 20,
+    **_QUIET,
+}
+_DIVERGING_RATE, _DIVERGING_STEP, _LAST_GOOD_STEP = 1.4, 71, 60
+_TIMEOUT = 300  # seconds for a test (or a class set-up) that trains; each takes 2-15 s
+
+
+def _config(workdir: str, **overrides) -> config.TrainConfig:
+    """The small base run in `workdir`, with `overrides`."""
+    return config.TrainConfig(**{**_BASE, "workdir": workdir, **overrides})
+
+
+def _train(cfg: config.TrainConfig, **kwargs) -> train.TrainResult:
+    return train.train(cfg, progress=False, **kwargs)
+
+
+def _ckpt_dir(workdir: str) -> str:
+    return os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+
+
+def _ckpt_files(workdir: str, step: int) -> list[str]:
+    """Paths of the files of checkpoint ckpt-<step> (.index and data shards)."""
+    prefix = os.path.join(_ckpt_dir(workdir), f"ckpt-{step}")
+    return sorted(tf.io.gfile.glob(prefix + ".*"))
+
+
+def _truncate(path: str) -> None:
+    """Cuts a file to half its length, as a kill during a copy or a full disk would."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+
+
+def _truncate_checkpoint(workdir: str, step: int, part: str) -> None:
+    """Truncates the "index" or "data" file of ckpt-<step>."""
+    suffix = ".index" if part == "index" else ".data-"
+    (path,) = [p for p in _ckpt_files(workdir, step) if suffix in p]
+    _truncate(path)
+
+
+def _file_states(directory: str) -> dict[str, tuple[int, bytes]]:
+    """{name: (mtime_ns, bytes)} of every file directly in `directory`."""
+    states = {}
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as handle:
+                states[name] = (os.stat(path).st_mtime_ns, handle.read())
+    return states
+
+
+def _read_json(*path: str):
+    with open(os.path.join(*path), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: int = _TIMEOUT):
+    """Raises TimeoutError in the block after `seconds`, so a run that never ends fails the test."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s (a training loop that never ends?)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _messages(logs) -> str:
+    """The captured log messages, one per line."""
+    return "\n".join(record.getMessage() for record in logs.records)
+
+
+class ExactTestCase(tf.test.TestCase, parameterized.TestCase):
+    """Exact comparisons of weights and runs, each test under _TIMEOUT."""
+
+    def setUp(self):
+        super().setUp()
+        self.enterContext(_time_limit())
+
+    def assert_weights_equal(self, actual, expected) -> None:
+        """Same number of arrays, each bit-identical."""
+        self.assertEqual(len(actual), len(expected))
+        for a, e in zip(actual, expected):
+            np.testing.assert_array_equal(a, e)
+
+    def assert_same_run(self, result: train.TrainResult, reference: train.TrainResult) -> None:
+        """Bit-identical weights, history, final metrics and step count."""
+        self.assert_weights_equal(result.model.get_weights(), reference.model.get_weights())
+        self.assertEqual(result.history, reference.history)
+        self.assertEqual(result.final_metrics, reference.final_metrics)
+        self.assertEqual(result.steps, reference.steps)
+
+
+# ----------------------------------------------------------------------------- Keeper alone
+class KeeperTest(ExactTestCase):
+    """Keeper.save / restore_latest on a tiny model, without training."""
+
+    def _keeper(self, workdir: str, keep: int = 3):
+        """A fresh model, optimizer and RunState, and their Keeper."""
+        model = MLP((2, 3, 1), seed=0)
+        optimizer = keras.optimizers.Adam(0.01)
+        optimizer.build(model.trainable_variables)
+        state = checkpoint.RunState(model)
+        return checkpoint.Keeper(workdir, model, optimizer, state, keep), model, optimizer, state
+
+    def _save_steps(self, workdir: str, steps) -> dict[int, list[np.ndarray]]:
+        """Saves a checkpoint at each step with distinct weights; returns those weights."""
+        keeper, model, optimizer, _ = self._keeper(workdir)
+        saved = {}
+        for step in steps:
+            optimizer.iterations.assign(step)
+            model.set_weights([np.full_like(w, step) for w in model.get_weights()])
+            keeper.save()
+            saved[step] = model.get_weights()
+        return saved
+
+    def test_no_checkpoint_restores_nothing(self):
+        keeper, *_ = self._keeper(self.create_tempdir().full_path)
+        self.assertIsNone(keeper.restore_latest())
+
+    def test_numbered_by_step_keeping_the_newest(self):
+        workdir = self.create_tempdir().full_path
+        self._save_steps(workdir, (5, 10, 15, 20))
+        names = [
+            os.path.basename(p)
+            for p in tf.train.get_checkpoint_state(_ckpt_dir(workdir)).all_model_checkpoint_paths
+        ]
+        self.assertEqual(names, ["ckpt-10", "ckpt-15", "ckpt-20"])
+        self.assertEmpty(_ckpt_files(workdir, 5))  # swept
+
+    def test_run_state_round_trip(self):
+        workdir = self.create_tempdir().full_path
+        keeper, model, optimizer, state = self._keeper(workdir)
+        optimizer.iterations.assign(7)
+        state.epoch.assign(2)
+        state.step_in_epoch.assign(3)
+        state.epoch_loss_sum.assign(1.25)
+        state.epoch_metric_sums.assign([1.0, 2.0, 3.0])
+        state.append_history({"epoch": 1, "loss": 0.5})
+        state.best_val_loss.assign(0.25)
+        state.waited.assign(1)
+        state.stopped.assign(True)
+        keeper.save()
+        other, _, other_optimizer, restored = self._keeper(workdir)
+        self.assertEqual(other.restore_latest(), os.path.join(_ckpt_dir(workdir), "ckpt-7"))
+        self.assertEqual(int(other_optimizer.iterations.numpy()), 7)
+        for name in (
+            "epoch",
+            "step_in_epoch",
+            "epoch_loss_sum",
+            "epoch_metric_sums",
+            "best_val_loss",
+            "waited",
+        ):
+            self.assertAllEqual(getattr(restored, name), getattr(state, name), msg=name)
+        self.assertTrue(bool(restored.stopped.numpy()))
+        self.assertEqual(restored.history(), [{"epoch": 1, "loss": 0.5}])
+
+    @parameterized.named_parameters(("index", "index"), ("data", "data"))
+    def test_truncated_latest_falls_back_to_the_previous(self, part):
+        workdir = self.create_tempdir().full_path
+        saved = self._save_steps(workdir, (10, 20, 30))
+        _truncate_checkpoint(workdir, 30, part)
+        keeper, model, optimizer, _ = self._keeper(workdir)
+        with self.assertLogs("absl", level="WARNING") as logs:
+            path = keeper.restore_latest()
+        self.assertEqual(path, os.path.join(_ckpt_dir(workdir), "ckpt-20"))
+        self.assertRegex(
+            _messages(logs), r"checkpoint \S*ckpt-30 is unreadable \(.+\); trying the previous one"
+        )
+        self.assertEqual(int(optimizer.iterations.numpy()), 20)
+        self.assert_weights_equal(model.get_weights(), saved[20])
+
+    def test_all_unreadable_is_a_checkpoint_error(self):
+        workdir = self.create_tempdir().full_path
+        self._save_steps(workdir, (10, 20))
+        _truncate_checkpoint(workdir, 10, "data")
+        _truncate_checkpoint(workdir, 20, "index")
+        keeper, *_ = self._keeper(workdir)
+        with self.assertRaisesRegex(
+            checkpoint.CheckpointError, r"no readable checkpoint .*tried 2.*--restart"
+        ):
+            keeper.restore_latest()
+
+    def test_load_model_of_a_truncated_checkpoint_is_a_checkpoint_error(self):
+        """Not the IndexError TF's checkpoint reader raises for a short data file."""
+        workdir = self.create_tempdir().full_path
+        cfg = _config(workdir, hidden=(3,))  # the 2-3-1 net of self._keeper
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump(cfg.to_dict(), handle)
+        with open(os.path.join(workdir, "data.json"), "w", encoding="utf-8") as handle:
+            json.dump(train.load_datasets(cfg).preprocessing.to_dict(), handle)
+        saved = self._save_steps(workdir, (4,))
+        model, *_ = checkpoint.load_model(workdir)
+        self.assert_weights_equal(model.get_weights(), saved[4])
+        _truncate_checkpoint(workdir, 4, "data")
+        with self.assertRaisesRegex(checkpoint.CheckpointError, r"ckpt-4 is unreadable"):
+            checkpoint.load_model(workdir)
+        with self.assertRaisesRegex(checkpoint.CheckpointError, r"ckpt-9.*not found"):
+            checkpoint.load_model(workdir, "ckpt-9")
+
+
+# ----------------------------------------------------------------------------- config checks
+class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
+    """check_resumable: harmful differences raise naming each field, harmless ones are logged."""
+
+    def setUp(self):
+        super().setUp()
+        self.workdir = self.create_tempdir().full_path
+        self.saved = _config(self.workdir)
+        with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump(self.saved.to_dict(), handle)
+
+    def test_new_workdir(self):
+        self.assertIsNone(checkpoint.check_resumable(self.create_tempdir().full_path, self.saved))
+
+    @parameterized.named_parameters(
+        ("hidden", "hidden", {"hidden": (4,)}),
+        ("loss", "loss", {"loss": "half_mse"}),
+        ("seed", "seed", {"seed": 1}),
+        ("n_samples", "n_samples", {"n_samples": 300}),
+        ("grad_accum_steps", "grad_accum_steps", {"grad_accum_steps": 2}),
+        ("optimizer", "optimizer", {"optimizer": "sgd"}),
+    )
+    def test_harmful_difference_names_the_field(self, field, overrides):
+        with self.assertRaises(checkpoint.ConfigMismatchError) as raised:
+            checkpoint.check_resumable(self.workdir, _config(self.workdir, **overrides))
+        message = str(raised.exception)
+        self.assertRegex(message, rf"\b{field}: saved .+, given .+")
+        self.assertIn("--restart", message)
+
+    def test_every_harmful_field_named_and_harmless_ones_not(self):
+        cfg = _config(self.workdir, hidden=(4,), loss="half_mse", epochs=9, learning_rate=0.5)
+        with self.assertRaises(checkpoint.ConfigMismatchError) as raised:
+            checkpoint.check_resumable(self.workdir, cfg)
+        message = str(raised.exception)
+        self.assertIn("hidden: saved None, given [4]", message)
+        self.assertIn("loss: saved None, given 'half_mse'", message)
+        self.assertNotIn("epochs", message)
+        self.assertNotIn("learning_rate", message)
+
+    def test_harmless_differences_are_logged(self):
+        cfg = _config(self.workdir, epochs=9, learning_rate=0.5)
+        with self.assertLogs("absl", level="INFO") as logs:
+            saved = checkpoint.check_resumable(self.workdir, cfg)
+        self.assertEqual(saved, self.saved)
+        self.assertIn("resume with changed epochs: 3 -> 9", _messages(logs))
+        self.assertIn("resume with changed learning_rate: 0.01 -> 0.5", _messages(logs))
+
+
+class MoveAsideTest(tf.test.TestCase):
+    def test_empty_workdir(self):
+        workdir = self.create_tempdir().full_path
+        self.assertIsNone(checkpoint.move_aside(workdir))
+        self.assertEmpty(os.listdir(workdir))
+
+    def test_moves_run_files_and_leaves_others(self):
+        workdir = self.create_tempdir()
+        for name in ("config.json", "data.json", "metrics.json", "notes.txt"):
+            workdir.create_file(name, content=name)
+        workdir.create_file("ckpt/checkpoint", content="index")
+        aside = checkpoint.move_aside(workdir.full_path)
+        self.assertEqual(os.path.dirname(aside), workdir.full_path)
+        self.assertStartsWith(os.path.basename(aside), "previous-")
+        self.assertCountEqual(os.listdir(workdir.full_path), ["notes.txt", os.path.basename(aside)])
+        self.assertCountEqual(os.listdir(aside), ["config.json", "data.json", "metrics.json", "ckpt"])
+        with open(os.path.join(aside, "ckpt", "checkpoint"), encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "index")
+
+
+# ----------------------------------------------------------------------------- resumed training
+class ResumeTest(ExactTestCase):
+    """Resuming a finished base run (3 epochs, checkpoints 24, 36, 48); each test works on a copy."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.root = tempfile.mkdtemp(prefix="checkpoint_test_")
+        cls.addClassCleanup(shutil.rmtree, cls.root, ignore_errors=True)
+        with _time_limit():
+            cls.base = _train(_config(os.path.join(cls.root, "base")))
+
+    def copy_of_base(self) -> str:
+        """A copy of the base run's workdir in this test's temporary directory."""
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        shutil.copytree(self.base.workdir, workdir)
+        return workdir
+
+    def test_base_run_checkpoints(self):
+        state = tf.train.get_checkpoint_state(_ckpt_dir(self.base.workdir))
+        names = [os.path.basename(p) for p in state.all_model_checkpoint_paths]
+        self.assertEqual(names, ["ckpt-24", "ckpt-36", "ckpt-48"])
+        self.assertEqual(self.base.steps, 48)
+        model, *_ = checkpoint.load_model(self.base.workdir)
+        self.assert_weights_equal(model.get_weights(), self.base.model.get_weights())
+
+    def test_more_epochs_continue_as_one_run(self):
+        """3 epochs then 4 (a harmless change) == 4 epochs in one go."""
+        workdir = self.copy_of_base()
+        with self.assertLogs("absl", level="INFO") as logs:
+            resumed = _train(_config(workdir, epochs=4))
+        self.assertIn("resume with changed epochs: 3 -> 4", _messages(logs))
+        self.assertRegex(_messages(logs), r"resumed from \S*ckpt-48: step 48, epoch 4")
+        self.assertEqual(resumed.history[:3], self.base.history)
+        uninterrupted = _train(_config(self.create_tempdir().full_path, epochs=4))
+        self.assert_same_run(resumed, uninterrupted)
+        self.assertEqual(resumed.steps, 64)
+
+    @parameterized.named_parameters(("data", "data"), ("index", "index"))
+    def test_truncated_latest_resumes_from_the_previous_mid_epoch(self, part):
+        """ckpt-48 unreadable: warning, resume at step 36 (epoch 3, step 4 of 16), same result."""
+        workdir = self.copy_of_base()
+        _truncate_checkpoint(workdir, 48, part)
+        with self.assertLogs("absl", level="INFO") as logs:
+            resumed = _train(_config(workdir))
+        messages = _messages(logs)
+        self.assertRegex(messages, r"checkpoint \S*ckpt-48 is unreadable \(.+\); trying the previous one")
+        self.assertRegex(messages, r"resumed from \S*ckpt-36: step 36, epoch 3")
+        self.assert_same_run(resumed, self.base)
+        self.assertEqual(_read_json(workdir, "metrics.json")["history"], self.base.history)
+        model, *_ = checkpoint.load_model(workdir)  # ckpt-48 was written again, whole
+        self.assert_weights_equal(model.get_weights(), self.base.model.get_weights())
+
+    def test_all_checkpoints_unreadable(self):
+        workdir = self.copy_of_base()
+        for step, part in ((24, "data"), (36, "index"), (48, "data")):
+            _truncate_checkpoint(workdir, step, part)
+        with self.assertRaisesRegex(
+            checkpoint.CheckpointError, r"no readable checkpoint in \S*ckpt .*--restart"
+        ):
+            _train(_config(workdir))
+
+    @parameterized.named_parameters(
+        ("hidden", "hidden", {"hidden": (4,)}),
+        ("loss", "loss", {"loss": "half_mse"}),
+    )
+    def test_mismatch_raises_and_leaves_the_run_alone(self, field, overrides):
+        workdir = self.copy_of_base()
+        before = {d: _file_states(os.path.join(workdir, d)) for d in ("", "ckpt")}
+        with self.assertRaisesRegex(checkpoint.ConfigMismatchError, rf"\b{field}: saved "):
+            _train(_config(workdir, **overrides))
+        self.assertEqual({d: _file_states(os.path.join(workdir, d)) for d in ("", "ckpt")}, before)
+
+    def test_restart_moves_the_run_aside_and_starts_at_step_0(self):
+        workdir = self.copy_of_base()
+        fresh = _train(_config(workdir, epochs=1), restart=True)
+        self.assertEqual(fresh.steps, 16)
+        self.assertLen(fresh.history, 1)
+        (aside,) = [n for n in os.listdir(workdir) if n.startswith("previous-")]
+        aside = os.path.join(workdir, aside)
+        self.assertContainsSubset(["ckpt", "config.json", "data.json", "metrics.json"], os.listdir(aside))
+        self.assertEqual(_read_json(aside, "metrics.json")["history"], self.base.history)
+        old, *_ = checkpoint.load_model(aside)
+        self.assert_weights_equal(old.get_weights(), self.base.model.get_weights())
+        self.assertEqual(_read_json(workdir, "config.json")["epochs"], 1)
+
+
+class EarlyStopResumeTest(ExactTestCase):
+    """A run that stopped early is finished: rerunning it, even with more epochs, changes nothing."""
+
+    def test_resumed_early_stopped_run_trains_nothing(self):
+        workdir = self.create_tempdir().full_path
+        cfg = _config(workdir, epochs=60, patience=1, learning_rate=0.05, checkpoint_every=0)
+        stopped = _train(cfg)
+        self.assertTrue(stopped.stopped_early)
+        self.assertLess(stopped.steps, 60 * 16)
+        metrics = _read_json(workdir, "metrics.json")
+        checkpoints = _file_states(_ckpt_dir(workdir))
+        for again in (cfg, _config(workdir, epochs=80, patience=1, learning_rate=0.05, checkpoint_every=0)):
+            resumed = _train(again)
+            self.assertTrue(resumed.stopped_early)
+            self.assert_same_run(resumed, stopped)
+            self.assertEqual(_read_json(workdir, "metrics.json"), metrics)
+            self.assertEqual(_file_states(_ckpt_dir(workdir)), checkpoints)  # not even rewritten
+
+
+class DivergenceResumeTest(ExactTestCase):
+    """A non-finite stop keeps the last good checkpoint; a lower learning rate resumes from it."""
+
+    def test_lower_learning_rate_resumes_from_the_last_good_checkpoint(self):
+        workdir = self.create_tempdir().full_path
+        diverging = config.TrainConfig(**_DIVERGING, learning_rate=_DIVERGING_RATE, workdir=workdir)
+        with self.assertRaisesRegex(train.TrainingError, rf"step {_DIVERGING_STEP}: non-finite"):
+            _train(diverging)
+        state = tf.train.get_checkpoint_state(_ckpt_dir(workdir))
+        self.assertEqual(os.path.basename(state.model_checkpoint_path), f"ckpt-{_LAST_GOOD_STEP}")
+        model, *_ = checkpoint.load_model(workdir)
+        self.assertTrue(all(np.isfinite(w).all() for w in model.get_weights()))
+        # Diverging again from it leaves the checkpoints as they were, to the byte and the mtime.
+        checkpoints = _file_states(_ckpt_dir(workdir))
+        with self.assertRaisesRegex(train.TrainingError, rf"step {_DIVERGING_STEP}: non-finite"):
+            _train(diverging)
+        self.assertEqual(_file_states(_ckpt_dir(workdir)), checkpoints)
+        lower = config.TrainConfig(**_DIVERGING, learning_rate=0.05, workdir=workdir)
+        with self.assertLogs("absl", level="INFO") as logs:
+            result = _train(lower)
+        messages = _messages(logs)
+        self.assertIn(f"resume with changed learning_rate: {_DIVERGING_RATE} -> 0.05", messages)
+        self.assertRegex(messages, rf"resumed from \S*ckpt-{_LAST_GOOD_STEP}: step {_LAST_GOOD_STEP},")
+        self.assertEqual(result.steps, 6 * 32)
+        self.assertTrue(all(np.isfinite(w).all() for w in result.model.get_weights()))

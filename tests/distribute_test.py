@@ -1,0 +1,374 @@
+"""Distributed training: MirroredStrategy in-process, MultiWorkerMirroredStrategy as subprocesses.
+
+conftest.py gives this process 2 logical CPUs, so `mirrored` runs here with cpu_replicas=2.  A
+multi-worker cluster is two `python -m tf_backprop.cli.train --strategy=multi_worker` processes
+on 127.0.0.1 ports picked by bind(0), each with its own TF_CONFIG.  Every wait has a hard
+timeout; a watchdog kills any worker that outlives _TIMEOUT, so a lost peer never hangs the
+tests.  Kills are triggered by reading the worker's log (its stderr pipe shrunk to one page,
+so the worker is never far ahead of the reader), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from unittest import mock
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from tf_backprop import backprop, checkpoint, config, distribute, train
+
+_TIMEOUT = 240  # seconds per worker process; a run takes 10-30 s on a loaded 2-core machine
+_LOST_WITHIN = 60  # a surviving worker must exit this soon after its peer was killed
+_ERROR_LINE = re.compile(r"^tf-backprop-train: error: step \d+: lost contact with another worker \(.+\)")
+# 480 training rows, 2 workers × 10 = a global batch of 20: 24 steps per epoch; checkpoints
+# every 20 steps, mostly mid-epoch; 8-step chunks.  float64, so "equal" means 1e-12.
+_FLAGS = (
+    "--steps=600",
+    "--n_samples=600",
+    "--batch_size=10",
+    "--checkpoint_every=20",
+    "--steps_per_call=8",
+    "--dtype=float64",
+    "--histogram_every=0",
+)
+_KILL_AFTER = 100  # kill both workers once the chief has checkpointed step ≥ this
+
+
+def _config(workdir: str, **overrides) -> config.TrainConfig:
+    values = {"epochs": 3, "n_samples": 400, "workdir": workdir, "histogram_every": 0}
+    values.update(overrides)
+    return config.TrainConfig(**values)
+
+
+def _assert_weights_close(test, expected, actual, dtype: str) -> None:
+    rtol, atol = (1e-12, 1e-14) if dtype == "float64" else (1e-5, 1e-7)
+    test.assertEqual(len(expected), len(actual))
+    for a, b in zip(expected, actual):
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=atol)
+
+
+def _flipped_sign(step_fn, variable_index: int):
+    """A gradient path with a planted fault: one variable's gradient has the wrong sign."""
+
+    def faulty(model, x, y, loss, l2=0.0, loss_scale=1.0):
+        value, grads, output = step_fn(model, x, y, loss, l2, loss_scale)
+        grads = list(grads)
+        grads[variable_index] = -grads[variable_index]
+        return value, grads, output
+
+    return faulty
+
+
+# ----------------------------------------------------------------------------- mirrored
+class MirroredTest(parameterized.TestCase, tf.test.TestCase):
+    @parameterized.named_parameters(
+        ("tape_sgd_float64", "tape", "sgd", "float64", 0.0, 1, 0),
+        ("manual_sgd_float64_l2_accum", "manual", "sgd", "float64", 1e-2, 2, 3),
+        ("tape_adam_float32_l2", "tape", "adam", "float32", 1e-2, 1, 3),
+        ("manual_adam_float32", "manual", "adam", "float32", 0.0, 2, 0),
+    )
+    def test_two_replicas_equal_one_device_with_twice_the_batch(
+        self, grad_source, optimizer, dtype, l2, accum, verify_every
+    ):
+        common = {
+            "grad_source": grad_source,
+            "optimizer": optimizer,
+            "dtype": dtype,
+            "l2": l2,
+            "grad_accum_steps": accum,
+            "verify_every": verify_every,
+        }
+        single = train.train(
+            _config(self.create_tempdir().full_path, batch_size=20, **common), progress=False
+        )
+        workdir = self.create_tempdir().full_path
+        mirrored = train.train(
+            _config(workdir, batch_size=10, strategy="mirrored", cpu_replicas=2, **common), progress=False
+        )
+        self.assertEqual(mirrored.steps, single.steps)
+        _assert_weights_close(self, single.model.get_weights(), mirrored.model.get_weights(), dtype)
+        rtol = 1e-12 if dtype == "float64" else 1e-5
+        # The reported loss is the global batch's (the 1/replicas scaling counted once).
+        for one, two in zip(single.history, mirrored.history):
+            self.assertAllClose(two["loss"], one["loss"], rtol=rtol)
+            self.assertAllClose(two["val_loss"], one["val_loss"], rtol=rtol)
+        # The chief's monitoring still writes TensorBoard events and the health summary.
+        self.assertNotEmpty(os.listdir(os.path.join(workdir, "tb", "train")))
+        with open(os.path.join(workdir, "metrics.json")) as handle:
+            self.assertIn("gradient_health", json.load(handle))
+
+    def test_verify_every_catches_a_planted_disagreement_before_the_update(self):
+        planted = {"tape": backprop.tape_step, "manual": _flipped_sign(backprop.manual_step, 2)}
+        cfg = _config(
+            self.create_tempdir().full_path,
+            grad_source="manual",
+            verify_every=5,
+            strategy="mirrored",
+            cpu_replicas=2,
+        )
+        with self.assertRaisesRegex(train.TrainingError, r"^step 5: tape and manual .*dense_2/kernel"):
+            train.train(cfg, progress=False, step_functions=planted)
+
+    def test_non_finite_gradient_names_the_step_and_the_variable(self):
+        workdir = self.create_tempdir().full_path
+        cfg = _config(workdir, epochs=1, shuffle=False, batch_size=5, strategy="mirrored", cpu_replicas=2)
+        datasets = train.load_datasets(cfg)
+        bad_step = 4  # shuffle off: step s reads rows (s-1)·10 .. s·10-1; replica 1 takes the last 5
+        datasets.train.x[(bad_step - 1) * 10 + 7] = np.nan
+        with self.assertRaisesRegex(
+            train.TrainingError,
+            rf"^step {bad_step}: non-finite value in the gradient of dense_1/kernel; .*never saved",
+        ):
+            train.train(cfg, datasets, progress=False)
+        self.assertFalse(os.path.exists(os.path.join(workdir, "metrics.json")))
+
+
+# ----------------------------------------------------------------------------- set-up errors
+class StrategyConfigTest(parameterized.TestCase, tf.test.TestCase):
+    def test_other_logical_cpu_count_is_a_clear_error(self):
+        with self.assertRaisesRegex(config.ConfigError, r"cpu_replicas: 3 requested, .* 2 logical CPU"):
+            distribute.make_strategy(_config("x", strategy="mirrored", cpu_replicas=3))
+
+    def test_mirrored_without_gpu_or_cpu_replicas_is_a_clear_error(self):
+        if tf.config.list_physical_devices("GPU"):
+            self.skipTest("this machine has a GPU")
+        with self.assertRaisesRegex(config.ConfigError, r"strategy: 'mirrored' needs GPUs .*--cpu_replicas"):
+            distribute.make_strategy(_config("x", strategy="mirrored"))
+
+    @parameterized.parameters(
+        (None, r"needs the TF_CONFIG environment variable"),
+        ("{not json", r"TF_CONFIG: not valid JSON"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}}', r"TF_CONFIG: expected a 'cluster' and a 'task'"),
+        ('{"cluster": {"worker": ["nohost"]}, "task": {"type": "worker", "index": 0}}', r"host:port"),
+        ('{"cluster": {"ps": ["a:1"]}, "task": {"type": "ps", "index": 0}}', r"job 'ps' is not supported"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', r"task index 1 outside"),
+    )
+    def test_missing_or_invalid_tf_config_is_a_clear_error(self, tf_config, pattern):
+        environ = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+        if tf_config is not None:
+            environ["TF_CONFIG"] = tf_config
+        with mock.patch.dict(os.environ, environ, clear=True):
+            with self.assertRaisesRegex(config.ConfigError, pattern):
+                distribute.make_strategy(_config("x", strategy="multi_worker"))
+
+    @parameterized.parameters(
+        ({"cpu_replicas": 2}, "cpu_replicas: only with --strategy=mirrored"),
+        ({"strategy": "mirrored", "cpu_replicas": -1}, "cpu_replicas: expected an integer"),
+        ({"strategy": "mirrored", "cpu_replicas": 2, "device": "gpu"}, "device: 'gpu' contradicts"),
+        ({"strategy": "multi_worker", "workdir": None}, "workdir: required with --strategy=multi_worker"),
+        ({"strategy": "ring"}, "strategy: unknown name"),
+    )
+    def test_bad_strategy_fields_name_the_field(self, values, pattern):
+        with self.assertRaisesRegex(config.ConfigError, pattern):
+            config.TrainConfig(**{"workdir": "x", **values})
+
+
+# ----------------------------------------------------------------------------- multi-worker
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports on 127.0.0.1 (all bound at once, then released)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def _shrink_pipe(stream) -> None:
+    """One page of pipe, so a worker writing its log cannot run far ahead of the reader."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
+@dataclasses.dataclass
+class _Outcome:
+    returncode: int
+    stdout: str
+    stderr: list[str]
+
+    def describe(self) -> str:
+        return f"exit {self.returncode}\n--- stdout:\n{self.stdout}\n--- stderr (end):\n" + "\n".join(
+            self.stderr[-30:]
+        )
+
+
+class _Cluster:
+    """Two tf-backprop-train workers on localhost sharing one workdir (the chief writes it).
+
+    Worker `watch`'s stderr is a pipe read by `wait_for`; the others' go to files.  A watchdog
+    kills every worker still alive after _TIMEOUT.
+    """
+
+    def __init__(self, root: str, workdir: str, flags, watch: int = 0, workers: int = 2):
+        ports, self.root = _free_ports(workers), root
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+        self.procs, self.watch, self.lines, self.files = [], watch, [], []
+        for index in range(workers):
+            env = {k: v for k, v in os.environ.items() if k != "TF_BACKPROP_VERBOSE_TF"}
+            env.update(
+                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                no_proxy="localhost,127.0.0.1",
+                NO_PROXY="localhost,127.0.0.1",
+            )
+            command = [sys.executable, "-m", "tf_backprop.cli.train", "--strategy=multi_worker"]
+            stdout = self._open(index, "out")
+            stderr = subprocess.PIPE if index == watch else self._open(index, "err")
+            proc = subprocess.Popen(
+                [*command, f"--workdir={workdir}", *flags],
+                env=env,
+                cwd=root,
+                stdout=stdout,
+                stderr=stderr,
+                text=True,
+            )
+            self.procs.append(proc)
+        _shrink_pipe(self.procs[watch].stderr)
+        self.watchdog = threading.Timer(_TIMEOUT, self.kill_all)
+        self.watchdog.start()
+
+    def _path(self, index: int, kind: str) -> str:
+        return os.path.join(self.root, f"worker{index}.{kind}")
+
+    def _open(self, index: int, kind: str):
+        self.files.append(open(self._path(index, kind), "w"))
+        return self.files[-1]
+
+    def wait_for(self, pattern: str) -> re.Match | None:
+        """Reads the watched worker's stderr until a line matches (None: it ended first)."""
+        for line in self.procs[self.watch].stderr:
+            self.lines.append(line.rstrip("\n"))
+            match = re.search(pattern, line)
+            if match:
+                return match
+        return None
+
+    def kill(self, index: int) -> None:
+        self.procs[index].send_signal(signal.SIGKILL)
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+
+    def wait(self, index: int, timeout: float = _TIMEOUT) -> _Outcome:
+        """Waits (at most `timeout` s, then kills) for worker `index`; its outcome."""
+        proc = self.procs[index]
+        if index == self.watch:
+            self.lines += [line.rstrip("\n") for line in proc.stderr]  # drains until it exits
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        if index == self.watch:
+            stderr = self.lines
+        else:
+            with open(self._path(index, "err")) as handle:
+                stderr = handle.read().splitlines()
+        with open(self._path(index, "out")) as handle:
+            return _Outcome(proc.returncode, handle.read(), stderr)
+
+    def finish(self) -> list[_Outcome]:
+        outcomes = [self.wait(index) for index in range(len(self.procs))]
+        self.watchdog.cancel()
+        self.procs[self.watch].stderr.close()
+        for handle in self.files:
+            handle.close()
+        return outcomes
+
+
+def _single_device_reference(root: str) -> list[np.ndarray]:
+    """The same run as _FLAGS on one device with the global batch (2 × 10)."""
+    cfg = config.TrainConfig(
+        steps=600,
+        n_samples=600,
+        batch_size=20,
+        checkpoint_every=20,
+        steps_per_call=8,
+        dtype="float64",
+        histogram_every=0,
+        workdir=os.path.join(root, "single"),
+    )
+    return train.train(cfg, progress=False).model.get_weights()
+
+
+class MultiWorkerTest(tf.test.TestCase):
+    """Two workers; the uninterrupted run is made once and shared by the tests."""
+
+    _reference: list[np.ndarray] | None = None
+
+    def _run_cluster(self, workdir: str) -> list[_Outcome]:
+        cluster = _Cluster(self.create_tempdir().full_path, workdir, _FLAGS)
+        outcomes = cluster.finish()
+        for outcome in outcomes:
+            self.assertEqual(outcome.returncode, 0, outcome.describe())
+        return outcomes
+
+    def _uninterrupted(self) -> list[np.ndarray]:
+        if MultiWorkerTest._reference is None:
+            workdir = os.path.join(self.create_tempdir().full_path, "run")
+            chief, other = self._run_cluster(workdir)
+            self.assertIn("trained 600 steps", chief.stdout)
+            self.assertIn("written by the chief worker", other.stdout)
+            self.assertEqual(
+                sorted(os.listdir(workdir)),
+                ["ckpt", "config.json", "data.json", "export", "metrics.json", "tb"],
+            )
+            MultiWorkerTest._reference = checkpoint.load_model(workdir)[0].get_weights()
+        return MultiWorkerTest._reference
+
+    def test_two_workers_equal_one_device_with_twice_the_batch(self):
+        expected = _single_device_reference(self.create_tempdir().full_path)
+        _assert_weights_close(self, expected, self._uninterrupted(), "float64")
+
+    def test_both_killed_then_rerun_resumes_to_the_same_weights(self):
+        reference = self._uninterrupted()
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        cluster = _Cluster(self.create_tempdir().full_path, workdir, _FLAGS, watch=0)
+        match = cluster.wait_for(r"\] checkpoint \S*ckpt-(\d+)$")
+        while match and int(match.group(1)) < _KILL_AFTER:
+            match = cluster.wait_for(r"\] checkpoint \S*ckpt-(\d+)$")
+        cluster.kill(0)
+        cluster.kill(1)
+        killed = cluster.finish()
+        self.assertIsNotNone(match, killed[0].describe())
+        self.assertTrue(all(o.returncode == -signal.SIGKILL for o in killed), killed[0].describe())
+
+        chief, other = self._run_cluster(workdir)
+        for outcome in (chief, other):
+            resumed = [line for line in outcome.stderr if line.startswith("resuming from ")]
+            self.assertLen(resumed, 1, outcome.describe())
+            step = int(re.search(r"at step (\d+)", resumed[0]).group(1))
+            self.assertBetween(step, _KILL_AFTER, 599)  # killed mid-run, resumed from there
+        _assert_weights_close(self, reference, checkpoint.load_model(workdir)[0].get_weights(), "float64")
+
+    def test_killed_worker_makes_the_other_exit_with_one_line(self):
+        for victim in (1, 0):
+            with self.subTest(victim=victim):
+                root = self.create_tempdir().full_path
+                cluster = _Cluster(root, os.path.join(root, "run"), _FLAGS, watch=victim)
+                progressed = cluster.wait_for(r"\] epoch 2: ")
+                cluster.kill(victim)
+                killed_at = time.monotonic()
+                survivor = cluster.wait(1 - victim, timeout=_LOST_WITHIN)
+                waited = time.monotonic() - killed_at
+                cluster.finish()
+                self.assertIsNotNone(progressed, "the victim never logged epoch 2")
+                self.assertLess(waited, _LOST_WITHIN, survivor.describe())
+                self.assertNotIn(survivor.returncode, (0, -signal.SIGKILL), survivor.describe())
+                self.assertRegex(survivor.stderr[-1], _ERROR_LINE)
