@@ -87,7 +87,9 @@ class TrainConfig:
     export: bool = True  # write a SavedModel to <workdir>/export at the end
     # --- monitoring (TensorBoard under <workdir>/tb, gradient health) ---
     monitor: bool = True  # per-layer gradient statistics, measured at the last step of each chunk
-    histogram_every: int = 1000  # histograms of weights, gradients, activations every N steps; 0 = off
+    # Histograms of weights, gradients, activations every N steps; 0 = off (as in Keras's
+    # TensorBoard callback: each costs ~4 ms of TF ops for the article's net, 10% of a chunk).
+    histogram_every: int = 0
     vanishing_ratio: float = 1e-3  # a layer's ‖∂L/∂W‖ below this × the output layer's is "vanishing"
     vanishing_floor: float = 1e-10  # ... or below this absolute norm
     exploding_threshold: float = 1e3  # a layer's ‖∂L/∂W‖ above this is "exploding"

@@ -282,80 +282,78 @@ class Engine:
     def _chunk(self, x_all, y_all, indices):
         """Runs up to len(indices) steps; returns the stop code and the chunk's statistics.
 
-        indices: [steps, accum, batch] int32.  Returns a dict: steps_done, status, loss_sum,
-        metric_sums [3], bad [n_vars] (non-finite gradient flags of the stopping step),
-        verify_error [n_vars] (of the chunk's last verified step), and with monitoring the
-        chunk's last step measured: health [3, n_vars] (gradient norm, weight norm, update
-        ratio ‖ΔW‖/‖W‖), gradients (one per variable) and activations (h_l of its first
-        micro-batch, [batch, n_l] each).
+        indices: [steps, accum, batch] int32.  Returns a dict: steps_done (healthy steps),
+        status, loss_sum, metric_sums [3], bad [n_vars] (non-finite gradient flags of the
+        stopping step), verify_error [n_vars] (of the chunk's last verified step), and with
+        monitoring the chunk's last step measured: health [3, n_vars] (gradient norm, weight
+        norm, update ratio ‖ΔW‖/‖W‖), gradients (one per variable) and activations (h_l of
+        its first micro-batch, [batch, n_l] each).
 
-        Each step's gradient is computed one iteration ahead of its update: the loop's
-        condition sees whether the pending step is healthy before the body applies it, so
-        the hot loop has no tf.cond around optimizer.apply (which costs XLA ~2x on small nets).
+        The hot loop applies every update unconditionally and the loop's condition stops after
+        a step found non-finite (or disagreeing): a tf.cond around optimizer.apply, or carrying
+        the gradients to the next iteration, costs XLA 1.5-2x on small nets.  The stopping
+        step's update is thus applied in memory; the run then fails, so it is never saved.
         """
         dtype, n_vars = self.model.compute_dtype, len(self.variables)
         steps = tf.shape(indices)[0]
         # The chunk's rows, gathered once: [steps, accum, batch, ...].  (Gathering from the
         # whole training split inside the loop slows XLA's loop down with the split's size.)
         xs, ys = tf.gather(x_all, indices), tf.gather(y_all, indices)
-        pending = self._pending(xs, ys, 0, tf.zeros([n_vars], tf.float64))
 
-        def body(i, loss_sum, metric_sums, pending):
-            value, grads, sums, _, verify_error = pending
+        def body(i, status, loss_sum, metric_sums, bad, verify_error):
+            value, grads, sums, status, bad, verify_error = self._checked(xs, ys, i, verify_error)
             self.optimizer.apply(grads, self.variables)
-            following = self._pending(xs, ys, i, verify_error)
-            return i + 1, loss_sum + value, metric_sums + sums, following
+            return i + 1, status, loss_sum + value, metric_sums + sums, bad, verify_error
 
-        i, loss_sum, metric_sums, pending = tf.while_loop(
-            lambda i, _, __, pending: tf.logical_and(i < steps, tf.equal(pending[3], _RUNNING)),
-            body,
-            (tf.constant(1), tf.zeros([], dtype), tf.zeros([3], dtype), pending),
+        carry = (
+            tf.constant(0),
+            tf.constant(_RUNNING),
+            tf.zeros([], dtype),
+            tf.zeros([3], dtype),
+            tf.zeros([n_vars], tf.bool),
+            tf.zeros([n_vars], tf.float64),
         )
-        value, grads, sums, status, verify_error = pending
-        # The last pending step: applied (and measured) only if healthy; then i steps are done.
-        healthy = tf.equal(status, _RUNNING)
-        measured = tf.cond(healthy, lambda: self._apply_last(grads, xs[i - 1][0]), self._empty_measurement)
-        advanced = tf.cast(healthy, dtype)
+        # With monitoring the chunk's last step runs after the loop, measured.
+        loop_steps = steps - 1 if self.config.monitor else steps
+        carry = tf.while_loop(
+            lambda i, status, *_: tf.logical_and(i < loop_steps, tf.equal(status, _RUNNING)), body, carry
+        )
+        measured = ()
+        if self.config.monitor:
+            carry, measured = tf.cond(
+                tf.logical_and(tf.equal(carry[1], _RUNNING), carry[0] < steps),
+                lambda: self._measured_step(xs, ys, carry),
+                lambda: (carry, self._empty_measurement()),
+            )
+        i, status, loss_sum, metric_sums, bad, verify_error = carry
         out = {
-            "steps_done": i - 1 + tf.cast(healthy, tf.int32),
+            "steps_done": i - tf.cast(tf.not_equal(status, _RUNNING), tf.int32),
             "status": status,
-            "loss_sum": loss_sum + value * advanced,
-            "metric_sums": metric_sums + sums * advanced,
-            "bad": tf.cond(
-                tf.equal(status, _NON_FINITE),
-                lambda: self._non_finite_flags(xs[i - 1], ys[i - 1]),
-                lambda: tf.zeros([n_vars], tf.bool),
-            ),
+            "loss_sum": loss_sum,
+            "metric_sums": metric_sums,
+            "bad": bad,
             "verify_error": verify_error,
         }
         if self.config.monitor:
             out["health"], out["gradients"], out["activations"] = measured
         return out
 
-    def _pending(self, xs, ys, i, verify_error):
-        """Step i's (loss, gradients, metric sums, status, verify errors), not yet applied."""
+    def _checked(self, xs, ys, i, verify_error):
+        """Step i's (loss, gradients, metric sums, status, non-finite flags, verify errors)."""
         value, grads, sums = self._accumulated_step(xs[i], ys[i])
-        # Σ (g·0) is 0 when every element is finite and NaN otherwise: one fused reduction.
-        poison = value * 0 + tf.add_n([tf.reduce_sum(g * 0) for g in grads])
-        healthy = tf.math.is_finite(poison)
+        # g·0 sums to 0 when every element is finite and to NaN otherwise.
+        poison = tf.stack([tf.reduce_sum(g * 0) for g in grads])  # [n_vars]
+        healthy = tf.math.is_finite(value * 0 + tf.reduce_sum(poison))
         verify_error, agree = self._maybe_verify(healthy, xs[i][0], ys[i][0], verify_error)
         status = tf.where(healthy, tf.where(agree, _RUNNING, _DISAGREE), _NON_FINITE)
-        return value, grads, sums, status, verify_error
+        return value, grads, sums, status, tf.math.is_nan(poison), verify_error
 
-    def _non_finite_flags(self, xs, ys):
-        """Which variables' gradients are non-finite at a step that stopped the chunk.
-
-        The step was not applied, so recomputing it on the same weights gives the same values.
-        """
-        _, grads, _ = self._accumulated_step(xs, ys)
-        return tf.stack([tf.logical_not(tf.reduce_all(tf.math.is_finite(g))) for g in grads])
-
-    def _apply_last(self, grads, x):
-        """The chunk's last update; with monitoring, measured (see _chunk)."""
-        if self.config.monitor:
-            return self._apply_and_measure(grads, x)
-        self.optimizer.apply(grads, self.variables)
-        return ()
+    def _measured_step(self, xs, ys, carry):
+        """The chunk's last step, with its health statistics: (carry, measurement)."""
+        i, _, loss_sum, metric_sums, _, verify_error = carry
+        value, grads, sums, status, bad, verify_error = self._checked(xs, ys, i, verify_error)
+        measured = self._apply_and_measure(grads, xs[i][0])
+        return (i + 1, status, loss_sum + value, metric_sums + sums, bad, verify_error), measured
 
     def _maybe_verify(self, healthy, x, y, verify_error):
         """Every verify_every steps: (per-variable tape↔manual errors, whether they agree)."""
@@ -610,14 +608,14 @@ class _Run:
             )
         if status == _RUNNING:
             return
-        step = self.step + 1  # the first step not applied
+        step = self.step + 1  # the failing step (the last healthy one is saved, never this one)
         names = self.engine.model.variable_names
         if status == _NON_FINITE:
             bad = np.flatnonzero(out["bad"].numpy())
             where = f"the gradient of {names[bad[0]]}" if len(bad) else "the loss"
             raise TrainingError(
-                f"step {step}: non-finite value in {where}; stopped before applying it "
-                f"(try a lower --learning_rate or clipping)"
+                f"step {step}: non-finite value in {where}; stopped, nothing after step {step - 1} "
+                f"is saved (try a lower --learning_rate or clipping)"
             )
         errors = out["verify_error"].numpy()
         worst = int(np.argmax(errors))
