@@ -415,26 +415,13 @@ class DistributedEngine(train_lib.Engine):
         return is_chief(self.strategy)
 
     # --- one replica (replica context) ---------------------------------------------------
-    def _scaled_micro_step(self, x, y):
-        """Loss × 1/replicas, its gradients and the metric sums of one micro-batch ([b, ...])."""
-        value, grads, output = self.primary(self.model, x, y, self.loss, self.config.l2, self.loss_scale)
-        return value, grads, self._metric_sums(output, y)
-
     def _replica_gradients(self, x, y):
-        """This replica's share of one step, averaged over its micro-batches (x, y: [accum, b, ...])."""
-        value, grads, sums = self._scaled_micro_step(x[0], y[0])
-        accum = self.config.grad_accum_steps
-        if accum == 1:
-            return value, grads, sums
+        """This replica's share of one step, averaged over its micro-batches (x, y: [accum, b, ...]).
 
-        def body(j, value, grads, sums):
-            v, g, s = self._scaled_micro_step(x[j], y[j])
-            return j + 1, value + v, [a + b for a, b in zip(grads, g)], sums + s
-
-        _, value, grads, sums = tf.while_loop(
-            lambda j, *_: j < accum, body, (tf.constant(1), value, grads, sums)
-        )
-        return value / accum, [g / accum for g in grads], sums
+        Engine._accumulated_step with self.loss_scale = 1/replicas: each replica's loss and
+        gradients are scaled once; the optimizer sums the gradients across replicas.
+        """
+        return self._accumulated_step(x, y)
 
     def _my_columns(self, step_indices):
         """This replica's columns of the step's [accum, global_batch] indices: [accum, b]."""

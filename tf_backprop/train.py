@@ -219,6 +219,7 @@ class Engine:
         self.primary = step_functions[config.grad_source]
         self.other = step_functions["manual" if config.grad_source == "tape" else "tape"]
         self.variables = model.trainable_variables
+        self.loss_scale = 1.0  # the loss's share of the global batch (1/replicas under a strategy)
         dtype = model.compute_dtype
         # Regression metrics are reported in the target's original units.
         self.target_std = tf.constant(1.0 if target_std is None else target_std, dtype)
@@ -244,7 +245,7 @@ class Engine:
 
     def _micro_step(self, x, y):
         """Loss, gradients and metric sums of one micro-batch (x [batch, n_0])."""
-        value, grads, output = self.primary(self.model, x, y, self.loss, self.config.l2)
+        value, grads, output = self.primary(self.model, x, y, self.loss, self.config.l2, self.loss_scale)
         return value, grads, self._metric_sums(output, y)
 
     def _accumulated_step(self, xs, ys):
