@@ -22,7 +22,7 @@ replica's forward + gradient and the tape↔manual check are ``jit_compile=True`
 (XLA fuses the small kernels); on CPU replicas TF's own kernels were as fast or faster
 (benchmarks/distribute_bench.py), so nothing there is XLA-compiled except evaluation.
 
-Checks: ``verify_every`` runs before the update, as on one device: every replica compares tape
+Checks: ``verify_every`` runs before the update (on one device the engine stops after it): every replica compares tape
 and manual gradients on replica 0's micro-batch (identical inputs, so every worker decides alike
 without a collective).  A non-finite loss or gradient is detected from the all-reduced flags
 *after* the update: stopping before it would need the optimizer's collectives inside a

@@ -7,10 +7,12 @@ and a `tf.while_loop` runs gradient, checks and `optimizer.apply` for each step.
 gradient sources (`tape`, `manual`) go through the same loop.
 
 Inside the loop every step also
-* stops the chunk, *before* applying the update, when the loss or any gradient is not finite;
+* checks that the loss and every gradient are finite;
 * every `verify_every` steps computes both gradient sources on the step's first micro-batch
-  and stops when they disagree beyond tolerance.
-The Python side turns those stops into a `TrainingError` naming the step and the variable.
+  and compares them.
+A failing step ends the chunk right after its update (see `Engine._chunk` for why after); the
+Python side turns that into a `TrainingError` naming the step and the variable, and nothing
+after the last healthy step is ever saved.
 """
 
 from __future__ import annotations
