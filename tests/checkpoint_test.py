@@ -14,6 +14,7 @@ import shutil
 import signal
 import tempfile
 
+import checkpoint_files
 import keras
 import numpy as np
 import tensorflow as tf
@@ -48,47 +49,6 @@ def _config(workdir: str, **overrides) -> config.TrainConfig:
 
 def _train(cfg: config.TrainConfig, **kwargs) -> train.TrainResult:
     return train.train(cfg, progress=False, **kwargs)
-
-
-def _ckpt_dir(workdir: str) -> str:
-    return os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
-
-
-def _ckpt_files(workdir: str, step: int) -> list[str]:
-    """Paths of the files of checkpoint ckpt-<step> (.index and data shards)."""
-    prefix = os.path.join(_ckpt_dir(workdir), f"ckpt-{step}")
-    return sorted(tf.io.gfile.glob(prefix + ".*"))
-
-
-def _truncate(path: str) -> None:
-    """Cuts a file to half its length, as a kill during a copy or a full disk would."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    with open(path, "wb") as handle:
-        handle.write(data[: len(data) // 2])
-
-
-def _truncate_checkpoint(workdir: str, step: int, part: str) -> None:
-    """Truncates the "index" or "data" file of ckpt-<step>."""
-    suffix = ".index" if part == "index" else ".data-"
-    (path,) = [p for p in _ckpt_files(workdir, step) if suffix in p]
-    _truncate(path)
-
-
-def _file_states(directory: str) -> dict[str, tuple[int, bytes]]:
-    """{name: (mtime_ns, bytes)} of every file directly in `directory`."""
-    states = {}
-    for name in sorted(os.listdir(directory)):
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            with open(path, "rb") as handle:
-                states[name] = (os.stat(path).st_mtime_ns, handle.read())
-    return states
-
-
-def _read_json(*path: str):
-    with open(os.path.join(*path), encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 @contextlib.contextmanager
@@ -165,10 +125,12 @@ class KeeperTest(ExactTestCase):
         self._save_steps(workdir, (5, 10, 15, 20))
         names = [
             os.path.basename(p)
-            for p in tf.train.get_checkpoint_state(_ckpt_dir(workdir)).all_model_checkpoint_paths
+            for p in tf.train.get_checkpoint_state(
+                checkpoint_files.ckpt_dir(workdir)
+            ).all_model_checkpoint_paths
         ]
         self.assertEqual(names, ["ckpt-10", "ckpt-15", "ckpt-20"])
-        self.assertEmpty(_ckpt_files(workdir, 5))  # swept
+        self.assertEmpty(checkpoint_files.ckpt_files(workdir, 5))  # swept
 
     def test_run_state_round_trip(self):
         workdir = self.create_tempdir().full_path
@@ -184,7 +146,7 @@ class KeeperTest(ExactTestCase):
         state.stopped.assign(True)
         keeper.save()
         other, _, other_optimizer, restored = self._keeper(workdir)
-        self.assertEqual(other.restore_latest(), os.path.join(_ckpt_dir(workdir), "ckpt-7"))
+        self.assertEqual(other.restore_latest(), os.path.join(checkpoint_files.ckpt_dir(workdir), "ckpt-7"))
         self.assertEqual(int(other_optimizer.iterations.numpy()), 7)
         for name in (
             "epoch",
@@ -202,11 +164,11 @@ class KeeperTest(ExactTestCase):
     def test_truncated_latest_falls_back_to_the_previous(self, part):
         workdir = self.create_tempdir().full_path
         saved = self._save_steps(workdir, (10, 20, 30))
-        _truncate_checkpoint(workdir, 30, part)
+        checkpoint_files.truncate_checkpoint(workdir, 30, part)
         keeper, model, optimizer, _ = self._keeper(workdir)
         with self.assertLogs("absl", level="WARNING") as logs:
             path = keeper.restore_latest()
-        self.assertEqual(path, os.path.join(_ckpt_dir(workdir), "ckpt-20"))
+        self.assertEqual(path, os.path.join(checkpoint_files.ckpt_dir(workdir), "ckpt-20"))
         self.assertRegex(
             _messages(logs), r"checkpoint \S*ckpt-30 is unreadable \(.+\); trying the previous one"
         )
@@ -216,8 +178,8 @@ class KeeperTest(ExactTestCase):
     def test_all_unreadable_is_a_checkpoint_error(self):
         workdir = self.create_tempdir().full_path
         self._save_steps(workdir, (10, 20))
-        _truncate_checkpoint(workdir, 10, "data")
-        _truncate_checkpoint(workdir, 20, "index")
+        checkpoint_files.truncate_checkpoint(workdir, 10, "data")
+        checkpoint_files.truncate_checkpoint(workdir, 20, "index")
         keeper, *_ = self._keeper(workdir)
         with self.assertRaisesRegex(
             checkpoint.CheckpointError, r"no readable checkpoint .*tried 2.*--restart"
@@ -235,7 +197,7 @@ class KeeperTest(ExactTestCase):
         saved = self._save_steps(workdir, (4,))
         model, *_ = checkpoint.load_model(workdir)
         self.assert_weights_equal(model.get_weights(), saved[4])
-        _truncate_checkpoint(workdir, 4, "data")
+        checkpoint_files.truncate_checkpoint(workdir, 4, "data")
         with self.assertRaisesRegex(checkpoint.CheckpointError, r"ckpt-4 is unreadable"):
             checkpoint.load_model(workdir)
         with self.assertRaisesRegex(checkpoint.CheckpointError, r"ckpt-9.*not found"):
@@ -329,7 +291,7 @@ class ResumeTest(ExactTestCase):
         return workdir
 
     def test_base_run_checkpoints(self):
-        state = tf.train.get_checkpoint_state(_ckpt_dir(self.base.workdir))
+        state = tf.train.get_checkpoint_state(checkpoint_files.ckpt_dir(self.base.workdir))
         names = [os.path.basename(p) for p in state.all_model_checkpoint_paths]
         self.assertEqual(names, ["ckpt-24", "ckpt-36", "ckpt-48"])
         self.assertEqual(self.base.steps, 48)
@@ -352,21 +314,21 @@ class ResumeTest(ExactTestCase):
     def test_truncated_latest_resumes_from_the_previous_mid_epoch(self, part):
         """ckpt-48 unreadable: warning, resume at step 36 (epoch 3, step 4 of 16), same result."""
         workdir = self.copy_of_base()
-        _truncate_checkpoint(workdir, 48, part)
+        checkpoint_files.truncate_checkpoint(workdir, 48, part)
         with self.assertLogs("absl", level="INFO") as logs:
             resumed = _train(_config(workdir))
         messages = _messages(logs)
         self.assertRegex(messages, r"checkpoint \S*ckpt-48 is unreadable \(.+\); trying the previous one")
         self.assertRegex(messages, r"resumed from \S*ckpt-36: step 36, epoch 3")
         self.assert_same_run(resumed, self.base)
-        self.assertEqual(_read_json(workdir, "metrics.json")["history"], self.base.history)
+        self.assertEqual(checkpoint_files.read_json(workdir, "metrics.json")["history"], self.base.history)
         model, *_ = checkpoint.load_model(workdir)  # ckpt-48 was written again, whole
         self.assert_weights_equal(model.get_weights(), self.base.model.get_weights())
 
     def test_all_checkpoints_unreadable(self):
         workdir = self.copy_of_base()
         for step, part in ((24, "data"), (36, "index"), (48, "data")):
-            _truncate_checkpoint(workdir, step, part)
+            checkpoint_files.truncate_checkpoint(workdir, step, part)
         with self.assertRaisesRegex(
             checkpoint.CheckpointError, r"no readable checkpoint in \S*ckpt .*--restart"
         ):
@@ -378,10 +340,12 @@ class ResumeTest(ExactTestCase):
     )
     def test_mismatch_raises_and_leaves_the_run_alone(self, field, overrides):
         workdir = self.copy_of_base()
-        before = {d: _file_states(os.path.join(workdir, d)) for d in ("", "ckpt")}
+        before = {d: checkpoint_files.file_states(os.path.join(workdir, d)) for d in ("", "ckpt")}
         with self.assertRaisesRegex(checkpoint.ConfigMismatchError, rf"\b{field}: saved "):
             _train(_config(workdir, **overrides))
-        self.assertEqual({d: _file_states(os.path.join(workdir, d)) for d in ("", "ckpt")}, before)
+        self.assertEqual(
+            {d: checkpoint_files.file_states(os.path.join(workdir, d)) for d in ("", "ckpt")}, before
+        )
 
     def test_restart_moves_the_run_aside_and_starts_at_step_0(self):
         workdir = self.copy_of_base()
@@ -391,10 +355,10 @@ class ResumeTest(ExactTestCase):
         (aside,) = [n for n in os.listdir(workdir) if n.startswith("previous-")]
         aside = os.path.join(workdir, aside)
         self.assertContainsSubset(["ckpt", "config.json", "data.json", "metrics.json"], os.listdir(aside))
-        self.assertEqual(_read_json(aside, "metrics.json")["history"], self.base.history)
+        self.assertEqual(checkpoint_files.read_json(aside, "metrics.json")["history"], self.base.history)
         old, *_ = checkpoint.load_model(aside)
         self.assert_weights_equal(old.get_weights(), self.base.model.get_weights())
-        self.assertEqual(_read_json(workdir, "config.json")["epochs"], 1)
+        self.assertEqual(checkpoint_files.read_json(workdir, "config.json")["epochs"], 1)
 
 
 class EarlyStopResumeTest(ExactTestCase):
@@ -406,14 +370,16 @@ class EarlyStopResumeTest(ExactTestCase):
         stopped = _train(cfg)
         self.assertTrue(stopped.stopped_early)
         self.assertLess(stopped.steps, 60 * 16)
-        metrics = _read_json(workdir, "metrics.json")
-        checkpoints = _file_states(_ckpt_dir(workdir))
+        metrics = checkpoint_files.read_json(workdir, "metrics.json")
+        checkpoints = checkpoint_files.file_states(checkpoint_files.ckpt_dir(workdir))
         for again in (cfg, _config(workdir, epochs=80, patience=1, learning_rate=0.05, checkpoint_every=0)):
             resumed = _train(again)
             self.assertTrue(resumed.stopped_early)
             self.assert_same_run(resumed, stopped)
-            self.assertEqual(_read_json(workdir, "metrics.json"), metrics)
-            self.assertEqual(_file_states(_ckpt_dir(workdir)), checkpoints)  # not even rewritten
+            self.assertEqual(checkpoint_files.read_json(workdir, "metrics.json"), metrics)
+            self.assertEqual(
+                checkpoint_files.file_states(checkpoint_files.ckpt_dir(workdir)), checkpoints
+            )  # not even rewritten
 
 
 class DivergenceResumeTest(ExactTestCase):
@@ -424,15 +390,15 @@ class DivergenceResumeTest(ExactTestCase):
         diverging = config.TrainConfig(**_DIVERGING, learning_rate=_DIVERGING_RATE, workdir=workdir)
         with self.assertRaisesRegex(train.TrainingError, rf"step {_DIVERGING_STEP}: non-finite"):
             _train(diverging)
-        state = tf.train.get_checkpoint_state(_ckpt_dir(workdir))
+        state = tf.train.get_checkpoint_state(checkpoint_files.ckpt_dir(workdir))
         self.assertEqual(os.path.basename(state.model_checkpoint_path), f"ckpt-{_LAST_GOOD_STEP}")
         model, *_ = checkpoint.load_model(workdir)
         self.assertTrue(all(np.isfinite(w).all() for w in model.get_weights()))
         # Diverging again from it leaves the checkpoints as they were, to the byte and the mtime.
-        checkpoints = _file_states(_ckpt_dir(workdir))
+        checkpoints = checkpoint_files.file_states(checkpoint_files.ckpt_dir(workdir))
         with self.assertRaisesRegex(train.TrainingError, rf"step {_DIVERGING_STEP}: non-finite"):
             _train(diverging)
-        self.assertEqual(_file_states(_ckpt_dir(workdir)), checkpoints)
+        self.assertEqual(checkpoint_files.file_states(checkpoint_files.ckpt_dir(workdir)), checkpoints)
         lower = config.TrainConfig(**_DIVERGING, learning_rate=0.05, workdir=workdir)
         with self.assertLogs("absl", level="INFO") as logs:
             result = _train(lower)

@@ -15,7 +15,6 @@ alongside the runs that are compared with it (two processes at a time at most).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
 import re
@@ -26,6 +25,7 @@ import sys
 import tempfile
 import threading
 
+import checkpoint_files
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -155,45 +155,10 @@ def _replace(flags, name: str, *new: str) -> tuple[str, ...]:
     return (*(f for f in flags if not f.startswith(f"--{name}=")), *new)
 
 
-def _read_json(*path: str):
-    with open(os.path.join(*path), encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def _final_weights(workdir: str) -> list[np.ndarray]:
     """The weights of the run's latest checkpoint, loaded as export and predict load them."""
     loaded, *_ = checkpoint.load_model(workdir)
     return loaded.get_weights()
-
-
-def _ckpt_files(workdir: str, step: int) -> list[str]:
-    return sorted(tf.io.gfile.glob(os.path.join(workdir, "ckpt", f"ckpt-{step}.*")))
-
-
-def _truncate(path: str) -> None:
-    """Cuts a file to half its length."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    with open(path, "wb") as handle:
-        handle.write(data[: len(data) // 2])
-
-
-def _truncate_checkpoint(workdir: str, step: int, part: str) -> None:
-    """Truncates the "index" or "data" file of ckpt-<step>."""
-    suffix = ".index" if part == "index" else ".data-"
-    (path,) = [p for p in _ckpt_files(workdir, step) if suffix in p]
-    _truncate(path)
-
-
-def _file_states(directory: str) -> dict[str, tuple[int, bytes]]:
-    """{name: (mtime_ns, bytes)} of every file directly in `directory`."""
-    states = {}
-    for name in sorted(os.listdir(directory)):
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            with open(path, "rb") as handle:
-                states[name] = (os.stat(path).st_mtime_ns, handle.read())
-    return states
 
 
 class _References:
@@ -279,7 +244,9 @@ class ResumeCliTestCase(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual(outcome.returncode, 0, outcome.describe())
             weights = _final_weights(workdir)
             self.assert_trained(workdir, weights)
-            _REFERENCES.done[key] = _Reference(workdir, weights, _read_json(workdir, "metrics.json"))
+            _REFERENCES.done[key] = _Reference(
+                workdir, weights, checkpoint_files.read_json(workdir, "metrics.json")
+            )
         return _REFERENCES.done[key]
 
     def copy_of_reference(self, flags) -> str:
@@ -290,8 +257,8 @@ class ResumeCliTestCase(tf.test.TestCase, parameterized.TestCase):
     # --- checks ---------------------------------------------------------------------
     def assert_trained(self, workdir: str, weights) -> None:
         """The loaded weights are not the initial ones (a comparison of them means something)."""
-        config = _read_json(workdir, "config.json")
-        data = _read_json(workdir, "data.json")
+        config = checkpoint_files.read_json(workdir, "config.json")
+        data = checkpoint_files.read_json(workdir, "data.json")
         sizes = (len(data["feature_names"]), *(config["hidden"] or (3, 3)), 1)
         initial = model.MLP(sizes, seed=config["seed"]).get_weights()
         self.assertFalse(
@@ -306,7 +273,7 @@ class ResumeCliTestCase(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(len(weights), len(reference.weights))
         for actual, expected in zip(weights, reference.weights):
             np.testing.assert_array_equal(actual, expected)
-        metrics = _read_json(workdir, "metrics.json")
+        metrics = checkpoint_files.read_json(workdir, "metrics.json")
         for key in ("history", "final", "steps", "stopped_early"):
             self.assertEqual(metrics[key], reference.metrics[key], key)
 
@@ -338,7 +305,7 @@ class ResumeCliTestCase(tf.test.TestCase, parameterized.TestCase):
         self.assertIsNotNone(state)
         named = list(state.all_model_checkpoint_paths)
         self.assertEqual(named[-1], state.model_checkpoint_path)
-        keep = _read_json(workdir, "config.json")["keep_checkpoints"]
+        keep = checkpoint_files.read_json(workdir, "config.json")["keep_checkpoints"]
         for path in named[1:] if len(named) > keep else named:
             self.assertTrue(tf.io.gfile.exists(path + ".index"), path)
             self.assertTrue(tf.io.gfile.exists(path + ".data-00000-of-00001"), path)
@@ -398,7 +365,7 @@ class InterruptResumeTest(ResumeCliTestCase):
         )
         step = int(match[1])
         self.assertBetween(step, seen, 2399)
-        self.assertLen(_ckpt_files(self.workdir, step), 2)  # .index and one data shard
+        self.assertLen(checkpoint_files.ckpt_files(self.workdir, step), 2)  # .index and one data shard
         self.assertEqual(self.latest_step(), step)
         return step
 
@@ -414,13 +381,13 @@ class ConfigChangeTest(ResumeCliTestCase):
     def test_model_and_loss_changes_exit_2_naming_both(self):
         flags = _flags("tape", 3)
         self.copy_of_reference(flags)
-        before = _file_states(os.path.join(self.workdir, "ckpt"))
+        before = checkpoint_files.file_states(os.path.join(self.workdir, "ckpt"))
         outcome = self.run_cli(*flags, "--workdir=run", "--hidden=4", "--loss=half_mse")
         line = self.assert_error_line(outcome, 2, ".*").string
         self.assertRegex(line, r"\bhidden: saved None, given \[4\]")
         self.assertRegex(line, r"\bloss: saved None, given 'half_mse'")
         self.assertIn("--restart", line)
-        self.assertEqual(_file_states(os.path.join(self.workdir, "ckpt")), before)
+        self.assertEqual(checkpoint_files.file_states(os.path.join(self.workdir, "ckpt")), before)
 
     def test_more_epochs_and_another_learning_rate_resume(self):
         flags = _flags("tape", 3)  # 2400 steps = 150 epochs of 16
@@ -432,7 +399,7 @@ class ConfigChangeTest(ResumeCliTestCase):
         self.assertIn("resume with changed epochs: None -> 151", log)
         self.assertIn("resume with changed steps: 2400 -> None", log)
         self.assertIn("resume with changed learning_rate: 0.01 -> 0.005", log)
-        metrics = _read_json(self.workdir, "metrics.json")
+        metrics = checkpoint_files.read_json(self.workdir, "metrics.json")
         self.assertEqual(metrics["steps"], 2416)
         self.assertEqual(metrics["history"][:150], self.reference(flags).metrics["history"])
         self.assertLen(metrics["history"], 151)
@@ -444,7 +411,7 @@ class DamagedCheckpointTest(ResumeCliTestCase):
     def test_truncated_latest_falls_back_and_ends_bit_identical(self):
         flags = _flags("tape", 1)
         self.copy_of_reference(flags)
-        _truncate_checkpoint(self.workdir, 2400, "data")
+        checkpoint_files.truncate_checkpoint(self.workdir, 2400, "data")
         outcome = self.run_ok(*flags, "--workdir=run")
         warnings = [line for line in outcome.lines if line.startswith("W") and "unreadable" in line]
         self.assertLen(warnings, 1, outcome.describe())
@@ -458,7 +425,7 @@ class DamagedCheckpointTest(ResumeCliTestCase):
         flags = _flags("tape", 1)
         self.copy_of_reference(flags)
         for step, part in ((2320, "data"), (2360, "index"), (2400, "data")):
-            _truncate_checkpoint(self.workdir, step, part)
+            checkpoint_files.truncate_checkpoint(self.workdir, step, part)
         outcome = self.run_cli(*flags, "--workdir=run")
         self.assert_error_line(outcome, 1, r"no readable checkpoint in \S+ \(tried 3\); rerun with --restart")
 
@@ -475,7 +442,7 @@ class DivergenceTest(ResumeCliTestCase):
         resumed = self.run_ok(*_DIVERGING, "--learning_rate=0.05")
         self.assertEqual(self.resumed_step(resumed)[1], 60)
         self.assertIn("resume with changed learning_rate: 1.4 -> 0.05", "\n".join(resumed.lines))
-        self.assertEqual(_read_json(self.workdir, "metrics.json")["steps"], 6 * 32)
+        self.assertEqual(checkpoint_files.read_json(self.workdir, "metrics.json")["steps"], 6 * 32)
 
 
 class RestartTest(ResumeCliTestCase):
@@ -490,9 +457,9 @@ class RestartTest(ResumeCliTestCase):
         aside = os.path.join(self.workdir, aside)
         self.assertContainsSubset(["ckpt", "config.json", "data.json", "metrics.json"], os.listdir(aside))
         reference = self.reference(flags)
-        self.assertEqual(_read_json(aside, "metrics.json"), reference.metrics)
+        self.assertEqual(checkpoint_files.read_json(aside, "metrics.json"), reference.metrics)
         for actual, expected in zip(_final_weights(aside), reference.weights):
             np.testing.assert_array_equal(actual, expected)
-        metrics = _read_json(self.workdir, "metrics.json")
+        metrics = checkpoint_files.read_json(self.workdir, "metrics.json")
         self.assertEqual(metrics["steps"], 80)
         self.assertEqual([record["epoch"] for record in metrics["history"]], [1, 2])
