@@ -15,12 +15,12 @@ its peak RSS is its own.  Compilation is excluded (one warm-up epoch per method)
 
 from __future__ import annotations
 
-import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+import per_model  # noqa: E402  (sibling module; benchmarks/ is on sys.path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -153,22 +153,7 @@ def child(index: int) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    if argv and argv[0] == "--child":
-        print(json.dumps(child(int(argv[1]))))
-        return
-    selected = range(len(MODELS))
-    for arg in argv:
-        if arg.startswith("--models="):
-            selected = [int(i) for i in arg.split("=", 1)[1].split(",")]
-    rows = []
-    for index in selected:
-        done = subprocess.run(
-            [sys.executable, __file__, "--child", str(index)], capture_output=True, text=True, timeout=1800
-        )
-        if done.returncode:
-            sys.exit(f"model {index} failed:\n{done.stderr[-3000:]}")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    _print_table(rows)
+    per_model.main(argv, __file__, len(MODELS), child, _print_table)
 
 
 def _print_table(rows: list[dict]) -> None:
