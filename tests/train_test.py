@@ -36,6 +36,23 @@ def _flipped_sign(step_fn, variable_index: int):
     return faulty
 
 
+_SENTINEL = 50.0  # a finite feature value that no standardized row of the default task reaches
+
+
+def _infinite_gradient_on_sentinel_rows(step_fn, variable_index: int):
+    """A gradient path with a planted fault: on a batch holding _SENTINEL, one variable's
+    gradient is +inf while the loss stays finite."""
+
+    def faulty(model, x, y, loss, l2=0.0, loss_scale=1.0):
+        value, grads, output = step_fn(model, x, y, loss, l2, loss_scale)
+        grads = list(grads)
+        hit = tf.reduce_any(tf.equal(x, tf.cast(_SENTINEL, x.dtype)))
+        grads[variable_index] += tf.where(hit, tf.cast(np.inf, x.dtype), tf.zeros([], x.dtype))
+        return value, grads, output
+
+    return faulty
+
+
 class DefaultRunTest(tf.test.TestCase):
     def test_default_config_learns_the_regression_task(self):
         workdir = self.create_tempdir().full_path
@@ -237,6 +254,51 @@ class FailureTest(tf.test.TestCase):
         datasets.train.x[(bad_step - 1) * cfg.batch_size] = np.nan
         with self.assertRaisesRegex(train.TrainingError, rf"^step {bad_step}: .*dense_1/kernel"):
             train.train(cfg, datasets, progress=False)
+
+    def _run_with_an_infinite_gradient_at(self, bad_step: int, **overrides):
+        cfg = _config(self.create_tempdir().full_path, epochs=1, shuffle=False, **overrides)
+        datasets = train.load_datasets(cfg)
+        self.assertGreater(cfg.chunk_steps((2, 3, 3, 1)), bad_step)  # the fault is mid-chunk
+        datasets.train.x[(bad_step - 1) * cfg.batch_size] = _SENTINEL
+        planted = {"tape": _infinite_gradient_on_sentinel_rows(backprop.tape_step, 3), "manual": None}
+        train.train(cfg, datasets, progress=False, step_functions=planted)
+
+    def test_a_gradient_only_fault_mid_chunk_is_traced_to_its_step_and_variable(self):
+        # The loss stays finite at the bad step; the fast chunk sees it only in its end state,
+        # and the step-by-step replay names the step.
+        with self.assertRaisesRegex(
+            train.TrainingError, r"^step 7: non-finite value in the gradient of dense_2/bias"
+        ):
+            self._run_with_an_infinite_gradient_at(7)
+
+    def test_clip_value_does_not_hide_an_infinite_gradient(self):
+        # Clipping would turn the infinite element into a finite update.
+        with self.assertRaisesRegex(train.TrainingError, r"^step 7: .*dense_2/bias"):
+            self._run_with_an_infinite_gradient_at(7, clip_value=1.0)
+
+
+class FastChunkTest(tf.test.TestCase):
+    def test_the_fast_chunk_runs_the_same_steps_as_the_checked_replay(self):
+        # What the replay of a failed chunk relies on: from the same start, both chunks
+        # compute the same updates.
+        for monitor in (False, True):
+            cfg = _config(self.create_tempdir().full_path, dtype="float64", monitor=monitor)
+            datasets = train.load_datasets(cfg)
+            model = train.build_model(cfg, datasets)
+            loss = train.resolve_loss(cfg, datasets)
+            engine = train.Engine(model, train.build_optimizer(cfg, 100), loss, cfg, None)
+            x = tf.constant(datasets.train.x)
+            y = train.targets_tensor(datasets.train.y, "float64")
+            indices = tf.constant(train.epoch_indices(cfg, len(datasets.train.x), 0)[:7])
+            fast = engine._fast_chunk(x, y, indices)
+            after_fast = [v.numpy() for v in engine._state]
+            engine._restore_state(fast["start_state"])
+            checked = engine._checked_chunk(x, y, indices)
+            self.assertEqual(int(fast["steps_done"]), 7)
+            self.assertEqual(int(engine.optimizer.iterations), 7)
+            self.assertAllClose(fast["loss_sum"], checked["loss_sum"], rtol=1e-12, atol=0)
+            for a, b in zip(after_fast, engine._state):
+                self.assertAllClose(a, b.numpy(), rtol=1e-12, atol=1e-15)
 
 
 class ConfigTest(parameterized.TestCase, tf.test.TestCase):

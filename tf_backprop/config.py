@@ -232,13 +232,12 @@ class TrainConfig:
         """
         if self.steps_per_call:
             return self.steps_per_call
-        flops = (
-            6
-            * self.batch_size
-            * self.grad_accum_steps
-            * sum(a * b for a, b in zip(layer_sizes, layer_sizes[1:]))
-        )
-        return int(min(MAX_AUTO_CHUNK, max(MIN_AUTO_CHUNK, 1e10 // flops)))
+        return int(min(MAX_AUTO_CHUNK, max(MIN_AUTO_CHUNK, 1e10 // self.step_flops(layer_sizes))))
+
+    def step_flops(self, layer_sizes) -> int:
+        """Floating-point operations of one update's matmuls (forward 2, backward 4 per weight)."""
+        weights = sum(a * b for a, b in zip(layer_sizes, layer_sizes[1:]))
+        return 6 * self.batch_size * self.grad_accum_steps * weights
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Updates in the whole run: `steps`, or `epochs` (default 60) full epochs."""

@@ -6,13 +6,14 @@ lives on the device, the chunk's sample indices arrive as one [steps, accum, bat
 and a `tf.while_loop` runs gradient, checks and `optimizer.apply` for each step.  Both
 gradient sources (`tape`, `manual`) go through the same loop.
 
-Inside the loop every step also
-* checks that the loss and every gradient are finite;
-* every `verify_every` steps computes both gradient sources on the step's first micro-batch
-  and compares them.
-A failing step ends the chunk right after its update (see `Engine._chunk` for why after); the
-Python side turns that into a `TrainingError` naming the step and the variable, and nothing
-after the last healthy step is ever saved.
+Inside the loop
+* every `verify_every` steps both gradient sources are computed on the step's first
+  micro-batch and compared;
+* and at the chunk's end the loss, weights and optimizer state are checked to be finite.
+A failing chunk is replayed from its start with every step checked, which stops right after
+the first failing step (see `Engine.run_chunk`); the Python side turns that into a
+`TrainingError` naming the step and the variable, and nothing after the last healthy step is
+ever saved.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -226,7 +228,10 @@ class Engine:
         # Regression metrics are reported in the target's original units.
         self.target_std = tf.constant(1.0 if target_std is None else target_std, dtype)
         self.optimizer.build(self.variables)
-        self.run_chunk = tf.function(self._chunk, jit_compile=True)
+        # Everything a chunk changes, for restoring a failed chunk's start.
+        self._state = list(model.weights) + list(self.optimizer.variables)
+        self._fast_chunk = tf.function(functools.partial(self._chunk, checked=False), jit_compile=True)
+        self._checked_chunk = tf.function(functools.partial(self._chunk, checked=True), jit_compile=True)
         self.evaluate_batch = tf.function(self._evaluate_batch, jit_compile=True)
 
     # --- one micro-batch ---------------------------------------------------------------
@@ -281,32 +286,64 @@ class Engine:
             errors.append(tf.reduce_max(tf.abs(a - b)) / scale)
         return tf.cast(tf.stack(errors), tf.float64)
 
+    @staticmethod
+    def _finite(value, grads):
+        """(whether the loss and every gradient are finite, per-variable non-finite flags)."""
+        # g·0 sums to 0 when every element is finite and to NaN otherwise.
+        poison = tf.stack([tf.reduce_sum(g * 0) for g in grads])  # [n_vars]
+        return tf.math.is_finite(value * 0 + tf.reduce_sum(poison)), tf.math.is_nan(poison)
+
     # --- the compiled chunk ------------------------------------------------------------
-    def _chunk(self, x_all, y_all, indices):
+    def run_chunk(self, x_all, y_all, indices) -> dict[str, tf.Tensor]:
         """Runs up to len(indices) steps; returns the stop code and the chunk's statistics.
 
-        indices: [steps, accum, batch] int32.  Returns a dict: steps_done (healthy steps),
-        status, loss_sum, metric_sums [3], bad [n_vars] (non-finite gradient flags of the
-        stopping step), verify_error [n_vars] (of the chunk's last verified step), and with
-        monitoring the chunk's last step measured: health [3, n_vars] (gradient norm, weight
-        norm, update ratio ‖ΔW‖/‖W‖), gradients (one per variable) and activations (h_l of
-        its first micro-batch, [batch, n_l] each).
+        indices: [steps, accum, batch] int32.  The dict: steps_done (healthy steps), status,
+        loss_sum, metric_sums [3], bad [n_vars] (non-finite gradient flags of the stopping
+        step), verify_error [n_vars] (of the chunk's last verified step), and with monitoring
+        the chunk's last step measured: health [3, n_vars] (gradient norm, weight norm, update
+        ratio ‖ΔW‖/‖W‖), gradients (one per variable) and activations (h_l of its first
+        micro-batch, [batch, n_l] each).  A healthy chunk's dict also holds start_state (the
+        weights and optimizer variables it started from).
 
-        The hot loop applies every update unconditionally and the loop's condition stops after
-        a step found non-finite (or disagreeing): a tf.cond around optimizer.apply, or carrying
-        the gradients to the next iteration, costs XLA 1.5-2x on small nets.  The stopping
-        step's update is thus applied in memory; the run then fails, so it is never saved.
+        The fast chunk checks that its loss, weights and optimizer state are finite once, at
+        its end (a per-step check of every gradient costs the article's net ~12%).  When that
+        check (or a verification) fails, the state of the chunk's start is restored and the
+        chunk replayed checking every step: the replay stops right after the first failing step
+        and names it.  The failing update exists only in memory; the run then fails, so it is
+        never saved.
+        """
+        out = self._fast_chunk(x_all, y_all, indices)
+        if int(out["status"]) == _RUNNING:
+            return out
+        self._restore_state(out["start_state"])
+        out = self._checked_chunk(x_all, y_all, indices)
+        if int(out["status"]) == _RUNNING:  # the replay's arithmetic may differ in the last bits
+            logging.warning("a chunk failed its end-of-chunk check but not its step-by-step replay")
+        return out
+
+    def _restore_state(self, values) -> None:
+        """Assigns a fast chunk's start_state back to the weights and optimizer state."""
+        for variable, value in zip(self._state, values):
+            variable.assign(value)
+
+    def _chunk(self, x_all, y_all, indices, checked: bool):
+        """The compiled chunk (see run_chunk); `checked` checks every step and stops at a failure.
+
+        The loop applies every update unconditionally and stops after a failing step: a
+        tf.cond around optimizer.apply, or carrying the gradients to the next iteration, costs
+        XLA 1.5-2x on small nets.
         """
         dtype, n_vars = self.model.compute_dtype, len(self.variables)
         steps = tf.shape(indices)[0]
+        # The fast chunk returns the state it started from, for a replay (a separate read per
+        # chunk costs the article's net ~2%).
+        start_state = [] if checked else [tf.identity(v) for v in self._state]
         # The chunk's rows, gathered once: [steps, accum, batch, ...].  (Gathering from the
         # whole training split inside the loop slows XLA's loop down with the split's size.)
         xs, ys = tf.gather(x_all, indices), tf.gather(y_all, indices)
-
-        def body(i, status, loss_sum, metric_sums, bad, verify_error):
-            value, grads, sums, status, bad, verify_error = self._checked(xs, ys, i, verify_error)
-            self.optimizer.apply(grads, self.variables)
-            return i + 1, status, loss_sum + value, metric_sums + sums, bad, verify_error
+        # The fast chunk checks gradients per step only under clip_value, which would clip an
+        # infinite gradient element into a finite update.
+        check_gradients = checked or bool(self.config.clip_value)
 
         carry = (
             tf.constant(0),
@@ -319,16 +356,20 @@ class Engine:
         # With monitoring the chunk's last step runs after the loop, measured.
         loop_steps = steps - 1 if self.config.monitor else steps
         carry = tf.while_loop(
-            lambda i, status, *_: tf.logical_and(i < loop_steps, tf.equal(status, _RUNNING)), body, carry
+            lambda i, status, *_: tf.logical_and(i < loop_steps, tf.equal(status, _RUNNING)),
+            lambda *carry: self._step(xs, ys, carry, check_gradients),
+            carry,
         )
         measured = ()
         if self.config.monitor:
             carry, measured = tf.cond(
                 tf.logical_and(tf.equal(carry[1], _RUNNING), carry[0] < steps),
-                lambda: self._measured_step(xs, ys, carry),
+                lambda: self._step(xs, ys, carry, check_gradients, measure=True),
                 lambda: (carry, self._empty_measurement()),
             )
         i, status, loss_sum, metric_sums, bad, verify_error = carry
+        if not checked:
+            status = tf.where(self._state_is_finite(loss_sum), status, _NON_FINITE)
         out = {
             "steps_done": i - tf.cast(tf.not_equal(status, _RUNNING), tf.int32),
             "status": status,
@@ -337,26 +378,33 @@ class Engine:
             "bad": bad,
             "verify_error": verify_error,
         }
+        if not checked:
+            out["start_state"] = start_state
         if self.config.monitor:
             out["health"], out["gradients"], out["activations"] = measured
         return out
 
-    def _checked(self, xs, ys, i, verify_error):
-        """Step i's (loss, gradients, metric sums, status, non-finite flags, verify errors)."""
+    def _step(self, xs, ys, carry, check_gradients: bool, measure: bool = False):
+        """Step carry[0] of the chunk: the new carry, and with `measure` (carry, measurement)."""
+        i, status, loss_sum, metric_sums, bad, verify_error = carry
         value, grads, sums = self._accumulated_step(xs[i], ys[i])
-        # g·0 sums to 0 when every element is finite and to NaN otherwise.
-        poison = tf.stack([tf.reduce_sum(g * 0) for g in grads])  # [n_vars]
-        healthy = tf.math.is_finite(value * 0 + tf.reduce_sum(poison))
+        healthy, step_bad = self._finite(value, grads) if check_gradients else (tf.constant(True), bad)
         verify_error, agree = self._maybe_verify(healthy, xs[i][0], ys[i][0], verify_error)
-        status = tf.where(healthy, tf.where(agree, _RUNNING, _DISAGREE), _NON_FINITE)
-        return value, grads, sums, status, tf.math.is_nan(poison), verify_error
+        if measure:
+            measured = self._apply_and_measure(grads, xs[i][0])
+        else:
+            self.optimizer.apply(grads, self.variables)
+        if check_gradients or self.config.verify_every:
+            status = tf.where(healthy, tf.where(agree, _RUNNING, _DISAGREE), _NON_FINITE)
+            bad = step_bad
+        carry = (i + 1, status, loss_sum + value, metric_sums + sums, bad, verify_error)
+        return (carry, measured) if measure else carry
 
-    def _measured_step(self, xs, ys, carry):
-        """The chunk's last step, with its health statistics: (carry, measurement)."""
-        i, _, loss_sum, metric_sums, _, verify_error = carry
-        value, grads, sums, status, bad, verify_error = self._checked(xs, ys, i, verify_error)
-        measured = self._apply_and_measure(grads, xs[i][0])
-        return (i + 1, status, loss_sum + value, metric_sums + sums, bad, verify_error), measured
+    def _state_is_finite(self, loss_sum):
+        """Whether the loss sum, the weights and the optimizer's float state are all finite."""
+        tensors = [t for t in self._state if tf.as_dtype(t.dtype).is_floating]
+        poison = [tf.cast(tf.reduce_sum(t * 0), loss_sum.dtype) for t in tensors]  # NaN if any is not
+        return tf.math.is_finite(loss_sum * 0 + tf.add_n(poison))
 
     def _maybe_verify(self, healthy, x, y, verify_error):
         """Every verify_every steps: (per-variable tape↔manual errors, whether they agree)."""
