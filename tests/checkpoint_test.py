@@ -160,6 +160,40 @@ class KeeperTest(ExactTestCase):
         self.assertTrue(bool(restored.stopped.numpy()))
         self.assertEqual(restored.history(), [{"epoch": 1, "loss": 0.5}])
 
+    def _write_run_files(self, workdir: str) -> None:
+        """config.json and data.json of a run of self._keeper's 2-3-1 net (for load_model)."""
+        cfg = _config(workdir, hidden=(3,))
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump(cfg.to_dict(), handle)
+        with open(os.path.join(workdir, "data.json"), "w", encoding="utf-8") as handle:
+            json.dump(train.load_datasets(cfg).preprocessing.to_dict(), handle)
+
+    def test_a_run_checkpoint_restores_through_a_plain_tf_train_checkpoint(self):
+        workdir = self.create_tempdir().full_path
+        saved = self._save_steps(workdir, (4,))
+        other = MLP((2, 3, 1), seed=1)
+        path = tf.train.latest_checkpoint(checkpoint_files.ckpt_dir(workdir))
+        tf.train.Checkpoint(model=other).restore(path).expect_partial()
+        self.assert_weights_equal(other.get_weights(), saved[4])
+
+    def test_checkpoints_of_the_first_format_still_load(self):
+        # The first MLP hid its layers from tf.train.Checkpoint: its runs' checkpoints hold an
+        # empty `model` node and the weights only under `weights` (and the optimizer's references).
+        workdir = self.create_tempdir().full_path
+        self._write_run_files(workdir)
+        _, model, optimizer, state = self._keeper(workdir)
+        model.set_weights([np.full_like(w, 3.0) for w in model.get_weights()])
+        optimizer.iterations.assign(4)
+        first_format = tf.train.Checkpoint(
+            model=tf.Module(), weights=checkpoint._weights(model), optimizer=optimizer, state=state
+        )
+        tf.train.CheckpointManager(first_format, checkpoint_files.ckpt_dir(workdir), 3).save(4)
+        loaded, *_ = checkpoint.load_model(workdir)
+        self.assert_weights_equal(loaded.get_weights(), model.get_weights())
+        keeper, resumed, *_ = self._keeper(workdir)
+        self.assertEndsWith(keeper.restore_latest(), "ckpt-4")
+        self.assert_weights_equal(resumed.get_weights(), model.get_weights())
+
     @parameterized.named_parameters(("index", "index"), ("data", "data"))
     def test_truncated_latest_falls_back_to_the_previous(self, part):
         workdir = self.create_tempdir().full_path
@@ -189,11 +223,7 @@ class KeeperTest(ExactTestCase):
     def test_load_model_of_a_truncated_checkpoint_is_a_checkpoint_error(self):
         """Not the IndexError TF's checkpoint reader raises for a short data file."""
         workdir = self.create_tempdir().full_path
-        cfg = _config(workdir, hidden=(3,))  # the 2-3-1 net of self._keeper
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as handle:
-            json.dump(cfg.to_dict(), handle)
-        with open(os.path.join(workdir, "data.json"), "w", encoding="utf-8") as handle:
-            json.dump(train.load_datasets(cfg).preprocessing.to_dict(), handle)
+        self._write_run_files(workdir)
         saved = self._save_steps(workdir, (4,))
         model, *_ = checkpoint.load_model(workdir)
         self.assert_weights_equal(model.get_weights(), saved[4])

@@ -107,6 +107,17 @@ class MLPTest(tf.test.TestCase, parameterized.TestCase):
         for a, b in zip(weights(model), weights(clone)):
             self.assertAllEqual(a, b)
 
+    def test_tf_train_checkpoint_saves_and_restores_the_weights(self):
+        # Keras 3 hides layers kept only in a Python list from tf.train.Checkpoint.
+        model = MLP(seed=0)
+        path = tf.train.Checkpoint(model=model).save(self.create_tempdir().full_path + "/ckpt")
+        other = MLP(seed=1)
+        tf.train.Checkpoint(model=other).restore(path).assert_consumed()
+        for a, b in zip(weights(model), weights(other)):
+            self.assertAllEqual(a, b)
+        self.assertLen(other.layers, 3)  # tracked once, not once per reference
+        self.assertLen(other.weights, 6)
+
 
 class BadArgumentTest(tf.test.TestCase, parameterized.TestCase):
     """Every bad argument raises ValueError whose message names it."""

@@ -101,9 +101,9 @@ class RunState(tf.Module):
 def _weights(model: MLP) -> tf.Module:
     """The model's variables, in order, as a checkpointable object.
 
-    Keras 3 does not show tf.train.Checkpoint the layers an MLP keeps in a Python list, so
-    `model=model` alone saves no weights (resume only worked through the optimizer's references
-    to them) and restores none (load_model returned the initial weights).
+    The first MLP hid its layers from tf.train.Checkpoint (Keras 3 does not track a Python list
+    for it), so its runs' checkpoints hold the weights only under this holder; it stays so that
+    load_model reads them.  Checkpoints now also hold them under `model`.
     """
     holder = tf.Module(name="weights")
     holder.values = list(model.weights)

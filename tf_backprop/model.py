@@ -103,6 +103,10 @@ class MLP(keras.Model):
             )
             for index, width in enumerate(self.layer_sizes[1:])
         ]
+        # Keras 3 hides layers held in a list from tf.train.Checkpoint; as attributes they are
+        # tracked, so tf.train.Checkpoint(model=mlp) saves and restores the weights.
+        for layer in self.dense_layers:
+            setattr(self, layer.name, layer)
         self.build((None, self.layer_sizes[0]))
 
     def build(self, input_shape):
