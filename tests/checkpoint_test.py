@@ -391,6 +391,26 @@ class ResumeTest(ExactTestCase):
         self.assertEqual(checkpoint_files.read_json(workdir, "config.json")["epochs"], 1)
 
 
+class HealthResumeTest(ExactTestCase):
+    def test_a_resumed_run_continues_the_gradient_health_counts(self):
+        # A threshold every gradient exceeds: each measurement warns for every layer.
+        loud = {"monitor": True, "exploding_threshold": 1e-12}
+        workdir = self.create_tempdir().full_path
+        uninterrupted = self.create_tempdir().full_path
+        with _time_limit():
+            _train(_config(workdir, epochs=2, **loud))
+            _train(_config(workdir, epochs=4, **loud))
+            _train(_config(uninterrupted, epochs=4, **loud))
+        resumed_health = _metrics(workdir)["gradient_health"]
+        self.assertGreater(resumed_health["warnings"]["exploding"], 0)
+        self.assertEqual(resumed_health, _metrics(uninterrupted)["gradient_health"])
+
+
+def _metrics(workdir: str) -> dict:
+    with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
 class EarlyStopResumeTest(ExactTestCase):
     """A run that stopped early is finished: rerunning it, even with more epochs, changes nothing."""
 

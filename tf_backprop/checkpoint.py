@@ -2,11 +2,12 @@
 
 A checkpoint in ``<workdir>/ckpt`` (a `tf.train.CheckpointManager`) holds
 
-* ``model``: the weights;
+* ``model`` and ``weights``: the weights (the first format held them only under ``weights``);
 * ``optimizer``: its slots and iteration count (= the global step);
 * ``state``: the `RunState` variables: epoch and step within it (the data order is a pure
   function of (seed, epoch), so that is the data-order state), the current epoch's running
-  loss and metric sums, the history so far, and the early-stopping state with its best weights.
+  loss and metric sums, the history so far, and the early-stopping state with its best weights;
+* ``health``: the gradient-health detector's counters (absent from the first format).
 
 Gradient accumulation happens inside one update (engine), so no accumulation buffer is ever
 half-filled at a checkpoint.  `tf.train.CheckpointManager` writes the data files first and the
@@ -88,6 +89,9 @@ class RunState(tf.Module):
         self.waited = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.stopped = tf.Variable(False, trainable=False)  # early-stopped: nothing left to do
         self.best_weights = [tf.Variable(w, trainable=False) for w in model.weights]
+        # The gradient-health detector's counters (JSON).  Saved beside the state, not in it:
+        # checkpoints of the first format lack it, so Keeper restores it leniently.
+        self.health_json = self._no_dependency(tf.Variable("{}", dtype=tf.string, trainable=False))
 
     # Methods, not a property setter: tf.Module would wrap an assigned list for tracking.
     def history(self) -> list[dict]:
@@ -115,9 +119,10 @@ class Keeper:
 
     def __init__(self, workdir: str, model: MLP, optimizer, state: RunState, keep: int = 3):
         self.directory = os.path.join(workdir, CHECKPOINT_DIR)
-        self.checkpoint = tf.train.Checkpoint(
-            model=model, weights=_weights(model), optimizer=optimizer, state=state
-        )
+        required = {"model": model, "weights": _weights(model), "optimizer": optimizer, "state": state}
+        self.checkpoint = tf.train.Checkpoint(**required, health=state.health_json)  # what is saved
+        self._required = tf.train.Checkpoint(**required)
+        self._optional = tf.train.Checkpoint(health=state.health_json)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep)
         self.optimizer = optimizer
 
@@ -136,7 +141,8 @@ class Keeper:
         candidates = list(reversed(self.manager.checkpoints))
         for path in candidates:
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                self._required.restore(path).assert_existing_objects_matched()
+                self._optional.restore(path).expect_partial()
             except _UNREADABLE as error:
                 logging.warning(
                     "checkpoint %s is unreadable (%s); trying the previous one", path, _first_line(error)

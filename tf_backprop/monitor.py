@@ -86,6 +86,9 @@ class HealthThresholds:
     patience: int = 3
 
 
+_REPORTED_EVENTS = 50  # metrics.json lists the first this many warning events
+
+
 class HealthDetector:
     """Counts vanishing/exploding kernel gradients over consecutive measurements."""
 
@@ -114,14 +117,26 @@ class HealthDetector:
 
     def _warn(self, kind: str, step: int, layer: str, norm: float, why: str) -> str:
         self.warnings[kind] += 1
-        self.events.append({"kind": kind, "step": step, "layer": layer, "gradient_norm": float(norm)})
+        if len(self.events) < _REPORTED_EVENTS:
+            self.events.append({"kind": kind, "step": step, "layer": layer, "gradient_norm": float(norm)})
         message = f"{kind} gradients in {layer} at step {step}: ‖∂L/∂W‖ = {norm:.3g} {why}"
         logging.warning(message)
         return message
 
     def summary(self) -> dict:
         """For metrics.json: warning counts and the first few events."""
-        return {"warnings": dict(self.warnings), "events": self.events[:50]}
+        return {"warnings": dict(self.warnings), "events": list(self.events)}
+
+    def state(self) -> dict:
+        """Everything observe() accumulates (JSON-ready), for checkpoints."""
+        return {"streak": list(self.streak), **self.summary()}
+
+    def load_state(self, state: dict) -> None:
+        """Continues from a state() saved by the same run; {} (nothing saved) starts afresh."""
+        if state:
+            self.streak = list(state["streak"])
+            self.warnings = dict(state["warnings"])
+            self.events = list(state["events"])
 
 
 class Monitor:

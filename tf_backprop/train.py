@@ -632,10 +632,12 @@ class _Run:
                 variable.assign(best)
 
     def sync_state(self) -> None:
-        """Writes the Python-side epoch counters into the checkpointed state."""
+        """Writes the Python-side epoch counters (and health counters) into the checkpointed state."""
         self.state.step_in_epoch.assign(self.position)
         self.state.epoch_loss_sum.assign(self.epoch_loss)
         self.state.epoch_metric_sums.assign(self.epoch_sums)
+        if self.monitor is not None:
+            self.state.health_json.assign(json.dumps(self.monitor.detector.state()))
 
     def save(self) -> None:
         self.sync_state()
@@ -773,6 +775,8 @@ def train(
             workdir,
         )
         monitor = _make_monitor(config, workdir, model) if distribute_lib.is_chief(strategy) else None
+        if monitor is not None:  # a resumed run continues its warning counts
+            monitor.detector.load_state(json.loads(state.health_json.numpy().decode()))
         run = _Run(batching, datasets, engine, keeper, state, _Progress(progress), monitor)
         try:
             with _signals_recorded(run.signals):
