@@ -14,7 +14,7 @@ import sys
 import tensorflow as tf
 from absl import flags, logging
 
-from tf_backprop import export
+from tf_backprop import export, predict
 from tf_backprop.cli import common
 
 FLAGS = flags.FLAGS
@@ -23,7 +23,7 @@ flags.DEFINE_string("model", None, "SavedModel folder written by tf-backprop-exp
 flags.DEFINE_string("input", None, "CSV with a header row naming the model's features; - for stdin.")
 flags.DEFINE_string("output", "-", "CSV to write (created only once complete); - for stdout.")
 flags.DEFINE_integer(
-    "batch_size", export.PREDICT_BATCH_SIZE, "Rows read and predicted at a time.", lower_bound=1
+    "batch_size", predict.PREDICT_BATCH_SIZE, "Rows read and predicted at a time.", lower_bound=1
 )
 flags.mark_flags_as_required(["model", "input"])
 
@@ -39,7 +39,7 @@ def main(argv):
         # stdout may be the CSV and stderr is for warnings and errors; --verbosity=0 shows progress.
         logging.set_verbosity(logging.WARNING)
     served = export.load_export(FLAGS.model)
-    export.predict_csv(served, FLAGS.input, FLAGS.output, batch_size=FLAGS.batch_size, warn=warn)
+    predict.predict_csv(served, FLAGS.input, FLAGS.output, batch_size=FLAGS.batch_size, warn=warn)
 
 
 def run():

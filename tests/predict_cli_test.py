@@ -1,4 +1,4 @@
-"""Tests of CSV prediction from an export: export.predict_csv in-process, tf-backprop-predict as a subprocess."""
+"""Tests of CSV prediction from an export: predict.predict_csv in-process, tf-backprop-predict as a subprocess."""
 
 import csv
 import io
@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tf_backprop import data, export
+from tf_backprop import data, export, predict
 from tf_backprop.model import MLP
 
 FEATURES = ["x1", "x2", "x3"]
@@ -61,7 +61,7 @@ def read_csv(text: str) -> tuple[list[str], list[list[str]]]:
 
 
 class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
-    """export.predict_csv, the library function behind the CLI."""
+    """predict.predict_csv, the library function behind the CLI."""
 
     @classmethod
     def setUpClass(cls):
@@ -83,7 +83,7 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
         """Runs predict_csv on a CSV of these rows; returns the output file's text."""
         source = write_csv(os.path.join(self.dir, "in.csv"), header, rows)
         output = os.path.join(self.dir, "out.csv")
-        export.predict_csv(self.served[task], source, output, warn=self.warnings.append, **kwargs)
+        predict.predict_csv(self.served[task], source, output, warn=self.warnings.append, **kwargs)
         with open(output, encoding="utf-8") as handle:
             return handle.read()
 
@@ -95,7 +95,7 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
         header, rows, x = shuffled_rows(10)
         out_header, out_rows = read_csv(self.predict(task, header, rows, batch_size=4))
         expected = self.served[task].predict(x)
-        self.assertEqual(out_header, header + export.prediction_columns(self.served[task]))
+        self.assertEqual(out_header, header + predict.prediction_columns(self.served[task]))
         self.assertEqual([r[: len(header)] for r in out_rows], rows)  # input cells copied unchanged
         first = len(header) + (task != "regression")  # after the predicted class name, if any
         predicted = np.array([r[first:] for r in out_rows], dtype=np.float32)
@@ -111,12 +111,12 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn('"id", "note"', self.warnings[0])
 
     def test_column_names(self):
-        self.assertEqual(export.prediction_columns(self.served["regression"]), ["predicted_y"])
+        self.assertEqual(predict.prediction_columns(self.served["regression"]), ["predicted_y"])
         self.assertEqual(
-            export.prediction_columns(self.served["binary"]), ["predicted_label", "probability_yes"]
+            predict.prediction_columns(self.served["binary"]), ["predicted_label", "probability_yes"]
         )
         self.assertEqual(
-            export.prediction_columns(self.served["multiclass"]),
+            predict.prediction_columns(self.served["multiclass"]),
             ["predicted_label", "probability_cat", "probability_dog", "probability_eel"],
         )
 
@@ -170,7 +170,7 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
         with open(source, "w", encoding="utf-8") as handle:
             handle.write('note,x1,x2,x3\n\n"two\nlines",1,2,3\n\nok,1,x,3\n')
         with self.assertRaisesRegex(data.DataError, r'in\.csv:6:3 \(column "x2"\)'):
-            export.predict_csv(
+            predict.predict_csv(
                 self.served["regression"],
                 source,
                 os.path.join(self.dir, "out.csv"),
@@ -224,7 +224,7 @@ class PredictCliTest(tf.test.TestCase):
         out_header, out_rows = read_csv(result.stdout)
         served = export.load_export(self.model)
         expected = served.predict(x)
-        self.assertEqual(out_header, header + export.prediction_columns(served))
+        self.assertEqual(out_header, header + predict.prediction_columns(served))
         self.assertEqual(
             [r[-4] for r in out_rows], [CLASS_NAMES["multiclass"][i] for i in expected["class_ids"]]
         )

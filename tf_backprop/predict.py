@@ -1,0 +1,236 @@
+"""Batch prediction from a CSV with an export (`tf_backprop.export`).
+
+Feature columns are matched by header name, extra columns are ignored (with a warning), and the
+CSV is streamed in batches, so memory stays flat whatever the file's size.  The output CSV is
+the input's columns followed by the prediction columns, written to a temporary sibling and
+renamed into place, so an existing output file is replaced only by a complete one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import operator
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import IO
+
+import numpy as np
+from absl import logging
+
+from tf_backprop import data as data_lib
+from tf_backprop.export import SERVING_SIGNATURE, ServedModel, hidden_sibling
+
+PREDICT_BATCH_SIZE = 4096  # CSV rows per call of the serving signature
+_MAX_LISTED = 10  # column names listed in one message
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def prediction_columns(served: ServedModel) -> list[str]:
+    """Column names predict_csv appends, e.g. predicted_y, or predicted_label, probability_cat, ..."""
+    target = served.target_name
+    if served.task == "regression":
+        k = served.metadata["signatures"][SERVING_SIGNATURE]["outputs"]["predictions"]["shape"][-1]
+        return [f"predicted_{target}"] if k == 1 else [f"predicted_{target}_{i + 1}" for i in range(k)]
+    shown = served.class_names[1:] if served.task == "binary" else served.class_names
+    return [f"predicted_{target}"] + [f"probability_{name}" for name in shown]
+
+
+def _prediction_cells(served: ServedModel, outputs: dict[str, np.ndarray]) -> list[list[str]]:
+    """The signature's outputs for m rows as m lists of CSV cells (float32 round-trips with %.9g)."""
+    if served.task == "regression":
+        values = outputs["predictions"]  # [m, k]
+        return [[f"{v:.9g}" for v in row] for row in values.tolist()]
+    names = np.asarray(served.class_names, dtype=object)[outputs["class_ids"]]  # [m]
+    probabilities = outputs["probabilities"]  # [m, k]; binary: [m, 1] = P(class_names[1])
+    return [[name] + [f"{p:.9g}" for p in row] for name, row in zip(names.tolist(), probabilities.tolist())]
+
+
+# --- CSV prediction -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Columns:
+    """Where the model's features sit in a CSV's header."""
+
+    path: str
+    header: list[str]
+    header_line: int
+    indices: list[int]  # indices[i]: the field holding feature i
+
+    def where(self, line: int, field: int) -> str:
+        """'file:line:col (column "name")', col 1-based as in editors."""
+        return f'{self.path}:{line}:{field + 1} (column "{self.header[field]}")'
+
+
+def _quoted(names: list[str]) -> str:
+    shown = ", ".join(f'"{name}"' for name in names[:_MAX_LISTED])
+    return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
+
+
+def _records(path: str, handle: IO[str]) -> Iterator[tuple[int, list[str]]]:
+    """(start line, fields) of every non-blank CSV record; DataError on malformed CSV."""
+    reader = csv.reader(handle, strict=True)
+    next_line = 1
+    try:
+        for row in reader:
+            if len(row) > 1 or (row and row[0].strip()):  # skip blank lines
+                yield next_line, row
+            next_line = reader.line_num + 1  # a quoted field may span several lines
+    except csv.Error as error:
+        raise data_lib.DataError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
+    except UnicodeDecodeError as error:
+        raise data_lib.DataError(f"{path}:{next_line}: not UTF-8 text ({error.reason})") from None
+
+
+def _match_columns(
+    served: ServedModel, path: str, header_line: int, header: list[str], warn: Callable[[str], None]
+) -> _Columns:
+    """Feature indices by header name; DataError for missing, duplicate or clashing columns."""
+    header = [name.strip() for name in header]
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise data_lib.DataError(f"{path}:{header_line}: duplicate column name(s) {_quoted(duplicates)}")
+    missing = [name for name in served.feature_names if name not in header]
+    if missing:
+        raise data_lib.DataError(
+            f"{path}:{header_line}: missing column(s) {_quoted(missing)} that the model needs "
+            f"(its features: {_quoted(served.feature_names)})"
+        )
+    clashing = [name for name in prediction_columns(served) if name in header]
+    if clashing:
+        raise data_lib.DataError(
+            f"{path}:{header_line}: column(s) {_quoted(clashing)} would be written as predictions; "
+            f"rename or drop them"
+        )
+    extra = [name for name in header if name not in served.feature_names]
+    if extra:
+        warn(f"{path}: ignoring column(s) {_quoted(extra)}, which are not features of the model")
+    return _Columns(path, header, header_line, [header.index(name) for name in served.feature_names])
+
+
+def _parse_batch(columns: _Columns, lines: list[int], rows: list[list[str]]) -> np.ndarray:
+    """The feature cells of `rows` as float32 [m, n]; DataError naming the first bad cell."""
+    width = len(columns.header)
+    if set(map(len, rows)) != {width}:
+        line, row = next((line, row) for line, row in zip(lines, rows) if len(row) != width)
+        raise data_lib.DataError(
+            f"{columns.path}:{line}: expected {width} fields as in the header, got {len(row)}"
+        )
+    try:
+        cells = list(map(operator.itemgetter(*columns.indices), rows))  # a tuple per row (one feature: a str)
+        x = np.array(cells, dtype=np.float64).reshape(len(rows), len(columns.indices))  # [m, n]
+    except ValueError:
+        x = None
+    if x is not None and np.all(np.abs(x) <= _FLOAT32_MAX):  # also False for nan
+        return x.astype(np.float32)
+    for line, row in zip(lines, rows):  # in file order, so the error names the first bad cell
+        for j in sorted(columns.indices):
+            _check_cell(columns.where(line, j), row[j])
+    # Every cell passed float(): NumPy's parser was stricter than Python's (it should not be).
+    return np.array([[float(row[j]) for j in columns.indices] for row in rows], dtype=np.float32)
+
+
+def _check_cell(where: str, cell: str) -> None:
+    """DataError unless the cell is a finite number within float32 range."""
+    text = cell.strip()
+    if not text:
+        raise data_lib.DataError(f"{where}: expected a number, got an empty cell")
+    try:
+        value = float(text)
+    except ValueError:
+        raise data_lib.DataError(f'{where}: expected a number, got "{text[:40]}"') from None
+    if not abs(value) <= _FLOAT32_MAX:  # nan, inf, or inf once cast to float32
+        raise data_lib.DataError(f'{where}: expected a finite float32 number, got "{text[:40]}"')
+
+
+def _batches(
+    records: Iterator[tuple[int, list[str]]], size: int
+) -> Iterator[tuple[list[int], list[list[str]]]]:
+    """(lines, rows) in groups of at most `size` records."""
+    lines, rows = [], []
+    for line, row in records:
+        lines.append(line)
+        rows.append(row)
+        if len(rows) == size:
+            yield lines, rows
+            lines, rows = [], []
+    if rows:
+        yield lines, rows
+
+
+@contextlib.contextmanager
+def _atomic_output(output: str) -> Iterator[IO[str]]:
+    """A text handle for `output` ("-": stdout); a file appears only once complete."""
+    if output == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = os.path.abspath(os.path.expanduser(output))
+    temporary = hidden_sibling(path, "tmp")
+    try:
+        try:
+            handle = open(temporary, "w", encoding="utf-8", newline="")
+        except OSError as error:
+            raise data_lib.DataError(f"{output}: cannot write the file ({error.strerror or error})") from None
+        with handle:
+            yield handle
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[IO[str]]:
+    """The CSV as text ("-": stdin); DataError if it cannot be opened."""
+    if path == "-":
+        yield sys.stdin
+        return
+    try:
+        # utf-8-sig drops the byte-order mark that spreadsheet exports put before the header.
+        handle = open(os.path.expanduser(path), encoding="utf-8-sig", newline="")
+    except OSError as error:
+        raise data_lib.DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
+    with handle:
+        yield handle
+
+
+def predict_csv(
+    served: ServedModel,
+    input_path: str,
+    output: str = "-",
+    *,
+    batch_size: int = PREDICT_BATCH_SIZE,
+    warn: Callable[[str], None] = logging.warning,
+) -> int:
+    """Appends the model's predictions to every row of a CSV; returns the number of rows.
+
+    Features are matched by header name (any order); other columns are copied unchanged and
+    reported once through `warn`.  Rows are read, predicted and written `batch_size` at a
+    time.  `output` "-" is stdout; a file is written to a temporary sibling and renamed at
+    the end, so a failure never leaves a half-written output.
+
+    Raises data.DataError (one line naming file, line and column) for a missing column, a
+    ragged row or a cell that is not a finite number; no output file is created then.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    name = "<stdin>" if input_path == "-" else input_path
+    with _open_input(input_path) as source, _atomic_output(output) as sink:
+        records = _records(name, source)
+        first = next(records, None)
+        if first is None:
+            raise data_lib.DataError(f"{name}: empty file; expected a header row, then data rows")
+        columns = _match_columns(served, name, first[0], first[1], warn)
+        writer = csv.writer(sink, lineterminator="\n")
+        writer.writerow(columns.header + prediction_columns(served))
+        count = 0
+        for lines, rows in _batches(records, batch_size):
+            cells = _prediction_cells(served, served.predict(_parse_batch(columns, lines, rows)))
+            writer.writerows(row + predicted for row, predicted in zip(rows, cells))
+            count += len(rows)
+    logging.info("predicted %d rows of %s with %s", count, name, served.path)
+    return count
