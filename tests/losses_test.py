@@ -153,6 +153,16 @@ class TargetsTest(tf.test.TestCase, parameterized.TestCase):
         as_int = backprop.manual_gradients(model, x, labels, "categorical_crossentropy")
         self.assertAllEqual(as_float[0], as_int[0])
 
+    @parameterized.named_parameters(("above", 2.0), ("below", -0.5), ("nan", np.nan))
+    def test_binary_targets_outside_0_1_are_rejected(self, bad):
+        model, x = self.model_and_x()
+        y = np.full((M, K), 0.5)
+        backprop.manual_gradients(model, x, y, "binary_crossentropy")  # probabilities are fine
+        y[1, 2] = bad
+        self.assert_both_raise(
+            r"^y: binary_crossentropy targets must lie in \[0, 1\]", model, x, y, "binary_crossentropy"
+        )
+
     def test_unknown_loss_lists_valid_names(self):
         model, x = self.model_and_x()
         with self.assertRaisesRegex(ValueError, r"^loss: unknown name 'hinge'") as caught:

@@ -103,7 +103,8 @@ class Loss:
         """Validates y against the loss and the output width; returns it as a tensor.
 
         Regression and binary targets become [m, k] in the model's dtype; integer class labels
-        stay integer [m].  Value checks run only on eager/NumPy input.
+        stay integer [m]; binary targets must lie in [0, 1].  Value checks run only on
+        eager/NumPy input.
         """
         y = tf.convert_to_tensor(y)
         is_label_column = y.shape.rank == 2 and y.shape[-1] == 1 and n_outputs > 1
@@ -117,6 +118,13 @@ class Loss:
                 f"{n_outputs} output(s); expected [batch, {n_outputs}]"
                 + (" or integer labels [batch]" if self.sparse_labels else "")
             )
+        if self.name == "binary_crossentropy" and tf.executing_eagerly() and tf.size(y) > 0:
+            low, high = float(tf.reduce_min(y)), float(tf.reduce_max(y))
+            if not (0.0 <= low and high <= 1.0):  # also catches NaN
+                raise ValueError(
+                    f"y: binary_crossentropy targets must lie in [0, 1] (labels or probabilities), "
+                    f"got values in [{low:g}, {high:g}]"
+                )
         return tf.cast(y, dtype)
 
 
