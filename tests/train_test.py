@@ -8,6 +8,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tf_backprop import backprop, config, train
+from tf_backprop import data as data_lib
 
 # The README states this figure for the default run (see README "Results").
 DEFAULT_TEST_RMSE_BOUND = 0.25
@@ -324,6 +325,27 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
     def test_bad_values_name_the_field(self, values, pattern):
         with self.assertRaisesRegex(config.ConfigError, pattern):
             config.TrainConfig(**values)
+
+    def test_a_bad_target_in_any_row_of_any_split_is_a_data_error(self):
+        # Inside the compiled engine an out-of-range label would become an all-zero one-hot row.
+        cases = [
+            ("spirals:3", "train", -1, 3, r"train split: y: class labels must lie in \[0, 2\]"),
+            (
+                "xor",
+                "validation",
+                -1,
+                2.0,
+                r"validation split: y: binary_crossentropy targets must lie in \[0, 1\]",
+            ),
+        ]
+        for data, split, row, bad, pattern in cases:
+            workdir = self.create_tempdir().full_path
+            cfg = _config(workdir, data=data)
+            datasets = train.load_datasets(cfg)
+            getattr(datasets, split).y[row] = bad
+            with self.assertRaisesRegex(data_lib.DataError, pattern):
+                train.train(cfg, datasets, progress=False)
+            self.assertEmpty(os.listdir(workdir))  # rejected before the workdir is touched
 
     def test_layers_must_fit_the_data(self):
         cfg = _config(self.create_tempdir().full_path, layers=(3, 4, 1))

@@ -22,14 +22,20 @@ from tf_backprop import losses as losses_lib
 from tf_backprop.model import MLP
 
 
-def prepare(model: MLP, x, y, loss: str | losses_lib.Loss):
-    """Validates and converts the inputs shared by both paths: (x, y, loss)."""
+def check_loss_fits(model: MLP, loss: str | losses_lib.Loss) -> losses_lib.Loss:
+    """The loss object; ValueError if the model's output activation cannot feed it."""
     loss = losses_lib.get(loss)
     if loss.on_logits and model.output_activation.name != "linear":
         raise ValueError(
             f"output_activation: {loss.name!r} takes logits, so the output activation must be "
             f"'linear', got {model.output_activation.name!r}"
         )
+    return loss
+
+
+def prepare(model: MLP, x, y, loss: str | losses_lib.Loss):
+    """Validates and converts the inputs shared by both paths: (x, y, loss)."""
+    loss = check_loss_fits(model, loss)
     x = model.cast_inputs(x)
     y = loss.prepare_targets(y, model.layer_sizes[-1], model.compute_dtype)
     if x.shape[0] is not None and y.shape[0] is not None and x.shape[0] != y.shape[0]:

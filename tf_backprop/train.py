@@ -146,6 +146,22 @@ def resolve_loss(config: config_lib.TrainConfig, datasets: data_lib.Datasets) ->
     return losses_lib.get(config.loss or data_lib.default_loss(datasets.task))
 
 
+def check_splits(model: MLP, datasets: data_lib.Datasets, loss: losses_lib.Loss) -> None:
+    """DataError naming the split when its features or targets do not fit the model and loss.
+
+    Every row is checked here, eagerly: inside the compiled engine an out-of-range class label
+    would silently become an all-zero one-hot row.
+    """
+    for name in ("train", "validation", "test"):
+        split = getattr(datasets, name)
+        if split is None:
+            continue
+        try:
+            backprop.prepare(model, split.x, split.y, loss)
+        except ValueError as error:
+            raise data_lib.DataError(f"{datasets.source}, {name} split: {error}") from None
+
+
 def load_datasets(config: config_lib.TrainConfig) -> data_lib.Datasets:
     """The data set named by config.data, split and standardized."""
     return data_lib.load(
@@ -747,7 +763,8 @@ def train(
     with distribute_lib.scope(strategy, device):
         # Everything that can reject the config happens before the workdir is touched.
         model = build_model(config, datasets)
-        backprop.prepare(model, datasets.train.x[:1], datasets.train.y[:1], loss)
+        backprop.check_loss_fits(model, loss)
+        check_splits(model, datasets, loss)
         workdir = distribute_lib.prepare_workdir(
             strategy, config, restart, lambda: _prepare_workdir(config, datasets, restart)
         )
