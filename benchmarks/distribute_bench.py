@@ -42,25 +42,6 @@ ROUNDS = int(os.environ.get("ROUNDS", 5))  # timed epochs per setup, interleaved
 SETUPS = ["none", "none 2b", "mirrored 1", "mirrored 2", "mirrored 2, jit"]
 
 
-def _data(layers, rows, seed=0):
-    import numpy as np
-
-    from tf_backprop import data as data_lib
-
-    rng = np.random.default_rng(seed)
-    x, y = rng.standard_normal((rows, layers[0])), rng.standard_normal((rows, layers[-1]))
-    prep = data_lib.Preprocessing(
-        task="regression",
-        feature_names=[f"x{i}" for i in range(layers[0])],
-        feature_mean=[0.0] * layers[0],
-        feature_std=[1.0] * layers[0],
-        target_name="y",
-        target_mean=[0.0] * layers[-1],
-        target_std=[1.0] * layers[-1],
-    )
-    return data_lib.Datasets(data_lib.Split(x, y), None, None, prep, "benchmark")
-
-
 def _strategy(setup: str):
     from tf_backprop import distribute
 
@@ -133,7 +114,7 @@ def child(index: int) -> dict:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     name, layers, batch, rows = MODELS[index]
-    datasets = _data(layers, rows)
+    datasets = per_model.random_datasets(layers, "mse", rows)
     setups = {
         f"{source}|{setup}": _Setup(layers, batch, datasets, source, setup)
         for source in ("tape", "manual")

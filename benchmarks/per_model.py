@@ -4,6 +4,7 @@ A child's peak RSS and compiled state are its own, so one model's figures never 
 another's.  `main(argv, script, n_models, child, print_table)`:
   script --child I   measures model I (child(I) -> dict) and prints it as one JSON line;
   script [--models=0,2]  runs a child per model and prints the table of their rows.
+`random_datasets` builds the random training data both scripts measure on.
 """
 
 from __future__ import annotations
@@ -37,3 +38,33 @@ def main(
             sys.exit(f"model {index} failed:\n{done.stderr[-3000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print_table(rows)
+
+
+def random_datasets(layers, loss: str, rows: int, seed: int = 0):
+    """A training split of N(0, 1) features and targets (class ids for a cross-entropy loss).
+
+    Identity standardization, no validation or test split.  Imports TensorFlow (via
+    tf_backprop), so call it in the child only.
+    """
+    import numpy as np
+
+    from tf_backprop import data as data_lib
+
+    rng = np.random.default_rng(seed)
+    n_in, n_out = layers[0], layers[-1]
+    x = rng.standard_normal((rows, n_in))
+    regression = loss == "mse"
+    if regression:
+        y = rng.standard_normal((rows, n_out))
+        target = {"task": "regression", "target_mean": [0.0] * n_out, "target_std": [1.0] * n_out}
+    else:
+        y = rng.integers(0, n_out, size=rows).astype(np.int32)
+        target = {"task": "multiclass", "class_names": [str(i) for i in range(n_out)]}
+    prep = data_lib.Preprocessing(
+        feature_names=[f"x{i}" for i in range(n_in)],
+        feature_mean=[0.0] * n_in,
+        feature_std=[1.0] * n_in,
+        target_name="y",
+        **target,
+    )
+    return data_lib.Datasets(data_lib.Split(x, y), None, None, prep, "benchmark")

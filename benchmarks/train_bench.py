@@ -39,37 +39,6 @@ MODELS = [
 ]
 
 
-def _data(layers, loss, rows, seed=0):
-    import numpy as np
-
-    from tf_backprop import data as data_lib
-
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((rows, layers[0]))
-    if loss == "mse":
-        y = rng.standard_normal((rows, layers[-1]))
-        prep = data_lib.Preprocessing(
-            task="regression",
-            feature_names=[f"x{i}" for i in range(layers[0])],
-            feature_mean=[0.0] * layers[0],
-            feature_std=[1.0] * layers[0],
-            target_name="y",
-            target_mean=[0.0] * layers[-1],
-            target_std=[1.0] * layers[-1],
-        )
-    else:
-        y = rng.integers(0, layers[-1], size=rows).astype(np.int32)
-        prep = data_lib.Preprocessing(
-            task="multiclass",
-            feature_names=[f"x{i}" for i in range(layers[0])],
-            feature_mean=[0.0] * layers[0],
-            feature_std=[1.0] * layers[0],
-            target_name="y",
-            class_names=[str(i) for i in range(layers[-1])],
-        )
-    return data_lib.Datasets(data_lib.Split(x, y), None, None, prep, "benchmark")
-
-
 def _keras_fit(layers, batch, loss, datasets, epochs, fast):
     import keras
 
@@ -136,7 +105,7 @@ def child(index: int) -> dict:
     import tempfile
 
     name, layers, batch, loss, rows, (e_fit, e_jit, e_ours) = MODELS[index]
-    datasets = _data(layers, loss, rows)
+    datasets = per_model.random_datasets(layers, loss, rows)
     workdir = tempfile.mkdtemp()
     result = {"model": name}
     result["keras_fit"] = _keras_fit(layers, batch, loss, datasets, e_fit, fast=False)

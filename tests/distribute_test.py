@@ -24,6 +24,7 @@ import time
 from unittest import mock
 
 import numpy as np
+import planted_faults
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -57,18 +58,6 @@ def _assert_weights_close(test, expected, actual, dtype: str) -> None:
     test.assertEqual(len(expected), len(actual))
     for a, b in zip(expected, actual):
         np.testing.assert_allclose(b, a, rtol=rtol, atol=atol)
-
-
-def _flipped_sign(step_fn, variable_index: int):
-    """A gradient path with a planted fault: one variable's gradient has the wrong sign."""
-
-    def faulty(model, x, y, loss, l2=0.0, loss_scale=1.0):
-        value, grads, output = step_fn(model, x, y, loss, l2, loss_scale)
-        grads = list(grads)
-        grads[variable_index] = -grads[variable_index]
-        return value, grads, output
-
-    return faulty
 
 
 # ----------------------------------------------------------------------------- mirrored
@@ -110,7 +99,7 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
             self.assertIn("gradient_health", json.load(handle))
 
     def test_verify_every_catches_a_planted_disagreement_before_the_update(self):
-        planted = {"tape": backprop.tape_step, "manual": _flipped_sign(backprop.manual_step, 2)}
+        planted = {"tape": backprop.tape_step, "manual": planted_faults.flipped_sign(backprop.manual_step, 2)}
         cfg = _config(
             self.create_tempdir().full_path,
             grad_source="manual",

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import planted_faults
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -23,18 +24,6 @@ def _config(workdir: str, **overrides) -> config.TrainConfig:
 
 def _losses(result: train.TrainResult) -> np.ndarray:
     return np.array([record["loss"] for record in result.history])
-
-
-def _flipped_sign(step_fn, variable_index: int):
-    """A gradient path with a planted fault: one variable's gradient has the wrong sign."""
-
-    def faulty(model, x, y, loss, l2=0.0, loss_scale=1.0):
-        value, grads, output = step_fn(model, x, y, loss, l2, loss_scale)
-        grads = list(grads)
-        grads[variable_index] = -grads[variable_index]
-        return value, grads, output
-
-    return faulty
 
 
 _SENTINEL = 50.0  # a finite feature value that no standardized row of the default task reaches
@@ -225,13 +214,13 @@ class VerificationTest(tf.test.TestCase):
             self.assertGreater(result.steps, 0)
 
     def test_verify_every_catches_a_planted_disagreement(self):
-        planted = {"tape": backprop.tape_step, "manual": _flipped_sign(backprop.manual_step, 2)}
+        planted = {"tape": backprop.tape_step, "manual": planted_faults.flipped_sign(backprop.manual_step, 2)}
         cfg = _config(self.create_tempdir().full_path, grad_source="manual", verify_every=5)
         with self.assertRaisesRegex(train.TrainingError, r"step 5: .*dense_2/kernel"):
             train.train(cfg, progress=False, step_functions=planted)
 
     def test_without_verification_the_planted_fault_goes_unnoticed(self):
-        planted = {"tape": backprop.tape_step, "manual": _flipped_sign(backprop.manual_step, 2)}
+        planted = {"tape": backprop.tape_step, "manual": planted_faults.flipped_sign(backprop.manual_step, 2)}
         cfg = _config(self.create_tempdir().full_path, grad_source="manual", epochs=1)
         train.train(cfg, progress=False, step_functions=planted)  # no error: verification is what catches it
 
