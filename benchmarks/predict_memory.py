@@ -25,8 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tf_backprop import data, export  # noqa: E402
+from tf_backprop import data  # noqa: E402
 from tf_backprop.model import MLP  # noqa: E402
+from tf_backprop.serving import export  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("rows", 1_000_000, "Rows of the large CSV.")

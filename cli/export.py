@@ -10,8 +10,8 @@ import tensorflow as tf
 from absl import flags
 
 from tf_backprop import checkpoint as checkpoint_lib
-from tf_backprop import export
 from tf_backprop.cli import common
+from tf_backprop.serving import export
 
 FLAGS = flags.FLAGS
 

@@ -14,8 +14,9 @@ import sys
 import tensorflow as tf
 from absl import flags, logging
 
-from tf_backprop import export, predict
 from tf_backprop.cli import common
+from tf_backprop.serving import predict
+from tf_backprop.serving import served as served_lib
 
 FLAGS = flags.FLAGS
 
@@ -38,7 +39,7 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         # stdout may be the CSV and stderr is for warnings and errors; --verbosity=0 shows progress.
         logging.set_verbosity(logging.WARNING)
-    served = export.load_export(FLAGS.model)
+    served = served_lib.load_export(FLAGS.model)
     predict.predict_csv(served, FLAGS.input, FLAGS.output, batch_size=FLAGS.batch_size, warn=warn)
 
 

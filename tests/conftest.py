@@ -2,7 +2,8 @@
 
 Runs at import time, before any test imports TensorFlow ops:
 * two logical CPU devices, so MirroredStrategy tests run on a CPU-only machine;
-* absl flags marked parsed, so tf.test.TestCase.create_tempdir works under pytest.
+* absl flags marked parsed, so tf.test.TestCase.create_tempdir works under pytest;
+* TestCase.test_session not collected as a test.
 """
 
 import os
@@ -17,3 +18,6 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 flags.FLAGS.mark_as_parsed()
+# tf.test.TestCase.test_session is a deprecated context manager, not a test; unittest's naming
+# rule would collect it in every class (and TensorFlow then skips it as "Not a test").
+tf.test.TestCase.test_session.__test__ = False

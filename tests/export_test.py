@@ -14,8 +14,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tf_backprop import checkpoint, config, data, export, train
+from tf_backprop import checkpoint, config, data, train
 from tf_backprop.model import MLP
+from tf_backprop.serving import export
+from tf_backprop.serving import served as served_lib
 
 FEATURES = ["x1", "x2", "x3"]
 TASKS = ("regression", "binary", "multiclass")
@@ -157,7 +159,7 @@ class SignatureTest(tf.test.TestCase, parameterized.TestCase):
         path, _, _ = self.export("regression")
         metadata = tf.saved_model.load(path).signatures["metadata"]()
         self.assertEqual(metadata["class_names"].shape, (0,))
-        self.assertIsNone(export.load_export(path).class_names)
+        self.assertIsNone(served_lib.load_export(path).class_names)
 
     def test_model_must_fit_preprocessing(self):
         model, _ = make_model("multiclass")
@@ -374,7 +376,7 @@ class ExportRunTest(tf.test.TestCase):
             .normal(size=(7, len(self.preprocessing.feature_names)))
             .astype(np.float32)
         )
-        served = export.load_export(path)
+        served = served_lib.load_export(path)
         expected = expected_outputs(model or self.model, self.preprocessing, x)["predictions"]
         self.assertAllClose(served.predict(x)["predictions"], expected, atol=1e-6, rtol=1e-6)
         self.assertEqual(served.feature_names, self.preprocessing.feature_names)

@@ -11,8 +11,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tf_backprop import data, export, predict
+from tf_backprop import data
 from tf_backprop.model import MLP
+from tf_backprop.serving import export, predict
+from tf_backprop.serving import served as served_lib
 
 FEATURES = ["x1", "x2", "x3"]
 CLASS_NAMES = {"regression": None, "binary": ["no", "yes"], "multiclass": ["cat", "dog", "eel"]}
@@ -67,7 +69,7 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.folder = tempfile.mkdtemp(prefix="predict_test-")
-        cls.served = {task: export.load_export(make_export(cls.folder, task)) for task in CLASS_NAMES}
+        cls.served = {task: served_lib.load_export(make_export(cls.folder, task)) for task in CLASS_NAMES}
 
     @classmethod
     def tearDownClass(cls):
@@ -183,7 +185,7 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_not_an_export(self):
         with self.assertRaisesRegex(export.ExportError, "not a SavedModel folder"):
-            export.load_export(self.dir)
+            served_lib.load_export(self.dir)
 
 
 class PredictCliTest(tf.test.TestCase):
@@ -222,7 +224,7 @@ class PredictCliTest(tf.test.TestCase):
             "which are not features of the model",
         )
         out_header, out_rows = read_csv(result.stdout)
-        served = export.load_export(self.model)
+        served = served_lib.load_export(self.model)
         expected = served.predict(x)
         self.assertEqual(out_header, header + predict.prediction_columns(served))
         self.assertEqual(

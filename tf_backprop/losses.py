@@ -84,6 +84,7 @@ class Loss:
 
     name: str
     value_fn: Callable
+    task: str  # the task whose targets it takes: regression, binary or multiclass
     grad_h: Callable | None = None
     fused_delta: Callable | None = None
     on_logits: bool = False
@@ -149,18 +150,22 @@ def _check_class_labels(y: tf.Tensor, n_classes: int) -> tf.Tensor:
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in (
-        Loss("mse", _mse_value, grad_h=_mse_grad_h),
-        Loss("half_mse", _half_mse_value, grad_h=_half_mse_grad_h),
-        Loss("binary_crossentropy", _bce_value, fused_delta=_bce_delta, on_logits=True),
+        Loss("mse", _mse_value, "regression", grad_h=_mse_grad_h),
+        Loss("half_mse", _half_mse_value, "regression", grad_h=_half_mse_grad_h),
+        Loss("binary_crossentropy", _bce_value, "binary", fused_delta=_bce_delta, on_logits=True),
         Loss(
             "categorical_crossentropy",
             _cce_value,
+            "multiclass",
             fused_delta=_cce_delta,
             on_logits=True,
             sparse_labels=True,
         ),
     )
 }
+
+
+LOSS_NAMES = tuple(LOSSES)
 
 
 def get(loss: str | Loss) -> Loss:

@@ -6,6 +6,7 @@ batch-major as TensorFlow stores it; h_0 = x.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -53,6 +54,36 @@ def validate_layer_sizes(layer_sizes: Sequence[int], name: str = "layer_sizes") 
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
             raise ValueError(f"{name}: expected positive integers, got {list(sizes)}")
     return tuple(int(s) for s in sizes)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSpec:
+    """Everything that defines an MLP before training: the one way to build one from settings.
+
+    The training config, a run folder, the gradcheck and inspect CLIs all describe their net as
+    an MLPSpec and call `build()`.
+    """
+
+    layer_sizes: tuple[int, ...] = ARTICLE_LAYER_SIZES  # [n_0, ..., n_L]
+    activation: str = "relu"  # hidden activation, one of activations.HIDDEN_ACTIVATIONS
+    output_activation: str = "linear"  # linear for regression and the losses on logits
+    initializer: str = "glorot_uniform"  # kernel initializer, one of INITIALIZERS
+    dtype: str = "float32"
+    seed: int | None = 0  # the same seed gives the same initial weights
+
+    def __post_init__(self):
+        object.__setattr__(self, "layer_sizes", validate_layer_sizes(self.layer_sizes))
+
+    def build(self) -> MLP:
+        """A freshly initialized MLP."""
+        return MLP(
+            self.layer_sizes,
+            activation=self.activation,
+            output_activation=self.output_activation,
+            kernel_initializer=self.initializer,
+            dtype=self.dtype,
+            seed=self.seed,
+        )
 
 
 class MLP(keras.Model):
@@ -158,6 +189,18 @@ class MLP(keras.Model):
                 f"got {x.shape.as_list() if x.shape.rank is not None else 'unknown'}"
             )
         return x
+
+    @property
+    def spec(self) -> MLPSpec:
+        """The settings this net was built from (its weights aside)."""
+        return MLPSpec(
+            self.layer_sizes,
+            self.hidden_activation.name,
+            self.output_activation.name,
+            self.kernel_initializer_name,
+            self.compute_dtype,
+            self.seed,
+        )
 
     def get_config(self):
         return {

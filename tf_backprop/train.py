@@ -40,10 +40,10 @@ from tf_backprop import backprop
 from tf_backprop import checkpoint as checkpoint_lib
 from tf_backprop import config as config_lib
 from tf_backprop import data as data_lib
-from tf_backprop import export as export_lib
 from tf_backprop import losses as losses_lib
 from tf_backprop import monitor as monitor_lib
 from tf_backprop.model import MLP
+from tf_backprop.serving import export as export_lib
 
 _TINY = 1e-30
 # Chunk stop codes.

@@ -18,7 +18,8 @@
 The folder appears atomically: it is written to a hidden temporary sibling and renamed into
 place; an existing export is replaced (with overwrite=True) only once the new one is complete.
 
-`load_export` loads such an export for serving; `tf_backprop.predict` runs it over a CSV.
+`tf_backprop.serving.served.load_export` loads such an export for serving;
+`tf_backprop.serving.predict` runs it over a CSV.
 """
 
 from __future__ import annotations
@@ -27,13 +28,11 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_backprop import __version__
+from tf_backprop import __version__, files
 from tf_backprop import checkpoint as checkpoint_lib
 from tf_backprop import config as config_lib
 from tf_backprop import data as data_lib
@@ -46,7 +45,7 @@ INPUT_NAME = "features"
 METADATA_FILE = "metadata.json"  # in the SavedModel's assets/ folder
 FORMAT = "tf_backprop.saved_model"
 FORMAT_VERSION = 1
-_SAVED_MODEL_FILE = "saved_model.pb"
+SAVED_MODEL_FILE = "saved_model.pb"
 
 
 class ExportError(ValueError):
@@ -188,8 +187,8 @@ def _write_saved_model(
 # --- atomic placement ---------------------------------------------------------------------------
 
 
-def _is_saved_model(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, _SAVED_MODEL_FILE))
+def is_saved_model(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))
 
 
 def _check_target(path: str, overwrite: bool) -> None:
@@ -198,34 +197,11 @@ def _check_target(path: str, overwrite: bool) -> None:
         return
     if not overwrite:
         raise ExportError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    if os.path.isdir(path) and (_is_saved_model(path) or not os.listdir(path)):
+    if os.path.isdir(path) and (is_saved_model(path) or not os.listdir(path)):
         return
     raise ExportError(
         f"{path} exists and is not a SavedModel folder; refusing to replace it even with --overwrite"
     )
-
-
-def hidden_sibling(path: str, kind: str) -> str:
-    """A fresh name next to `path`, e.g. <parent>/.export.tmp-1a2b3c4d."""
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{kind}-{uuid.uuid4().hex[:12]}")
-
-
-def _install(staging: str, path: str, overwrite: bool) -> None:
-    """Renames the complete `staging` folder to `path`; an old export is deleted only afterwards."""
-    _check_target(path, overwrite)  # again: something may have appeared while we were writing
-    if not os.path.lexists(path):
-        os.rename(staging, path)
-        return
-    aside = hidden_sibling(path, "old")
-    os.rename(path, aside)
-    try:
-        os.rename(staging, path)
-    except BaseException:
-        os.rename(aside, path)  # put the previous export back
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-    if os.path.lexists(aside):
-        logging.warning("could not delete the replaced export %s; remove it by hand", aside)
 
 
 def export_saved_model(
@@ -256,11 +232,12 @@ def export_saved_model(
     _check_target(path, overwrite)
     _check_compatible(model, preprocessing)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = hidden_sibling(path, "tmp")
+    staging = files.hidden_sibling(path, "tmp")
     os.mkdir(staging)
     try:
         _write_saved_model(model, preprocessing, config, staging)
-        _install(staging, path, overwrite)
+        _check_target(path, overwrite)  # again: something may have appeared while we were writing
+        files.replace_folder(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already unless something failed
     logging.info(
@@ -281,52 +258,3 @@ def export_run(
     _check_target(path, overwrite)  # refuse before loading anything
     model, config, preprocessing = checkpoint_lib.load_model(workdir, checkpoint)
     return export_saved_model(model, preprocessing, config, path, overwrite=overwrite)
-
-
-# --- serving an export --------------------------------------------------------------------------
-
-
-class ServedModel:
-    """An export loaded with tf.saved_model.load: its metadata and a batch predict function."""
-
-    def __init__(self, path: str):
-        if not _is_saved_model(path):
-            raise ExportError(f"{path}: not a SavedModel folder (no {_SAVED_MODEL_FILE})")
-        self.path = path
-        loaded = tf.saved_model.load(path)
-        missing = {SERVING_SIGNATURE, METADATA_SIGNATURE} - set(loaded.signatures)
-        if missing:
-            raise ExportError(
-                f"{path}: not a tf_backprop export (no {', '.join(sorted(missing))} signature; "
-                f"it has {', '.join(sorted(loaded.signatures)) or 'none'})"
-            )
-        self._loaded = loaded  # keeps the signatures' variables alive
-        self._serve = loaded.signatures[SERVING_SIGNATURE]
-        text = loaded.signatures[METADATA_SIGNATURE]()["metadata_json"].numpy().decode("utf-8")
-        self.metadata: dict = json.loads(text)
-
-    @property
-    def task(self) -> str:
-        return self.metadata["task"]
-
-    @property
-    def feature_names(self) -> list[str]:
-        return self.metadata["feature_names"]
-
-    @property
-    def class_names(self) -> list[str] | None:
-        return self.metadata["class_names"]
-
-    @property
-    def target_name(self) -> str:
-        return self.metadata["target_name"]
-
-    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw features [m, n] -> the serving signature's outputs as NumPy arrays."""
-        outputs = self._serve(**{INPUT_NAME: tf.constant(features, tf.float32)})
-        return {name: value.numpy() for name, value in outputs.items()}
-
-
-def load_export(path: str) -> ServedModel:
-    """Loads an export folder; ExportError if it is not one."""
-    return ServedModel(os.path.abspath(os.path.expanduser(path)))

@@ -21,7 +21,9 @@ import numpy as np
 from absl import logging
 
 from tf_backprop import data as data_lib
-from tf_backprop.export import SERVING_SIGNATURE, ServedModel, hidden_sibling
+from tf_backprop import files
+from tf_backprop.serving.export import SERVING_SIGNATURE
+from tf_backprop.serving.served import ServedModel
 
 PREDICT_BATCH_SIZE = 4096  # CSV rows per call of the serving signature
 _MAX_LISTED = 10  # column names listed in one message
@@ -169,18 +171,12 @@ def _atomic_output(output: str) -> Iterator[IO[str]]:
         sys.stdout.flush()
         return
     path = os.path.abspath(os.path.expanduser(output))
-    temporary = hidden_sibling(path, "tmp")
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            handle = open(temporary, "w", encoding="utf-8", newline="")
+            handle = stack.enter_context(files.atomic_text(path))
         except OSError as error:
             raise data_lib.DataError(f"{output}: cannot write the file ({error.strerror or error})") from None
-        with handle:
-            yield handle
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        yield handle
 
 
 @contextlib.contextmanager
