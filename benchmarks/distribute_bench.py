@@ -1,13 +1,13 @@
 """Distributed training throughput: one device against MirroredStrategy, side by side in one run.
 
 For each model (its own subprocess, with 2 logical CPU devices configured at start) and each
-gradient source it measures samples/s of the training loop (`train._Run.train_epoch`, monitoring
+gradient source it measures samples/s of the training loop (`Loop.train_epoch`, monitoring
 off, steps_per_call 1000) for
 
   * none        the single-device engine (everything in one XLA while_loop), batch b;
   * none 2b     the same with batch 2b: the arithmetic of two replicas of b;
-  * mirrored 1  DistributedEngine on MirroredStrategy(["/cpu:0"]), batch b;
-  * mirrored 2  DistributedEngine on the 2 logical CPUs, b per replica (global batch 2b);
+  * mirrored 1  the engine on MirroredStrategy(["/cpu:0"]), batch b;
+  * mirrored 2  the engine on the 2 logical CPUs, b per replica (global batch 2b);
   * mirrored 2, jit   the same with each replica's forward + gradient XLA-compiled (the
                       default on GPU replicas; on CPU replicas it was no faster).
 
@@ -43,23 +43,21 @@ SETUPS = ["none", "none 2b", "mirrored 1", "mirrored 2", "mirrored 2, jit"]
 
 
 def _strategy(setup: str):
-    from tf_backprop import distribute
+    from tf_backprop.training import distributed
 
     if setup.startswith("none"):
         return None
-    return distribute.mirrored_on_cpus(["/cpu:0"] if setup == "mirrored 1" else distribute.cpu_devices(2))
+    return distributed.mirrored_on_cpus(["/cpu:0"] if setup == "mirrored 1" else distributed.cpu_devices(2))
 
 
 class _Setup:
     """One engine on one setup, compiled (warm-up epoch); time_epoch() gives samples/s."""
 
     def __init__(self, layers, batch, datasets, grad_source, setup):
-        import tensorflow as tf
-
-        from tf_backprop import checkpoint, config, distribute, train
+        from tf_backprop import training
 
         batch = 2 * batch if setup == "none 2b" else batch
-        cfg = config.TrainConfig(
+        cfg = training.TrainConfig(
             layers=tuple(layers),
             loss="mse",
             batch_size=batch,
@@ -72,25 +70,11 @@ class _Setup:
             test_split=0.0,
         )
         strategy = _strategy(setup)
-        batching = distribute.global_batch_config(cfg, strategy)
-        self.per_epoch, self.global_batch = (
-            train.steps_per_epoch(batching, len(datasets.train.x)),
-            batching.batch_size,
-        )
-        with distribute.scope(strategy, "/CPU:0"):
-            model = train.build_model(cfg, datasets)
-            optimizer = train.build_optimizer(cfg, self.per_epoch * 100)
-            loss = train.resolve_loss(cfg, datasets)
-            if strategy is None:
-                engine = train.Engine(model, optimizer, loss, cfg, None)
-            else:
-                jit = setup.endswith(", jit")  # the default on CPU replicas: no XLA
-                engine = distribute.DistributedEngine(
-                    strategy, model, optimizer, loss, cfg, None, jit_gradients=jit
-                )
-        with tf.device("/CPU:0"):
-            self.state = checkpoint.RunState(model)
-            self.run = train._Run(batching, datasets, engine, None, self.state, train._Progress(False), None)
+        jit = setup.endswith(", jit") if strategy is not None else None  # on CPU replicas: no XLA
+        trainer = training.build(cfg, datasets, strategy=strategy, jit_gradients=jit)
+        self.per_epoch, self.global_batch = trainer.plan.steps_per_epoch, trainer.plan.global_batch
+        self.run = trainer.loop()
+        self.state = self.run.state
         self.epoch = 0
         self.time_epoch()  # warm-up: compile
 

@@ -3,7 +3,7 @@
 For each model it measures samples/s of
   * Keras fit with defaults,
   * Keras fit with steps_per_execution = a whole epoch and jit_compile=True,
-  * this engine (tf_backprop.train) with --grad_source=tape and =manual, monitoring on
+  * this engine (tf_backprop.training) with --grad_source=tape and =manual, monitoring on
     (default intervals) and, for tape, off,
 on the same MLP class, data and Adam; plus, for the large model, the achieved FLOP/s against
 tf.matmul of 2048×2048 float32 in the same process.  Each model runs in its own subprocess, so
@@ -58,9 +58,10 @@ def _keras_fit(layers, batch, loss, datasets, epochs, fast):
 
 def _ours(layers, batch, loss, datasets, epochs, grad_source, monitor, workdir):
     """Samples/s of the engine's epoch loop (chunks, checks, monitoring; no validation)."""
-    from tf_backprop import checkpoint, config, train
+    from tf_backprop import training
+    from tf_backprop.training import monitor as monitor_lib
 
-    cfg = config.TrainConfig(
+    cfg = training.TrainConfig(
         layers=tuple(layers),
         loss=loss,
         batch_size=batch,
@@ -71,13 +72,10 @@ def _ours(layers, batch, loss, datasets, epochs, grad_source, monitor, workdir):
         val_split=0.0,
         test_split=0.0,
     )
-    model = train.build_model(cfg, datasets)
-    per_epoch = train.steps_per_epoch(cfg, len(datasets.train.x))
-    optimizer = train.build_optimizer(cfg, per_epoch * (epochs + 1))
-    engine = train.Engine(model, optimizer, train.resolve_loss(cfg, datasets), cfg, None)
-    state = checkpoint.RunState(model)
-    monitor_ = train._make_monitor(cfg, workdir, model)
-    run = train._Run(cfg, datasets, engine, None, state, train._Progress(False), monitor_)
+    trainer = training.build(cfg, datasets)
+    per_epoch = trainer.plan.steps_per_epoch
+    run = trainer.loop(monitor=monitor_lib.from_config(cfg, workdir, trainer.model))
+    state = run.state
     run.train_epoch(0, epochs + 1, per_epoch)  # warm-up: compile
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import tensorflow as tf
 from absl import flags
 
-from tf_backprop import checkpoint as checkpoint_lib
 from tf_backprop.cli import common
 from tf_backprop.serving import export
+from tf_backprop.training.errors import CheckpointError
 
 FLAGS = flags.FLAGS
 
@@ -30,7 +30,7 @@ def main(argv):
     del argv
     try:
         path = export.export_run(FLAGS.workdir, FLAGS.output, FLAGS.checkpoint, FLAGS.overwrite)
-    except checkpoint_lib.CheckpointError as error:
+    except CheckpointError as error:
         # A wrong --workdir or --checkpoint is an input error (exit 2), not a failure.
         raise common.UsageError(str(error)) from None
     print(f"exported {path} (signatures: {export.SERVING_SIGNATURE}, {export.METADATA_SIGNATURE})")

@@ -14,9 +14,10 @@ import json
 
 from absl import flags
 
-from tf_backprop import config as config_lib
-from tf_backprop import monitor
+from tf_backprop import losses
 from tf_backprop.cli import common
+from tf_backprop.training import config as config_lib
+from tf_backprop.training import monitor
 
 FLAGS = flags.FLAGS
 _DEFAULTS = monitor.HealthThresholds()
@@ -24,7 +25,7 @@ _DEFAULTS = monitor.HealthThresholds()
 flags.DEFINE_string("layers", "2,32,32,32,32,32,32,32,32,32,1", "All widths (default: 10 layers).")
 flags.DEFINE_string("activation", "sigmoid", "Hidden activation.")
 flags.DEFINE_string("initializer", "glorot_uniform", "Kernel initializer.")
-flags.DEFINE_enum("loss", "mse", config_lib.LOSS_NAMES, "Loss whose gradient is measured.")
+flags.DEFINE_enum("loss", "mse", losses.LOSS_NAMES, "Loss whose gradient is measured.")
 flags.DEFINE_integer("batches", 4, "Random batches to average over.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Rows per batch.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed for weights and data.")

@@ -7,7 +7,7 @@ import os
 
 import tensorflow as tf
 
-from tf_backprop import checkpoint
+from tf_backprop.training import checkpoint
 
 
 def ckpt_dir(workdir: str) -> str:

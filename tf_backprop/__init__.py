@@ -1,17 +1,29 @@
 """tf_backprop: backpropagation made visible, verified and fast (TensorFlow 2 / Keras 3).
 
-Submodules import TensorFlow; this package's top level does not until `MLP` is used, so
-entry points can quiet TensorFlow's C++ logging first.
+The top level names the public API and imports TensorFlow only when one of them is used, so
+entry points can quiet TensorFlow's C++ logging first:
+
+* `MLP`, `MLPSpec` (tf_backprop.model); `backprop` (tape and hand-written gradients);
+* `gradcheck` (gradient checking), `testing` (a tf.test assertion);
+* `train(config)`, `TrainConfig` (tf_backprop.training); `serving` (export, predict).
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "__version__"]
+_LAZY = {
+    "MLP": ("tf_backprop.model", "MLP"),
+    "MLPSpec": ("tf_backprop.model", "MLPSpec"),
+    "TrainConfig": ("tf_backprop.training", "TrainConfig"),
+    "train": ("tf_backprop.training", "train"),
+}
+
+__all__ = [*_LAZY, "__version__"]
 
 
 def __getattr__(name):
-    if name == "MLP":
-        from tf_backprop.model import MLP
-
-        return MLP
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module 'tf_backprop' has no attribute {name!r}")

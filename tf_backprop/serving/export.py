@@ -33,10 +33,10 @@ import tensorflow as tf
 from absl import logging
 
 from tf_backprop import __version__, files
-from tf_backprop import checkpoint as checkpoint_lib
-from tf_backprop import config as config_lib
 from tf_backprop import data as data_lib
 from tf_backprop.model import MLP
+from tf_backprop.training import checkpoint as checkpoint_lib
+from tf_backprop.training.config import TrainConfig
 
 EXPORT_DIR = "export"  # <workdir>/export: where a run's SavedModel goes by default
 SERVING_SIGNATURE = "serving_default"
@@ -66,9 +66,7 @@ def output_specs(preprocessing: data_lib.Preprocessing) -> dict[str, dict]:
     }
 
 
-def build_metadata(
-    model: MLP, preprocessing: data_lib.Preprocessing, config: config_lib.TrainConfig | None
-) -> dict:
+def build_metadata(model: MLP, preprocessing: data_lib.Preprocessing, config: TrainConfig | None) -> dict:
     """The JSON document stored in the export (assets/metadata.json and the metadata signature)."""
     return {
         "format": FORMAT,
@@ -170,7 +168,7 @@ class _ServingModule(tf.Module):
 
 
 def _write_saved_model(
-    model: MLP, preprocessing: data_lib.Preprocessing, config: config_lib.TrainConfig | None, folder: str
+    model: MLP, preprocessing: data_lib.Preprocessing, config: TrainConfig | None, folder: str
 ) -> None:
     """Writes the complete SavedModel into `folder` (an empty directory)."""
     metadata = build_metadata(model, preprocessing, config)
@@ -207,7 +205,7 @@ def _check_target(path: str, overwrite: bool) -> None:
 def export_saved_model(
     model: MLP,
     preprocessing: data_lib.Preprocessing,
-    config: config_lib.TrainConfig | None,
+    config: TrainConfig | None,
     path: str,
     *,
     overwrite: bool = False,
@@ -251,7 +249,7 @@ def export_run(
 ) -> str:
     """Exports a run's checkpoint (default: the latest) to `output` (default <workdir>/export).
 
-    Raises checkpoint.CheckpointError for a workdir without a usable checkpoint, and
+    Raises training.CheckpointError for a workdir without a usable checkpoint, and
     ExportError as `export_saved_model` does.
     """
     path = os.path.abspath(output or os.path.join(workdir, EXPORT_DIR))

@@ -28,7 +28,8 @@ import planted_faults
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tf_backprop import backprop, checkpoint, config, distribute, train
+from tf_backprop import backprop, training
+from tf_backprop.training import checkpoint, config, distributed
 
 _TIMEOUT = 240  # seconds per worker process; a run takes 10-30 s on a loaded 2-core machine
 _LOST_WITHIN = 60  # a surviving worker must exit this soon after its peer was killed
@@ -79,11 +80,11 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
             "grad_accum_steps": accum,
             "verify_every": verify_every,
         }
-        single = train.train(
+        single = training.train(
             _config(self.create_tempdir().full_path, batch_size=20, **common), progress=False
         )
         workdir = self.create_tempdir().full_path
-        mirrored = train.train(
+        mirrored = training.train(
             _config(workdir, batch_size=10, strategy="mirrored", cpu_replicas=2, **common), progress=False
         )
         self.assertEqual(mirrored.steps, single.steps)
@@ -107,20 +108,20 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
             strategy="mirrored",
             cpu_replicas=2,
         )
-        with self.assertRaisesRegex(train.TrainingError, r"^step 5: tape and manual .*dense_2/kernel"):
-            train.train(cfg, progress=False, step_functions=planted)
+        with self.assertRaisesRegex(training.TrainingError, r"^step 5: tape and manual .*dense_2/kernel"):
+            training.train(cfg, progress=False, step_functions=planted)
 
     def test_non_finite_gradient_names_the_step_and_the_variable(self):
         workdir = self.create_tempdir().full_path
         cfg = _config(workdir, epochs=1, shuffle=False, batch_size=5, strategy="mirrored", cpu_replicas=2)
-        datasets = train.load_datasets(cfg)
+        datasets = training.load_datasets(cfg)
         bad_step = 4  # shuffle off: step s reads rows (s-1)·10 .. s·10-1; replica 1 takes the last 5
         datasets.train.x[(bad_step - 1) * 10 + 7] = np.nan
         with self.assertRaisesRegex(
-            train.TrainingError,
+            training.TrainingError,
             rf"^step {bad_step}: non-finite value in the gradient of dense_1/kernel; .*never saved",
         ):
-            train.train(cfg, datasets, progress=False)
+            training.train(cfg, datasets, progress=False)
         self.assertFalse(os.path.exists(os.path.join(workdir, "metrics.json")))
 
 
@@ -128,13 +129,13 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
 class StrategyConfigTest(parameterized.TestCase, tf.test.TestCase):
     def test_other_logical_cpu_count_is_a_clear_error(self):
         with self.assertRaisesRegex(config.ConfigError, r"cpu_replicas: 3 requested, .* 2 logical CPU"):
-            distribute.make_strategy(_config("x", strategy="mirrored", cpu_replicas=3))
+            distributed.make_strategy(_config("x", strategy="mirrored", cpu_replicas=3))
 
     def test_mirrored_without_gpu_or_cpu_replicas_is_a_clear_error(self):
         if tf.config.list_physical_devices("GPU"):
             self.skipTest("this machine has a GPU")
         with self.assertRaisesRegex(config.ConfigError, r"strategy: 'mirrored' needs GPUs .*--cpu_replicas"):
-            distribute.make_strategy(_config("x", strategy="mirrored"))
+            distributed.make_strategy(_config("x", strategy="mirrored"))
 
     @parameterized.parameters(
         (None, r"needs the TF_CONFIG environment variable"),
@@ -150,7 +151,7 @@ class StrategyConfigTest(parameterized.TestCase, tf.test.TestCase):
             environ["TF_CONFIG"] = tf_config
         with mock.patch.dict(os.environ, environ, clear=True):
             with self.assertRaisesRegex(config.ConfigError, pattern):
-                distribute.make_strategy(_config("x", strategy="multi_worker"))
+                distributed.make_strategy(_config("x", strategy="multi_worker"))
 
     @parameterized.parameters(
         ({"cpu_replicas": 2}, "cpu_replicas: only with --strategy=mirrored"),
@@ -293,7 +294,7 @@ def _single_device_reference(root: str) -> list[np.ndarray]:
         histogram_every=0,
         workdir=os.path.join(root, "single"),
     )
-    return train.train(cfg, progress=False).model.get_weights()
+    return training.train(cfg, progress=False).model.get_weights()
 
 
 class MultiWorkerTest(tf.test.TestCase):

@@ -30,7 +30,8 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tf_backprop import checkpoint, model
+from tf_backprop import model
+from tf_backprop.training import checkpoint
 
 _TIMEOUT = 300  # seconds per run; one takes 5-15 s on a loaded 2-core machine
 # 480 training rows: 48 steps per epoch, or 16 with --grad_accum_steps=3; 60 checkpoints, most

@@ -14,10 +14,11 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tf_backprop import checkpoint, config, data, train
+from tf_backprop import data, training
 from tf_backprop.model import MLP
 from tf_backprop.serving import export
 from tf_backprop.serving import served as served_lib
+from tf_backprop.training import checkpoint, config
 
 FEATURES = ["x1", "x2", "x3"]
 TASKS = ("regression", "binary", "multiclass")
@@ -357,7 +358,7 @@ class ExportRunTest(tf.test.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.workdir = tempfile.mkdtemp(prefix="export_test-run-")
-        cls.result = train.train(
+        cls.result = training.train(
             config.TrainConfig(workdir=cls.workdir, epochs=2, n_samples=200, export=False), progress=False
         )
         cls.preprocessing = cls.result.datasets.preprocessing

@@ -18,61 +18,25 @@ a truncated or corrupt latest checkpoint is skipped with a warning (`restore_lat
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 
 import tensorflow as tf
 from absl import logging
 
-from tf_backprop import config as config_lib
 from tf_backprop import data as data_lib
+from tf_backprop import text
 from tf_backprop.model import MLP
+from tf_backprop.training.config import RESUMABLE_FIELDS, TrainConfig
+from tf_backprop.training.errors import CheckpointError, ConfigMismatchError
 
 CHECKPOINT_DIR = "ckpt"
-
-# Config fields a resumed run may change: they change neither the model nor the data.
-HARMLESS_FIELDS = frozenset(
-    {
-        "epochs",
-        "steps",
-        "learning_rate",
-        "patience",
-        "restore_best",
-        "verify_every",
-        "verify_tolerance",
-        "device",
-        "steps_per_call",
-        "workdir",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "export",
-        "histogram_every",
-        "monitor",
-        "vanishing_ratio",
-        "vanishing_floor",
-        "exploding_threshold",
-        "health_patience",
-        "clip_norm",
-        "clip_global_norm",
-        "clip_value",
-    }
-)
-
 
 # What reading a damaged checkpoint raises: tf.errors.OpError from the restore ops; from TF's
 # pybind checkpoint reader (e.g. a truncated data file: "Read less bytes than requested"),
 # IndexError or ValueError, which it does not translate into OpError; AssertionError or
 # ValueError when the objects do not match.
 _UNREADABLE = (tf.errors.OpError, ValueError, AssertionError, IndexError)
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint where one was expected."""
-
-
-class ConfigMismatchError(ValueError):
-    """The workdir holds a run whose model or data differ from the given config."""
 
 
 class RunState(tf.Module):
@@ -145,7 +109,7 @@ class Keeper:
                 self._optional.restore(path).expect_partial()
             except _UNREADABLE as error:
                 logging.warning(
-                    "checkpoint %s is unreadable (%s); trying the previous one", path, _first_line(error)
+                    "checkpoint %s is unreadable (%s); trying the previous one", path, text.first_line(error)
                 )
                 continue
             return path
@@ -157,7 +121,7 @@ class Keeper:
         return None
 
 
-def check_resumable(workdir: str, config: config_lib.TrainConfig) -> config_lib.TrainConfig | None:
+def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
     """The config saved in workdir, or None for a new workdir.
 
     Raises ConfigMismatchError naming every field that differs in a way that changes the model or
@@ -169,10 +133,10 @@ def check_resumable(workdir: str, config: config_lib.TrainConfig) -> config_lib.
     with open(path, encoding="utf-8") as handle:
         saved = json.load(handle)
     # A field added to TrainConfig after that run was saved (e.g. strategy) had its default then.
-    saved = {**{f.name: f.default for f in dataclasses.fields(config_lib.TrainConfig)}, **saved}
+    saved = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **saved}
     new = config.to_dict()
     differing = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
-    harmful = [k for k in differing if k not in HARMLESS_FIELDS]
+    harmful = [k for k in differing if k not in RESUMABLE_FIELDS]
     if harmful:
         details = "; ".join(f"{k}: saved {saved.get(k)!r}, given {new.get(k)!r}" for k in harmful)
         raise ConfigMismatchError(
@@ -181,30 +145,12 @@ def check_resumable(workdir: str, config: config_lib.TrainConfig) -> config_lib.
         )
     for key in differing:
         logging.info("resume with changed %s: %r -> %r", key, saved.get(key), new.get(key))
-    return config_lib.TrainConfig.from_dict(saved)
-
-
-def move_aside(workdir: str) -> str | None:
-    """Moves a previous run's files into <workdir>/previous-<time>/; returns that folder."""
-    names = [
-        n
-        for n in ("ckpt", "config.json", "data.json", "metrics.json", "export", "tb")
-        if os.path.exists(os.path.join(workdir, n))
-    ]
-    if not names:
-        return None
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    aside = os.path.join(workdir, f"previous-{stamp}")
-    os.makedirs(aside)
-    for name in names:
-        os.replace(os.path.join(workdir, name), os.path.join(aside, name))
-    logging.info("restart: moved the previous run's %s to %s", ", ".join(names), aside)
-    return aside
+    return TrainConfig.from_dict(saved)
 
 
 def load_model(
     workdir: str, checkpoint: str | None = None
-) -> tuple[MLP, config_lib.TrainConfig, data_lib.Preprocessing]:
+) -> tuple[MLP, TrainConfig, data_lib.Preprocessing]:
     """The trained model of a run, with its config and data statistics.
 
     Args:
@@ -213,22 +159,15 @@ def load_model(
 
     Raises CheckpointError when a file is missing or the checkpoint cannot be read.
     """
-    config = _read_json(workdir, "config.json", config_lib.TrainConfig.from_dict)
+    config = _read_json(workdir, "config.json", TrainConfig.from_dict)
     preprocessing = _read_json(workdir, "data.json", data_lib.Preprocessing.from_dict)
-    model = MLP(
-        config.layer_sizes(len(preprocessing.feature_names), preprocessing.n_outputs),
-        activation=config.activation,
-        output_activation=config.output_activation,
-        kernel_initializer=config.initializer,
-        dtype=config.dtype,
-        seed=config.seed,
-    )
+    model = config.model_spec(len(preprocessing.feature_names), preprocessing.n_outputs).build()
     path = _checkpoint_path(workdir, checkpoint)
     try:
         reader = tf.train.Checkpoint(model=model, weights=_weights(model))
         reader.restore(path).expect_partial().assert_existing_objects_matched()
     except _UNREADABLE as error:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({_first_line(error)})") from None
+        raise CheckpointError(f"checkpoint {path} is unreadable ({text.first_line(error)})") from None
     return model, config, preprocessing
 
 
@@ -243,10 +182,6 @@ def _checkpoint_path(workdir: str, checkpoint: str | None) -> str:
     if not tf.io.gfile.exists(path + ".index"):
         raise CheckpointError(f"checkpoint {checkpoint!r} not found (looked for {path}.index)")
     return path
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _read_json(workdir: str, name: str, parse):

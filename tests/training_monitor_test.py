@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from tf_backprop import backprop, config, monitor, train
+from tf_backprop import backprop, training
+from tf_backprop.training import config, monitor
 
 DEEP = [2] + [32] * 9 + [1]  # a 10-layer MLP
 
@@ -30,13 +31,13 @@ class EventFileTest(tf.test.TestCase):
         cfg = config.TrainConfig(
             workdir=workdir, n_samples=400, steps=1, dtype="float64", verify_every=1, histogram_every=1
         )
-        result = train.train(cfg, progress=False)
+        result = training.train(cfg, progress=False)
         events = _events(workdir, "train")
         self.assertEqual({step for step, _ in events["gradient_norm/dense_1/kernel"]}, {1})
         # The first step's gradient, recomputed from the initial weights and the first batch.
-        datasets = train.load_datasets(cfg)
-        fresh = train.build_model(cfg, datasets)
-        rows = train.epoch_indices(cfg, len(datasets.train.x), 0)[0, 0]
+        datasets = training.load_datasets(cfg)
+        fresh = cfg.model_spec(datasets.n_features, datasets.n_outputs).build()
+        rows = training.make_plan(cfg, len(datasets.train.x), (2, 3, 3, 1)).epoch_indices(0)[0, 0]
         _, grads = backprop.tape_gradients(fresh, datasets.train.x[rows], datasets.train.y[rows], "mse")
         for name, grad in zip(fresh.variable_names, grads):
             logged = events[f"gradient_norm/{name}"][0][1]
@@ -65,7 +66,7 @@ class EventFileTest(tf.test.TestCase):
 
     def test_monitor_off_writes_no_events(self):
         workdir = self.create_tempdir().full_path
-        train.train(
+        training.train(
             config.TrainConfig(workdir=workdir, n_samples=200, epochs=1, monitor=False), progress=False
         )
         self.assertFalse(os.path.exists(os.path.join(workdir, "tb")))
@@ -120,7 +121,7 @@ class DetectionTest(tf.test.TestCase):
             steps_per_call=10,
             histogram_every=0,
         )
-        train.train(cfg, progress=False)
+        training.train(cfg, progress=False)
         with open(os.path.join(workdir, "metrics.json")) as handle:
             health = json.load(handle)["gradient_health"]
         self.assertGreater(health["warnings"]["vanishing"], 0)
@@ -139,7 +140,7 @@ class DetectionTest(tf.test.TestCase):
             histogram_every=0,
             learning_rate=1e-3,
         )
-        train.train(cfg, progress=False)
+        training.train(cfg, progress=False)
         with open(os.path.join(workdir, "metrics.json")) as handle:
             self.assertEqual(
                 json.load(handle)["gradient_health"]["warnings"], {"vanishing": 0, "exploding": 0}

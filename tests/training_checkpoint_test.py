@@ -1,4 +1,4 @@
-"""Checkpoints and resume through the library (killed CLI runs are in resume_cli_test.py).
+"""Checkpoints and resume through the library (killed CLI runs are in cli_resume_test.py).
 
 A resumed run must continue bit-identically, so the comparisons here are exact
 (np.testing.assert_array_equal, == on histories), never assertAllClose.  The training runs
@@ -20,8 +20,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tf_backprop import checkpoint, config, train
+from tf_backprop import training
 from tf_backprop.model import MLP
+from tf_backprop.training import checkpoint, config
+from tf_backprop.training import workdir as workdir_lib
 
 # 200 rows -> 160 training rows -> 16 steps per epoch.  Chunks end every 8 steps of an epoch
 # and at every 12th step, so checkpoints 12 and 36 fall mid-epoch and 48 ends the run;
@@ -47,8 +49,8 @@ def _config(workdir: str, **overrides) -> config.TrainConfig:
     return config.TrainConfig(**{**_BASE, "workdir": workdir, **overrides})
 
 
-def _train(cfg: config.TrainConfig, **kwargs) -> train.TrainResult:
-    return train.train(cfg, progress=False, **kwargs)
+def _train(cfg: config.TrainConfig, **kwargs) -> training.TrainResult:
+    return training.train(cfg, progress=False, **kwargs)
 
 
 @contextlib.contextmanager
@@ -85,7 +87,7 @@ class ExactTestCase(tf.test.TestCase, parameterized.TestCase):
         for a, e in zip(actual, expected):
             np.testing.assert_array_equal(a, e)
 
-    def assert_same_run(self, result: train.TrainResult, reference: train.TrainResult) -> None:
+    def assert_same_run(self, result: training.TrainResult, reference: training.TrainResult) -> None:
         """Bit-identical weights, history, final metrics and step count."""
         self.assert_weights_equal(result.model.get_weights(), reference.model.get_weights())
         self.assertEqual(result.history, reference.history)
@@ -166,7 +168,7 @@ class KeeperTest(ExactTestCase):
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as handle:
             json.dump(cfg.to_dict(), handle)
         with open(os.path.join(workdir, "data.json"), "w", encoding="utf-8") as handle:
-            json.dump(train.load_datasets(cfg).preprocessing.to_dict(), handle)
+            json.dump(training.load_datasets(cfg).preprocessing.to_dict(), handle)
 
     def test_a_run_checkpoint_restores_through_a_plain_tf_train_checkpoint(self):
         workdir = self.create_tempdir().full_path
@@ -285,7 +287,7 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
 class MoveAsideTest(tf.test.TestCase):
     def test_empty_workdir(self):
         workdir = self.create_tempdir().full_path
-        self.assertIsNone(checkpoint.move_aside(workdir))
+        self.assertIsNone(workdir_lib.move_aside(workdir))
         self.assertEmpty(os.listdir(workdir))
 
     def test_moves_run_files_and_leaves_others(self):
@@ -293,7 +295,7 @@ class MoveAsideTest(tf.test.TestCase):
         for name in ("config.json", "data.json", "metrics.json", "notes.txt"):
             workdir.create_file(name, content=name)
         workdir.create_file("ckpt/checkpoint", content="index")
-        aside = checkpoint.move_aside(workdir.full_path)
+        aside = workdir_lib.move_aside(workdir.full_path)
         self.assertEqual(os.path.dirname(aside), workdir.full_path)
         self.assertStartsWith(os.path.basename(aside), "previous-")
         self.assertCountEqual(os.listdir(workdir.full_path), ["notes.txt", os.path.basename(aside)])
@@ -438,7 +440,7 @@ class DivergenceResumeTest(ExactTestCase):
     def test_lower_learning_rate_resumes_from_the_last_good_checkpoint(self):
         workdir = self.create_tempdir().full_path
         diverging = config.TrainConfig(**_DIVERGING, learning_rate=_DIVERGING_RATE, workdir=workdir)
-        with self.assertRaisesRegex(train.TrainingError, rf"step {_DIVERGING_STEP}: non-finite"):
+        with self.assertRaisesRegex(training.TrainingError, rf"step {_DIVERGING_STEP}: non-finite"):
             _train(diverging)
         state = tf.train.get_checkpoint_state(checkpoint_files.ckpt_dir(workdir))
         self.assertEqual(os.path.basename(state.model_checkpoint_path), f"ckpt-{_LAST_GOOD_STEP}")
@@ -446,7 +448,7 @@ class DivergenceResumeTest(ExactTestCase):
         self.assertTrue(all(np.isfinite(w).all() for w in model.get_weights()))
         # Diverging again from it leaves the checkpoints as they were, to the byte and the mtime.
         checkpoints = checkpoint_files.file_states(checkpoint_files.ckpt_dir(workdir))
-        with self.assertRaisesRegex(train.TrainingError, rf"step {_DIVERGING_STEP}: non-finite"):
+        with self.assertRaisesRegex(training.TrainingError, rf"step {_DIVERGING_STEP}: non-finite"):
             _train(diverging)
         self.assertEqual(checkpoint_files.file_states(checkpoint_files.ckpt_dir(workdir)), checkpoints)
         lower = config.TrainConfig(**_DIVERGING, learning_rate=0.05, workdir=workdir)

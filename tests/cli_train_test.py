@@ -16,7 +16,7 @@ import sys
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tf_backprop import config as config_lib
+from tf_backprop.training import config as config_lib
 
 _TIMEOUT = 120  # seconds per run; the slowest here takes ~6 s alone, ~20 s on a busy machine
 _TINY = ("--epochs=2", "--n_samples=200")  # 32 steps on the default 2-3-3-1 regression

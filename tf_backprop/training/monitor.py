@@ -1,4 +1,4 @@
-"""Gradient health: TensorBoard logging and vanishing/exploding detection.
+"""Gradient health: TensorBoard events of a run and vanishing/exploding detection.
 
 The engine measures, inside its compiled chunk, the last step of every chunk: each variable's
 gradient norm, weight norm and update ratio ‖ΔW‖/‖W‖, plus that step's gradients and
@@ -33,7 +33,7 @@ from absl import logging
 from tensorflow.core.framework import summary_pb2
 
 from tf_backprop import backprop
-from tf_backprop.model import MLP
+from tf_backprop.model import MLP, MLPSpec
 
 HISTOGRAM_BUCKETS = 30  # TensorBoard's default
 
@@ -223,9 +223,7 @@ def gradient_norms_at_init(
     Averages ‖∂L/∂W_l‖ over `batches` random batches (x ~ N(0, 1), targets suited to `loss`);
     returns {"layers": [...], "gradient_norm": [...], "ratio_to_output": [...]}.
     """
-    model = MLP(
-        layer_sizes, activation=activation, kernel_initializer=initializer, dtype="float64", seed=seed
-    )
+    model = MLPSpec(layer_sizes, activation, initializer=initializer, dtype="float64", seed=seed).build()
     rng = np.random.default_rng(seed)
     norms = np.zeros(len(model.dense_layers))
     for _ in range(batches):
@@ -246,3 +244,13 @@ def _random_targets(rng: np.random.Generator, loss: str, m: int, k: int) -> np.n
     if loss == "binary_crossentropy":
         return rng.integers(0, 2, size=(m, k)).astype(np.float64)
     return rng.standard_normal((m, k))
+
+
+def from_config(config, workdir: str, model: MLP) -> Monitor | None:
+    """The run's Monitor (config: a TrainConfig), or None with monitoring off."""
+    if not config.monitor:
+        return None
+    thresholds = HealthThresholds(
+        config.vanishing_ratio, config.vanishing_floor, config.exploding_threshold, config.health_patience
+    )
+    return Monitor(workdir, model, thresholds, config.histogram_every)

@@ -1,0 +1,46 @@
+"""Training: config → plan → model, optimizer and engine → the run loop → outputs.
+
+The public API: `train(config)` runs a whole run into a run folder and returns a
+`TrainResult`; `build(config)` returns a `Trainer` (plan, model, optimizer, engine) whose
+`loop()` trains in memory, for notebooks and benchmarks.  Modules, bottom up: errors, config,
+plan, optimizers, step (one update on one replica), engine (many steps per compiled call),
+distributed (strategies), checkpoint, monitor, workdir, loop, api.
+
+The names below load their module on first use, so importing one module of this package
+(e.g. `training.checkpoint` from serving) does not import the run orchestration above it.
+"""
+
+import importlib
+
+_PUBLIC = {
+    "tf_backprop.training.api": (
+        "TrainResult",
+        "Trainer",
+        "build",
+        "check_splits",
+        "load_datasets",
+        "resolve_loss",
+        "train",
+    ),
+    "tf_backprop.training.config": ("TrainConfig", "from_preset"),
+    "tf_backprop.training.engine": ("Engine",),
+    "tf_backprop.training.errors": (
+        "CheckpointError",
+        "ConfigError",
+        "ConfigMismatchError",
+        "Interrupted",
+        "TrainingError",
+        "WorkerLostError",
+    ),
+    "tf_backprop.training.loop": ("Loop",),
+    "tf_backprop.training.plan": ("Plan", "make_plan"),
+}
+_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(_MODULE_OF[name]), name)
+    raise AttributeError(f"module 'tf_backprop.training' has no attribute {name!r}")

@@ -1,0 +1,266 @@
+"""The public training API: `train(config)` runs a whole run; `build(config)` gives its parts.
+
+The path of one run: config (validated once) → strategy (first, before any other TF call) →
+data → plan (batching and run length) → model, optimizer and engine inside the strategy's
+scope → run folder → resume → the loop (epochs, validation, early stopping, checkpoints,
+monitoring) → metrics.json and the SavedModel export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_backprop import backprop, files
+from tf_backprop import data as data_lib
+from tf_backprop import losses as losses_lib
+from tf_backprop.model import MLP
+from tf_backprop.serving import export as export_lib
+from tf_backprop.training import distributed
+from tf_backprop.training import monitor as monitor_lib
+from tf_backprop.training import workdir as workdir_lib
+from tf_backprop.training.checkpoint import RunState
+from tf_backprop.training.config import TrainConfig
+from tf_backprop.training.engine import Engine
+from tf_backprop.training.loop import Loop, Progress, signals_recorded
+from tf_backprop.training.optimizers import build_optimizer
+from tf_backprop.training.plan import Plan, make_plan
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run produced: the model, its per-epoch history and its final metrics."""
+
+    model: MLP
+    history: list[dict[str, float]]
+    final_metrics: dict[str, float]
+    workdir: str
+    steps: int
+    stopped_early: bool
+    datasets: data_lib.Datasets
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Everything a run trains with, built from a config, before any file is written.
+
+    For notebooks and benchmarks: `trainer.loop()` runs epochs in memory (no workdir, no
+    checkpoints) with `loop.train_epoch(...)` / `loop.run()`; `train()` adds the run folder.
+    """
+
+    config: TrainConfig
+    plan: Plan
+    datasets: data_lib.Datasets
+    strategy: tf.distribute.Strategy | None
+    device: str | None  # without a strategy: '/CPU:0' or '/GPU:0'
+    model: MLP
+    optimizer: keras.optimizers.Optimizer
+    engine: Engine
+
+    def loop(self, keeper=None, progress: bool | None = False, monitor=None, state=None) -> Loop:
+        """A Loop over this trainer's engine (state: a RunState, fresh by default)."""
+        with tf.device(self.device or "/CPU:0"):
+            state = state or RunState(self.model)
+        return Loop(
+            self.plan, self.config, self.datasets, self.engine, state, keeper, Progress(progress), monitor
+        )
+
+
+def build(
+    config: TrainConfig,
+    datasets: data_lib.Datasets | None = None,
+    *,
+    step_functions: Mapping[str, Callable] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    jit_gradients: bool | None = None,
+) -> Trainer:
+    """The strategy, data, plan, model, optimizer and engine of `config`; writes nothing.
+
+    Raises ConfigError / data.DataError for a bad configuration or data.  Call it before any
+    other TensorFlow op when config.strategy needs logical CPU devices.
+
+    Args:
+      config, datasets, step_functions: as for `train`.
+      strategy: a tf.distribute strategy to train on instead of config.strategy's (e.g. a
+        MirroredStrategy over chosen devices); None: the config's.
+      jit_gradients: under a strategy, XLA-compile each replica's forward + gradient
+        (None: on GPU replicas only).
+    """
+    if strategy is None:
+        strategy = distributed.make_strategy(config)  # first: before any other TF call
+    keras.utils.set_random_seed(config.seed)
+    device = distributed.select_device(config.device) if strategy is None else None
+    datasets = datasets if datasets is not None else load_datasets(config)
+    loss = resolve_loss(config, datasets)
+    spec = config.model_spec(datasets.n_features, datasets.n_outputs)
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    plan = make_plan(config, len(datasets.train.x), spec.layer_sizes, replicas)
+    with distributed.scope(strategy, device):
+        model = spec.build()
+        backprop.check_loss_fits(model, loss)
+        check_splits(model, datasets, loss)
+        optimizer = build_optimizer(config, plan.total_steps)
+        runner = None if strategy is None else distributed.Replicas(strategy, jit_gradients)
+        std = datasets.preprocessing.target_std
+        target_std = None if std is None else np.asarray(std, np.float64)
+        engine = Engine(model, optimizer, loss, config, target_std, step_functions, runner)
+    return Trainer(config, plan, datasets, strategy, device, model, optimizer, engine)
+
+
+def train(
+    config: TrainConfig,
+    datasets: data_lib.Datasets | None = None,
+    *,
+    restart: bool = False,
+    progress: bool | None = None,
+    step_functions: Mapping[str, Callable] | None = None,
+) -> TrainResult:
+    """Trains an MLP as `config` says, resuming from the workdir's latest checkpoint if any.
+
+    Writes config.json, data.json, ckpt/, tb/, metrics.json and (config.export) the
+    SavedModel export/ to the workdir.
+
+    Args:
+      config: a validated TrainConfig.
+      datasets: data to train on; None loads `config.data`.
+      restart: move a previous run in the workdir aside (into previous-<time>/) and start over.
+      progress: show a progress bar (None: when stdout is a terminal).
+      step_functions: {"tape": fn, "manual": fn} overriding backprop.STEP_FUNCTIONS, e.g. to
+        check a custom gradient path with verify_every (fn signature as backprop.tape_step).
+
+    Raises:
+      ConfigError / data.DataError: bad configuration or data (nothing trained).
+      ConfigMismatchError: the workdir holds a run with another model or data.
+      CheckpointError: checkpoints exist but none is readable.
+      TrainingError: a non-finite loss or gradient, or tape and manual disagreeing.
+      Interrupted: SIGINT/SIGTERM arrived; a checkpoint was written first.
+      WorkerLostError (a TrainingError): under multi_worker, another worker died.
+
+    Under a strategy (config.strategy) only the chief writes to the workdir; batch_size is the
+    per-replica batch and a step consumes batch_size × replicas rows (docs/distributed.md).
+    """
+    trainer = build(config, datasets, step_functions=step_functions)
+    strategy, datasets = trainer.strategy, trainer.datasets
+    workdir = _prepare_workdir(trainer, restart)
+    # Out of the strategy's scope: RunState's variables stay local (MWMS cannot broadcast strings).
+    with tf.device(trainer.device or "/CPU:0"):
+        state = RunState(trainer.model)
+        keeper = distributed.make_keeper(
+            strategy, workdir, trainer.model, trainer.optimizer, state, config.keep_checkpoints
+        )
+        _resume(keeper, state, trainer.optimizer, config)
+        step = int(trainer.optimizer.iterations.numpy())
+        distributed.check_workers_agree(strategy, config, datasets, step)
+        where = trainer.device or distributed.describe(strategy)
+        logging.info(
+            "%s gradients on %s: %d steps (%d per epoch), workdir %s",
+            config.grad_source, where, trainer.plan.total_steps, trainer.plan.steps_per_epoch, workdir,
+        )  # fmt: skip
+        monitor = (
+            monitor_lib.from_config(config, workdir, trainer.model)
+            if distributed.is_chief(strategy)
+            else None
+        )
+        if monitor is not None:  # a resumed run continues its warning counts
+            monitor.detector.load_state(json.loads(state.health_json.numpy().decode()))
+        loop = trainer.loop(keeper, progress, monitor, state)
+        try:
+            with signals_recorded(loop.signals):
+                loop.run()
+        finally:
+            if monitor is not None:
+                monitor.close()
+        final = loop.final_metrics()
+    history, stopped = state.history(), bool(state.stopped.numpy())
+    _write_outputs(
+        trainer,
+        workdir,
+        {"history": history, "final": final, "steps": loop.step, "stopped_early": stopped},
+        monitor,
+    )
+    return TrainResult(trainer.model, history, final, workdir, loop.step, stopped, datasets)
+
+
+def _prepare_workdir(trainer: Trainer, restart: bool) -> str:
+    """The chief creates (or reopens) the workdir and writes config and data stats; the other
+    workers check it and wait for the chief."""
+    if distributed.is_chief(trainer.strategy):
+        workdir = workdir_lib.prepare(trainer.config, trainer.datasets, restart)
+    else:
+        workdir = distributed.follower_workdir(trainer.config, restart)
+    distributed.barrier(trainer.strategy, "start-up")
+    return workdir
+
+
+def _write_outputs(trainer: Trainer, workdir: str, metrics: dict, monitor) -> None:
+    """metrics.json and the export, by the chief (the others write into a deleted scratch folder)."""
+    if monitor is not None:
+        metrics["gradient_health"] = monitor.detector.summary()
+    with distributed.output_dir(trainer.strategy, workdir) as output:
+        files.write_json(os.path.join(output, "metrics.json"), metrics)
+        if trainer.config.export:
+            path = export_lib.export_saved_model(
+                trainer.model,
+                trainer.datasets.preprocessing,
+                trainer.config,
+                os.path.join(output, export_lib.EXPORT_DIR),
+                overwrite=True,
+            )
+            logging.info("SavedModel in %s", path)
+
+
+def _resume(keeper, state: RunState, optimizer, config: TrainConfig) -> None:
+    """Restores the latest good checkpoint, if any, keeping the config's learning rate."""
+    restored = keeper.restore_latest()
+    if restored is None:
+        return
+    if config.lr_schedule == "constant":
+        optimizer.learning_rate = config.learning_rate  # a harmless change on resume
+    step, epoch = int(optimizer.iterations.numpy()), int(state.epoch.numpy()) + 1
+    logging.info("resumed from %s: step %d, epoch %d", restored, step, epoch)
+    print(f"resuming from {restored} at step {step}, epoch {epoch}", file=sys.stderr)
+
+
+def load_datasets(config: TrainConfig) -> data_lib.Datasets:
+    """The data set named by config.data, split and standardized."""
+    return data_lib.load(
+        config.data,
+        target=config.target,
+        task=config.task,
+        loss=config.loss,
+        val_split=config.val_split,
+        test_split=config.test_split,
+        seed=config.seed,
+        n_samples=config.n_samples,
+        noise=config.noise,
+        standardize=config.standardize,
+    )
+
+
+def resolve_loss(config: TrainConfig, datasets: data_lib.Datasets) -> losses_lib.Loss:
+    """The config's loss, or the task's default one."""
+    return losses_lib.get(config.loss or data_lib.default_loss(datasets.task))
+
+
+def check_splits(model: MLP, datasets: data_lib.Datasets, loss: losses_lib.Loss) -> None:
+    """DataError naming the split when its features or targets do not fit the model and loss.
+
+    Every row is checked here, eagerly: inside the compiled engine an out-of-range class label
+    would silently become an all-zero one-hot row.
+    """
+    for name in ("train", "validation", "test"):
+        split = getattr(datasets, name)
+        if split is None:
+            continue
+        try:
+            backprop.prepare(model, split.x, split.y, loss)
+        except ValueError as error:
+            raise data_lib.DataError(f"{datasets.source}, {name} split: {error}") from None

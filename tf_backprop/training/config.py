@@ -1,0 +1,439 @@
+"""Training configuration: one validated dataclass whose fields are also the CLI's flags.
+
+Every field carries its help text (and, for a closed set of names, its choices) as metadata;
+`fields()` describes them for the CLI, which generates one flag per field, and for the docs.
+A new option is one edit here: its default, help, validation and whether a resumed run may
+change it.  `TrainConfig.validate()` runs once, at construction; every error is a
+`ConfigError` naming the field (= the flag) and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from typing import Any
+
+from tf_backprop import activations, backprop, losses, model
+from tf_backprop import data as data_lib
+from tf_backprop.training import optimizers
+from tf_backprop.training.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "gpu")
+STRATEGIES = ("none", "mirrored", "multi_worker")
+TASKS = ("auto", *data_lib.TASKS)
+GRAD_SOURCES = tuple(backprop.STEP_FUNCTIONS)
+DEFAULT_HIDDEN = (3, 3)  # the article's two hidden layers of 3
+DEFAULT_EPOCHS = 60
+
+
+# The article's TF1 loop, faithfully: ReLU on every layer including the output, N(0, 1)
+# kernels, zero biases, Adam with Keras defaults, 1000 steps of 10 fresh uniform samples
+# with random labels, no standardization, no held-out data.  It cannot learn (docs/article.md).
+PRESET_VALUES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "article": {
+        "layers": (2, 3, 3, 1),
+        "activation": "relu",
+        "output_activation": "relu",
+        "initializer": "random_normal",
+        "loss": "half_mse",
+        "data": "random",
+        "n_samples": 10_000,
+        "standardize": False,
+        "val_split": 0.0,
+        "test_split": 0.0,
+        "shuffle": False,
+        "optimizer": "adam",
+        "learning_rate": 0.001,
+        "batch_size": 10,
+        "steps": 1000,
+    },
+}
+PRESETS = tuple(PRESET_VALUES)
+
+
+def _field(default: Any, help: str, *, choices: tuple[str, ...] | None = None, resumable: bool = False):
+    """A config field: its default, its flag's help, its choices (an enum flag) and whether a
+    resumed run may change it (it changes neither the model nor the data)."""
+    metadata = {"help": help, "choices": choices, "resumable": resumable}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _names(names) -> str:
+    return " | ".join(names)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on.  Defaults train the article's 2-3-3-1 net."""
+
+    # --- model ---
+    layers: tuple[int, ...] | None = _field(
+        None, "All widths, e.g. 2,3,3,1 (the article's). Default: from the data and --hidden."
+    )
+    hidden: tuple[int, ...] | None = _field(
+        None, "Hidden widths, e.g. 64,64; input and output widths come from the data. Default 3,3."
+    )
+    activation: str = _field("relu", f"Hidden activation: {_names(activations.HIDDEN_ACTIVATIONS)}.")
+    output_activation: str = _field(
+        "linear",
+        f"Output activation: {_names(activations.OUTPUT_ACTIVATIONS)} "
+        "(linear for regression and the cross-entropies, which take logits).",
+    )
+    initializer: str = _field(
+        "glorot_uniform",
+        f"Kernel initializer: {_names(model.INITIALIZERS)} (random_normal = the article's N(0,1)); "
+        "biases start at zero.",
+    )
+    dtype: str = _field("float32", "Model dtype.", choices=model.DTYPES)
+    # --- loss and data ---
+    loss: str | None = _field(None, f"{_names(losses.LOSS_NAMES)}. Default: by task.")
+    task: str = _field("auto", "Task type; auto infers it from the target and the loss.", choices=TASKS)
+    l2: float = _field(0.0, "L2 penalty λ of λ/2 Σ‖W‖² on the kernels.")
+    data: str = _field("regression", "regression | xor | spirals[:K] | random | csv:PATH")
+    target: str | None = _field(None, "Target column of a CSV (required with --data=csv:PATH).")
+    n_samples: int = _field(1000, "Rows of a synthetic data set (ignored for CSV).")
+    noise: float = _field(0.05, "Noise std of a synthetic data set (ignored for CSV).")
+    standardize: bool = _field(
+        True, "Standardize features (and regression targets) with the training split's statistics."
+    )
+    val_split: float = _field(0.1, "Validation fraction, in [0, 1).")
+    test_split: float = _field(0.1, "Test fraction, in [0, 1).")
+    shuffle: bool = _field(True, "Reshuffle the training split every epoch (by seed and epoch).")
+    # --- optimization ---
+    optimizer: str = _field("adam", "Keras optimizer.", choices=optimizers.OPTIMIZERS)
+    learning_rate: float = _field(0.01, "Initial learning rate (> 0).", resumable=True)
+    lr_schedule: str = _field("constant", "Learning-rate schedule.", choices=optimizers.LR_SCHEDULES)
+    lr_decay_steps: int = _field(
+        1000, "exponential/step: steps per decay; cosine: decay length (0 = whole run)."
+    )
+    lr_decay_rate: float = _field(0.5, "exponential/step: factor per lr_decay_steps.")
+    lr_alpha: float = _field(0.0, "cosine: final learning rate as a fraction of the initial one.")
+    momentum: float = _field(0.9, "momentum/nesterov momentum; rmsprop's rho.")
+    weight_decay: float | None = _field(
+        None, "Decoupled weight decay (default: Keras's, 0.004 for adamw, none otherwise)."
+    )
+    clip_norm: float | None = _field(None, "Clip each gradient tensor to this norm.", resumable=True)
+    clip_global_norm: float | None = _field(None, "Clip all gradients to this global norm.", resumable=True)
+    clip_value: float | None = _field(None, "Clip each gradient element to ±this value.", resumable=True)
+    batch_size: int = _field(
+        10, "Rows per (micro-)batch; per replica under a strategy (docs/distributed.md)."
+    )
+    grad_accum_steps: int = _field(1, "Micro-batches accumulated per update.")
+    epochs: int | None = _field(
+        None, f"Passes over the training split (default {DEFAULT_EPOCHS}).", resumable=True
+    )
+    steps: int | None = _field(
+        None, "Total updates, instead of --epochs (the last epoch may be partial).", resumable=True
+    )
+    patience: int = _field(
+        0,
+        "Early stopping after this many epochs without a better validation loss (0: off).",
+        resumable=True,
+    )
+    restore_best: bool = _field(
+        True, "With early stopping, end on the weights of the best validation loss.", resumable=True
+    )
+    # --- gradient source and verification ---
+    grad_source: str = _field(
+        "tape", "Gradients from tf.GradientTape or the hand-written chain rule.", choices=GRAD_SOURCES
+    )
+    verify_every: int = _field(
+        0,
+        "Compare tape and manual gradients every N steps; stop if they disagree (0: off).",
+        resumable=True,
+    )
+    verify_tolerance: float | None = _field(
+        None,
+        "Max relative disagreement for --verify_every (default 1e-9 float64, 1e-4 float32).",
+        resumable=True,
+    )
+    # --- run ---
+    seed: int = _field(0, "Seed for weights, data and shuffling.")
+    device: str = _field("auto", "auto uses a GPU when TensorFlow sees one.", choices=DEVICES, resumable=True)
+    strategy: str = _field(
+        "none",
+        "none: one device; mirrored: the local GPUs (or --cpu_replicas logical CPUs); multi_worker: "
+        "MultiWorkerMirroredStrategy from TF_CONFIG. Under a strategy --batch_size is per replica.",
+        choices=STRATEGIES,
+    )
+    cpu_replicas: int = _field(0, "--strategy=mirrored on N logical CPU devices (0: the local GPUs).")
+    steps_per_call: int = _field(
+        0, "Updates per compiled call (0: auto, about 1e10 FLOPs, 20 to 10000 steps).", resumable=True
+    )
+    workdir: str | None = _field(
+        None,
+        "Run folder (default: a new one under ./runs/); an existing run there resumes.",
+        resumable=True,
+    )
+    checkpoint_every: int = _field(
+        0, "Checkpoint every N steps (0: at the end of every epoch).", resumable=True
+    )
+    keep_checkpoints: int = _field(3, "Recent checkpoints to keep.", resumable=True)
+    export: bool = _field(
+        True, "Write a SavedModel to <workdir>/export at the end (--noexport: skip).", resumable=True
+    )
+    # --- monitoring (TensorBoard under <workdir>/tb, gradient health) ---
+    monitor: bool = _field(
+        True,
+        "Per-layer gradient statistics to <workdir>/tb (TensorBoard) and health warnings.",
+        resumable=True,
+    )
+    # Off by default, as in Keras's TensorBoard callback: each costs ~4 ms of TF ops for the
+    # article's net, 10% of a chunk.
+    histogram_every: int = _field(
+        0, "Histograms of weights, gradients, activations every N steps (0: off).", resumable=True
+    )
+    vanishing_ratio: float = _field(
+        1e-3, "Vanishing: a hidden layer's ‖∂L/∂W‖ below this × the output layer's.", resumable=True
+    )
+    vanishing_floor: float = _field(1e-10, "Vanishing: or below this absolute norm.", resumable=True)
+    exploding_threshold: float = _field(
+        1e3, "Exploding: a layer's ‖∂L/∂W‖ above this (or not finite).", resumable=True
+    )
+    health_patience: int = _field(3, "Consecutive measurements before a vanishing warning.", resumable=True)
+    preset: str = _field(
+        "default", "default: learnable task; article: the article's TF1 loop.", choices=PRESETS
+    )
+
+    def __post_init__(self):
+        for name in ("layers", "hidden"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raises ConfigError naming the first bad field."""
+        self._validate_model()
+        self._validate_data()
+        self._validate_optimization()
+        self._validate_run()
+
+    def _validate_model(self) -> None:
+        if self.layers is not None:
+            _wrap(model.validate_layer_sizes, self.layers, "layers")
+        hidden = self.hidden or ()
+        if any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden):
+            raise ConfigError(f"hidden: expected positive integers, got {list(hidden)}")
+        if self.layers is not None and self.hidden is not None and self.hidden != self.layers[1:-1]:
+            raise ConfigError(
+                f"hidden: {list(self.hidden)} contradicts layers {list(self.layers)} "
+                f"(whose hidden widths are {list(self.layers[1:-1])}); give one of them"
+            )
+        _wrap(activations.get, self.activation)
+        _wrap(activations.get, self.output_activation, activations.OUTPUT_ACTIVATIONS, "output_activation")
+        _choice("initializer", self.initializer, tuple(model.INITIALIZERS))
+        _choice("dtype", self.dtype, model.DTYPES)
+
+    def _validate_data(self) -> None:
+        if self.loss is not None:
+            _choice("loss", self.loss, losses.LOSS_NAMES)
+        _choice("task", self.task, TASKS)
+        _at_least("l2", self.l2, 0.0)
+        _at_least("n_samples", self.n_samples, 1)
+        _at_least("noise", self.noise, 0.0)
+        for name in ("val_split", "test_split"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name}: expected a fraction in [0, 1), got {value}")
+        if self.val_split + self.test_split >= 1.0:
+            raise ConfigError(
+                f"val_split + test_split: expected a sum below 1 (something left to train on), "
+                f"got {self.val_split} + {self.test_split}"
+            )
+        if self.data.startswith("csv:") and not self.target:
+            raise ConfigError("target: required with --data=csv:PATH (the column to predict)")
+
+    def _validate_optimization(self) -> None:
+        _choice("optimizer", self.optimizer, optimizers.OPTIMIZERS)
+        _positive("learning_rate", self.learning_rate)
+        _choice("lr_schedule", self.lr_schedule, optimizers.LR_SCHEDULES)
+        _at_least("lr_decay_steps", self.lr_decay_steps, 0)
+        if self.lr_schedule in ("exponential", "step") and self.lr_decay_steps < 1:
+            raise ConfigError(
+                f"lr_decay_steps: expected ≥ 1 for {self.lr_schedule}, got {self.lr_decay_steps}"
+            )
+        _positive("lr_decay_rate", self.lr_decay_rate)
+        if not 0.0 <= self.lr_alpha <= 1.0:
+            raise ConfigError(f"lr_alpha: expected a fraction in [0, 1], got {self.lr_alpha}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum: expected a value in [0, 1), got {self.momentum}")
+        if self.weight_decay is not None:
+            _at_least("weight_decay", self.weight_decay, 0.0)
+        clips = [n for n in ("clip_norm", "clip_global_norm", "clip_value") if getattr(self, n) is not None]
+        for name in clips:
+            _positive(name, getattr(self, name))
+        if len(clips) > 1:
+            raise ConfigError(f"{' and '.join(clips)}: set at most one clipping mode")
+        _positive("batch_size", self.batch_size)
+        _positive("grad_accum_steps", self.grad_accum_steps)
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError("epochs and steps: give one of them, not both")
+        for name in ("epochs", "steps"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        _at_least("patience", self.patience, 0)
+
+    def _validate_run(self) -> None:
+        _choice("grad_source", self.grad_source, GRAD_SOURCES)
+        _at_least("verify_every", self.verify_every, 0)
+        if self.verify_tolerance is not None:
+            _positive("verify_tolerance", self.verify_tolerance)
+        _choice("device", self.device, DEVICES)
+        self._validate_strategy()
+        _at_least("steps_per_call", self.steps_per_call, 0)
+        _at_least("checkpoint_every", self.checkpoint_every, 0)
+        _positive("keep_checkpoints", self.keep_checkpoints)
+        _at_least("histogram_every", self.histogram_every, 0)
+        _positive("vanishing_ratio", self.vanishing_ratio)
+        _at_least("vanishing_floor", self.vanishing_floor, 0.0)
+        _positive("exploding_threshold", self.exploding_threshold)
+        _positive("health_patience", self.health_patience)
+        _choice("preset", self.preset, PRESETS)
+
+    def _validate_strategy(self) -> None:
+        _choice("strategy", self.strategy, STRATEGIES)
+        if (
+            isinstance(self.cpu_replicas, bool)
+            or not isinstance(self.cpu_replicas, int)
+            or self.cpu_replicas < 0
+        ):
+            raise ConfigError(f"cpu_replicas: expected an integer ≥ 0, got {self.cpu_replicas!r}")
+        if self.cpu_replicas and self.strategy != "mirrored":
+            raise ConfigError(f"cpu_replicas: only with --strategy=mirrored, got strategy {self.strategy!r}")
+        if self.strategy == "mirrored" and self.cpu_replicas and self.device == "gpu":
+            raise ConfigError("device: 'gpu' contradicts cpu_replicas (replicas on logical CPU devices)")
+        if self.strategy == "mirrored" and not self.cpu_replicas and self.device == "cpu":
+            raise ConfigError(
+                "device: 'cpu' with --strategy=mirrored needs --cpu_replicas=N (N logical CPUs)"
+            )
+        if self.strategy == "multi_worker" and self.workdir is None:
+            raise ConfigError(
+                "workdir: required with --strategy=multi_worker (the same path on every worker)"
+            )
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def tolerance(self) -> float:
+        """The tape↔manual tolerance used by verify_every."""
+        if self.verify_tolerance is not None:
+            return self.verify_tolerance
+        return 1e-9 if self.dtype == "float64" else 1e-4
+
+    def model_spec(self, n_features: int, n_outputs: int) -> model.MLPSpec:
+        """The MLP for data with n_features inputs and n_outputs outputs; ConfigError if
+        `layers` does not fit them."""
+        if self.layers is None:
+            hidden = self.hidden if self.hidden is not None else DEFAULT_HIDDEN
+            sizes = (n_features, *hidden, n_outputs)
+        elif self.layers[0] != n_features or self.layers[-1] != n_outputs:
+            raise ConfigError(
+                f"layers: {list(self.layers)} does not fit the data, which has {n_features} "
+                f"feature(s) and {n_outputs} output(s); expected [{n_features}, ..., {n_outputs}]"
+            )
+        else:
+            sizes = self.layers
+        return model.MLPSpec(
+            sizes, self.activation, self.output_activation, self.initializer, self.dtype, self.seed
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Inverse of to_dict; unknown keys are a ConfigError."""
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"config: unknown field(s) {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    """One config field as the CLI and the docs see it.
+
+    kind: "bool", "int", "float", "str" or "int_list" (tuple[int, ...]); optional: None is a
+    valid value (and the default says "unset").
+    """
+
+    name: str
+    kind: str
+    optional: bool
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None
+    resumable: bool
+
+
+def fields() -> list[FieldInfo]:
+    """Every TrainConfig field, in declaration order."""
+    hints = typing.get_type_hints(TrainConfig)
+    return [_field_info(f, hints[f.name]) for f in dataclasses.fields(TrainConfig)]
+
+
+def _field_info(field: dataclasses.Field, hint) -> FieldInfo:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    kind = "int_list" if typing.get_origin(base) is tuple else base.__name__
+    meta = field.metadata
+    return FieldInfo(
+        field.name, kind, optional, field.default, meta["help"], meta["choices"], meta["resumable"]
+    )
+
+
+# Fields a resumed run may change: they change neither the model nor the data.
+RESUMABLE_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])
+
+
+def from_preset(preset: str = "default", **overrides: Any) -> TrainConfig:
+    """A config with the preset's values, then `overrides` (e.g. the flags given explicitly)."""
+    _choice("preset", preset, PRESETS)
+    values = dict(PRESET_VALUES[preset])
+    # The run length is one choice: an explicit epochs replaces a preset's steps and vice versa.
+    if "epochs" in overrides:
+        values.pop("steps", None)
+    if "steps" in overrides:
+        values.pop("epochs", None)
+    return TrainConfig(**{**values, **overrides, "preset": preset})
+
+
+def _wrap(check, *args) -> None:
+    try:
+        check(*args)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name}: unknown name {value!r}; expected one of {', '.join(valid)}")
+
+
+def _positive(name: str, value: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{name}: expected a number > 0, got {value!r}")
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < low
+    ):
+        raise ConfigError(f"{name}: expected a number ≥ {low:g}, got {value!r}")

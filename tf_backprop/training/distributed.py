@@ -1,0 +1,386 @@
+"""What distribution adds to a run: the strategy, its runner, chief-only files, worker checks.
+
+`make_strategy(config)` builds MirroredStrategy (local GPUs or logical CPUs) or
+MultiWorkerMirroredStrategy (TF_CONFIG) — call it before any other TensorFlow call.
+`Replicas(strategy)` is the engine's runner on it: each step runs on every replica with
+`strategy.run`, and its loss, metric sums, flags and (measured) gradients are SUM-reduced, so
+every worker sees the same figures and stops at the same step.  The step itself
+(`training.step`) scales its loss by 1/replicas; the Keras optimizer sums the gradients, so an
+update equals a single-device step on the global batch.  Clipping, if configured, happens per
+replica before that sum (Keras).
+
+What runs under XLA: XLA cannot compile a replica step that contains the optimizer on a CPU
+strategy, so a step is a plain compiled ``tf.while_loop`` iteration.  On GPU replicas each
+replica's forward + gradient is a ``jit_compile=True`` function (XLA fuses the small kernels);
+on CPU replicas TF's own kernels were as fast or faster (benchmarks/distribute_bench.py).
+
+Files.  The run's progress (checkpoint.RunState) is created outside the strategy's scope: its
+variables are plain, identical on every worker (MultiWorkerMirroredStrategy cannot broadcast
+the string one).  Only the chief (task 0) writes the run's files.  Every other worker calls the
+same saves (a checkpoint save or an export may involve collectives) into a temporary folder it
+deletes, and restores from the chief's workdir, which it must be able to read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_backprop import data as data_lib
+from tf_backprop.model import MLP
+from tf_backprop.training import checkpoint as checkpoint_lib
+from tf_backprop.training.config import TrainConfig
+from tf_backprop.training.errors import CheckpointError, ConfigError, WorkerLostError
+
+_SUM = tf.distribute.ReduceOp.SUM
+# What a collective raises when a peer died or the cluster's health check aborted it.
+_LOST = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+)
+_WORKER_JOBS = ("chief", "worker")
+_COLLECTIVE_KEY_STRIDE = 10_000  # group keys per MirroredStrategy instance
+
+
+# ----------------------------------------------------------------------------- the strategy
+def make_strategy(config: TrainConfig) -> tf.distribute.Strategy | None:
+    """The strategy for config.strategy; None for "none".  Call before any other TF call."""
+    if config.strategy == "mirrored":
+        return _mirrored(config)
+    if config.strategy == "multi_worker":
+        return _multi_worker(config)
+    return None
+
+
+def _fresh_collective_keys() -> None:
+    """Gives the next MirroredStrategy of this process collective keys no earlier one used.
+
+    Every instance starts its group keys at 1 + the class's _collective_key_base, so a second
+    strategy in one process (tests, benchmarks, notebooks) would reuse the first one's keys and
+    its collectives fail ("Collective instance 100 expected type ... but got ...").
+    """
+    tf.distribute.MirroredStrategy._collective_key_base += _COLLECTIVE_KEY_STRIDE
+
+
+def _mirrored(config: TrainConfig) -> tf.distribute.MirroredStrategy:
+    """MirroredStrategy over cpu_replicas logical CPUs, or over every local GPU."""
+    if config.cpu_replicas:
+        return mirrored_on_cpus(cpu_devices(config.cpu_replicas))
+    _fresh_collective_keys()
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise ConfigError(
+            "strategy: 'mirrored' needs GPUs and TensorFlow sees none; give --cpu_replicas=N to "
+            "mirror over N logical CPU devices, or install tensorflow[and-cuda] on a GPU machine"
+        )
+    return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(len(gpus))])
+
+
+def mirrored_on_cpus(devices: list[str]) -> tf.distribute.MirroredStrategy:
+    """MirroredStrategy over CPU devices, reducing on one of them.
+
+    Between logical CPUs of one process ReductionToOneDevice beats the default RING collectives
+    by 10-25% (benchmarks/distribute_bench.py), and it needs no collective keys.
+    """
+    return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def cpu_devices(count: int) -> list[str]:
+    """The names of `count` logical CPU devices, configuring them if TF has not started yet.
+
+    Raises ConfigError when the runtime already runs with another number of logical CPUs
+    (logical devices can only be configured before TensorFlow initializes).
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    configured = tf.config.get_logical_device_configuration(cpu)
+    if configured is None or len(configured) != count:
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+            )
+        except RuntimeError:
+            pass  # already initialized: checked below
+    names = [device.name for device in tf.config.list_logical_devices("CPU")]
+    if len(names) != count:
+        raise ConfigError(
+            f"cpu_replicas: {count} requested, but TensorFlow is already running with "
+            f"{len(names)} logical CPU device(s); they can only be configured before TensorFlow "
+            f"initializes (use a new process, or --cpu_replicas={len(names)})"
+        )
+    return names
+
+
+def _multi_worker(config: TrainConfig) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """MultiWorkerMirroredStrategy configured by TF_CONFIG (validated first)."""
+    cluster, task = parse_tf_config(os.environ.get("TF_CONFIG"))
+    if config.device == "cpu":
+        tf.config.set_visible_devices([], "GPU")  # before the runtime starts
+    elif config.device == "gpu" and not tf.config.list_physical_devices("GPU"):
+        raise ConfigError("device: 'gpu' requested but TensorFlow sees no GPU")
+    logging.info("multi-worker: task %s:%d of %s", task["type"], task["index"], cluster)
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def parse_tf_config(text: str | None) -> tuple[dict[str, list[str]], dict]:
+    """(cluster, task) of a TF_CONFIG value; ConfigError saying what is missing or wrong."""
+    example = '{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}'
+    if not text:
+        raise ConfigError(
+            f"strategy: 'multi_worker' needs the TF_CONFIG environment variable on every worker, e.g. {example}"
+        )
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"TF_CONFIG: not valid JSON ({error}); expected e.g. {example}") from None
+    cluster = parsed.get("cluster") if isinstance(parsed, dict) else None
+    task = parsed.get("task") if isinstance(parsed, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
+        raise ConfigError(f"TF_CONFIG: expected a 'cluster' and a 'task' object, e.g. {example}")
+    for job, addresses in cluster.items():
+        if job not in _WORKER_JOBS:
+            raise ConfigError(f"TF_CONFIG: job {job!r} is not supported; use 'worker' (and 'chief')")
+        if not isinstance(addresses, list) or not addresses or not all(_is_address(a) for a in addresses):
+            raise ConfigError(f"TF_CONFIG: cluster.{job} must be a list of 'host:port', got {addresses!r}")
+    kind, index = task.get("type"), task.get("index")
+    if kind not in cluster or isinstance(index, bool) or not isinstance(index, int):
+        raise ConfigError(
+            f"TF_CONFIG: task must name a job of the cluster ({', '.join(cluster)}) and an integer "
+            f"index, got {task!r}"
+        )
+    if not 0 <= index < len(cluster[kind]):
+        raise ConfigError(
+            f"TF_CONFIG: task index {index} outside cluster.{kind} (0..{len(cluster[kind]) - 1})"
+        )
+    return cluster, task
+
+
+def _is_address(address) -> bool:
+    return isinstance(address, str) and bool(re.fullmatch(r"[^\s:]+:\d+|\[[0-9a-fA-F:]+\]:\d+", address))
+
+
+def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
+    """Whether this process writes the run's files: always, except on non-chief workers."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return _is_chief_task(resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id)
+
+
+def is_chief_process() -> bool:
+    """Whether TF_CONFIG (if any) makes this process the chief: task 'chief', else worker 0."""
+    if not os.environ.get("TF_CONFIG"):
+        return True
+    cluster, task = parse_tf_config(os.environ["TF_CONFIG"])
+    return _is_chief_task(cluster, task["type"], task["index"])
+
+
+def _is_chief_task(cluster: Mapping, task_type: str, task_id: int) -> bool:
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and task_id == 0
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def describe(strategy: tf.distribute.Strategy) -> str:
+    """E.g. 'MirroredStrategy, 2 replicas (/cpu:0, /cpu:1)'; for logs."""
+    devices = ", ".join(strategy.extended.worker_devices)
+    if is_multi_worker(strategy):
+        task = f"{strategy.cluster_resolver.task_type}:{strategy.cluster_resolver.task_id}"
+        return f"MultiWorkerMirroredStrategy, {strategy.num_replicas_in_sync} replicas, this is {task} ({devices})"
+    return f"MirroredStrategy, {strategy.num_replicas_in_sync} replicas ({devices})"
+
+
+def select_device(name: str) -> str:
+    """'/GPU:0' or '/CPU:0' for --device {auto, cpu, gpu}; ConfigError for gpu with none."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "gpu" and not gpus:
+        raise ConfigError(
+            "device: 'gpu' requested but TensorFlow sees no GPU (install tensorflow[and-cuda] "
+            "on a machine with an NVIDIA GPU, or use --device=cpu)"
+        )
+    return "/GPU:0" if name != "cpu" and gpus else "/CPU:0"
+
+
+def scope(strategy: tf.distribute.Strategy | None, device: str | None):
+    """strategy.scope(), or tf.device(device) without a strategy."""
+    return strategy.scope() if strategy is not None else tf.device(device)
+
+
+# ----------------------------------------------------------------------------- collectives
+@contextlib.contextmanager
+def worker_errors(what: Callable[[], str]) -> Iterator[None]:
+    """Turns a failed collective into a one-line WorkerLostError (what(): e.g. 'step 120')."""
+    try:
+        yield
+    except _LOST as error:
+        raise WorkerLostError(
+            f"{what()}: lost contact with another worker ({_cause(error)}); restart every worker "
+            f"with the same command to resume from the last checkpoint"
+        ) from None
+
+
+def _cause(error: tf.errors.OpError) -> str:
+    """The useful part of a collective's error, on one line."""
+    text = error.message
+    match = re.search(r"aborted by: (.*)", text, re.S)
+    text = match.group(1) if match else text
+    text = re.split(r"The tasks have crashed|Additional GRPC|\[type\.googleapis|The error could be", text)[0]
+    text = " ".join(text.replace("Error reported from ", "").split())
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+def _gather(strategy: tf.distribute.Strategy, values: list[float]) -> np.ndarray:
+    """Every replica's `values` ([replicas, n]); a collective, so also a barrier."""
+    local = tf.constant(values, tf.float64)
+
+    @tf.function  # strategy.run is slow and noisy eagerly
+    def gather():
+        return strategy.gather(strategy.run(lambda: tf.identity(local)), axis=0)
+
+    return gather().numpy().reshape(strategy.num_replicas_in_sync, -1)
+
+
+def barrier(strategy: tf.distribute.Strategy | None, what: str) -> None:
+    """Waits until every worker gets here (multi-worker only)."""
+    if is_multi_worker(strategy):
+        with worker_errors(lambda: what):
+            _gather(strategy, [0.0])
+
+
+def check_workers_agree(
+    strategy: tf.distribute.Strategy | None,
+    config: TrainConfig,
+    datasets: data_lib.Datasets,
+    step: int,
+) -> None:
+    """ConfigError unless every worker has the same config, data statistics and restored step."""
+    if not is_multi_worker(strategy):
+        return
+    fingerprint = json.dumps([config.to_dict(), datasets.preprocessing.to_dict()], sort_keys=True)
+    mine = [float(zlib.crc32(fingerprint.encode())), float(len(datasets.train.x)), float(step)]
+    with worker_errors(lambda: "start-up"):
+        every = _gather(strategy, mine)
+    if (every[:, :2] != every[0, :2]).any():
+        raise ConfigError(
+            "strategy: the workers were started with different flags or data; give every worker "
+            "the same command (only TF_CONFIG differs)"
+        )
+    if (every[:, 2] != every[0, 2]).any():
+        steps = ", ".join(str(int(s)) for s in every[:, 2])
+        raise CheckpointError(
+            f"the workers resumed at different steps ({steps}): every worker must read the chief's "
+            f"workdir (a shared filesystem, same path), or start over with --restart"
+        )
+
+
+# ----------------------------------------------------------------------------- files
+def follower_workdir(config: TrainConfig, restart: bool) -> str:
+    """A non-chief worker's view of the workdir the chief prepares: checked, never written."""
+    workdir = os.path.abspath(config.workdir)
+    if not restart:
+        checkpoint_lib.check_resumable(workdir, config)  # read-only: the chief writes it
+    return workdir
+
+
+def _temporary_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
+    """A non-chief worker's scratch folder (TensorFlow's `workertemp_<id>` convention)."""
+    return os.path.join(workdir, f"workertemp_{strategy.cluster_resolver.task_id}")
+
+
+class _WorkerKeeper:
+    """A non-chief worker's checkpoints: restores the chief's; saves into a folder it deletes."""
+
+    def __init__(self, workdir: str, temporary: str, model: MLP, optimizer, state, keep: int):
+        self.reader = checkpoint_lib.Keeper(workdir, model, optimizer, state, keep)
+        self.directory, self.temporary = self.reader.directory, temporary
+
+    def restore_latest(self) -> str | None:
+        return self.reader.restore_latest()
+
+    def save(self) -> str:
+        """Writes a checkpoint like the chief does, then deletes it."""
+        path = self.reader.checkpoint.write(os.path.join(self.temporary, "ckpt"))
+        shutil.rmtree(self.temporary, ignore_errors=True)
+        logging.info("checkpoint written and deleted (not the chief): %s", path)
+        return path
+
+
+def make_keeper(
+    strategy: tf.distribute.Strategy | None, workdir: str, model: MLP, optimizer, state, keep: int
+):
+    """checkpoint.Keeper for the chief; a temporary-writing keeper for the other workers."""
+    if is_chief(strategy):
+        return checkpoint_lib.Keeper(workdir, model, optimizer, state, keep)
+    return _WorkerKeeper(workdir, _temporary_dir(workdir, strategy), model, optimizer, state, keep)
+
+
+@contextlib.contextmanager
+def output_dir(strategy: tf.distribute.Strategy | None, workdir: str) -> Iterator[str]:
+    """Where this process writes metrics and the export: the workdir, or a deleted scratch folder."""
+    if is_chief(strategy):
+        yield workdir
+        return
+    temporary = _temporary_dir(workdir, strategy)
+    os.makedirs(temporary, exist_ok=True)
+    try:
+        yield temporary
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the runner
+class Replicas:
+    """The engine's runner on a strategy: a step on every replica, its figures summed.
+
+    jit_gradients: XLA-compile each replica's forward + gradient; None: on GPU replicas only
+    (on CPU replicas TF's own kernels were as fast or faster: benchmarks/distribute_bench.py).
+    """
+
+    jit = False  # XLA cannot compile the optimizer's cross-replica update on CPU strategies
+    replays = False  # every step is checked: restoring distributed state is not attempted
+
+    def __init__(self, strategy: tf.distribute.Strategy, jit_gradients: bool | None = None):
+        self.strategy = strategy
+        if jit_gradients is None:
+            jit_gradients = all("GPU" in d.upper() for d in strategy.extended.worker_devices)
+        self.jit_gradients = jit_gradients
+
+    def place(self, tensor):
+        """One copy of `tensor` per replica device (no copy between CPUs)."""
+        return self.strategy.experimental_distribute_values_from_function(lambda _: tf.identity(tensor))
+
+    def run(self, fn, *args, **kwargs):
+        return self.strategy.run(fn, args=args, kwargs=kwargs)
+
+    def sum(self, value):
+        """A nest of per-replica tensors (one dtype) summed over every replica, in one collective
+        (every worker calls it): a reduction per tensor would cost a cross-device op each."""
+        flat = tf.nest.flatten(value)
+        packed = self.run(lambda *tensors: tf.concat([tf.reshape(t, [-1]) for t in tensors], 0), *flat)
+        total = self.strategy.reduce(_SUM, packed, axis=None)
+        sizes = [int(np.prod(t.shape)) for t in self.first(flat)]
+        parts = tf.split(total, sizes)
+        return tf.nest.pack_sequence_as(
+            value, [tf.reshape(p, t.shape) for p, t in zip(parts, self.first(flat))]
+        )
+
+    def first(self, value):
+        """Replica 0's value (of this worker; identical on every replica where it is used)."""
+        return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], value)
+
+    def errors(self, what: Callable[[], str]):
+        return worker_errors(what)

@@ -1,0 +1,40 @@
+"""The errors a training run raises, in one place so every layer can name them.
+
+ValueError subclasses are input errors (the CLIs exit 2); RuntimeError subclasses are failures
+while running (exit 1); `Interrupted` carries its own exit code.
+"""
+
+from __future__ import annotations
+
+import signal
+
+
+class ConfigError(ValueError):
+    """A config field is out of range or inconsistent; the message names the field."""
+
+
+class ConfigMismatchError(ValueError):
+    """The workdir holds a run whose model or data differ from the given config."""
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was expected."""
+
+
+class TrainingError(RuntimeError):
+    """Training failed (non-finite loss or gradient, tape/manual disagreement)."""
+
+
+class WorkerLostError(TrainingError):
+    """A collective failed: another worker died or became unreachable."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was written first.  exit_code is 128 + signum."""
+
+    def __init__(self, signum: int, step: int, workdir: str):
+        self.signum, self.step, self.exit_code = signum, step, 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} at step {step}: checkpoint written to {workdir}/ckpt; rerun the same command to resume"
+        )

@@ -1,0 +1,101 @@
+"""The run's numbers, derived once from the config, the data and the replica count.
+
+Nothing else computes a batch size, a step count or a chunk length: the engine, the run loop
+and the benchmarks all read them from the `Plan`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from tf_backprop.training.config import DEFAULT_EPOCHS, TrainConfig
+from tf_backprop.training.errors import ConfigError
+
+MIN_AUTO_CHUNK, MAX_AUTO_CHUNK = 20, 10_000
+AUTO_CHUNK_FLOPS = 1e10  # ≈ 0.1–0.5 s of a CPU per compiled call
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Batching and run length of one run.
+
+    A step consumes grad_accum_steps micro-batches of global_batch rows; replica r of
+    `replicas` takes columns r·batch_size .. (r+1)·batch_size of each.
+    """
+
+    layer_sizes: tuple[int, ...]
+    replicas: int
+    batch_size: int  # rows per micro-batch per replica
+    grad_accum_steps: int
+    n_train: int  # rows of the training split
+    steps_per_epoch: int  # full updates per epoch; the shuffled remainder is dropped
+    total_steps: int
+    steps_per_call: int  # updates per compiled call (at most)
+    seed: int
+    shuffle: bool
+
+    @property
+    def global_batch(self) -> int:
+        """Rows of one micro-batch across all replicas."""
+        return self.batch_size * self.replicas
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.global_batch * self.grad_accum_steps
+
+    @property
+    def epochs(self) -> int:
+        """Epochs the run touches (the last one may be partial)."""
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """Sample indices of one epoch, [steps, accum, global_batch]: a pure function of (seed, epoch)."""
+        order = np.arange(self.n_train)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.n_train)
+        used = order[: self.steps_per_epoch * self.rows_per_step]
+        return used.reshape(self.steps_per_epoch, self.grad_accum_steps, self.global_batch).astype(np.int32)
+
+
+def make_plan(config: TrainConfig, n_train: int, layer_sizes, replicas: int = 1) -> Plan:
+    """The plan of `config` on a training split of n_train rows; ConfigError if a step needs
+    more rows than there are."""
+    per_step = config.batch_size * replicas * config.grad_accum_steps
+    if n_train < per_step:
+        raise ConfigError(
+            f"batch_size: batch_size × grad_accum_steps = {per_step} exceeds the {n_train} training rows"
+        )
+    steps_per_epoch = n_train // per_step
+    return Plan(
+        layer_sizes=tuple(layer_sizes),
+        replicas=replicas,
+        batch_size=config.batch_size,
+        grad_accum_steps=config.grad_accum_steps,
+        n_train=n_train,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=config.steps or (config.epochs or DEFAULT_EPOCHS) * steps_per_epoch,
+        steps_per_call=config.steps_per_call or auto_steps_per_call(per_step, layer_sizes),
+        seed=config.seed,
+        shuffle=config.shuffle,
+    )
+
+
+def step_flops(rows_per_step: int, layer_sizes) -> int:
+    """Floating-point operations of one update's matmuls (forward 2, backward 4 per weight)."""
+    weights = sum(a * b for a, b in zip(layer_sizes, layer_sizes[1:]))
+    return 6 * rows_per_step * weights
+
+
+def auto_steps_per_call(rows_per_step: int, layer_sizes) -> int:
+    """About AUTO_CHUNK_FLOPS per call, between MIN_AUTO_CHUNK and MAX_AUTO_CHUNK steps.
+
+    Small nets get long calls (per-call overhead amortized), large nets short ones (progress,
+    signals and checkpoints stay responsive); MIN_AUTO_CHUNK because monitoring measures the
+    last step of each call with an extra forward pass.  It depends on the config only, so an
+    interrupted and a resumed run cut their calls at the same steps.
+    """
+    steps = AUTO_CHUNK_FLOPS // step_flops(rows_per_step, layer_sizes)
+    return int(min(MAX_AUTO_CHUNK, max(MIN_AUTO_CHUNK, steps)))
