@@ -7,6 +7,7 @@ that central difference as crossing a kink, and a failing element there is count
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -142,7 +143,8 @@ def _float64_mlp(model: MLP) -> tuple[MLP, list[str]]:
     """The model itself if float64, else a float64 copy with the same weights and activations."""
     if model.compute_dtype == "float64":
         return model, []
-    copy = MLP(**{**model.get_config(), "dtype": "float64"})
+    # The copy is named "mlp", whatever the model's name: _mlp_layout strips the copy's own.
+    copy = dataclasses.replace(model.spec, dtype="float64").build()
     for target, source in zip(copy.weights, model.weights):
         target.assign(tf.cast(source, tf.float64))
     # Keep the activation objects themselves (a swapped-in one keeps its backward).
