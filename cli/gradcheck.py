@@ -13,7 +13,7 @@ from absl import flags
 
 from tf_backprop import gradcheck
 from tf_backprop.cli import common
-from tf_backprop.model import MLP
+from tf_backprop.model import MLPSpec
 
 FLAGS = flags.FLAGS
 
@@ -35,14 +35,14 @@ flags.DEFINE_bool("json", False, "Print the report as JSON instead of tables.")
 
 def check_from_flags() -> gradcheck.Report:
     """Builds the MLP and a random batch from the flags and checks them."""
-    model = MLP(
-        common.parse_int_list("layers", FLAGS.layers),
+    model = MLPSpec(
+        layer_sizes=common.parse_int_list("layers", FLAGS.layers),
         activation=FLAGS.activation,
         output_activation=FLAGS.output_activation,
-        kernel_initializer=FLAGS.initializer,
+        initializer=FLAGS.initializer,
         dtype=FLAGS.dtype,
         seed=FLAGS.seed,
-    )
+    ).build()
     x, y = gradcheck.random_batch(model, FLAGS.loss, FLAGS.batch_size, FLAGS.seed)
     return gradcheck.check(
         model, x, y, FLAGS.loss, mode=FLAGS.mode, l2=FLAGS.l2, eps=FLAGS.eps, seed=FLAGS.seed

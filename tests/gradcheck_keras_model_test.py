@@ -1,0 +1,101 @@
+"""gradcheck.check_model: any Keras model's tape gradients against central differences of the loss.
+
+Per trainable variable, custom layers included; a float32 model is checked on a float64 clone.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_backprop import gradcheck
+
+RNG = np.random.default_rng(0)
+
+
+@keras.saving.register_keras_serializable("gradcheck_keras_model_test")
+class ClippedLinear(keras.layers.Layer):
+    """x @ w, clipped to [-1, 1], with a hand-written gradient (wrong if `mistake`)."""
+
+    def __init__(self, units=3, mistake=False, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.mistake = units, mistake
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units), initializer="glorot_uniform", name="w")
+
+    def call(self, x):
+        return self._clipped_matmul(x, tf.convert_to_tensor(self.w))  # a tensor: no variable inside
+
+    def _clipped_matmul(self, x, w):
+        mistake = self.mistake
+
+        @tf.custom_gradient
+        def forward(x, w):
+            z = x @ w
+            inside = tf.cast(tf.abs(z) < 1.0, z.dtype)
+
+            def grad(dy):
+                dz = dy * inside
+                grad_w = tf.transpose(x) @ dz
+                return dz @ tf.transpose(w), (2.0 * grad_w if mistake else grad_w)
+
+            return tf.clip_by_value(z, -1.0, 1.0), grad
+
+        return forward(x, w)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "mistake": self.mistake}
+
+
+class CheckModelTest(tf.test.TestCase):
+    def _model(self, mistake=False):
+        return keras.Sequential([keras.Input((4,)), ClippedLinear(3, mistake), keras.layers.Dense(2)])
+
+    def test_custom_layer_passes_in_float64(self):
+        x, y = RNG.standard_normal((5, 4)) * 0.3, RNG.standard_normal((5, 2))
+        report = gradcheck.check_model(self._model(), x, y, keras.losses.MeanSquaredError())
+        self.assertTrue(report.passed, report.to_text())
+        self.assertEqual(report.dtype, "float64")
+        self.assertIn("float64 clone", report.notes[0])
+        self.assertEqual(report.entries[0].comparisons[0].label, "tape ↔ numeric")
+        self.assertLen(report.entries, 3)
+
+    def test_planted_mistake_names_the_variable(self):
+        x, y = RNG.standard_normal((5, 4)) * 0.3, RNG.standard_normal((5, 2))
+        report = gradcheck.check_model(
+            self._model(mistake=True), x, y, keras.losses.MeanSquaredError(), mode="fast"
+        )
+        self.assertFalse(report.passed)
+        self.assertEqual([e.passed for e in report.entries], [False, True, True])
+        self.assertIn("clipped_linear", report.entries[0].name)
+
+    def test_float32_fallback_when_the_model_cannot_be_cloned(self):
+        class Unclonable(keras.Model):
+            def __init__(self, layer):  # a layer argument: no config to rebuild from
+                super().__init__()
+                self.inner = layer
+
+            def call(self, x):
+                return self.inner(x)
+
+        model = Unclonable(keras.layers.Dense(2, activation="tanh"))
+        x, y = RNG.standard_normal((5, 3)), RNG.standard_normal((5, 2))
+        model(x)
+        report = gradcheck.check_model(model, x, y, keras.losses.MeanSquaredError())
+        self.assertTrue(report.passed, report.to_text())
+        self.assertEqual(report.dtype, "float32")
+        self.assertIn("could not clone", report.notes[0])
+
+    def test_bad_arguments(self):
+        x, y = RNG.standard_normal((5, 4)), RNG.standard_normal((5, 2))
+        with self.assertRaisesRegex(ValueError, "^model: "):
+            gradcheck.check_model(lambda t: t, x, y, keras.losses.MeanSquaredError())
+        with self.assertRaisesRegex(ValueError, "^loss_fn: "):
+            gradcheck.check_model(self._model(), x, y, "mse")
+        x[0, 0] = np.nan
+        with self.assertRaisesRegex(ValueError, "^x: expected finite"):
+            gradcheck.check_model(self._model(), x, y, keras.losses.MeanSquaredError())
+
+
+if __name__ == "__main__":
+    tf.test.main()

@@ -1,0 +1,261 @@
+"""The MLP checker: tape vs hand-written gradients vs central differences of the loss, in float64.
+
+Kinks.  The perturbed forward passes here track the sign of every pre-activation of a
+`has_kink` activation (ReLU and its kin); one that changes sign between θ + ε and θ − ε marks
+that central difference as crossing a kink, and a failing element there is counted as a kink.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tf_backprop import backprop
+from tf_backprop import losses as losses_lib
+from tf_backprop.gradcheck import perturb
+from tf_backprop.gradcheck.options import (
+    Options,
+    check_count,
+    check_finite,
+    check_positive,
+    override_tolerance,
+)
+from tf_backprop.gradcheck.report import EPS, EXACT, FLOAT64, Entry, Report, compare, element_locator
+from tf_backprop.model import MLP
+
+GradientFn = Callable[..., tuple[tf.Tensor, list[tf.Tensor]]]
+
+
+def check(
+    model: MLP,
+    x,
+    y,
+    loss: str | losses_lib.Loss,
+    mode: str = "full",
+    l2: float = 0.0,
+    eps: float | None = None,
+    seed: int = 0,
+    *,
+    directions: int = 4,
+    samples: int = 4,
+    atol: float | None = None,
+    rtol: float | None = None,
+    tape_fn: GradientFn = backprop.tape_gradients,
+    manual_fn: GradientFn = backprop.manual_gradients,
+) -> Report:
+    """Checks an MLP's tape and hand-written gradients against each other and central differences.
+
+    Everything runs in float64; a float32 model is checked on a float64 copy of its weights.
+
+    Args:
+      model: a `tf_backprop.MLP` (use `check_model` for any other Keras model).
+      x: inputs [m, n_0]; y: targets for `loss` (see `backprop.prepare`).
+      loss: a loss name or `losses.Loss`.
+      mode: "full" (every parameter) or "fast" (random directions and sampled elements).
+      l2: the L2 coefficient λ of λ/2 Σ‖W‖².
+      eps: the finite-difference step; default 1e-6.
+      seed: seeds the fast mode's directions and samples.
+      directions, samples: per variable, in fast mode.
+      atol, rtol: override `FLOAT64` for the comparisons against numeric values.
+      tape_fn, manual_fn: the two gradient sources, (model, x, y, loss, l2) -> (loss, grads).
+
+    Returns:
+      A `Report` with one entry per trainable variable and the comparisons tape ↔ manual,
+      tape ↔ numeric and manual ↔ numeric.
+
+    Raises:
+      ValueError: on a bad argument (named in the message), including NaN or inf in x or y.
+    """
+    options = Options(mode, eps, atol, rtol, seed, directions, samples).validated()
+    eps, l2 = check_positive("eps", eps, EPS["float64"]), _check_l2(l2)
+    if not isinstance(model, MLP):
+        raise ValueError(f"model: expected a tf_backprop MLP, got {type(model).__name__}; use check_model")
+    check_finite("x", x)
+    check_finite("y", y)
+    model64, notes = _float64_mlp(model)
+    x64, y64, loss = backprop.prepare(model64, x, y, loss)
+    layout = _mlp_layout(model64)
+    value, tape = tape_fn(model64, x64, y64, loss, l2)
+    tape = _check_gradients("tape_fn", tape, layout)
+    manual = _check_gradients("manual_fn", manual_fn(model64, x64, y64, loss, l2)[1], layout)
+    plans = perturb.plans(layout, options, unit=True)
+    numeric = perturb.run_plans(_mlp_targets(model64, x64, y64, loss, l2, layout), plans, eps)
+    tolerances = (
+        EXACT.scaled(max(float(np.abs(g).max()) for g in tape)),  # round-off grows with max |g|
+        override_tolerance(FLOAT64, atol, rtol).with_roundoff("float64", float(value), eps),
+    )
+    entries = [
+        _mlp_entry(layout, i, plans[i], tape[i], manual[i], numeric[i], eps, tolerances)
+        for i in range(len(plans))
+    ]
+    return Report(_mlp_title(model, loss, l2, x64), mode, "float64", eps, tuple(entries), tuple(notes))
+
+
+def random_batch(model: MLP, loss: str | losses_lib.Loss, batch_size: int, seed: int = 0):
+    """A random batch to check `model` with `loss`: (x [batch, n_0], y).
+
+    x ~ N(0, 1); y ~ N(0, 1) [batch, n_L] for the squared errors, {0, 1} [batch, n_L] for
+    binary cross-entropy, class labels [batch] for categorical cross-entropy.
+    """
+    loss = losses_lib.get(loss)
+    batch_size = check_count("batch_size", batch_size, 1)
+    rng = np.random.default_rng(check_count("seed", seed, 0))
+    x = rng.standard_normal((batch_size, model.layer_sizes[0]))
+    outputs = model.layer_sizes[-1]
+    if loss.sparse_labels:
+        return x, rng.integers(0, outputs, batch_size)
+    if loss.on_logits:
+        return x, rng.integers(0, 2, (batch_size, outputs)).astype(np.float64)
+    return x, rng.standard_normal((batch_size, outputs))
+
+
+def _mlp_layout(model: MLP) -> perturb.Layout:
+    variables = model.trainable_variables
+    names = [v.path.removeprefix(f"{model.name}/") for v in variables]  # dense_1/kernel, ...
+    return perturb.Layout(names, [v.shape for v in variables])
+
+
+def _check_gradients(name: str, grads, layout: perturb.Layout) -> list[np.ndarray]:
+    """grads as float64 arrays; ValueError unless one per variable, each of its shape."""
+    grads = list(grads)
+    shapes = [None if g is None else tuple(np.shape(g)) for g in grads]
+    if shapes != layout.shapes:
+        raise ValueError(f"{name}: expected gradients of shapes {layout.shapes}, got {shapes}")
+    return [np.asarray(g, np.float64) for g in grads]
+
+
+def _check_l2(l2) -> float:
+    if (
+        isinstance(l2, bool)
+        or not isinstance(l2, (int, float, np.number))
+        or not l2 >= 0
+        or not math.isfinite(l2)
+    ):
+        raise ValueError(f"l2: expected a finite number >= 0, got {l2!r}")
+    return float(l2)
+
+
+def _float64_mlp(model: MLP) -> tuple[MLP, list[str]]:
+    """The model itself if float64, else a float64 copy with the same weights and activations."""
+    if model.compute_dtype == "float64":
+        return model, []
+    # The copy is named "mlp", whatever the model's name: _mlp_layout strips the copy's own.
+    copy = dataclasses.replace(model.spec, dtype="float64").build()
+    for target, source in zip(copy.weights, model.weights):
+        target.assign(tf.cast(source, tf.float64))
+    # Keep the activation objects themselves (a swapped-in one keeps its backward).
+    copy.hidden_activation = model.hidden_activation
+    copy.output_activation = model.output_activation
+    return copy, [f"checked on a float64 copy of the {model.compute_dtype} model"]
+
+
+def _mlp_targets(model: MLP, x, y, loss, l2: float, layout: perturb.Layout) -> list[perturb.Target]:
+    """Per variable, a compiled map: perturbation rows δ -> (L(θ+δ), L(θ−δ), crossed a kink).
+
+    The perturbed forward passes are written out here, apart from the model's, as an
+    independent reference.  Layers below a perturbed one do not change: for large nets each
+    layer l gets its own map, which starts from the cached h_{l-1} and z_l of an unperturbed
+    pass and whose rows cover the parameters of layers l..L only.  Small nets share one map
+    (one trace).
+    """
+    params = [tf.convert_to_tensor(v) for v in model.trainable_variables]  # [W_1, b_1, ..., b_L]
+    forward = model.forward(x, keep_intermediates=True)
+    inputs = [x] + forward.hs[:-1]  # h_0 .. h_{L-1}
+    n_layers = len(model.dense_layers)
+    firsts = [0] * n_layers if layout.size <= perturb.ROW_BUDGET else list(range(n_layers))
+    signature = (tf.TensorSpec([], tf.float64),) * 2 + (tf.TensorSpec([], tf.bool),)
+    cost = int(x.shape[0]) * sum(model.layer_sizes[1:])  # one row's activations
+    runs = {}
+    for first in sorted(set(firsts)):
+        size = layout.size - int(layout.offsets[2 * first])
+        row = _suffix_row(model, params, (inputs[first], forward.zs[first]), y, loss, l2, first)
+        parallel = perturb.parallel_iterations(size)
+        runs[first] = (
+            perturb.compile_rows(row, size, tf.float64, signature, parallel, vectorize=False),
+            size,
+        )
+    targets = []
+    for i in range(len(params)):
+        first = firsts[i // 2]
+        run, size = runs[first]
+        targets.append(perturb.Target(run, size, int(layout.offsets[i] - layout.offsets[2 * first]), cost))
+    return targets
+
+
+def _suffix_row(model: MLP, params, cached, y, loss, l2: float, first: int) -> Callable:
+    """row(δ) -> (L(θ+δ), L(θ−δ), crossed a kink), δ over [W_first, b_first, ..., b_L] (flat).
+
+    cached = (h_{first-1}, z_first) at θ.  z_first is linear in its layer's parameters, so
+    z_first(θ ± δ) = z_first ± (h_{first-1} δW + δb): one product serves both signs, and for a
+    single element or a bias it needs no matmul at all.
+    """
+    h_in, z_in = cached
+    tail = params[2 * first :]  # [W_first, b_first, ..., W_L, b_L]
+    sizes = [int(tf.size(p)) for p in tail]
+
+    def loss_from(z, new_tail):
+        signs, last = [], len(model.dense_layers) - 1
+        for index in range(first, last + 1):  # z is z_index: [m, n_index]
+            activation = model.activations_per_layer[index]
+            h = activation.forward(z)
+            if activation.has_kink:
+                signs.append(z > 0)
+            if index < last:
+                w, b = new_tail[2 * (index + 1 - first) : 2 * (index + 2 - first)]
+                z = tf.matmul(h, w) + b
+        value = loss.value(z, h, y)
+        if l2:
+            value += losses_lib.l2_penalty([*params[0 : 2 * first : 2], *new_tail[0::2]], l2)
+        return value, signs
+
+    def kernel_step(d_kernel):
+        """h_{first-1} δW: an outer product when δW is zero or has one nonzero row (elements)."""
+        nonzero_rows = tf.reduce_any(d_kernel != 0, axis=1)  # [n_{first-1}]
+        i = tf.argmax(tf.cast(nonzero_rows, tf.int32))
+
+        def one_row():
+            return h_in[:, i, None] * d_kernel[i][None, :]  # [m, 1] * [1, n_first]
+
+        sparse = tf.reduce_sum(tf.cast(nonzero_rows, tf.int32)) <= 1
+        return tf.cond(sparse, one_row, lambda: tf.matmul(h_in, d_kernel))
+
+    def row(delta):
+        steps = [tf.reshape(d, p.shape) for d, p in zip(tf.split(delta, sizes), tail)]
+        z_step = kernel_step(steps[0]) + steps[1]  # [m, n_first]
+        plus, signs_plus = loss_from(z_in + z_step, [p + d for p, d in zip(tail, steps)])
+        minus, signs_minus = loss_from(z_in - z_step, [p - d for p, d in zip(tail, steps)])
+        flips = [tf.reduce_any(a != b) for a, b in zip(signs_plus, signs_minus)]
+        return plus, minus, tf.reduce_any(tf.stack(flips)) if flips else tf.constant(False)
+
+    return row
+
+
+def _mlp_entry(layout, i, plan, tape, manual, numeric, eps, tolerances) -> Entry:
+    """One variable's comparisons: tape ↔ manual (every element), each ↔ numeric (the plan)."""
+    exact, tolerance = tolerances
+    plus, minus, crossed = numeric
+    derivative = (plus - minus) / (2 * eps)  # [k + s]
+    shape, locate = layout.shapes[i], plan.locate(layout.shapes[i])
+    comparisons = [compare(tape, manual, exact, sources=("tape", "manual"), locate=element_locator(shape))]
+    for name, grad in (("tape", tape), ("manual", manual)):
+        analytic = plan.project(grad.ravel())
+        comparisons.append(
+            compare(analytic, derivative, tolerance, sources=(name, "numeric"), kink=crossed, locate=locate)
+        )
+    full = len(plan.directions) == 0 and len(plan.elements) == layout.sizes[i]
+    norms = {
+        "tape": float(np.linalg.norm(tape)),
+        "manual": float(np.linalg.norm(manual)),
+        "numeric": float(np.linalg.norm(derivative)) if full else None,
+    }
+    return Entry(layout.names[i], shape, norms, tuple(comparisons))
+
+
+def _mlp_title(model: MLP, loss, l2: float, x) -> str:
+    sizes = "-".join(str(s) for s in model.layer_sizes)
+    activations = f"{model.hidden_activation.name} → {model.output_activation.name}"
+    return f"gradcheck: MLP {sizes} ({activations}), loss {loss.name}, l2 {l2:g}, batch {x.shape[0]}"

@@ -1,0 +1,221 @@
+"""Finite-difference perturbations: which rows to evaluate, and evaluating them in compiled batches.
+
+Several tensors (an MLP's variables, a function's inputs) are laid out as one flat vector θ
+(`Layout`).  A `Plan` lists the perturbations that check one of them: k random directions,
+then s single elements (every element in full mode).  Each perturbation is a row δ of
+length n_i; a `Target` says how to evaluate rows of its tensor, and `run_plans` feeds it every
+plan's rows in chunks of about ROW_BUDGET numbers, through maps compiled by `compile_rows`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging as py_logging
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_backprop import text
+from tf_backprop.gradcheck.options import Options
+from tf_backprop.gradcheck.report import Location, unravel
+
+ROW_BUDGET = 1 << 20  # elements of perturbation rows handed to one compiled call
+
+
+class _OwnRetracingFilter(py_logging.Filter):
+    """Drops TensorFlow's "frequent retracing" warning about the maps `compile_rows` builds.
+
+    Every check compiles fresh functions on purpose (they close over the model or function
+    being checked); TensorFlow counts them as retraces of one function and would warn.
+    """
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        return "compile_rows.<locals>" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_OwnRetracingFilter())
+
+
+class Layout:
+    """Several tensors seen as one flat vector θ (the concatenation of their elements)."""
+
+    def __init__(self, names: Sequence[str], shapes: Sequence[Sequence[int]]):
+        self.names = list(names)
+        self.shapes = [tuple(int(d) for d in s) for s in shapes]
+        self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+
+    @property
+    def size(self) -> int:
+        return int(self.offsets[-1])
+
+    def span(self, i: int) -> slice:
+        """Where tensor i's elements sit in θ."""
+        return slice(self.offsets[i], self.offsets[i + 1])
+
+    def flatten(self, tensors) -> tf.Tensor:
+        return tf.concat([tf.reshape(t, [-1]) for t in tensors], axis=0)  # [n]
+
+    def unflatten(self, theta: tf.Tensor) -> list[tf.Tensor]:
+        return [tf.reshape(p, s) for p, s in zip(tf.split(theta, self.sizes), self.shapes)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The perturbations that check one variable or input: k directions, then s elements."""
+
+    directions: np.ndarray  # [k, n_i]
+    elements: np.ndarray  # [s] flat indices
+
+    @property
+    def count(self) -> int:
+        return len(self.directions) + len(self.elements)
+
+    def rows(self, start: int, stop: int, eps: float) -> np.ndarray:
+        """Rows start..stop within the variable, eps · v_d or eps · e_j: [stop − start, n_i]."""
+        size = self.directions.shape[1]
+        rows = np.zeros((stop - start, size))
+        for r, item in enumerate(range(start, stop)):
+            if item < len(self.directions):
+                rows[r] = eps * self.directions[item]
+            else:
+                rows[r, self.elements[item - len(self.directions)]] = eps
+        return rows
+
+    def project(self, grad: np.ndarray) -> np.ndarray:
+        """The analytic counterparts of the rows: [k + s] from a flat gradient [n_i]."""
+        return np.concatenate([self.directions @ grad, grad[self.elements]])
+
+    def locate(self, shape: tuple[int, ...]) -> Callable[[int], Location]:
+        """Row -> `Location`: the direction's number, or the element's index in `shape`."""
+        k = len(self.directions)
+
+        def locate(item: int) -> Location:
+            if item < k:
+                return Location(direction=item)
+            return Location(index=unravel(self.elements[item - k], shape))
+
+        return locate
+
+
+def full_plan(size: int) -> Plan:
+    """Every element of a tensor of `size` elements, one at a time."""
+    return Plan(np.zeros((0, size)), np.arange(size))
+
+
+def _fast_plan(size: int, directions: int, samples: int, rng: np.random.Generator, unit: bool) -> Plan:
+    """k random sign directions and s random elements; every element if there are few.
+
+    The directions' entries are ±1 (unit=False: each element moves by eps, as in the element
+    checks, so uᵀJv stays well above the finite-difference round-off) or ±1/√n (unit=True, for
+    the MLP: a step of eps in norm moves few pre-activations across a ReLU kink).
+    """
+    if size <= directions + samples:
+        return full_plan(size)
+    signs = rng.integers(0, 2, (directions, size), dtype=np.int8) * 2.0 - 1.0  # [k, n_i]
+    vectors = signs / math.sqrt(size) if unit else signs
+    return Plan(vectors, np.sort(rng.choice(size, samples, replace=False)))
+
+
+def plans(layout: Layout, options: Options, unit: bool, rng: np.random.Generator | None = None) -> list[Plan]:
+    """One plan per variable or input: every element in full mode, else a fast plan."""
+    if options.mode == "full":
+        return [full_plan(size) for size in layout.sizes]
+    rng = rng or np.random.default_rng(options.seed)
+    return [_fast_plan(size, options.directions, options.samples, rng, unit) for size in layout.sizes]
+
+
+def parallel_iterations(n: int) -> int:
+    """How many rows of length n `tf.map_fn` may run at once."""
+    # Parallel iterations copy θ each; allow them only while θ is small.
+    return 8 if n <= 100_000 else 1
+
+
+def compile_rows(
+    row_fn: Callable, n: int, dtype: tf.DType, signature, parallel: int, vectorize: bool = True
+) -> Callable:
+    """(rows [P, k], offset) -> row_fn of each row, stacked; compiled, one call per batch.
+
+    Each row is padded with zeros to length n, its values at [offset, offset + k): only the
+    perturbed variable's part travels from NumPy.  Many rows are vectorized (tf.vectorized_map:
+    one batched op per op of row_fn; slower to trace, much faster on large functions), or
+    looped over (tf.map_fn) when vectorize=False or vectorizing fails; a single (large) row
+    skips both.
+    """
+
+    def padded(rows, offset):
+        return tf.pad(rows, [[0, 0], [offset, n - offset - tf.shape(rows)[1]]])  # [P, n]
+
+    def vectorized(rows, offset):
+        return tf.vectorized_map(row_fn, padded(rows, offset), fallback_to_while_loop=True)
+
+    def looped(rows, offset):
+        full = padded(rows, offset)
+        return tf.map_fn(row_fn, full, fn_output_signature=signature, parallel_iterations=parallel)
+
+    def single(rows, offset):
+        return tf.nest.map_structure(lambda t: t[None], row_fn(padded(rows, offset)[0]))
+
+    many = _Compiled([vectorized, looped] if vectorize else [looped], dtype)
+    one = _Compiled([single], dtype)
+    return lambda rows, offset=0: (one if len(rows) == 1 else many)(tf.constant(rows, dtype), offset)
+
+
+class _Compiled:
+    """The first of several ways to run rows that works, compiled with tf.function.
+
+    Each way is traced without autograph (much faster to trace); the last way is then tried
+    with autograph (a user's function may need it) and finally eagerly.
+    """
+
+    def __init__(self, ways: list[Callable], dtype: tf.DType):
+        spec = [tf.TensorSpec([None, None], dtype), tf.TensorSpec([], tf.int32)]
+        last = ways[-1]
+        self.attempts = [
+            (way.__name__, tf.function(way, input_signature=spec, autograph=False)) for way in ways
+        ]
+        self.attempts += [
+            (f"{last.__name__} with autograph", tf.function(last, input_signature=spec)),
+            ("eager", last),
+        ]
+
+    def __call__(self, rows: tf.Tensor, offset: int):
+        offset = tf.constant(offset, tf.int32)
+        while len(self.attempts) > 1:
+            name, attempt = self.attempts[0]
+            try:
+                return attempt(rows, offset)
+            except Exception as error:  # noqa: BLE001 - this way failed: try the next one
+                logging.info(
+                    "gradcheck: %s evaluation failed, trying the next way: %s", name, text.first_line(error)
+                )
+                self.attempts.pop(0)
+        return self.attempts[0][1](rows, offset)
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """How to perturb one variable: run maps (rows [P, its size], offset) to outputs, its
+    elements sitting at [offset, offset + its size) of rows of length `size`; one row's
+    evaluation holds about `cost` numbers."""
+
+    run: Callable
+    size: int
+    offset: int
+    cost: int
+
+
+def run_plans(targets: list[Target], plans: list[Plan], eps: float) -> list[list[np.ndarray]]:
+    """Evaluates every plan's rows; returns, per variable, run's outputs concatenated (NumPy)."""
+    results = []
+    for target, plan in zip(targets, plans):
+        chunk = max(1, ROW_BUDGET // max(target.size, target.cost))
+        parts = []
+        for start in range(0, plan.count, chunk):
+            rows = plan.rows(start, min(plan.count, start + chunk), eps)  # [P, n_i]
+            parts.append([np.asarray(t) for t in tf.nest.flatten(target.run(rows, target.offset))])
+        results.append([np.concatenate(p) for p in zip(*parts)])
+    return results
