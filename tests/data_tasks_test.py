@@ -83,5 +83,23 @@ class TaskInferenceTest(parameterized.TestCase, tf.test.TestCase):
         )
 
 
+class LossTasksTest(tf.test.TestCase):
+    def test_each_loss_implies_the_task_it_takes(self):
+        self.assertEqual(
+            data.LOSS_TASKS,
+            {
+                "mse": "regression",
+                "half_mse": "regression",
+                "binary_crossentropy": "binary",
+                "categorical_crossentropy": "multiclass",
+            },
+        )
+
+    def test_each_default_loss_takes_its_task(self):
+        self.assertEqual(sorted(data.DEFAULT_LOSSES), sorted(data.TASKS))
+        for task, loss in data.DEFAULT_LOSSES.items():
+            self.assertEqual(data.LOSS_TASKS[loss], task)
+
+
 if __name__ == "__main__":
     tf.test.main()

@@ -11,7 +11,8 @@ Targets by task:
 * multiclass: y [m] int32 class ids, indices into `class_names`.
 
 Bad input raises `DataError`, whose message is one line naming the file, and the line and
-column where they are known.
+column where they are known.  The package imports TensorFlow (through `losses`, which names
+the task each loss takes).
 
 Modules, each importing only those before it: errors → tasks → containers → synthetic,
 csv_table → csv_source → splits → loading.

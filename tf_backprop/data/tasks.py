@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from tf_backprop import text
+from tf_backprop import losses, text
 from tf_backprop.data.errors import DataError
 
 TASKS = ("regression", "binary", "multiclass")
-# The task each supported loss implies.
-LOSS_TASKS = {
-    "mse": "regression",
-    "half_mse": "regression",
-    "binary_crossentropy": "binary",
-    "categorical_crossentropy": "multiclass",
-}
+# The task each supported loss implies, e.g. {"mse": "regression", ...}, in losses.LOSSES order.
+LOSS_TASKS = {name: loss.task for name, loss in losses.LOSSES.items()}
 DEFAULT_LOSSES = {
     "regression": "mse",
     "binary": "binary_crossentropy",
