@@ -20,7 +20,7 @@ csv_table → csv_source → splits → loading.
 
 from tf_backprop.data.containers import Datasets, Preprocessing, RawSource, Split
 from tf_backprop.data.errors import DataError
-from tf_backprop.data.loading import load
+from tf_backprop.data.loading import check_arguments, load
 from tf_backprop.data.synthetic import SYNTHETIC
 from tf_backprop.data.tasks import (
     CLASSIFICATION,
@@ -46,6 +46,7 @@ __all__ = [
     "RawSource",
     "Split",
     "TargetSummary",
+    "check_arguments",
     "default_loss",
     "infer_task",
     "load",

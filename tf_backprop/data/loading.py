@@ -15,8 +15,12 @@ from tf_backprop.data.tasks import infer_task
 _CSV_PREFIX = "csv:"
 
 
-def _check_arguments(val_split: float, test_split: float, seed: int, n_samples: int, noise: float) -> None:
-    """ValueError naming the first bad argument."""
+def check_arguments(*, val_split: float, test_split: float, seed: int, n_samples: int, noise: float) -> None:
+    """Checks the arguments of `load` that need no data; ValueError naming the first bad one.
+
+    val_split and test_split must be fractions in [0, 1) with a sum below 1, seed an integer
+    >= 0, n_samples an integer >= 1 (bools are not integers here) and noise a finite number >= 0.
+    """
     for name, fraction in (("val_split", val_split), ("test_split", test_split)):
         if not 0.0 <= fraction < 1.0:
             raise ValueError(f"{name}: expected a fraction in [0, 1), got {fraction!r}")
@@ -57,7 +61,7 @@ def load(
       n_samples, noise: size and noise of synthetic sources (ignored for CSV).
       standardize: False keeps original units (identity statistics), as the article did.
     """
-    _check_arguments(val_split, test_split, seed, n_samples, noise)
+    check_arguments(val_split=val_split, test_split=test_split, seed=seed, n_samples=n_samples, noise=noise)
     infer_task(task, loss)  # a task/loss conflict fails before any data is read
     if source.startswith(_CSV_PREFIX):
         path = source[len(_CSV_PREFIX) :]
