@@ -1,5 +1,6 @@
-"""Helpers shared by the data tests: CSV files in a fresh temporary directory per test."""
+"""Helpers shared by the tests that read CSVs: files in a fresh temporary directory, counted reads."""
 
+import io
 import os
 
 import tensorflow as tf
@@ -26,3 +27,24 @@ class CsvTestCase(tf.test.TestCase):
         self.assertNotIn("\n", message)
         for fragment in fragments:
             self.assertIn(fragment, message)
+
+
+class CountingReader(io.RawIOBase):
+    """Raw bytes that count how many were read, to tell a streaming reader from one that slurps.
+
+    Wrap it in io.BufferedReader to hand it to code expecting a binary file.
+    """
+
+    def __init__(self, content: bytes):
+        super().__init__()
+        self._content = memoryview(content)
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), len(self._content) - self.bytes_read)
+        buffer[:n] = self._content[self.bytes_read : self.bytes_read + n]
+        self.bytes_read += n
+        return n

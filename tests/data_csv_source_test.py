@@ -1,4 +1,4 @@
-"""Tests for tf_backprop.data.csv_source: CSV errors naming file, line and column; targets encoded per task."""
+"""Tests for tf_backprop.data.csv_source: errors naming file, line and column; targets encoded per task."""
 
 import os
 

@@ -1,17 +1,34 @@
-"""CSV table: reads a CSV file's header and rows as text, with the line where each row starts.
+"""CSV table: the one CSV reader, streaming (start line, fields) records for training and prediction.
 
-Bad input raises `DataError` naming the file and the line (and column, for a header name).
+Bytes are decoded one line at a time, so a byte that is not UTF-8 is reported with its line
+and file offset however deep into a stream it sits; a quoted field may span lines, and each
+record carries the line where it starts.  Blank lines are skipped and a byte-order mark before
+the header is dropped.  Training reads a whole `Table`; predict pulls `records` in batches.
+
+Bad input raises `DataError` naming the file and the line (and the column, for a header name).
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import dataclasses
-import io
 import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO
 
 from tf_backprop import text
 from tf_backprop.data.errors import DataError
+
+STDIN = "-"  # the path that `open_input` reads as standard input
+# Text mode with newline="" (what csv needs) also ends a line at a lone \r; binary lines end
+# only at \n, so they are split after every \r that no \n follows.
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
+
+Record = tuple[int, list[str]]  # (the line where the record starts, its fields)
 
 
 @dataclasses.dataclass
@@ -34,49 +51,115 @@ class Table:
 
 
 def read_table(path: str) -> Table:
-    """Reads a CSV with a header row; DataError for a missing/empty file or a ragged row."""
-    records = _read_records(path, _read_text(path))
-    if not records:
-        raise DataError(f"{path}: empty file; expected a header row, then data rows")
-    (header_line, header), data = records[0], records[1:]
-    header = [name.strip() for name in header]
-    _check_header(path, header_line, header)
+    """Reads a whole CSV file with a header row; DataError for a missing/empty file or a ragged row."""
+    with _open_file(path) as handle:
+        # Every record first (training needs them all anyway), so that a malformed or non-UTF-8
+        # line anywhere is reported ahead of a bad header, as when the file was decoded whole.
+        every = iter(list(records(path, handle)))
+    header_line, header = read_header(path, every)
+    data = list(every)
     if not data:
         raise DataError(f"{path}:{header_line}: no data rows after the header")
-    for line, row in data:
-        if len(row) != len(header):
-            raise DataError(f"{path}:{line}: expected {len(header)} fields as in the header, got {len(row)}")
-    return Table(path, header, header_line, [row for _, row in data], [line for line, _ in data])
+    lines, rows = [line for line, _ in data], [row for _, row in data]
+    check_widths(path, len(header), lines, rows)
+    return Table(path, header, header_line, rows, lines)
 
 
-def _read_text(path: str) -> str:
-    """The file's text; DataError if it cannot be read or is not UTF-8."""
-    try:
-        with open(os.path.expanduser(path), "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from e
-    try:
-        # utf-8-sig drops the byte-order mark that spreadsheet exports put before the header.
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        # Decoding the whole file at once (not streamed) makes e.start a file offset, so the line is exact.
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[IO[bytes]]:
+    """The CSV's bytes: standard input for "-", else the file; DataError if it cannot be opened."""
+    if path == STDIN:
+        yield sys.stdin.buffer
+        return
+    with _open_file(path) as handle:
+        yield handle
 
 
-def _read_records(path: str, content: str) -> list[tuple[int, list[str]]]:
-    """(start line, fields) of every non-blank record; DataError on malformed CSV."""
-    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
-    records, next_line = [], 1
+def records(path: str, handle: IO[bytes]) -> Iterator[Record]:
+    """(start line, fields) of every non-blank record, read from `handle` only as they are pulled.
+
+    `path` names the file in messages.  DataError for malformed CSV, a failed read, or bytes
+    that are not UTF-8.
+    """
+    reader = csv.reader(_text_lines(path, handle), strict=True)
+    next_line = 1
     try:
         for row in reader:
-            if any(cell.strip() for cell in row) or len(row) > 1:
-                records.append((next_line, row))
+            if len(row) > 1 or (row and row[0].strip()):  # skip blank lines
+                yield next_line, row
             next_line = reader.line_num + 1  # a quoted field may span several lines
-    except csv.Error as e:
-        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
-    return records
+    except csv.Error as error:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
+
+
+def read_header(path: str, rows: Iterator[Record]) -> tuple[int, list[str]]:
+    """Takes the first record as the header: (its line, names stripped of spaces).
+
+    DataError if there is no record, or for an empty or duplicate column name.
+    """
+    first = next(rows, None)
+    if first is None:
+        raise DataError(f"{path}: empty file; expected a header row, then data rows")
+    line, header = first[0], [name.strip() for name in first[1]]
+    _check_header(path, line, header)
+    return line, header
+
+
+def check_widths(path: str, width: int, lines: Sequence[int], rows: Sequence[list[str]]) -> None:
+    """DataError at the first row whose field count is not `width`, the header's."""
+    if set(map(len, rows)) <= {width}:
+        return
+    line, row = next((line, row) for line, row in zip(lines, rows) if len(row) != width)
+    raise DataError(f"{path}:{line}: expected {width} fields as in the header, got {len(row)}")
+
+
+@contextlib.contextmanager
+def _open_file(path: str) -> Iterator[IO[bytes]]:
+    """The file opened for binary reading; DataError if it cannot be."""
+    try:
+        handle = open(os.path.expanduser(path), "rb")
+    except OSError as error:
+        raise _unreadable(path, error) from error
+    with handle:
+        yield handle
+
+
+def _text_lines(path: str, handle: IO[bytes]) -> Iterator[str]:
+    """The handle's lines decoded as UTF-8, endings kept; DataError naming a bad byte's line and offset."""
+    number, offset = 0, 0  # the current line's 1-based number and the file offset of its first byte
+    try:
+        for line in _split_lone_cr(handle):
+            number += 1
+            # Drop the byte-order mark that spreadsheet exports put before the header.
+            start = len(codecs.BOM_UTF8) if number == 1 and line.startswith(codecs.BOM_UTF8) else 0
+            decoded = _decode(path, line[start:], number, offset + start)
+            offset += len(line)
+            yield decoded
+    except OSError as error:
+        raise _unreadable(path, error) from error
+
+
+def _decode(path: str, line: bytes, number: int, offset: int) -> str:
+    """One line's bytes (starting at file offset `offset`) as text; DataError if not UTF-8."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        at = offset + error.start
+        raise DataError(f"{path}:{number}: not UTF-8 text ({error.reason} at byte {at})") from None
+
+
+def _split_lone_cr(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Binary lines (ending at \\n) split after any lone \\r, as text mode with newline="" splits them."""
+    for chunk in chunks:
+        first_cr = chunk.find(b"\r")
+        if first_cr < 0 or (first_cr == len(chunk) - 2 and chunk.endswith(b"\n")):  # none, or only \r\n
+            yield chunk
+        else:
+            yield from (part for part in _LONE_CR.split(chunk) if part)
+
+
+def _unreadable(path: str, error: OSError) -> DataError:
+    return DataError(f"{path}: cannot read the file ({error.strerror or error})")
 
 
 def _check_header(path: str, line: int, header: list[str]) -> None:
