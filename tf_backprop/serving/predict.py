@@ -1,7 +1,8 @@
 """Batch prediction from a CSV with an export (`tf_backprop.export`).
 
 Feature columns are matched by header name, extra columns are ignored (with a warning), and the
-CSV is streamed in batches, so memory stays flat whatever the file's size.  The output CSV is
+CSV is streamed in batches through `data.csv_table`, the reader training uses, so memory stays
+flat whatever the file's size.  The output CSV is
 the input's columns followed by the prediction columns, written to a temporary sibling and
 renamed into place, so an existing output file is replaced only by a complete one.
 """
@@ -22,6 +23,7 @@ from absl import logging
 
 from tf_backprop import data as data_lib
 from tf_backprop import files
+from tf_backprop.data import csv_table
 from tf_backprop.serving.export import SERVING_SIGNATURE
 from tf_backprop.serving.served import ServedModel
 
@@ -72,29 +74,14 @@ def _quoted(names: list[str]) -> str:
     return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
 
 
-def _records(path: str, handle: IO[str]) -> Iterator[tuple[int, list[str]]]:
-    """(start line, fields) of every non-blank CSV record; DataError on malformed CSV."""
-    reader = csv.reader(handle, strict=True)
-    next_line = 1
-    try:
-        for row in reader:
-            if len(row) > 1 or (row and row[0].strip()):  # skip blank lines
-                yield next_line, row
-            next_line = reader.line_num + 1  # a quoted field may span several lines
-    except csv.Error as error:
-        raise data_lib.DataError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
-    except UnicodeDecodeError as error:
-        raise data_lib.DataError(f"{path}:{next_line}: not UTF-8 text ({error.reason})") from None
-
-
 def _match_columns(
     served: ServedModel, path: str, header_line: int, header: list[str], warn: Callable[[str], None]
 ) -> _Columns:
-    """Feature indices by header name; DataError for missing, duplicate or clashing columns."""
-    header = [name.strip() for name in header]
-    duplicates = sorted({name for name in header if header.count(name) > 1})
-    if duplicates:
-        raise data_lib.DataError(f"{path}:{header_line}: duplicate column name(s) {_quoted(duplicates)}")
+    """Feature indices by header name; DataError for missing or clashing columns.
+
+    `header` comes from csv_table.read_header, which strips the names and rejects empty or
+    duplicate ones.
+    """
     missing = [name for name in served.feature_names if name not in header]
     if missing:
         raise data_lib.DataError(
@@ -115,12 +102,7 @@ def _match_columns(
 
 def _parse_batch(columns: _Columns, lines: list[int], rows: list[list[str]]) -> np.ndarray:
     """The feature cells of `rows` as float32 [m, n]; DataError naming the first bad cell."""
-    width = len(columns.header)
-    if set(map(len, rows)) != {width}:
-        line, row = next((line, row) for line, row in zip(lines, rows) if len(row) != width)
-        raise data_lib.DataError(
-            f"{columns.path}:{line}: expected {width} fields as in the header, got {len(row)}"
-        )
+    csv_table.check_widths(columns.path, len(columns.header), lines, rows)
     try:
         cells = list(map(operator.itemgetter(*columns.indices), rows))  # a tuple per row (one feature: a str)
         x = np.array(cells, dtype=np.float64).reshape(len(rows), len(columns.indices))  # [m, n]
@@ -179,21 +161,6 @@ def _atomic_output(output: str) -> Iterator[IO[str]]:
         yield handle
 
 
-@contextlib.contextmanager
-def _open_input(path: str) -> Iterator[IO[str]]:
-    """The CSV as text ("-": stdin); DataError if it cannot be opened."""
-    if path == "-":
-        yield sys.stdin
-        return
-    try:
-        # utf-8-sig drops the byte-order mark that spreadsheet exports put before the header.
-        handle = open(os.path.expanduser(path), encoding="utf-8-sig", newline="")
-    except OSError as error:
-        raise data_lib.DataError(f"{path}: cannot read the file ({error.strerror or error})") from None
-    with handle:
-        yield handle
-
-
 def predict_csv(
     served: ServedModel,
     input_path: str,
@@ -214,13 +181,11 @@ def predict_csv(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-    name = "<stdin>" if input_path == "-" else input_path
-    with _open_input(input_path) as source, _atomic_output(output) as sink:
-        records = _records(name, source)
-        first = next(records, None)
-        if first is None:
-            raise data_lib.DataError(f"{name}: empty file; expected a header row, then data rows")
-        columns = _match_columns(served, name, first[0], first[1], warn)
+    name = "<stdin>" if input_path == csv_table.STDIN else input_path
+    with csv_table.open_input(input_path) as source, _atomic_output(output) as sink:
+        records = csv_table.records(name, source)  # streamed: read only as batches are pulled
+        header_line, header = csv_table.read_header(name, records)
+        columns = _match_columns(served, name, header_line, header, warn)
         writer = csv.writer(sink, lineterminator="\n")
         writer.writerow(columns.header + prediction_columns(served))
         count = 0

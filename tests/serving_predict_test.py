@@ -1,0 +1,73 @@
+"""Tests for tf_backprop.serving.predict.predict_csv: reading its CSV through data.csv_table."""
+
+import io
+import os
+import shutil
+import sys
+import tempfile
+import types
+from unittest import mock
+
+import tensorflow as tf
+from csv_files import CountingReader
+from predict_exports import make_export
+
+from tf_backprop import data
+from tf_backprop.serving import predict
+from tf_backprop.serving import served as served_lib
+
+# 70 good rows after the header, then a Latin-1 "é" on line 72, well past the first batch.
+_GOOD_LINES = b"x1,x2,x3\n" + b"".join(b"%d,%d,%d\n" % (i, i, i) for i in range(70))
+_LATE_BAD_BYTE = _GOOD_LINES + b"1,2,\xe93\n" + b"1,2,3\n" * 5
+_BAD_OFFSET = len(_GOOD_LINES) + len(b"1,2,")
+
+
+class _FirstBatch(Exception):
+    """Raised from the model's predict to stop predict_csv after its first batch."""
+
+
+class PredictCsvReaderTest(tf.test.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.folder = tempfile.mkdtemp(prefix="serving_predict_test-")
+        cls.served = served_lib.load_export(make_export(cls.folder, "regression"))
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.folder, ignore_errors=True)
+        super().tearDownClass()
+
+    def test_not_utf8_on_a_later_line_names_that_line(self):
+        folder = self.create_tempdir().full_path
+        source, output = os.path.join(folder, "in.csv"), os.path.join(folder, "out.csv")
+        with open(source, "wb") as handle:
+            handle.write(_LATE_BAD_BYTE)
+        with self.assertRaises(data.DataError) as caught:
+            predict.predict_csv(self.served, source, output, batch_size=8)
+        self.assertEqual(
+            str(caught.exception),
+            f"{source}:72: not UTF-8 text (invalid continuation byte at byte {_BAD_OFFSET})",
+        )
+        self.assertEqual(os.listdir(folder), ["in.csv"])  # no output, no temporary
+
+    def test_reads_the_input_only_as_batches_are_predicted(self):
+        content = b"x1,x2,x3\n" + b"1.5,2.5,3.5\n" * 200_000  # 2.4 MB
+        counter = CountingReader(content)
+        read_at_first_batch = []
+
+        def first_batch(x):
+            read_at_first_batch.append(counter.bytes_read)
+            raise _FirstBatch
+
+        stdin = types.SimpleNamespace(buffer=io.BufferedReader(counter))
+        output = os.path.join(self.create_tempdir().full_path, "out.csv")
+        with mock.patch.object(sys, "stdin", stdin), mock.patch.object(self.served, "predict", first_batch):
+            with self.assertRaises(_FirstBatch):
+                predict.predict_csv(self.served, "-", output, batch_size=4)
+        self.assertLen(read_at_first_batch, 1)
+        self.assertLess(read_at_first_batch[0], 64 * 1024)
+
+
+if __name__ == "__main__":
+    tf.test.main()

@@ -1,0 +1,53 @@
+"""Data: synthetic tasks, CSV loading, task inference, splits and standardization.
+
+`load(source, ...)` returns a `Datasets`: train / validation / test `Split`s of standardized
+features x [m, n] and targets y, plus the `Preprocessing` (statistics of the train split only)
+that export and predict need to treat new raw inputs the same way.
+
+Targets by task:
+
+* regression: y [m, k] float64, standardized with the train split's mean and std;
+* binary:     y [m, 1] float64 in {0, 1} (the id of `class_names[1]` is 1);
+* multiclass: y [m] int32 class ids, indices into `class_names`.
+
+Bad input raises `DataError`, whose message is one line naming the file, and the line and
+column where they are known.  The package imports TensorFlow (through `losses`, which names
+the task each loss takes).
+
+Modules, each importing only those before it: errors → tasks → containers → synthetic,
+csv_table → csv_source → splits → loading.
+"""
+
+from tf_backprop.data.containers import Datasets, Preprocessing, RawSource, Split
+from tf_backprop.data.errors import DataError
+from tf_backprop.data.loading import check_arguments, load
+from tf_backprop.data.synthetic import SYNTHETIC
+from tf_backprop.data.tasks import (
+    CLASSIFICATION,
+    DEFAULT_LOSSES,
+    LOSS_TASKS,
+    TARGET_KINDS,
+    TASKS,
+    TargetSummary,
+    default_loss,
+    infer_task,
+)
+
+__all__ = [
+    "CLASSIFICATION",
+    "DEFAULT_LOSSES",
+    "LOSS_TASKS",
+    "SYNTHETIC",
+    "TARGET_KINDS",
+    "TASKS",
+    "DataError",
+    "Datasets",
+    "Preprocessing",
+    "RawSource",
+    "Split",
+    "TargetSummary",
+    "check_arguments",
+    "default_loss",
+    "infer_task",
+    "load",
+]

@@ -1,0 +1,130 @@
+"""CSV source: a CSV table as raw features, a summary of its target, and targets encoded for the task.
+
+`load_csv` returns a `RawSource`: features float64 [m, n] in original units, and targets
+encoded for the task that the target column, the task flag and the loss resolve to.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tf_backprop import text
+from tf_backprop.data.containers import RawSource
+from tf_backprop.data.csv_table import Table, read_table
+from tf_backprop.data.errors import DataError
+from tf_backprop.data.tasks import CLASSIFICATION, TargetSummary, infer_task
+
+
+def load_csv(path: str, target: str | None, task: str, loss: str | None) -> RawSource:
+    """Reads a CSV source, resolves its task and encodes its targets."""
+    table = read_table(path)
+    j = _target_column(table, target)
+    features = [c for c in range(len(table.header)) if c != j]
+    x = _parse_features(table, features)
+    summary, parsed = _summarize_target(table, j)
+    resolved = infer_task(task, loss, summary)
+    classes = summary.class_names if resolved in CLASSIFICATION else None
+    y = _encode_targets(resolved, summary, parsed)
+    return RawSource(x, y, resolved, [table.header[c] for c in features], table.header[j], classes)
+
+
+def _target_column(table: Table, target: str | None) -> int:
+    """The target's field index; DataError if the flag is missing or names no column."""
+    columns = ", ".join(table.header)
+    if not target:
+        raise DataError(
+            f"{table.path}: a CSV source needs the flag 'target' naming the label column; columns: {columns}"
+        )
+    if target not in table.header:
+        raise DataError(
+            f"{table.path}:{table.header_line}: target column {text.quote(target)} is not in the header; "
+            f"columns: {columns}"
+        )
+    if len(table.header) < 2:
+        raise DataError(
+            f"{table.path}:{table.header_line}: no feature columns besides the target {text.quote(target)}"
+        )
+    return table.header.index(target)
+
+
+def _parse_features(table: Table, columns: list[int]) -> np.ndarray:
+    """The feature columns as float64 [m, n]; DataError at the first cell that is not a finite number."""
+    try:
+        x = np.array([[float(row[j]) for j in columns] for row in table.rows], dtype=np.float64)
+    except ValueError:
+        x = None
+    if x is None or not np.all(np.isfinite(x)):
+        # Rescan in file order, so the error names the first bad cell a reader would meet.
+        for i in range(len(table.rows)):
+            for j in columns:
+                _parse_number(table, i, j)
+    return x
+
+
+def _parse_number(table: Table, i: int, j: int) -> float:
+    """Cell (row i, field j) as a finite float; DataError naming the cell otherwise."""
+    cell = table.rows[i][j].strip()
+    where = table.where(table.lines[i], j)
+    if not cell:
+        raise DataError(f"{where}: expected a number, got an empty cell")
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DataError(f"{where}: expected a number, got {text.quote(cell)}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{where}: expected a finite number, got {text.quote(cell)}")
+    return value
+
+
+def _summarize_target(table: Table, j: int) -> tuple[TargetSummary, np.ndarray | list[str]]:
+    """Classifies the target column as real / integer / labels; returns it parsed accordingly."""
+    cells = [row[j].strip() for row in table.rows]
+    for i, cell in enumerate(cells):
+        if not cell:
+            raise DataError(f"{table.where(table.lines[i], j)}: expected a target value, got an empty cell")
+    first_text = next((i for i, cell in enumerate(cells) if not _is_number(cell)), None)
+    if first_text is not None:
+        names = sorted(set(cells))
+        return _summary(table, j, "labels", names, first_text, cells), cells
+    values = np.array([_parse_number(table, i, j) for i in range(len(cells))])  # finite, checked per cell
+    non_integer = np.flatnonzero(values != np.round(values))
+    if non_integer.size:
+        return _summary(table, j, "real", None, int(non_integer[0]), cells), values
+    # Whole numbers sort numerically (2 before 10), so labels 0..K-1 keep their own ids.
+    names = [_integer_name(v) for v in np.unique(values)]
+    return _summary(table, j, "integer", names, None, cells), values
+
+
+def _summary(
+    table: Table, j: int, kind: str, names: list[str] | None, i: int | None, cells: list[str]
+) -> TargetSummary:
+    """A TargetSummary for column j, with row i (if any) as the example cell."""
+    example_where = None if i is None else table.where(table.lines[i], j)
+    example = None if i is None else text.quote(cells[i])
+    return TargetSummary(kind, names, table.column_where(j), example_where, example)
+
+
+def _is_number(cell: str) -> bool:
+    """True if float() accepts the cell (nan and inf included: those are bad numbers, not labels)."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _integer_name(value: float) -> str:
+    """3.0 -> '3': the class name of a whole-number label."""
+    return str(int(value))
+
+
+def _encode_targets(task: str, summary: TargetSummary, parsed: np.ndarray | list[str]) -> np.ndarray:
+    """Targets for the task: regression [m, 1] float64, classification [m] int64 ids into class_names."""
+    if task == "regression":
+        return np.asarray(parsed, dtype=np.float64)[:, None]
+    names = summary.class_names
+    labels = parsed if summary.kind == "labels" else [_integer_name(v) for v in parsed]
+    index = {name: k for k, name in enumerate(names)}
+    return np.array([index[label] for label in labels], dtype=np.int64)
