@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
+from tf_backprop import text
+
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
@@ -31,8 +33,7 @@ def program_name() -> str:
 
 def fail(message: str, code: int) -> None:
     """Prints `prog: error: message` as one line and exits with `code`."""
-    single_line = " ".join(str(message).split())
-    sys.stderr.write(f"{program_name()}: error: {single_line}\n")
+    sys.stderr.write(f"{program_name()}: error: {text.one_line(message)}\n")
     sys.exit(code)
 
 

@@ -1,7 +1,7 @@
 """The hand-written gradients equal the tape's: every activation × loss × depth, eager and under XLA.
 
 Comparisons use the relative error |a − b| / max(|a|, |b|, floor), elementwise, maximum over all
-elements of all variables (DESIGN.md §3).  Why the floor is not always `tiny` is explained at
+elements of all variables.  Why the floor is not always `tiny` is explained at
 `FLOOR_FRACTION`.
 """
 

@@ -289,3 +289,14 @@ class DivergenceTest(CliTestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class FlagsDocumentedTest(tf.test.TestCase):
+    def test_every_config_field_is_a_documented_flag(self):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        docs = ""
+        for page in ("training.md", "distributed.md"):
+            with open(os.path.join(root, "docs", page), encoding="utf-8") as handle:
+                docs += handle.read()
+        undocumented = [f.name for f in config_lib.fields() if f"--{f.name}" not in docs]
+        self.assertEqual(undocumented, [])

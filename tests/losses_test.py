@@ -69,7 +69,7 @@ class LossValueTest(tf.test.TestCase):
 
 
 class LossDeltaTest(tf.test.TestCase, parameterized.TestCase):
-    """δ_L = ∂L/∂z_L: hand-written against the tape and against DESIGN.md §3's closed forms."""
+    """δ_L = ∂L/∂z_L: hand-written against the tape and against the closed forms of docs/backprop.md."""
 
     @parameterized.named_parameters(
         ("mse_linear", "mse", "linear"),

@@ -68,6 +68,18 @@ class PredictCsvReaderTest(tf.test.TestCase):
         self.assertLen(read_at_first_batch, 1)
         self.assertLess(read_at_first_batch[0], 64 * 1024)
 
+    def test_an_unnamed_column_is_copied_through(self):
+        # pandas' to_csv writes its index as a first column with an empty header name.
+        folder = self.create_tempdir().full_path
+        source, output = os.path.join(folder, "in.csv"), os.path.join(folder, "out.csv")
+        with open(source, "w") as handle:
+            handle.write(",x1,x2,x3\n0,1,2,3\n1,4,5,6\n")
+        self.assertEqual(predict.predict_csv(self.served, source, output, warn=lambda message: None), 2)
+        with open(output) as handle:
+            rows = [line.split(",") for line in handle.read().splitlines()]
+        self.assertEqual(rows[0][:4], ["", "x1", "x2", "x3"])
+        self.assertEqual([row[0] for row in rows[1:]], ["0", "1"])
+
 
 if __name__ == "__main__":
     tf.test.main()

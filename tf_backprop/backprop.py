@@ -3,7 +3,7 @@
 Both functions take ``(model, x, y, loss, l2=0.0)`` and return ``(loss_value, grads)`` with
 grads in ``model.trainable_variables`` order: [W_1, b_1, ..., W_L, b_L].
 
-The hand-written path (DESIGN.md §3), with δ_l = ∂L/∂z_l of shape [m, n_l]:
+The hand-written path (docs/backprop.md derives it), with δ_l = ∂L/∂z_l of shape [m, n_l]:
 
     δ_L = loss.delta(z_L, h_L, y)                       (through f_L' or fused on logits)
     ∂L/∂W_l = h_{l-1}ᵀ @ δ_l  (+ λ W_l)                  [n_{l-1}, n_l]

@@ -7,7 +7,7 @@ Each `Loss` gives
 * ``delta(z, h, y, output_activation)``: δ_L = ∂L/∂z_L, [m, k], in a numerically stable form.
 
 The cross-entropy losses take logits: they require a linear output activation and fuse
-softmax/sigmoid with the log (DESIGN.md §3).  The L2 penalty λ/2 Σ‖W‖² is added by
+softmax/sigmoid with the log (docs/backprop.md).  The L2 penalty λ/2 Σ‖W‖² is added by
 `backprop`, not here, because it depends on the kernels rather than on the output.
 """
 

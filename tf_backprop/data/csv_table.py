@@ -92,16 +92,18 @@ def records(path: str, handle: IO[bytes]) -> Iterator[Record]:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
 
 
-def read_header(path: str, rows: Iterator[Record]) -> tuple[int, list[str]]:
+def read_header(path: str, rows: Iterator[Record], allow_empty: bool = False) -> tuple[int, list[str]]:
     """Takes the first record as the header: (its line, names stripped of spaces).
 
-    DataError if there is no record, or for an empty or duplicate column name.
+    DataError if there is no record, or for a duplicate column name, or an empty one unless
+    `allow_empty` (prediction copies such a column through, e.g. the unnamed index column
+    pandas writes).
     """
     first = next(rows, None)
     if first is None:
         raise DataError(f"{path}: empty file; expected a header row, then data rows")
     line, header = first[0], [name.strip() for name in first[1]]
-    _check_header(path, line, header)
+    _check_header(path, line, header, allow_empty)
     return line, header
 
 
@@ -162,10 +164,12 @@ def _unreadable(path: str, error: OSError) -> DataError:
     return DataError(f"{path}: cannot read the file ({error.strerror or error})")
 
 
-def _check_header(path: str, line: int, header: list[str]) -> None:
-    """DataError for an empty or duplicate column name."""
+def _check_header(path: str, line: int, header: list[str], allow_empty: bool = False) -> None:
+    """DataError for a duplicate column name, or an empty one unless allow_empty."""
     first: dict[str, int] = {}
     for j, name in enumerate(header):
+        if not name and allow_empty:
+            continue
         if not name:
             raise DataError(f"{path}:{line}:{j + 1}: empty column name in the header")
         if name in first:

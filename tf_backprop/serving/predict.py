@@ -79,8 +79,8 @@ def _match_columns(
 ) -> _Columns:
     """Feature indices by header name; DataError for missing or clashing columns.
 
-    `header` comes from csv_table.read_header, which strips the names and rejects empty or
-    duplicate ones.
+    `header` comes from csv_table.read_header, which strips the names and rejects duplicate
+    ones (empty ones are copied through).
     """
     missing = [name for name in served.feature_names if name not in header]
     if missing:
@@ -184,7 +184,7 @@ def predict_csv(
     name = "<stdin>" if input_path == csv_table.STDIN else input_path
     with csv_table.open_input(input_path) as source, _atomic_output(output) as sink:
         records = csv_table.records(name, source)  # streamed: read only as batches are pulled
-        header_line, header = csv_table.read_header(name, records)
+        header_line, header = csv_table.read_header(name, records, allow_empty=True)
         columns = _match_columns(served, name, header_line, header, warn)
         writer = csv.writer(sink, lineterminator="\n")
         writer.writerow(columns.header + prediction_columns(served))

@@ -234,17 +234,16 @@ class TrainConfig:
             _choice("loss", self.loss, losses.LOSS_NAMES)
         _choice("task", self.task, TASKS)
         _at_least("l2", self.l2, 0.0)
-        _at_least("n_samples", self.n_samples, 1)
-        _at_least("noise", self.noise, 0.0)
-        for name in ("val_split", "test_split"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"{name}: expected a fraction in [0, 1), got {value}")
-        if self.val_split + self.test_split >= 1.0:
-            raise ConfigError(
-                f"val_split + test_split: expected a sum below 1 (something left to train on), "
-                f"got {self.val_split} + {self.test_split}"
+        try:  # the fields data.load takes, checked by data itself
+            data_lib.check_arguments(
+                val_split=self.val_split,
+                test_split=self.test_split,
+                seed=self.seed,
+                n_samples=self.n_samples,
+                noise=self.noise,
             )
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if self.data.startswith("csv:") and not self.target:
             raise ConfigError("target: required with --data=csv:PATH (the column to predict)")
 
