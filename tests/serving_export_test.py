@@ -13,6 +13,7 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
+from predict_exports import CLASS_NAMES, FEATURES, toy_preprocessing
 
 from tf_backprop import data, training
 from tf_backprop.model import MLP
@@ -20,9 +21,7 @@ from tf_backprop.serving import export
 from tf_backprop.serving import served as served_lib
 from tf_backprop.training import checkpoint, config
 
-FEATURES = ["x1", "x2", "x3"]
 TASKS = ("regression", "binary", "multiclass")
-CLASS_NAMES = {"regression": None, "binary": ["no", "yes"], "multiclass": ["cat", "dog", "eel"]}
 N_OUTPUTS = {"regression": 2, "binary": 1, "multiclass": 3}
 BIN = os.path.dirname(sys.executable)  # the venv's bin: saved_model_cli and the console scripts
 TIMEOUT = 180  # seconds for one subprocess; TensorFlow's import alone takes ~3 s
@@ -31,16 +30,7 @@ TIMEOUT = 180  # seconds for one subprocess; TensorFlow's import alone takes ~3 
 def make_model(task: str, dtype: str = "float32", seed: int = 0) -> tuple[MLP, data.Preprocessing]:
     """An untrained MLP and non-trivial statistics, so the in-graph scaling is exercised."""
     model = MLP((len(FEATURES), 8, N_OUTPUTS[task]), activation="tanh", dtype=dtype, seed=seed)
-    preprocessing = data.Preprocessing(
-        task=task,
-        feature_names=FEATURES,
-        feature_mean=[1.0, -2.0, 0.5],
-        feature_std=[2.0, 0.5, 3.0],
-        target_name="y" if task == "regression" else "label",
-        target_mean=[0.5, -1.5] if task == "regression" else None,
-        target_std=[2.0, 0.25] if task == "regression" else None,
-        class_names=CLASS_NAMES[task],
-    )
+    preprocessing = toy_preprocessing(task, [0.5, -1.5], [2.0, 0.25])
     return model, preprocessing
 
 
