@@ -38,7 +38,7 @@ _TIMEOUT = 300  # seconds per run; one takes 5-15 s on a loaded 2-core machine
 # of them mid-epoch; every chunk is 8 steps long (one compiled shape).
 _LONG = ("--steps=2400", "--checkpoint_every=40", "--steps_per_call=8", "--n_samples=600", "--batch_size=10")
 _KILL_RANGE = (80, 400)  # S - (the step the run started or resumed at) is drawn from here
-# Plain SGD at 1.4 overflows at step 71; ckpt-60 is the last good checkpoint, in epoch 2 of 6.
+# Plain SGD at 1.4 overflows at step 74; ckpt-60 is the last good checkpoint, in epoch 2 of 6.
 _DIVERGING = (
     "--optimizer=sgd",
     "--epochs=6",
@@ -436,7 +436,7 @@ class DivergenceTest(ResumeCliTestCase):
 
     def test_diverged_run_resumes_with_a_lower_learning_rate(self):
         diverged = self.run_cli(*_DIVERGING, "--learning_rate=1.4")
-        self.assert_error_line(diverged, 1, r"step 71: non-finite value")
+        self.assert_error_line(diverged, 1, r"step 74: non-finite value")
         state = tf.train.get_checkpoint_state(os.path.join(self.workdir, "ckpt"))
         self.assertEqual(os.path.basename(state.model_checkpoint_path), "ckpt-60")
         self.assertTrue(all(np.isfinite(w).all() for w in _final_weights(self.workdir)))

@@ -9,7 +9,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from training_runs import small_config as _config
 
-from tf_backprop import losses, training
+from tf_backprop import training
 from tf_backprop.training import config, optimizers
 
 # The README states this figure for the default run (see README "Results").
@@ -165,13 +165,10 @@ class OptimizationTest(parameterized.TestCase, tf.test.TestCase):
         self.assertTrue(result.stopped_early)
         self.assertLess(len(result.history), 200)
         best = min(record["val_loss"] for record in result.history)
-        restored = training.Engine(
-            result.model,
-            optimizers.build_optimizer(_config("x"), 1),
-            losses.get("mse"),
-            _config("x"),
-            None,
-        ).evaluate(result.datasets.validation)
+        evaluator = training.build(_config("x"), result.datasets)
+        for target, source in zip(evaluator.model.weights, result.model.weights):
+            target.assign(source)
+        restored = evaluator.engine.evaluate(result.datasets.validation)
         self.assertAllClose(restored["loss"], best, rtol=1e-5)
 
     def test_learning_rate_schedules_build(self):

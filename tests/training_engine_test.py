@@ -9,8 +9,6 @@ import tensorflow as tf
 from training_runs import small_config as _config
 
 from tf_backprop import backprop, training
-from tf_backprop.training import engine as engine_lib
-from tf_backprop.training import optimizers
 
 _SENTINEL = 50.0  # a finite feature value that no standardized row of the default task reaches
 
@@ -96,27 +94,79 @@ class FailureTest(tf.test.TestCase):
             self._run_with_an_infinite_gradient_at(7, clip_value=1.0)
 
 
-class FastChunkTest(tf.test.TestCase):
-    def test_the_fast_chunk_runs_the_same_steps_as_the_checked_replay(self):
-        # What the replay of a failed chunk relies on: from the same start, both chunks
-        # compute the same updates.
+class FastCallTest(tf.test.TestCase):
+    def test_the_fast_call_runs_the_same_steps_as_the_checked_replay(self):
+        # What the replay of a failed call relies on: from the same start, both calls compute
+        # the same updates (and end in the same run state), epochs included.
         for monitor in (False, True):
             cfg = _config(self.create_tempdir().full_path, dtype="float64", monitor=monitor)
-            datasets = training.load_datasets(cfg)
-            model = cfg.model_spec(datasets.n_features, datasets.n_outputs).build()
-            loss = training.resolve_loss(cfg, datasets)
-            engine = training.Engine(model, optimizers.build_optimizer(cfg, 100), loss, cfg, None)
-            x = tf.constant(datasets.train.x)
-            y = engine_lib.targets_tensor(datasets.train.y, "float64")
-            indices = tf.constant(
-                training.make_plan(cfg, len(datasets.train.x), (2, 3, 3, 1)).epoch_indices(0)[:7]
-            )
-            fast = engine._fast_chunk(x, y, indices)
+            trainer = training.build(cfg)
+            engine, loop = trainer.engine, trainer.loop()
+            stop = trainer.plan.steps_per_epoch + 7  # across an epoch's end
+            args = (*loop.train, *loop.validation, tf.constant(stop, tf.int64))
+            args += (tf.constant(trainer.plan.total_steps, tf.int64),)
+            fast = engine._fast_call(*args)
             after_fast = [v.numpy() for v in engine._state]
-            engine._restore_state(fast["start_state"])
-            checked = engine._checked_chunk(x, y, indices)
-            self.assertEqual(int(fast["steps_done"]), 7)
-            self.assertEqual(int(engine.optimizer.iterations), 7)
-            self.assertAllClose(fast["loss_sum"], checked["loss_sum"], rtol=1e-12, atol=0)
+            engine._restore(fast["start_state"])
+            checked = engine._checked_call(*args)
+            self.assertEqual(int(engine.optimizer.iterations), stop)
+            self.assertEqual(int(fast["count"]), 1)
+            self.assertAllClose(fast["records"], checked["records"], rtol=1e-12, atol=0)
             for a, b in zip(after_fast, engine._state):
                 self.assertAllClose(a, b.numpy(), rtol=1e-12, atol=1e-15)
+
+
+class MultiEpochCallTest(tf.test.TestCase):
+    def test_where_calls_end_changes_nothing(self):
+        # Calls of 7 steps (many per epoch) or of a whole run (many epochs per call), with
+        # early stopping: the same history, bit for bit, and the same weights.
+        results = []
+        for steps_per_call in (7, 10_000):
+            cfg = _config(
+                self.create_tempdir().full_path,
+                dtype="float64",
+                epochs=40,
+                patience=2,
+                learning_rate=0.05,
+                steps_per_call=steps_per_call,
+            )
+            results.append(training.train(cfg, progress=False))
+        short, long = results
+        self.assertTrue(long.stopped_early)
+        self.assertLess(len(long.history), 40)
+        self.assertEqual(long.history, short.history)
+        self.assertEqual(long.steps, short.steps)
+        for a, b in zip(long.model.get_weights(), short.model.get_weights()):
+            self.assertAllEqual(a, b)
+
+    def test_the_training_call_is_traced_once(self):
+        cfg = _config(self.create_tempdir().full_path, epochs=5, steps_per_call=30, checkpoint_every=45)
+        trainer = training.build(cfg)
+        loop = trainer.loop()
+        loop.run()
+        self.assertGreater(loop.calls, 5)  # calls of 30 and 15 steps, across epochs
+        self.assertEqual(trainer.engine._fast_call.experimental_get_tracing_count(), 1)
+        self.assertEqual(trainer.engine._checked_call.experimental_get_tracing_count(), 0)
+
+    def test_the_epoch_order_is_a_permutation_of_seed_and_epoch(self):
+        plan = training.build(_config(self.create_tempdir().full_path)).plan
+        first, again, other = plan.epoch_indices(0), plan.epoch_indices(0), plan.epoch_indices(1)
+        self.assertAllEqual(first, again)
+        self.assertNotAllEqual(first, other)
+        used = plan.steps_per_epoch * plan.rows_per_step
+        self.assertLen(np.unique(first), used)  # no row twice in an epoch
+        self.assertLessEqual(int(first.max()), plan.n_train - 1)
+
+
+class OverflowTest(tf.test.TestCase):
+    def test_metrics_of_a_huge_target_stay_finite(self):
+        # A regression target around 1e30: squared errors ~1e60 overflow float32; the engine
+        # sums them in float64, so the RMSE comes out around 1e30, not inf.
+        cfg = _config(self.create_tempdir().full_path, epochs=2, export=False)
+        datasets = training.load_datasets(cfg)
+        datasets.preprocessing.target_std = [3e30]
+        result = training.train(cfg, datasets, progress=False)
+        for record in result.history:
+            self.assertTrue(np.isfinite(record["rmse"]) and 1e29 < record["rmse"] < 1e32, record)
+            self.assertTrue(np.isfinite(record["val_rmse"]) and 1e29 < record["val_rmse"] < 1e32, record)
+        self.assertTrue(1e29 < result.final_metrics["rmse"] < 1e32, result.final_metrics)

@@ -28,6 +28,12 @@ def write_json(path: str, payload: Any) -> None:
         handle.write("\n")
 
 
+def write_text(path: str, text: str) -> None:
+    """Writes `text` to a temporary sibling, then renames it to `path`."""
+    with atomic_text(path) as handle:
+        handle.write(text)
+
+
 @contextlib.contextmanager
 def atomic_text(path: str) -> Iterator[IO[str]]:
     """A text handle whose file appears at `path` only once the block completes.

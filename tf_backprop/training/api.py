@@ -30,7 +30,7 @@ from tf_backprop.training import workdir as workdir_lib
 from tf_backprop.training.checkpoint import RunState
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.engine import Engine
-from tf_backprop.training.loop import Loop, Progress, signals_recorded
+from tf_backprop.training.loop import Loop, signals_recorded
 from tf_backprop.training.optimizers import build_optimizer
 from tf_backprop.training.plan import Plan, make_plan
 
@@ -63,15 +63,12 @@ class Trainer:
     device: str | None  # without a strategy: '/CPU:0' or '/GPU:0'
     model: MLP
     optimizer: keras.optimizers.Optimizer
+    state: RunState  # the run's progress (epoch, early stopping): checkpointed with the model
     engine: Engine
 
-    def loop(self, keeper=None, progress: bool | None = False, monitor=None, state=None) -> Loop:
-        """A Loop over this trainer's engine (state: a RunState, fresh by default)."""
-        with tf.device(self.device or "/CPU:0"):
-            state = state or RunState(self.model)
-        return Loop(
-            self.plan, self.config, self.datasets, self.engine, state, keeper, Progress(progress), monitor
-        )
+    def loop(self, keeper=None, progress: bool | None = False, monitor=None) -> Loop:
+        """A Loop over this trainer's engine and run state."""
+        return Loop(self.plan, self.config, self.datasets, self.engine, self.state, keeper, progress, monitor)
 
 
 def build(
@@ -108,11 +105,15 @@ def build(
         backprop.check_loss_fits(model, loss)
         check_splits(model, datasets, loss)
         optimizer = build_optimizer(config, plan.total_steps)
+    # Out of the strategy's scope: RunState's variables stay local (MWMS cannot broadcast strings).
+    with tf.device(device or "/CPU:0"):
+        state = RunState(model)
+    with distributed.scope(strategy, device):
         runner = None if strategy is None else distributed.Replicas(strategy, jit_gradients)
         std = datasets.preprocessing.target_std
         target_std = None if std is None else np.asarray(std, np.float64)
-        engine = Engine(model, optimizer, loss, config, target_std, step_functions, runner)
-    return Trainer(config, plan, datasets, strategy, device, model, optimizer, engine)
+        engine = Engine(model, optimizer, loss, config, plan, state, target_std, step_functions, runner)
+    return Trainer(config, plan, datasets, strategy, device, model, optimizer, state, engine)
 
 
 def train(
@@ -150,9 +151,8 @@ def train(
     trainer = build(config, datasets, step_functions=step_functions)
     strategy, datasets = trainer.strategy, trainer.datasets
     workdir = _prepare_workdir(trainer, restart)
-    # Out of the strategy's scope: RunState's variables stay local (MWMS cannot broadcast strings).
+    state = trainer.state
     with tf.device(trainer.device or "/CPU:0"):
-        state = RunState(trainer.model)
         keeper = distributed.make_keeper(
             strategy, workdir, trainer.model, trainer.optimizer, state, config.keep_checkpoints
         )
@@ -171,7 +171,7 @@ def train(
         )
         if monitor is not None:  # a resumed run continues its warning counts
             monitor.detector.load_state(json.loads(state.health_json.numpy().decode()))
-        loop = trainer.loop(keeper, progress, monitor, state)
+        loop = trainer.loop(keeper, progress, monitor)
         try:
             with signals_recorded(loop.signals):
                 loop.run()

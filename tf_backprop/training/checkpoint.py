@@ -6,8 +6,11 @@ A checkpoint in ``<workdir>/ckpt`` (a `tf.train.CheckpointManager`) holds
 * ``optimizer``: its slots and iteration count (= the global step);
 * ``state``: the `RunState` variables: epoch and step within it (the data order is a pure
   function of (seed, epoch), so that is the data-order state), the current epoch's running
-  loss and metric sums, the history so far, and the early-stopping state with its best weights;
+  loss and metric sums, and the early-stopping state with its best weights (the first format
+  also held the history, as one JSON string rewritten at every save);
 * ``health``: the gradient-health detector's counters (absent from the first format).
+
+Beside them, ``ckpt/history.jsonl`` holds the per-epoch records, appended before each save.
 
 Gradient accumulation happens inside one update (engine), so no accumulation buffer is ever
 half-filled at a checkpoint.  `tf.train.CheckpointManager` writes the data files first and the
@@ -25,12 +28,13 @@ import tensorflow as tf
 from absl import logging
 
 from tf_backprop import data as data_lib
-from tf_backprop import text
+from tf_backprop import files, text
 from tf_backprop.model import MLP
 from tf_backprop.training.config import RESUMABLE_FIELDS, TrainConfig
 from tf_backprop.training.errors import CheckpointError, ConfigMismatchError
 
 CHECKPOINT_DIR = "ckpt"
+HISTORY_FILE = "history.jsonl"  # in CHECKPOINT_DIR
 
 # What reading a damaged checkpoint raises: tf.errors.OpError from the restore ops; from TF's
 # pybind checkpoint reader (e.g. a truncated data file: "Read less bytes than requested"),
@@ -48,7 +52,6 @@ class RunState(tf.Module):
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.epoch_loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.epoch_metric_sums = tf.Variable(tf.zeros([3], tf.float64), trainable=False)
-        self.history_json = tf.Variable("[]", dtype=tf.string, trainable=False)
         self.best_val_loss = tf.Variable(float("inf"), dtype=tf.float64, trainable=False)
         self.waited = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.stopped = tf.Variable(False, trainable=False)  # early-stopped: nothing left to do
@@ -56,14 +59,26 @@ class RunState(tf.Module):
         # The gradient-health detector's counters (JSON).  Saved beside the state, not in it:
         # checkpoints of the first format lack it, so Keeper restores it leniently.
         self.health_json = self._no_dependency(tf.Variable("{}", dtype=tf.string, trainable=False))
+        self._records = self._no_dependency([])  # the history: one dict per completed epoch
+
+    @property
+    def variables_changed_by_training(self) -> list[tf.Variable]:
+        """What a training call updates besides the weights and the optimizer (for a restore)."""
+        counters = [self.epoch, self.step_in_epoch, self.epoch_loss_sum, self.epoch_metric_sums]
+        return [*counters, self.best_val_loss, self.waited, self.stopped, *self.best_weights]
 
     # Methods, not a property setter: tf.Module would wrap an assigned list for tracking.
     def history(self) -> list[dict]:
-        """The per-epoch records so far."""
-        return json.loads(self.history_json.numpy().decode())
+        """The per-epoch records so far (kept in memory; Keeper writes them beside the
+        checkpoints, appending only the new ones)."""
+        return list(self._records)
 
     def append_history(self, record: dict) -> None:
-        self.history_json.assign(json.dumps(self.history() + [record]))
+        self._records.append(record)
+
+    def set_history(self, records: list[dict]) -> None:
+        del self._records[:]
+        self._records.extend(records)
 
 
 def _weights(model: MLP) -> tf.Module:
@@ -79,7 +94,12 @@ def _weights(model: MLP) -> tf.Module:
 
 
 class Keeper:
-    """Saves and restores checkpoints of one run."""
+    """Saves and restores checkpoints of one run, and the history beside them.
+
+    The history goes to ``ckpt/history.jsonl``, one JSON line per epoch, appended before each
+    checkpoint (so a save costs O(new records), not O(history)); a checkpoint at epoch k stands
+    for the file's first k lines, and a resume drops any line after them.
+    """
 
     def __init__(self, workdir: str, model: MLP, optimizer, state: RunState, keep: int = 3):
         self.directory = os.path.join(workdir, CHECKPOINT_DIR)
@@ -88,16 +108,30 @@ class Keeper:
         self._required = tf.train.Checkpoint(**required)
         self._optional = tf.train.Checkpoint(health=state.health_json)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=keep)
-        self.optimizer = optimizer
+        self.optimizer, self.state = optimizer, state
+        self.history_path = os.path.join(self.directory, HISTORY_FILE)
+        self.written = 0  # history records already in the file
 
     def save(self) -> str:
-        """Writes a checkpoint numbered by the global step."""
+        """Appends the new history records, then writes a checkpoint numbered by the global step."""
+        self._append_history()
         path = self.manager.save(checkpoint_number=int(self.optimizer.iterations.numpy()))
         logging.info("checkpoint %s", path)
         return path
 
+    def _append_history(self) -> None:
+        records = self.state.history()[self.written :]
+        if not records:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        with open(self.history_path, "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the checkpoint that counts them
+        self.written += len(records)
+
     def restore_latest(self) -> str | None:
-        """Restores the newest readable checkpoint; None when there is none at all.
+        """Restores the newest readable checkpoint and its history; None when there is none.
 
         A checkpoint that fails to read is skipped with a warning; if checkpoints exist but
         none can be read, CheckpointError.
@@ -107,6 +141,7 @@ class Keeper:
             try:
                 self._required.restore(path).assert_existing_objects_matched()
                 self._optional.restore(path).expect_partial()
+                self._restore_history(path)
             except _UNREADABLE as error:
                 logging.warning(
                     "checkpoint %s is unreadable (%s); trying the previous one", path, text.first_line(error)
@@ -119,6 +154,48 @@ class Keeper:
                 f"rerun with --restart to start over"
             )
         return None
+
+    def _restore_history(self, path: str) -> None:
+        """The checkpoint's epochs of history, from history.jsonl (or, for a checkpoint of the
+        first format, from its own history_json); the file is cut back to them."""
+        epochs = int(self.state.epoch.numpy())
+        in_file, clean = _read_history(self.history_path)
+        records = in_file[:epochs]
+        if len(records) < epochs:
+            records = max(records, _legacy_history(path)[:epochs], key=len)
+        if len(records) < epochs:
+            logging.warning(
+                "%s holds %d of the checkpoint's %d epochs of history; metrics.json will lack the rest",
+                self.history_path, len(records), epochs,
+            )  # fmt: skip
+        self.state.set_history(records)
+        if len(in_file) != len(records) or not clean:  # lines from after the checkpoint go
+            files.write_text(self.history_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        self.written = len(records)
+
+
+def _read_history(path: str) -> tuple[list[dict], bool]:
+    """The complete JSON lines of a history file, and whether every line was complete (a line
+    cut short by a kill, and anything after it, is dropped)."""
+    if not os.path.exists(path):
+        return [], True
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                return records, False
+    return records, True
+
+
+def _legacy_history(path: str) -> list[dict]:
+    """The history a first-format checkpoint kept in its run state (a JSON string variable)."""
+    reader = tf.train.load_checkpoint(path)
+    key = "state/history_json/.ATTRIBUTES/VARIABLE_VALUE"
+    if not reader.has_tensor(key):
+        return []
+    return json.loads(reader.get_tensor(key).decode())
 
 
 def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:

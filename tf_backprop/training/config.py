@@ -169,7 +169,13 @@ class TrainConfig:
         resumable=True,
     )
     checkpoint_every: int = _field(
-        0, "Checkpoint every N steps (0: at the end of every epoch).", resumable=True
+        0, "Checkpoint every N steps (0: every --checkpoint_seconds of training).", resumable=True
+    )
+    checkpoint_seconds: float = _field(
+        60.0,
+        "With --checkpoint_every=0: checkpoint when this many seconds of training have passed "
+        "since the last one (and always at the end and on SIGINT/SIGTERM).",
+        resumable=True,
     )
     keep_checkpoints: int = _field(3, "Recent checkpoints to keep.", resumable=True)
     export: bool = _field(
@@ -286,6 +292,7 @@ class TrainConfig:
         self._validate_strategy()
         _at_least("steps_per_call", self.steps_per_call, 0)
         _at_least("checkpoint_every", self.checkpoint_every, 0)
+        _at_least("checkpoint_seconds", self.checkpoint_seconds, 0.0)
         _positive("keep_checkpoints", self.keep_checkpoints)
         _at_least("histogram_every", self.histogram_every, 0)
         _positive("vanishing_ratio", self.vanishing_ratio)

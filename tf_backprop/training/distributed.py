@@ -367,16 +367,21 @@ class Replicas:
         return self.strategy.run(fn, args=args, kwargs=kwargs)
 
     def sum(self, value):
-        """A nest of per-replica tensors (one dtype) summed over every replica, in one collective
+        """A nest of per-replica tensors summed over every replica, in one collective per dtype
         (every worker calls it): a reduction per tensor would cost a cross-device op each."""
         flat = tf.nest.flatten(value)
-        packed = self.run(lambda *tensors: tf.concat([tf.reshape(t, [-1]) for t in tensors], 0), *flat)
-        total = self.strategy.reduce(_SUM, packed, axis=None)
-        sizes = [int(np.prod(t.shape)) for t in self.first(flat)]
-        parts = tf.split(total, sizes)
-        return tf.nest.pack_sequence_as(
-            value, [tf.reshape(p, t.shape) for p, t in zip(parts, self.first(flat))]
-        )
+        local = self.first(flat)  # shapes and dtypes
+        totals = [None] * len(flat)
+        for dtype in {t.dtype for t in local}:
+            members = [i for i, t in enumerate(local) if t.dtype == dtype]
+            packed = self.run(
+                lambda *ts: tf.concat([tf.reshape(t, [-1]) for t in ts], 0), *[flat[i] for i in members]
+            )
+            total = self.strategy.reduce(_SUM, packed, axis=None)
+            parts = tf.split(total, [int(np.prod(local[i].shape)) for i in members])
+            for i, part in zip(members, parts):
+                totals[i] = tf.reshape(part, local[i].shape)
+        return tf.nest.pack_sequence_as(value, totals)
 
     def first(self, value):
         """Replica 0's value (of this worker; identical on every replica where it is used)."""

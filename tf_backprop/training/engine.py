@@ -1,19 +1,30 @@
-"""The training engine: many optimizer steps inside one compiled call.
+"""The training engine: many optimizer steps, across epochs, inside one compiled call.
 
-A small net spends almost all its time in per-step Python overhead, so the engine runs a
-*chunk* of steps per call: the chunk's rows are gathered once into [steps, accum,
-global_batch, ...] and a `tf.while_loop` runs the `Step` (gradient, optional verification,
-`optimizer.apply`) for each.  The same engine runs with or without a `tf.distribute` strategy:
-a *runner* says how a step reaches the replicas — `SingleDevice` calls it directly and compiles
-the chunk with XLA; `distributed.Replicas` runs it with `strategy.run` in a compiled (non-XLA)
-loop, since XLA cannot compile the optimizer's cross-replica update on CPU strategies.
+A small net spends almost all its time in per-call overhead, so one call of the engine runs
+every step up to a stop step, epochs included: per epoch it permutes the training rows in the
+graph (`permutation`: a pure function of (seed, epoch)), gathers the epoch's rows once into
+[steps, accum, global_batch, ...], runs a `tf.while_loop` of `Step`s (gradient, optional
+verification, `optimizer.apply`), and at the epoch's end evaluates the validation split, writes
+the epoch's record and does the early-stopping bookkeeping (best loss, epochs waited, best
+weights) — all in the graph, so Python is touched once per call.  Losses and metric sums
+accumulate in float64, step by step, so the history does not depend on where calls end.
 
-Checks.  On one device the fast chunk checks once, at its end, that the loss, the weights and
-the optimizer state are finite (a per-step check of every gradient costs the article's net
-~12%); when that check or a verification fails, the chunk's start state is restored and the
-chunk replayed with every step checked, which stops right after the first failing step.
-Under a strategy every step is checked (the flags are summed over the replicas).  Either way
-the failing update exists only in memory; the run then fails, so it is never saved.
+The same engine runs with or without a `tf.distribute` strategy: a *runner* says how a step
+reaches the replicas — `SingleDevice` calls it directly and compiles the call with XLA;
+`distributed.Replicas` runs it with `strategy.run` in a compiled (non-XLA) loop, since XLA cannot
+compile the optimizer's cross-replica update on CPU strategies.
+
+Checks.  On one device the fast call checks once, at its end, that the loss, the weights and the
+optimizer state are finite (a per-step check of every gradient costs the article's net ~12%);
+when that check or a verification fails, everything the call changed is restored and the call
+replayed with every step checked, which stops right after the first failing step.  Under a
+strategy every step is checked (the flags are summed over the replicas).  Either way the failing
+update exists only in memory; the run then fails, so it is never saved.
+
+Monitoring measures the last step of each call: its gradients' norms, the weights' norms and
+the update ratios ‖Δθ‖/‖θ‖ (and, with histograms, the gradients and the first micro-batch's
+activations).  On one device that step is measured inside the same loop; under a strategy the
+call stops one step short and a second, measured call runs the last step.
 """
 
 from __future__ import annotations
@@ -32,18 +43,25 @@ from tf_backprop import backprop
 from tf_backprop import data as data_lib
 from tf_backprop import losses as losses_lib
 from tf_backprop.model import MLP
+from tf_backprop.training import permutation as permutation_lib
+from tf_backprop.training.checkpoint import RunState
+from tf_backprop.training.plan import Plan
 from tf_backprop.training.step import TINY, Step
 
-# Chunk stop codes.
+# Call stop codes.
 RUNNING, NON_FINITE, DISAGREE = 0, 1, 2
+# One record per completed epoch: [epoch (1-based), global step at its end, training loss,
+# training metric sums (3), validation loss, validation metric sums (3)], float64.
+RECORD_WIDTH = 10
+EVAL_BATCH = 8192  # rows per evaluation batch
 
 
 class SingleDevice:
     """The engine's runner without a strategy: the step runs as it is, under XLA."""
 
-    jit = True  # compile the whole chunk with XLA
-    jit_gradients = False  # (the chunk already is)
-    replays = True  # a failed chunk is restored and replayed step by step
+    jit = True  # compile the whole call with XLA
+    jit_gradients = False  # (the call already is)
+    replays = True  # a failed call is restored and replayed step by step
 
     def place(self, tensor):
         return tensor
@@ -62,7 +80,7 @@ class SingleDevice:
 
 
 class Engine:
-    """Owns the compiled chunk and evaluation functions for one model and optimizer.
+    """Owns the compiled training call and the evaluation of one model, optimizer and run state.
 
     Build it (like the model and optimizer) inside the strategy's scope when there is one, and
     pass that strategy's `distributed.Replicas` as `runner`.
@@ -74,138 +92,220 @@ class Engine:
         optimizer: keras.optimizers.Optimizer,
         loss: losses_lib.Loss,
         config,
-        target_std: np.ndarray | None,
+        plan: Plan,
+        state: RunState,
+        target_std: np.ndarray | None = None,
         step_functions: Mapping[str, Callable] | None = None,
         runner=None,
     ):
         self.model, self.optimizer, self.loss, self.config = model, optimizer, loss, config
+        self.plan, self.state = plan, state
         self.runner = runner or SingleDevice()
         self.step = Step(model, optimizer, loss, config, target_std, step_functions)
         if self.runner.jit_gradients:
             self.step.gradients = tf.function(self.step.gradients, jit_compile=True)
         self.variables = model.trainable_variables
         self.optimizer.build(self.variables)
-        # Everything a chunk changes, for restoring a failed chunk's start.
-        self._state = list(model.weights) + list(self.optimizer.variables)
-        # Under a strategy the chunk is a plain compiled loop (chunks of other lengths retrace).
-        jit = {"jit_compile": True} if self.runner.jit else {"reduce_retracing": True}
-        compiled = functools.partial(tf.function, **jit)
-        if self.runner.replays:
-            self._fast_chunk = compiled(functools.partial(self._chunk, checked=False))
-        self._checked_chunk = compiled(functools.partial(self._chunk, checked=True))
-        if self.config.monitor and not self.runner.jit:
-            self._measured_last = tf.function(self._measure_last, reduce_retracing=True)
-        self.evaluate_batch = tf.function(self._evaluate_batch, jit_compile=True)
+        # What a call changes: the training state (checked to be finite at a fast call's end),
+        # and with the run's counters everything restored before a replay.
+        self._training_state = [*model.weights, *self.optimizer.variables]
+        self._state = [*self._training_state, *state.variables_changed_by_training]
+        # The call is traced once (its inputs have fixed shapes) and without autograph: it uses
+        # tf.while_loop / tf.cond explicitly, and autograph's conversion of Keras's optimizer
+        # code triples the tracing time.
+        options = {"jit_compile": True} if self.runner.jit else {"reduce_retracing": True}
+        compiled = functools.partial(tf.function, autograph=False, **options)
+        self._fast_call = compiled(functools.partial(self._call, checked=False, measure=False))
+        self._checked_call = compiled(functools.partial(self._call, checked=True, measure=False))
+        self._measured_call = compiled(functools.partial(self._call, checked=True, measure=True))
+        self._evaluate = tf.function(self._evaluate_split, autograph=False)
 
-    # --- the Python side -----------------------------------------------------------------
-    def run_chunk(self, x_all, y_all, indices) -> dict[str, tf.Tensor]:
-        """Runs up to len(indices) steps; returns the stop code and the chunk's statistics.
+    @property
+    def measures_in_loop(self) -> bool:
+        """Whether the last step of a call is measured inside its loop (one device, monitoring on)."""
+        return bool(self.config.monitor) and self.runner.jit
 
-        indices: [steps, accum, global_batch] int32.  The dict: steps_done (healthy steps),
-        status, loss_sum, metric_sums [3], bad [n_vars] (non-finite gradient flags of the
-        stopping step), verify_error [n_vars] (of the chunk's last verified step), and with
-        monitoring the chunk's last step measured: health [3, n_vars] (gradient norm, weight
-        norm, update ratio ‖ΔW‖/‖W‖), gradients (one per variable) and activations (h_l of its
-        first micro-batch, [batch, n_l] each).  A healthy fast chunk's dict also holds
-        start_state (the weights and optimizer variables it started from).
+    # --- the Python side ---------------------------------------------------------------
+    def run(self, train, validation, stop: int, total: int) -> dict[str, np.ndarray]:
+        """Trains from the current step up to `stop` (or an early stop, or a failing step).
+
+        train, validation: (x, y) tensors of the splits (validation None when there is none);
+        total: the run's last step (its last epoch may be partial).  Returns, as NumPy: status
+        (RUNNING, NON_FINITE or DISAGREE), bad [n_vars] (non-finite gradient flags of the failing
+        step), verify_error [n_vars] (of the call's last verified step), records [k,
+        RECORD_WIDTH] (one per epoch completed in the call) and, with monitoring, the
+        measurement of the call's last step: health [3, n_vars] (gradient norm, weight norm,
+        update ratio), gradients and activations (with histograms).
         """
+        args = (
+            *train,
+            *(validation or (None, None)),
+            tf.constant(stop, tf.int64),
+            tf.constant(total, tf.int64),
+        )
         with self.runner.errors(lambda: f"step {int(self.optimizer.iterations.numpy()) + 1}"):
             if not self.runner.replays:
-                out = self._checked_chunk(x_all, y_all, indices)
-                return self._measured_last(x_all, y_all, indices, out) if self.config.monitor else out
-            out = self._fast_chunk(x_all, y_all, indices)
+                return self._run_checked_then_measured(args, stop)
+            out = self._fast_call(*args)
             if int(out["status"]) == RUNNING:
-                return out
-            self._restore_state(out["start_state"])
-            out = self._checked_chunk(x_all, y_all, indices)
+                return _numpy(out)
+            self._restore(out["start_state"])
+            out = self._checked_call(*args)
         if int(out["status"]) == RUNNING:  # the replay's arithmetic may differ in the last bits
-            logging.warning("a chunk failed its end-of-chunk check but not its step-by-step replay")
-        return out
+            logging.warning("a call failed its end-of-call check but not its step-by-step replay")
+        return _numpy(out)
 
-    def _restore_state(self, values) -> None:
-        """Assigns a fast chunk's start_state back to the weights and optimizer state."""
+    def _run_checked_then_measured(self, args, stop: int) -> dict[str, np.ndarray]:
+        """Under a strategy: the call up to stop − 1, then the measured last step."""
+        if not self.config.monitor:
+            return _numpy(self._checked_call(*args))
+        first = _numpy(self._checked_call(*args[:-2], args[-2] - 1, args[-1]))
+        ran_to_end = int(self.optimizer.iterations.numpy()) == stop - 1 and not bool(
+            self.state.stopped.numpy()
+        )
+        if first["status"] != RUNNING or not ran_to_end:
+            empty = dict(zip(("health", "gradients", "activations"), self._empty_measurement()))
+            return {**first, **_numpy(empty)}
+        last = _numpy(self._measured_call(*args))
+        last["records"] = np.concatenate([first["records"], last["records"]])
+        return last
+
+    def _restore(self, values) -> None:
+        """Assigns a fast call's start_state back to everything the call changed."""
         for variable, value in zip(self._state, values):
             variable.assign(value)
 
-    # --- the compiled chunk ------------------------------------------------------------
-    def _chunk(self, x_all, y_all, indices, checked: bool):
-        """The compiled chunk (see run_chunk); `checked` checks every step and stops at a failure.
-
-        The loop applies every update unconditionally and stops after a failing step: a
-        tf.cond around optimizer.apply, or carrying the gradients to the next iteration, costs
-        XLA 1.5-2x on small nets.
-        """
-        steps = tf.shape(indices)[0]
-        # The fast chunk returns the state it started from, for a replay (a separate read per
-        # chunk costs the article's net ~2%).
+    # --- the compiled call -------------------------------------------------------------
+    def _call(self, x_train, y_train, x_val, y_val, stop, total, checked: bool, measure: bool):
+        """The compiled call (see `run`); `checked` checks every step and stops at a failure;
+        `measure` measures every step (the measured call runs one)."""
+        # The fast call returns the state it started from, for a replay.
         start_state = [] if checked else [tf.identity(v) for v in self._state]
-        # The chunk's rows, gathered once: [steps, accum, global_batch, ...].  (Gathering from
-        # the whole training split inside the loop slows XLA's loop down with the split's size.)
-        xs, ys = self._gather(x_all, y_all, indices)
-        # The fast chunk checks gradients per step only under clip_value, which would clip an
-        # infinite gradient element into a finite update.
-        check = checked or bool(self.config.clip_value)
-        # With monitoring the chunk's last step runs after the loop, measured.
-        loop_steps = steps - 1 if self.config.monitor else steps
+        check = checked or bool(self.config.clip_value)  # clipping would hide an infinite gradient
         carry = tf.while_loop(
-            lambda i, status, *_: tf.logical_and(i < loop_steps, tf.equal(status, RUNNING)),
-            lambda *carry: self._train_step(xs, ys, carry, check),
+            lambda *c: self._epochs_continue(c, stop),
+            lambda *c: self._epoch(c, x_train, y_train, x_val, y_val, stop, total, check, measure),
             self._initial_carry(),
         )
-        measured = ()
-        if self.config.monitor and self.runner.jit:
-            carry, measured = tf.cond(
-                tf.logical_and(tf.equal(carry[1], RUNNING), carry[0] < steps),
-                lambda: self._train_step(xs, ys, carry, check, measure=True),
-                lambda: (carry, self._empty_measurement()),
-            )
-        out = self._outputs(carry, checked)
-        if not checked:
-            out["start_state"] = start_state
-        if measured:
-            out["health"], out["gradients"], out["activations"] = measured
-        return out
-
-    def _gather(self, x_all, y_all, indices):
-        """The rows of indices, once per replica device: ([steps, accum, global_batch, ...], same for y)."""
-        return self.runner.place(tf.gather(x_all, indices)), self.runner.place(tf.gather(y_all, indices))
-
-    def _initial_carry(self):
-        """(step i, status, loss sum, metric sums, bad flags, last verification errors)."""
-        n_vars = len(self.variables)
-        dtype = self.model.compute_dtype
-        return (
-            tf.constant(0),
-            tf.constant(RUNNING),
-            tf.zeros([], dtype),
-            tf.zeros([3], dtype),
-            tf.zeros([n_vars], tf.bool),
-            tf.zeros([n_vars], tf.float64),
-        )
-
-    def _outputs(self, carry, checked: bool) -> dict[str, tf.Tensor]:
-        i, status, loss_sum, metric_sums, bad, verify_error = carry
+        epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured = carry
+        self.state.epoch.assign(epoch)
+        self.state.step_in_epoch.assign(position)
+        self.state.epoch_loss_sum.assign(loss_sum)
+        self.state.epoch_metric_sums.assign(metric_sums)
         if not checked and self.runner.replays:
             status = tf.where(self._state_is_finite(loss_sum), status, NON_FINITE)
-        return {
-            "steps_done": i - tf.cast(tf.not_equal(status, RUNNING), tf.int32),
-            "status": status,
-            "loss_sum": loss_sum,
-            "metric_sums": metric_sums,
-            "bad": bad,
-            "verify_error": verify_error,
-        }
+        out = {"status": status, "bad": bad, "verify_error": verify_error, "records": records, "count": count}
+        if not checked:
+            out["start_state"] = start_state
+        if self.config.monitor:
+            out.update(zip(("health", "gradients", "activations"), measured))
+        return out
 
-    def _train_step(self, xs, ys, carry, check: bool, measure: bool = False):
-        """Step carry[0] of the chunk on every replica: the new carry, and with `measure`
-        (carry, measurement)."""
-        i, status, loss_sum, metric_sums, bad, verify_error = carry
-        before = [tf.identity(v) for v in self.variables] if measure else None
-        report = self.runner.run(self._replica_step, xs, ys, i, check=check, measure=measure)
-        summed = self.runner.sum(
-            {k: report[k] for k in ("value", "sums", "flags", "gradients") if k in report}
+    def _initial_carry(self):
+        """(epoch, position in it, its loss and metric sums, status, bad flags, last verification
+        errors, records, their count, measurement), from the run state."""
+        n_vars, state = len(self.variables), self.state
+        records = tf.zeros([self._max_records(), RECORD_WIDTH], tf.float64)
+        return (
+            state.epoch.read_value(),
+            state.step_in_epoch.read_value(),
+            state.epoch_loss_sum.read_value(),
+            state.epoch_metric_sums.read_value(),
+            tf.constant(RUNNING),
+            tf.zeros([n_vars], tf.bool),
+            tf.zeros([n_vars], tf.float64),
+            records,
+            tf.constant(0),
+            self._empty_measurement(),
         )
-        loss_sum += summed["value"]
+
+    def _max_records(self) -> int:
+        """Epochs one call can complete: a call is at most steps_per_call steps long."""
+        return math.ceil(self.plan.steps_per_call / self.plan.steps_per_epoch) + 2
+
+    def _epochs_continue(self, carry, stop):
+        status = carry[4]
+        running = tf.logical_and(tf.equal(status, RUNNING), tf.logical_not(self.state.stopped))
+        return tf.logical_and(running, self.optimizer.iterations < stop)
+
+    def _epoch(self, carry, x_train, y_train, x_val, y_val, stop, total, check, measure):
+        """The rest of the current epoch up to `stop`, then its end if it is complete."""
+        epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured = carry
+        spe = self.plan.steps_per_epoch
+        length = tf.minimum(tf.constant(spe, tf.int64), total - epoch * spe)  # the last may be partial
+        xs, ys = self._epoch_rows(x_train, y_train, epoch)  # [spe, accum, global_batch, ...]
+        end = tf.minimum(length, position + stop - self.optimizer.iterations)
+        steps = tf.while_loop(
+            lambda i, status, *_: tf.logical_and(i < end, tf.equal(status, RUNNING)),
+            lambda *c: self._train_step(xs, ys, c, stop, check, measure),
+            (position, status, loss_sum, metric_sums, bad, verify_error, measured),
+        )
+        position, status, loss_sum, metric_sums, bad, verify_error, measured = steps
+        ended = tf.logical_and(tf.equal(position, length), tf.equal(status, RUNNING))
+        epoch, position, loss_sum, metric_sums, records, count = tf.cond(
+            ended,
+            lambda: self._end_epoch(epoch, length, loss_sum, metric_sums, records, count, x_val, y_val),
+            lambda: (epoch, position, loss_sum, metric_sums, records, count),
+        )
+        return epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured
+
+    def _epoch_rows(self, x_train, y_train, epoch):
+        """The epoch's rows in its order, once per replica device: [spe, accum, global_batch, ...]."""
+        plan = self.plan
+        order = tf.range(plan.n_train)
+        if plan.shuffle:
+            order = permutation_lib.permutation(plan.n_train, plan.seed, epoch)
+        used = tf.reshape(
+            order[: plan.steps_per_epoch * plan.rows_per_step],
+            [plan.steps_per_epoch, plan.grad_accum_steps, plan.global_batch],
+        )
+        # (Gathering from the whole split inside the step loop slows XLA's loop with the split's size.)
+        return self.runner.place(tf.gather(x_train, used)), self.runner.place(tf.gather(y_train, used))
+
+    def _end_epoch(self, epoch, length, loss_sum, metric_sums, records, count, x_val, y_val):
+        """Validation, the epoch's record, early stopping; the next epoch's counters."""
+        steps = tf.cast(length, tf.float64)
+        step = tf.cast(self.optimizer.iterations, tf.float64)
+        head = tf.stack([tf.cast(epoch + 1, tf.float64), step, loss_sum / steps])
+        if x_val is None:
+            validation = tf.fill([4], tf.constant(np.nan, tf.float64))
+        else:
+            validation = self._evaluate_split(x_val, y_val)  # [loss, metric sums (3)]
+            self._track_best(validation[0])
+        record = tf.concat([head, metric_sums, validation], axis=0)  # [RECORD_WIDTH]
+        records = tf.tensor_scatter_nd_update(records, [[count]], [record])
+        zero = tf.zeros([], tf.int64)
+        return epoch + 1, zero, tf.zeros([], tf.float64), tf.zeros([3], tf.float64), records, count + 1
+
+    def _track_best(self, validation_loss):
+        """Early stopping: the best validation loss, its weights, the epochs waited since."""
+        state = self.state
+        improved = validation_loss < state.best_val_loss
+
+        def remember():
+            state.best_val_loss.assign(validation_loss)
+            state.waited.assign(0)
+            for best, variable in zip(state.best_weights, self.model.weights):
+                best.assign(variable)
+            return tf.constant(0)
+
+        tf.cond(improved, remember, lambda: tf.constant(0))
+        state.waited.assign(tf.where(improved, tf.zeros([], tf.int64), state.waited + 1))
+        if self.config.patience:
+            state.stopped.assign(state.waited >= self.config.patience)
+
+    def _train_step(self, xs, ys, carry, stop, check: bool, measure: bool):
+        """Step carry[0] of the epoch on every replica: the new carry."""
+        i, status, loss_sum, metric_sums, bad, verify_error, measured = carry
+        # Measured: the call's last step (one device: decided in the loop; the measured call: all).
+        measuring = measure or (self.measures_in_loop and self.optimizer.iterations + 1 == stop)
+        before = _when(
+            measuring, lambda: [tf.identity(v) for v in self.variables], self._zeros_like_variables
+        )
+        report = self.runner.run(self._replica_step, xs, ys, i, check=check, measure=measuring)
+        summable = ("value", "sums", "flags", "gradients")
+        summed = self.runner.sum({k: report[k] for k in summable if k in report})
+        loss_sum += tf.cast(summed["value"], tf.float64)
         metric_sums += summed["sums"]
         healthy, agree = tf.constant(True), tf.constant(True)
         if check:
@@ -217,75 +317,90 @@ class Engine:
             verify_error = tf.where(due, errors, verify_error)
         if check or self.config.verify_every:
             status = tf.where(healthy, tf.where(agree, RUNNING, DISAGREE), NON_FINITE)
-        carry = (i + 1, status, loss_sum, metric_sums, bad, verify_error)
-        if not measure:
-            return carry
-        grads = summed["gradients"]
-        health = tf.stack([norms(grads), norms(self.variables), update_ratios(before, self.variables)])
-        return carry, (health, list(grads), list(self.runner.first(report["activations"])))
+        if self.config.monitor:
+            measured = _when(measuring, lambda: self._measurement(before, summed, report), lambda: measured)
+        return i + 1, status, loss_sum, metric_sums, bad, verify_error, measured
 
-    def _replica_step(self, xs, ys, i, check: bool, measure: bool):
-        """The Step on this replica's copy of the chunk's step i; flags as numbers, to be summed."""
+    def _replica_step(self, xs, ys, i, check: bool, measure):
+        """The Step on this replica's copy of step i; flags as numbers, to be summed."""
         report = self.step(xs[i], ys[i], check, measure)
         if check:
             report["flags"] = tf.cast(report["flags"], report["value"].dtype)
         return report
 
-    def _measure_last(self, x_all, y_all, indices, out):
-        """Under a strategy: the chunk's last step, measured, in its own compiled call."""
-        carry = tuple(
-            out[k] for k in ("steps_done", "status", "loss_sum", "metric_sums", "bad", "verify_error")
-        )
-        # steps_done left out a failing step; the carry counts every step run.
-        carry = (carry[0] + tf.cast(tf.not_equal(carry[1], RUNNING), tf.int32), *carry[1:])
-        steps = tf.shape(indices)[0]
-        xs, ys = self._gather(x_all, y_all, indices[steps - 1 :])
+    def _measurement(self, before, summed, report):
+        """(health [3, n_vars], gradients, activations) of a measured step."""
+        grads = summed["gradients"]
+        health = tf.stack([norms(grads), norms(self.variables), update_ratios(before, self.variables)])
+        if not self.config.histogram_every:
+            return health, (), ()
+        return health, tuple(grads), tuple(self.runner.first(report["activations"]))
 
-        def measure():
-            last, measured = self._train_step(xs, ys, (0, *carry[1:]), True, measure=True)
-            return (carry[0] + last[0], *last[1:]), measured
+    def _empty_measurement(self):
+        """Zero placeholders shaped like one measurement (empty when monitoring is off)."""
+        if not self.config.monitor:
+            return ()
+        health = tf.zeros([3, len(self.variables)], tf.float64)
+        if not self.config.histogram_every:
+            return health, (), ()
+        dtype, batch = self.model.compute_dtype, self.config.batch_size
+        activations = tuple(tf.zeros([batch, width], dtype) for width in self.model.layer_sizes[1:])
+        return health, tuple(self._zeros_like_variables()), activations
 
-        carry, measured = tf.cond(
-            tf.logical_and(tf.equal(carry[1], RUNNING), carry[0] < steps),
-            measure,
-            lambda: (carry, self._empty_measurement()),
-        )
-        out = {**out, **self._outputs(carry, checked=True)}
-        out["health"], out["gradients"], out["activations"] = measured
-        return out
+    def _zeros_like_variables(self):
+        return [tf.zeros_like(v) for v in self.variables]
 
     def _state_is_finite(self, loss_sum):
         """Whether the loss sum, the weights and the optimizer's float state are all finite."""
-        tensors = [t for t in self._state if tf.as_dtype(t.dtype).is_floating]
-        poison = [tf.cast(tf.reduce_sum(t * 0), loss_sum.dtype) for t in tensors]  # NaN if any is not
+        tensors = [t for t in self._training_state if tf.as_dtype(t.dtype).is_floating]
+        poison = [tf.cast(tf.reduce_sum(t * 0), tf.float64) for t in tensors]  # NaN if any is not
         return tf.math.is_finite(loss_sum * 0 + tf.add_n(poison))
 
-    def _empty_measurement(self):
-        """Zero placeholders shaped like one measurement."""
-        dtype, batch = self.model.compute_dtype, self.config.batch_size
-        return (
-            tf.zeros([3, len(self.variables)], tf.float64),
-            [tf.zeros_like(v) for v in self.variables],
-            [tf.zeros([batch, width], dtype) for width in self.model.layer_sizes[1:]],
-        )
-
     # --- evaluation --------------------------------------------------------------------
-    def _evaluate_batch(self, x, y):
-        """[Σ loss × rows, metric sums...] of one evaluation batch."""
+    def _evaluate_split(self, x, y):
+        """[mean loss, metric sums (3)] of a whole split, float64, in batches of EVAL_BATCH rows."""
+        rows = int(x.shape[0])
+        full, rest = divmod(rows, EVAL_BATCH)
+        totals = tf.zeros([4], tf.float64)
+        if full:
+            totals = tf.while_loop(
+                lambda i, t: i < full,
+                lambda i, t: (i + 1, t + self._evaluate_batch(x, y, i * EVAL_BATCH, EVAL_BATCH)),
+                (tf.constant(0), totals),
+            )[1]
+        if rest:
+            totals += self._evaluate_batch(x, y, full * EVAL_BATCH, rest)
+        return tf.concat([[totals[0] / rows], totals[1:]], axis=0)
+
+    def _evaluate_batch(self, x, y, start, size: int):
+        """[Σ loss × rows, metric sums...] of rows start .. start + size, float64."""
+        x, y = x[start : start + size], y[start : start + size]
         forward = self.model.forward(x, keep_intermediates=True)
         value = backprop.total_loss(self.model, forward, y, self.loss, self.config.l2)
-        rows = tf.cast(tf.shape(x)[0], value.dtype)
-        return tf.concat([[value * rows], self.step.metric_sums(forward.output, y)], axis=0)
+        head = tf.cast(value, tf.float64) * size
+        return tf.concat([[head], self.step.metric_sums(forward.output, y)], axis=0)
 
-    def evaluate(self, split: data_lib.Split, batch_size: int = 8192) -> dict[str, float]:
+    def evaluate(self, split: data_lib.Split) -> dict[str, float]:
         """Loss and metrics over a whole split (loss averaged per row)."""
         dtype = self.model.compute_dtype
-        totals = np.zeros(4)
-        for start in range(0, len(split.x), batch_size):
-            x = tf.constant(split.x[start : start + batch_size], dtype)
-            y = targets_tensor(split.y[start : start + batch_size], dtype)
-            totals += self.evaluate_batch(x, y).numpy()
-        return metrics_from_sums(totals[0] / len(split.x), totals[1:], self.loss)
+        totals = self._evaluate(tf.constant(split.x, dtype), targets_tensor(split.y, dtype)).numpy()
+        return metrics_from_sums(totals[0], totals[1:], self.loss)
+
+
+def _when(condition, true_fn, false_fn):
+    """true_fn() or false_fn(): decided in Python for a bool, by tf.cond for a tensor."""
+    if isinstance(condition, bool):
+        return true_fn() if condition else false_fn()
+    return tf.cond(condition, true_fn, false_fn)
+
+
+def _numpy(out: dict) -> dict:
+    """The call's outputs as NumPy, records cut to the epochs completed (start_state stays a
+    list of tensors, for a restore)."""
+    result = {k: v if k == "start_state" else tf.nest.map_structure(np.asarray, v) for k, v in out.items()}
+    if "count" in result:
+        result["records"] = result["records"][: int(result.pop("count"))]
+    return result
 
 
 def norms(tensors) -> tf.Tensor:

@@ -1,9 +1,14 @@
-"""The run loop: epochs of engine chunks, validation, early stopping, checkpoints, signals.
+"""The run loop: engine calls to the next stop, then the epochs' records, checkpoints, signals.
+
+Python is touched once per engine call.  A call ends at the next multiple of the plan's
+steps_per_call (the compute budget), of --checkpoint_every, or at the run's end — a fixed grid of
+global steps, so an interrupted and an uninterrupted run make the same calls from any checkpoint
+on (and the engine's arithmetic does not depend on where calls end anyway).  Checkpoints are
+written every --checkpoint_every steps, or by default when --checkpoint_seconds of training have
+passed since the last one, and at the end, and on SIGINT/SIGTERM.
 
 All progress lives in a `checkpoint.RunState` and the optimizer's iteration count, so a run
-restored from a checkpoint continues exactly where the saved one stood.  Chunks end at
-multiples of the plan's steps_per_call within an epoch and at checkpoint steps: the same
-boundaries in an interrupted and an uninterrupted run, hence the same arithmetic.
+restored from a checkpoint continues exactly where the saved one stood.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import os
 import signal
 import sys
 import threading
+import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -29,35 +34,47 @@ from tf_backprop.training.plan import Plan
 
 
 class Progress:
-    """A Keras Progbar per epoch on a terminal; absl logging per epoch otherwise."""
+    """One line on a terminal, rewritten after every call: steps, epoch, losses, speed.
 
-    def __init__(self, enabled: bool | None):
+    With the line shown, the per-epoch log lines are left out (they would interleave with it).
+    """
+
+    def __init__(self, enabled: bool | None, total_steps: int, epochs: int):
         self.enabled = sys.stdout.isatty() if enabled is None else enabled
-        self.bar = None
+        self.total_steps, self.epochs = total_steps, epochs
+        self.started, self.first_step = time.perf_counter(), None
 
-    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
+    def update(self, step: int, epoch: int, record: dict[str, float] | None) -> None:
+        if not self.enabled:
+            return
+        if self.first_step is None:
+            self.first_step, self.started = step, time.perf_counter()
+        width = 30
+        done = int(width * step / max(self.total_steps, 1))
+        bar = "=" * done + (">" if done < width else "") + " " * (width - done - 1)
+        figures = " ".join(f"{k} {v:.4g}" for k, v in (record or {}).items() if k != "epoch")
+        elapsed = time.perf_counter() - self.started
+        rate = (step - self.first_step) / elapsed if elapsed > 0 and step > self.first_step else 0.0
+        line = f"[{bar}] {step}/{self.total_steps} steps, epoch {epoch}/{self.epochs}  {figures}  {rate:,.0f} steps/s"
+        sys.stdout.write("\r" + line)
+        sys.stdout.flush()
+
+    def end(self) -> None:
         if self.enabled:
-            print(f"Epoch {epoch + 1}/{epochs}")
-            self.bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "rmse", "mae", "accuracy"])
-            if done:
-                self.bar.update(done)
+            sys.stdout.write("\n")
+            sys.stdout.flush()
 
-    def update(self, step: int, values: dict[str, float]) -> None:
-        if self.bar is not None:
-            self.bar.update(step, list(values.items()))
-
-    def end_epoch(self, epoch: int, record: dict[str, float]) -> None:
-        summary = " ".join(f"{k}={v:.6g}" for k, v in record.items() if k != "epoch")
-        if self.bar is not None:
-            print(f"  {summary}")
-        logging.info("epoch %d: %s", epoch + 1, summary)
+    def log_epoch(self, record: dict[str, float]) -> None:
+        if not self.enabled:
+            summary = " ".join(f"{k}={v:.6g}" for k, v in record.items() if k != "epoch")
+            logging.info("epoch %d: %s", record["epoch"], summary)
 
 
 class Loop:
     """The Python side of a run over one engine.
 
     keeper: a checkpoint.Keeper (or a distributed worker's), or None to save nothing;
-    monitor: a monitor.Monitor, or None.
+    monitor: a monitor.Monitor, or None; progress: show the progress line (None: on a terminal).
     """
 
     def __init__(
@@ -68,162 +85,143 @@ class Loop:
         engine: engine_lib.Engine,
         state: RunState,
         keeper=None,
-        progress: Progress | None = None,
+        progress: bool | None = False,
         monitor=None,
     ):
         self.plan, self.config, self.datasets, self.engine = plan, config, datasets, engine
         self.keeper, self.state, self.monitor = keeper, state, monitor
-        self.progress = progress or Progress(False)
+        self.progress = Progress(progress, plan.total_steps, plan.epochs)
         dtype = engine.model.compute_dtype
-        self.x_train = tf.constant(datasets.train.x, dtype)
-        self.y_train = engine_lib.targets_tensor(datasets.train.y, dtype)
+        self.train = _tensors(datasets.train, dtype)
+        self.validation = None if datasets.validation is None else _tensors(datasets.validation, dtype)
         self.signals: list[int] = []  # filled by the signal handler
-        # Python mirrors of the hot counters (reading a variable costs an eager op per chunk);
-        # `sync_state` writes them into `state` before every checkpoint.
+        self.calls = 0  # engine calls made
         self.step = int(engine.optimizer.iterations.numpy())  # updates applied so far
-        self.position, self.epoch_loss, self.epoch_sums = 0, 0.0, np.zeros(3)
         self.saved_step = self.step if self.step else -1  # resumed: its checkpoint exists
+        self.saved_at = time.monotonic()
 
     def run(self, total_steps: int | None = None) -> None:
         """Trains until total_steps (default: the plan's) or an early stop, saving checkpoints."""
-        total_steps = self.plan.total_steps if total_steps is None else total_steps
-        per_epoch = self.plan.steps_per_epoch
-        epochs = math.ceil(total_steps / per_epoch)
-        while not bool(self.state.stopped.numpy()) and self.step < total_steps:
-            epoch = int(self.state.epoch.numpy())
-            steps = min(per_epoch, total_steps - epoch * per_epoch)
-            self.train_epoch(epoch, epochs, steps)
-            self.end_epoch(epoch)
-        if self.keeper is not None and self.saved_step != self.step:
+        total = self.plan.total_steps if total_steps is None else total_steps
+        while not bool(self.state.stopped.numpy()) and self.step < total:
+            out = self.engine.run(self.train, self.validation, self.call_end(self.step, total), total)
+            self.calls += 1
+            self.after_call(out)
+        self.progress.end()
+        if self.saved_step != self.step:
             self.save()
 
-    def train_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        """Runs the rest of one epoch chunk by chunk, from state.step_in_epoch."""
-        indices = self.plan.epoch_indices(epoch)[:steps]
-        self.position = int(self.state.step_in_epoch.numpy())
-        self.epoch_loss = float(self.state.epoch_loss_sum.numpy())
-        self.epoch_sums = self.state.epoch_metric_sums.numpy()
-        self.progress.start_epoch(epoch, epochs, steps, self.position)
-        while self.position < steps:
-            end = self.chunk_end(self.position, steps)
-            out = self.engine.run_chunk(self.x_train, self.y_train, tf.constant(indices[self.position : end]))
-            self.step += int(out["steps_done"])
-            self.check_chunk(out)
-            self.position = position = end
-            self.epoch_loss += float(out["loss_sum"])
-            self.epoch_sums = self.epoch_sums + out["metric_sums"].numpy().astype(np.float64)
-            if self.progress.enabled:
-                self.progress.update(position, self.epoch_metrics())
-            if self.monitor is not None:
-                learning_rate = self.engine.optimizer.learning_rate
-                self.monitor.log_chunk(
-                    self.step, out, learning_rate, self.config.verify_every, self.engine.variables
-                )
-            every = self.config.checkpoint_every
-            if position < steps and every and self.step % every == 0:
-                self.save()
-            self.check_signals()
-
-    def chunk_end(self, position: int, steps: int) -> int:
-        """Where the chunk starting at `position` ends: steps_per_call or a checkpoint step."""
-        per_call = self.plan.steps_per_call
-        end = min(steps, (position // per_call + 1) * per_call)
+    def call_end(self, step: int, total: int) -> int:
+        """Where the call starting at `step` ends: the next multiple of steps_per_call or of
+        checkpoint_every, or the run's end."""
+        end = min(total, (step // self.plan.steps_per_call + 1) * self.plan.steps_per_call)
         every = self.config.checkpoint_every
         if every:
-            end = min(end, position + every - self.step % every)
+            end = min(end, (step // every + 1) * every)
         return end
 
-    def epoch_metrics(self) -> dict[str, float]:
-        """The running training loss and metrics of the current epoch."""
-        loss = self.epoch_loss / max(self.position, 1)
-        return engine_lib.metrics_from_sums(loss, self.epoch_sums, self.engine.loss)
-
-    def end_epoch(self, epoch: int) -> None:
-        """Validation, history, early stopping; then the epoch-end checkpoint."""
-        record = {"epoch": epoch + 1, **self.epoch_metrics()}
-        if self.datasets.validation is not None:
-            validation = self.engine.evaluate(self.datasets.validation)
-            record.update({f"val_{k}": v for k, v in validation.items()})
-            self.track_best(validation["loss"])
-        self.state.append_history(record)
-        self.progress.end_epoch(epoch, record)
+    def after_call(self, out: dict) -> None:
+        """The call's epochs into the history, its measurement into TensorBoard, then the checks,
+        the early stop, a checkpoint when due, and signals."""
+        self.step = int(self.engine.optimizer.iterations.numpy())
+        for row in out["records"]:
+            self.end_epoch(row)
+        self.log_verification(out)
+        self.check_status(out)
         if self.monitor is not None:
-            self.monitor.log_epoch(self.step, record)
-        self.state.epoch.assign(epoch + 1)
-        self.position, self.epoch_loss, self.epoch_sums = 0, 0.0, np.zeros(3)
-        self.sync_state()  # train_epoch starts the next epoch from state.step_in_epoch
-        waited = int(self.state.waited.numpy())
-        if self.config.patience and waited >= self.config.patience:
-            logging.info(
-                "early stop after epoch %d: no better validation loss for %d epochs", epoch + 1, waited
+            learning_rate = self.engine.optimizer.learning_rate
+            self.monitor.log_chunk(
+                self.step, out, learning_rate, self.config.verify_every, self.engine.variables
             )
-            self.state.stopped.assign(True)
-            self.restore_best()
-        every = self.config.checkpoint_every
-        if not every or self.step % every == 0:
+        epoch = int(self.state.epoch.numpy())
+        self.progress.update(self.step, epoch, self.history[-1] if self.history else None)
+        if bool(self.state.stopped.numpy()):
+            self.stop_early()
+        if self.checkpoint_due():
             self.save()
         self.check_signals()
 
-    def track_best(self, validation_loss: float) -> None:
-        """Remembers the best weights and counts the epochs since the last improvement."""
-        if validation_loss < float(self.state.best_val_loss.numpy()):
-            self.state.best_val_loss.assign(validation_loss)
-            self.state.waited.assign(0)
-            for best, variable in zip(self.state.best_weights, self.engine.model.weights):
-                best.assign(variable)
-        else:
-            self.state.waited.assign_add(1)
+    @property
+    def history(self) -> list[dict]:
+        return self.state.history()
 
-    def restore_best(self) -> None:
-        """With restore_best, ends on the weights of the best validation loss."""
+    def end_epoch(self, row: np.ndarray) -> None:
+        """One epoch's record [engine.RECORD_WIDTH] into the history, the log and TensorBoard."""
+        epoch, step, loss = int(row[0]), int(row[1]), row[2]
+        record = {"epoch": epoch, **engine_lib.metrics_from_sums(loss, row[3:6], self.engine.loss)}
+        if self.validation is not None:
+            validation = engine_lib.metrics_from_sums(row[6], row[7:10], self.engine.loss)
+            record.update({f"val_{k}": v for k, v in validation.items()})
+        self.state.append_history(record)
+        self.progress.log_epoch(record)
+        if self.monitor is not None:
+            self.monitor.log_epoch(step, record)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The running training loss and metrics of the current (unfinished) epoch."""
+        position = max(int(self.state.step_in_epoch.numpy()), 1)
+        loss = float(self.state.epoch_loss_sum.numpy()) / position
+        return engine_lib.metrics_from_sums(loss, self.state.epoch_metric_sums.numpy(), self.engine.loss)
+
+    def stop_early(self) -> None:
+        """After the epoch that used up the patience: log it and, with restore_best, end on the
+        best validation weights."""
+        logging.info(
+            "early stop after epoch %d: no better validation loss for %d epochs",
+            int(self.state.epoch.numpy()),
+            int(self.state.waited.numpy()),
+        )
         if self.config.restore_best and math.isfinite(float(self.state.best_val_loss.numpy())):
             for variable, best in zip(self.engine.model.weights, self.state.best_weights):
                 variable.assign(best)
 
-    def sync_state(self) -> None:
-        """Writes the Python-side epoch counters (and health counters) into the checkpointed state."""
-        self.state.step_in_epoch.assign(self.position)
-        self.state.epoch_loss_sum.assign(self.epoch_loss)
-        self.state.epoch_metric_sums.assign(self.epoch_sums)
-        if self.monitor is not None:
-            self.state.health_json.assign(json.dumps(self.monitor.detector.state()))
+    def checkpoint_due(self) -> bool:
+        if self.keeper is None:
+            return False
+        every = self.config.checkpoint_every
+        if every:
+            return self.step % every == 0
+        return time.monotonic() - self.saved_at >= self.config.checkpoint_seconds
 
     def save(self) -> None:
         if self.keeper is None:
             return
-        self.sync_state()
+        if self.monitor is not None:
+            self.state.health_json.assign(json.dumps(self.monitor.detector.state()))
         self.keeper.save()
-        self.saved_step = self.step
+        self.saved_step, self.saved_at = self.step, time.monotonic()
 
     def check_signals(self) -> None:
-        """After SIGINT/SIGTERM: checkpoint (at this chunk boundary), then Interrupted."""
+        """After SIGINT/SIGTERM: checkpoint (at this call's end), then Interrupted."""
         if self.signals:
             if self.saved_step != self.step:
                 self.save()
             workdir = os.path.dirname(self.keeper.directory) if self.keeper is not None else "(no workdir)"
             raise Interrupted(self.signals[0], self.step, workdir)
 
-    def check_chunk(self, out: dict[str, tf.Tensor]) -> None:
-        """Raises TrainingError when the chunk stopped on a non-finite value or a disagreement."""
-        status = int(out["status"])
-        if self.config.verify_every and status != engine_lib.NON_FINITE:
+    def log_verification(self, out: dict) -> None:
+        if self.config.verify_every and int(out["status"]) != engine_lib.NON_FINITE:
             logging.info(
                 "tape↔manual max relative error, last verified step: %s",
-                np.array2string(out["verify_error"].numpy(), precision=3),
+                np.array2string(out["verify_error"], precision=3),
             )
+
+    def check_status(self, out: dict) -> None:
+        """Raises TrainingError when the call stopped on a non-finite value or a disagreement."""
+        status = int(out["status"])
         if status == engine_lib.RUNNING:
             return
-        step = self.step + 1  # the failing step (the last healthy one is saved, never this one)
+        step = self.step  # the failing step: its update was applied in memory, never saved
         names = self.engine.model.variable_names
         if status == engine_lib.NON_FINITE:
-            bad = np.flatnonzero(out["bad"].numpy())
+            bad = np.flatnonzero(out["bad"])
             where = f"the gradient of {names[bad[0]]}" if len(bad) else "the loss"
             raise TrainingError(
                 f"step {step}: non-finite value in {where}; stopped, nothing after step {step - 1} "
                 f"is saved (its update was applied in memory but never saved; try a lower "
                 f"--learning_rate or clipping)"
             )
-        errors = out["verify_error"].numpy()
+        errors = out["verify_error"]
         worst = int(np.argmax(errors))
         raise TrainingError(
             f"step {step}: tape and manual gradients disagree for {names[worst]}: max relative "
@@ -237,6 +235,10 @@ class Loop:
             if split is not None:
                 return {"split": name, **self.engine.evaluate(split)}
         raise AssertionError("no data")
+
+
+def _tensors(split: data_lib.Split, dtype) -> tuple[tf.Tensor, tf.Tensor]:
+    return tf.constant(split.x, dtype), engine_lib.targets_tensor(split.y, dtype)
 
 
 @contextlib.contextmanager

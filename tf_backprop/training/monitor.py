@@ -166,7 +166,7 @@ class Monitor:
             self._write_histograms(
                 tf.constant(step, tf.int64), out["gradients"], list(variables), out["activations"]
             )
-        self.detector.observe(step, out["health"].numpy()[0, 0::2])  # kernels sit at even indices
+        self.detector.observe(step, np.asarray(out["health"])[0, 0::2])  # kernels sit at even indices
 
     # Compiled (not XLA): one call writes every tag of a chunk; eager writes cost ~100 µs each.
     @tf.function

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from tf_backprop.training import permutation
 from tf_backprop.training.config import DEFAULT_EPOCHS, TrainConfig
 from tf_backprop.training.errors import ConfigError
 
@@ -54,8 +55,8 @@ class Plan:
     def epoch_indices(self, epoch: int) -> np.ndarray:
         """Sample indices of one epoch, [steps, accum, global_batch]: a pure function of (seed, epoch)."""
         order = np.arange(self.n_train)
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.n_train)
+        if self.shuffle:  # the engine's own order (it computes it in the graph)
+            order = permutation.permutation(self.n_train, self.seed, epoch).numpy()
         used = order[: self.steps_per_epoch * self.rows_per_step]
         return used.reshape(self.steps_per_epoch, self.grad_accum_steps, self.global_batch).astype(np.int32)
 

@@ -47,16 +47,17 @@ class Step:
         self.primary = step_functions[config.grad_source]
         self.other = step_functions["manual" if config.grad_source == "tape" else "tape"]
         self.variables = model.trainable_variables
-        self.target_std = tf.constant(1.0 if target_std is None else target_std, model.compute_dtype)
+        self.target_std = tf.constant(1.0 if target_std is None else target_std, tf.float64)
 
     # --- the step ----------------------------------------------------------------------
-    def __call__(self, xs, ys, check: bool, measure: bool = False) -> dict[str, tf.Tensor]:
+    def __call__(self, xs, ys, check: bool, measure=False) -> dict[str, tf.Tensor]:
         """One update from the global batch's micro-batches xs [accum, global_batch, n_0].
 
-        Returns value (this replica's share of the loss), sums (metric sums [3]), and with
-        `check` flags (`not_finite_flags`); with verify_every, errors (tape↔manual,
-        [n_vars], of replica 0's first micro-batch) and due; with `measure`, gradients and
-        activations (h_l of replica 0's first micro-batch before the update).
+        Returns value (this replica's share of the loss), sums (metric sums [3], float64); with
+        `check` flags (`not_finite_flags`); with verify_every, errors (tape↔manual, [n_vars], of
+        replica 0's first micro-batch) and due; unless `measure` is False (it may be a boolean
+        tensor), the gradients, and with histograms the activations (h_l of replica 0's first
+        micro-batch before the update; zeros when `measure` is a false tensor).
         """
         mine_x, mine_y = self.replica_columns(xs), self.replica_columns(ys)  # [accum, b, ...]
         value, grads, sums = self.gradients(mine_x, mine_y)
@@ -66,11 +67,19 @@ class Step:
             report["flags"] = not_finite_flags(value, grads)
         if self.config.verify_every:
             report["due"], report["errors"] = self.verification(first_x, first_y)
-        if measure:
+        if measure is not False:
             report["gradients"] = list(grads)
-            report["activations"] = self.model.forward(first_x, keep_intermediates=True).hs
+            if self.config.histogram_every:
+                report["activations"] = self._activations(first_x, measure)
         self.optimizer.apply(grads, self.variables)
         return report
+
+    def _activations(self, x, measure):
+        """h_l of x [b, n_0] (before the update), or zeros when `measure` is a false tensor."""
+        if isinstance(measure, bool):
+            return self.model.forward(x, keep_intermediates=True).hs
+        zeros = [tf.zeros([self.config.batch_size, w], x.dtype) for w in self.model.layer_sizes[1:]]
+        return tf.cond(measure, lambda: self.model.forward(x, keep_intermediates=True).hs, lambda: zeros)
 
     def replica_columns(self, x):
         """This replica's columns of x [accum, global_batch, ...]: [accum, batch, ...]."""
@@ -107,18 +116,22 @@ class Step:
         return value, grads, self.metric_sums(output, y)
 
     def metric_sums(self, output, y):
-        """[Σ squared error, Σ |error|, count] (regression) or [Σ correct, 0, count]."""
-        dtype = output.dtype
+        """[Σ squared error, Σ |error|, count] (regression) or [Σ correct, 0, count], float64.
+
+        float64 so that a target around 1e30 (standardized errors × its std) squares to ~1e60
+        instead of overflowing the model's float32.
+        """
         if self.loss.on_logits:
             if self.loss.sparse_labels:
                 labels = y if y.shape.rank == 1 else tf.argmax(y, axis=-1, output_type=tf.int32)
-                hits = tf.cast(tf.equal(tf.argmax(output, -1, output_type=tf.int32), labels), dtype)
+                hits = tf.equal(tf.argmax(output, -1, output_type=tf.int32), labels)
             else:
-                hits = tf.cast(tf.equal(output > 0, y > 0.5), dtype)
-            count = tf.cast(tf.size(hits), dtype)
-            return tf.stack([tf.reduce_sum(hits), tf.zeros([], dtype), count])
-        error = (output - y) * self.target_std  # [m, k], original units
-        count = tf.cast(tf.size(error), dtype)
+                hits = tf.equal(output > 0, y > 0.5)
+            hits = tf.cast(hits, tf.float64)
+            count = tf.cast(tf.size(hits), tf.float64)
+            return tf.stack([tf.reduce_sum(hits), tf.zeros([], tf.float64), count])
+        error = tf.cast(output - y, tf.float64) * self.target_std  # [m, k], original units
+        count = tf.cast(tf.size(error), tf.float64)
         return tf.stack([tf.reduce_sum(tf.square(error)), tf.reduce_sum(tf.abs(error)), count])
 
     # --- verification ------------------------------------------------------------------
