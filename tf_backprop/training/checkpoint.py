@@ -170,7 +170,9 @@ class Keeper:
             )  # fmt: skip
         self.state.set_history(records)
         if len(in_file) != len(records) or not clean:  # lines from after the checkpoint go
-            files.write_text(self.history_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+            files.write_text(
+                self.history_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+            )
         self.written = len(records)
 
 
