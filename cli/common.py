@@ -7,6 +7,7 @@ to stderr, never a traceback.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -80,3 +81,16 @@ def parse_int_list(flag: str, text: str | None) -> tuple[int, ...] | None:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise UsageError(f"--{flag}: expected comma-separated integers like 2,3,3,1, got {text!r}") from None
+
+
+def parse_float_list(flag: str, text: str | None) -> tuple[float, ...] | None:
+    """'0.5,-1.2' -> (0.5, -1.2); UsageError naming the flag for anything but finite numbers."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = None
+    if values is None or not all(math.isfinite(v) for v in values):
+        raise UsageError(f"--{flag}: expected comma-separated finite numbers like 0.5,-1.2, got {text!r}")
+    return values

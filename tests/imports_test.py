@@ -22,7 +22,10 @@ LAYERS = [
         "network",
         ("tf_backprop.activations", "tf_backprop.losses", "tf_backprop.model", "tf_backprop.backprop"),
     ),
-    ("data and checking", ("tf_backprop.data", "tf_backprop.gradcheck", "tf_backprop.testing")),
+    (
+        "data and checking",
+        ("tf_backprop.data", "tf_backprop.gradcheck", "tf_backprop.testing", "tf_backprop.explaining"),
+    ),
     ("run parts and serving", ("tf_backprop.training.", "tf_backprop.serving")),
     ("run orchestration", ("tf_backprop.training.api", "tf_backprop.training")),
     ("entry points", ("tf_backprop.cli",)),

@@ -5,6 +5,7 @@ entry points can quiet TensorFlow's C++ logging first:
 
 * `MLP`, `MLPSpec` (tf_backprop.model); `backprop` (tape and hand-written gradients);
 * `gradcheck` (gradient checking), `testing` (a tf.test assertion);
+* `explain(model, x, y, loss)`: one pass's every number and formula (tf_backprop.explaining);
 * `train(config)`, `TrainConfig` (tf_backprop.training); `serving` (export, predict).
 """
 
@@ -16,6 +17,7 @@ _LAZY = {
     "MLP": ("tf_backprop.model", "MLP"),
     "MLPSpec": ("tf_backprop.model", "MLPSpec"),
     "TrainConfig": ("tf_backprop.training", "TrainConfig"),
+    "explain": ("tf_backprop.explaining", "explain"),
     "train": ("tf_backprop.training", "train"),
 }
 

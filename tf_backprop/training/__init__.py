@@ -14,12 +14,14 @@ import importlib
 
 _PUBLIC = {
     "tf_backprop.training.api": (
+        "RunSample",
         "TrainResult",
         "Trainer",
         "build",
         "check_splits",
         "load_datasets",
         "resolve_loss",
+        "run_sample",
         "train",
     ),
     "tf_backprop.training.config": ("TrainConfig", "from_preset"),

@@ -27,7 +27,7 @@ from tf_backprop.serving import export as export_lib
 from tf_backprop.training import distributed
 from tf_backprop.training import monitor as monitor_lib
 from tf_backprop.training import workdir as workdir_lib
-from tf_backprop.training.checkpoint import RunState
+from tf_backprop.training.checkpoint import RunState, load_model
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.engine import Engine
 from tf_backprop.training.loop import Loop, signals_recorded
@@ -264,3 +264,51 @@ def check_splits(model: MLP, datasets: data_lib.Datasets, loss: losses_lib.Loss)
             backprop.prepare(model, split.x, split.y, loss)
         except ValueError as error:
             raise data_lib.DataError(f"{datasets.source}, {name} split: {error}") from None
+
+
+SPLIT_ORDER = ("test", "validation", "train")  # run_sample's default: the first split the run has
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSample:
+    """One row of a trained run's data as training saw it, with the run's model, loss and L2."""
+
+    model: MLP
+    x: np.ndarray  # [1, n_0], standardized with the run's statistics
+    y: np.ndarray  # [1, k], or a class label [1]
+    loss: losses_lib.Loss
+    l2: float
+    description: str  # e.g. "runs/x: test split, row 0"
+
+
+def run_sample(
+    workdir: str, row: int = 0, split: str | None = None, checkpoint: str | None = None
+) -> RunSample:
+    """Row `row` of a run's split (default: test, else validation, else train) and its model.
+
+    The data is loaded again from the run's config.json, split and standardized as training did.
+    Raises CheckpointError when the run cannot be read; ValueError naming `row` or `split` when
+    they do not fit, and data.DataError when the data no longer matches the run's data.json.
+    """
+    model, config, preprocessing = load_model(workdir, checkpoint)
+    datasets = load_datasets(config)
+    if datasets.preprocessing.to_dict() != preprocessing.to_dict():
+        raise data_lib.DataError(
+            f"{datasets.source}: the data's statistics differ from {os.path.join(workdir, 'data.json')}; "
+            f"has it changed since the run trained?"
+        )
+    if split is not None and split not in SPLIT_ORDER:
+        raise ValueError(f"split: expected one of {', '.join(SPLIT_ORDER)}, got {split!r}")
+    name = split or next(n for n in SPLIT_ORDER if getattr(datasets, n) is not None)
+    chosen = getattr(datasets, name)
+    if chosen is None:
+        raise ValueError(f"split: the run at {workdir} has no {name} split ({name}_split was 0)")
+    if isinstance(row, bool) or not isinstance(row, (int, np.integer)) or not 0 <= row < len(chosen):
+        raise ValueError(
+            f"row: expected an integer in [0, {len(chosen)}) (the {name} split's rows), got {row!r}"
+        )
+    sample = slice(row, row + 1)
+    loss = resolve_loss(config, datasets)
+    return RunSample(
+        model, chosen.x[sample], chosen.y[sample], loss, config.l2, f"{workdir}: {name} split, row {row}"
+    )

@@ -1,0 +1,131 @@
+"""tf-backprop-explain as a subprocess: the library's output, --workdir, files, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+from explain_examples import DEFAULT_TITLE, default_trace
+from training_runs import small_config
+
+from tf_backprop import training
+from tf_backprop.explaining import render, svg
+
+TIMEOUT = 180  # seconds; a run takes a few (mostly importing TensorFlow)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*flags: str, cwd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tf_backprop.cli.explain", *flags],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+class ExplainCliTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.cwd = self.get_temp_dir()
+
+    def test_default_is_the_article_net_as_the_library_renders_it(self):
+        result = _run(cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, render.to_text(default_trace(), DEFAULT_TITLE))
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_svg_output_file_is_the_committed_picture(self):
+        result = _run("--format=svg", "--output=net.svg", cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "")
+        with open(os.path.join(self.cwd, "net.svg"), encoding="utf-8") as handle:
+            drawn = handle.read()
+        self.assertEqual(drawn, svg.render(default_trace(), DEFAULT_TITLE))
+        with open(os.path.join(ROOT, "docs", "article_net.svg"), encoding="utf-8") as handle:
+            self.assertEqual(drawn, handle.read())
+        self.assertEqual([n for n in os.listdir(self.cwd) if n.startswith(".")], [])  # no temporary left
+
+    def test_json_and_markdown_of_a_given_sample(self):
+        result = _run("--x=0.5,-1.2", "--y=0.3", "--seed=0", "--format=json", cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        data = json.loads(result.stdout)
+        self.assertEqual((data["x"], data["y"]), ([[0.5, -1.2]], [[0.3]]))
+        self.assertLess(data["layers"][2]["terms"][0]["value"][0][0], 0)  # this seed's output is off
+        self.assertIn("the output unit is off", data["errata"][0]["notes"][0])
+        result = _run(
+            "--layers=3,4,2", "--loss=mse", "--output_activation=linear", "--format=md", cwd=self.cwd
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.count("| term | formula | value | tape |"), 2)
+        self.assertNotIn("errata", result.stdout)
+
+    def test_bad_flags_exit_2_with_one_line(self):
+        cases = {
+            ("--x=1,abc",): "--x: expected comma-separated finite numbers like 0.5,-1.2, got '1,abc'",
+            ("--x=1,2,3",): "--x: expected 2 numbers (the net's inputs), got 3",
+            ("--y=1,2",): "y: one sample takes 1 target(s) (one per output), got shape [2]",
+            ("--row=1",): "--row: only with --workdir",
+            ("--layers=2,4,1", "--errata=on"): "errata: the article's errata do not apply here",
+            ("--activation=nope",): "activation: unknown name 'nope'",
+            ("--loss=nope",): "--loss",
+            ("--workdir=missing",): "config.json: not found",
+            ("--workdir=missing", "--layers=2,3,1"): "--layers: only without --workdir",
+            ("--format=svg", "--output=no/such/dir/net.svg"): "--output: cannot write no/such/dir/net.svg",
+        }
+        for flags, expected in cases.items():
+            with self.subTest(flags=flags):
+                result = _run(*flags, cwd=self.cwd)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertEqual(result.stdout, "")
+                lines = result.stderr.strip().splitlines()
+                self.assertLen(lines, 1, result.stderr)
+                self.assertIn(expected, lines[0])
+                self.assertTrue(lines[0].startswith("tf-backprop-explain: error: "), lines[0])
+
+
+class WorkdirTest(tf.test.TestCase):
+    """--workdir explains a trained run's model on one row of its data, standardized as in training."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.workdir = os.path.join(tf.compat.v1.test.get_temp_dir(), "explain-run")
+        config = small_config(cls.workdir, epochs=1, n_samples=200, export=False)
+        cls.result = training.train(config)
+
+    def test_a_row_of_the_test_split(self):
+        result = _run(f"--workdir={self.workdir}", "--row=2", "--format=json", cwd=self.get_temp_dir())
+        self.assertEqual(result.returncode, 0, result.stderr)
+        data = json.loads(result.stdout)
+        self.assertEqual(data["title"], f"{self.workdir}: test split, row 2")
+        test = self.result.datasets.test
+        self.assertAllEqual(data["x"], test.x[2:3])  # standardized, as training saw it
+        self.assertAllEqual(data["y"], test.y[2:3])
+        self.assertEqual(data["net"]["dtype"], "float64")  # the float32 weights, converted exactly
+        kernel = self.result.model.kernels[0].numpy().astype(np.float64)
+        self.assertAllEqual(data["layers"][0]["kernel"], kernel)
+        self.assertTrue(data["tape_check"]["agreed"])
+        self.assertEqual(data["net"]["activations"], ["relu", "relu", "linear"])
+
+    def test_run_sample_errors(self):
+        with self.assertRaisesRegex(
+            ValueError, r"row: expected an integer in \[0, 20\) \(the test split's rows\)"
+        ):
+            training.run_sample(self.workdir, row=20)
+        with self.assertRaisesRegex(ValueError, "split: expected one of test, validation, train"):
+            training.run_sample(self.workdir, split="nope")
+        sample = training.run_sample(self.workdir, row=0, split="train")
+        self.assertAllEqual(sample.x, self.result.datasets.train.x[:1])
+        self.assertEqual(sample.loss.name, "mse")
+        result = _run(f"--workdir={self.workdir}", "--row=99", cwd=self.get_temp_dir())
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("row: expected an integer in [0, 20)", result.stderr)
+
+
+if __name__ == "__main__":
+    tf.test.main()
