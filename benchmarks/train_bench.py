@@ -1,147 +1,197 @@
-"""Training throughput: this engine against keras.Model.fit, side by side in one run.
+"""Training throughput and wall time: this engine against Keras fit, PyTorch and JAX, side by side.
 
-For each model it measures samples/s of
-  * Keras fit with defaults,
-  * Keras fit with steps_per_execution = a whole epoch and jit_compile=True,
-  * this engine (tf_backprop.training) with --grad_source=tape and =manual, monitoring on
-    (default intervals) and, for tape, off,
-on the same MLP class, data and Adam; plus, for the large model, the achieved FLOP/s against
-tf.matmul of 2048×2048 float32 in the same process.  Each model runs in its own subprocess, so
-its peak RSS is its own.  Compilation is excluded (one warm-up epoch per method).
+Shapes (each in its own child process; steps/s, compilation or warm-up excluded):
 
-    python benchmarks/train_bench.py            # all three models (~3 minutes on 2 cores)
-    python benchmarks/train_bench.py --models=0  # just the article's net
+  0  the default job as `tf-backprop-train` runs it: the article's 2-3-3-1 net, batch 10, 800
+     training rows (80-step epochs), validation after every epoch, default checkpointing and
+     monitoring, 59 timed epochs (the first one compiles);
+  1  the article's net on 2,000 rows: 200-step epochs, no validation;
+  2  64-256-256-1, batch 256, 40-step epochs;
+  3  1024-1024-1024-10, batch 512, softmax cross-entropy, 30-step epochs, with the FLOP/s
+     reached against the best float32 matmul rate of the same process (tf.matmul under XLA,
+     NumPy's @);
+  4  end to end: the wall time of `tf-backprop-train` (defaults), of `python -c "import
+     tensorflow, keras"` (the floor: TensorFlow's own import) and of a plain Keras script doing
+     the same job (train with validation, evaluate, export), best of 3 interleaved runs.
+
+Contenders: ours (tape, manual; tape without monitoring), Keras fit (defaults; steps_per_execution
+= an epoch + jit_compile), PyTorch (an eager loop) and JAX (lax.scan under jit, all timed epochs
+in one call) when installed (`pip install '.[bench]'`).
+
+    python benchmarks/train_bench.py               # everything (~10 minutes on 2 cores)
+    python benchmarks/train_bench.py --models=0,4  # the default job and end to end
 """
 
 from __future__ import annotations
 
 import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 
+import contenders
 import per_model  # noqa: E402  (sibling module; benchmarks/ is on sys.path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-MODELS = [
-    # (name, layer sizes, batch, loss, rows, timed epochs: keras default, keras jit, ours)
-    ("article 2-3-3-1, batch 10", [2, 3, 3, 1], 10, "mse", 100_000, (1, 2, 20)),
-    ("64-256-256-1, batch 256", [64, 256, 256, 1], 256, "mse", 256 * 100, (1, 2, 3)),
-    (
-        "1024-1024-1024-10, batch 512",
-        [1024, 1024, 1024, 10],
-        512,
-        "categorical_crossentropy",
-        512 * 30,
-        (1, 1, 1),
-    ),
+# (name, layers, batch, loss, training rows, timed epochs)
+SHAPES = [
+    ("default job: 2-3-3-1, b10, 80-step epochs + validation", None, 10, "mse", None, 59),
+    ("2-3-3-1, b10, 200-step epochs", [2, 3, 3, 1], 10, "mse", 2_000, 100),
+    ("64-256-256-1, b256, 40-step epochs", [64, 256, 256, 1], 256, "mse", 256 * 40, 6),
+    ("1024-1024-1024-10, b512, 30-step epochs", [1024, 1024, 1024, 10], 512, "categorical_crossentropy", 512 * 30, 2),
 ]
+END_TO_END = len(SHAPES)
+BIN = os.path.dirname(sys.executable)
 
 
-def _keras_fit(layers, batch, loss, datasets, epochs, fast):
-    import keras
-
-    from tf_backprop import MLP
-
-    model = MLP(layers, seed=0)
-    keras_loss = "mse" if loss == "mse" else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    steps = len(datasets.train.x) // batch
-    options = {"steps_per_execution": steps, "jit_compile": True} if fast else {}
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras_loss, **options)
-    x, y = datasets.train.x.astype("float32"), datasets.train.y
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=True)  # warm-up: compile
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, shuffle=True)
-    return epochs * steps * batch / (time.perf_counter() - start)
-
-
-def _ours(layers, batch, loss, datasets, epochs, grad_source, monitor, workdir):
-    """Samples/s of the engine's epoch loop (chunks, checks, monitoring; no validation)."""
+def _datasets(index: int):
+    """(TrainConfig overrides, Datasets): the CLI's own data for the default job, else random."""
     from tf_backprop import training
+
+    name, layers, batch, loss, rows, epochs = SHAPES[index]
+    if layers is None:
+        return {}, training.load_datasets(training.TrainConfig())
+    overrides = {"layers": tuple(layers), "loss": loss, "batch_size": batch, "learning_rate": 1e-3}
+    return overrides, per_model.random_datasets(layers, loss, rows)
+
+
+def _task(index: int, datasets) -> contenders.Task:
+    name, layers, batch, loss, rows, epochs = SHAPES[index]
+    layers = layers or [datasets.n_features, 3, 3, datasets.n_outputs]
+    val = datasets.validation
+    return contenders.Task(
+        name,
+        layers,
+        batch,
+        loss,
+        datasets.train.x.astype("float32"),
+        datasets.train.y.astype("float32" if loss == "mse" else "int32"),
+        epochs,
+        None if val is None else val.x.astype("float32"),
+        None if val is None else val.y.astype("float32"),
+    )
+
+
+def _ours(index: int, datasets, overrides: dict, grad_source: str, monitor: bool) -> float:
+    """Steps/s of training.train's loop after its first epoch (which compiles)."""
+    from tf_backprop import training
+    from tf_backprop.training import checkpoint
     from tf_backprop.training import monitor as monitor_lib
 
+    epochs = SHAPES[index][5] + 1
+    workdir = tempfile.mkdtemp(prefix="train_bench-")
     cfg = training.TrainConfig(
-        layers=tuple(layers),
-        loss=loss,
-        batch_size=batch,
-        learning_rate=1e-3,
-        grad_source=grad_source,
-        monitor=monitor,
-        workdir=workdir,
-        val_split=0.0,
-        test_split=0.0,
+        **overrides, grad_source=grad_source, monitor=monitor, epochs=epochs, workdir=workdir
     )
     trainer = training.build(cfg, datasets)
+    keeper = checkpoint.Keeper(workdir, trainer.model, trainer.optimizer, trainer.state)
+    loop = trainer.loop(keeper, monitor=monitor_lib.from_config(cfg, workdir, trainer.model))
     per_epoch = trainer.plan.steps_per_epoch
-    run = trainer.loop(monitor=monitor_lib.from_config(cfg, workdir, trainer.model))
-    state = run.state
-    run.train_epoch(0, epochs + 1, per_epoch)  # warm-up: compile
+    loop.run(total_steps=per_epoch)  # warm-up: compile
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        state.step_in_epoch.assign(0)
-        run.train_epoch(epoch, epochs + 1, per_epoch)
-    return epochs * per_epoch * batch / (time.perf_counter() - start)
-
-
-def _matmul_flops():
-    import tensorflow as tf
-
-    a = tf.random.normal([2048, 2048])
-    matmul = tf.function(lambda a: tf.matmul(a, a), jit_compile=True)
-    matmul(a).numpy()
-    repeats = 20
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = matmul(a)
-    out.numpy()
-    return repeats * 2 * 2048**3 / (time.perf_counter() - start)
+    loop.run()
+    return (trainer.plan.total_steps - per_epoch) / (time.perf_counter() - start)
 
 
 def child(index: int) -> dict:
-    """Measures one model; returns its figures."""
-    import tempfile
-
-    name, layers, batch, loss, rows, (e_fit, e_jit, e_ours) = MODELS[index]
-    datasets = per_model.random_datasets(layers, loss, rows)
-    workdir = tempfile.mkdtemp()
-    result = {"model": name}
-    result["keras_fit"] = _keras_fit(layers, batch, loss, datasets, e_fit, fast=False)
-    result["keras_fit_jit"] = _keras_fit(layers, batch, loss, datasets, e_jit, fast=True)
+    """Measures one shape (or the end-to-end times); returns its figures."""
+    if index == END_TO_END:
+        return _end_to_end()
+    overrides, datasets = _datasets(index)
+    task = _task(index, datasets)
+    result = {"shape": task.name}
     for source in ("tape", "manual"):
-        result[f"ours_{source}"] = _ours(layers, batch, loss, datasets, e_ours, source, True, workdir)
-    result["ours_tape_no_monitor"] = _ours(layers, batch, loss, datasets, e_ours, "tape", False, workdir)
-    if index == 2:
-        flops_per_sample = 6 * sum(a * b for a, b in zip(layers[:-1], layers[1:]))  # fwd 2, bwd 4
-        result["ours_flops"] = result["ours_tape"] * flops_per_sample
-        result["matmul_flops"] = _matmul_flops()
+        result[f"ours_{source}"] = _ours(index, datasets, overrides, source, True)
+    result["ours_tape_no_monitor"] = _ours(index, datasets, overrides, "tape", False)
+    result["keras_fit"] = contenders.keras_steps_per_second(task, fast=False)
+    result["keras_fit_jit"] = contenders.keras_steps_per_second(task, fast=True)
+    result["torch"] = contenders.torch_steps_per_second(task)
+    result["jax"] = contenders.jax_steps_per_second(task)
+    if task.layers[0] == 1024:
+        flops_per_step = 6 * task.batch * sum(a * b for a, b in zip(task.layers[:-1], task.layers[1:]))
+        result["ours_flops"] = result["ours_tape"] * flops_per_step
+        result.update(contenders.best_matmul_flops())
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
 
+_KERAS_JOB = """
+import numpy as np, keras
+rng = np.random.default_rng(0)
+x = rng.uniform(-2, 2, (1000, 2)).astype("float32")
+y = (np.sin(x[:, 0]) * np.cos(x[:, 1]) + x[:, 0] * x[:, 1] / 4)[:, None].astype("float32")
+model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="relu"),
+                          keras.layers.Dense(3, activation="relu"), keras.layers.Dense(1)])
+model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["root_mean_squared_error"])
+model.fit(x[:800], y[:800], validation_data=(x[800:900], y[800:900]), epochs=60, batch_size=10, verbose=0)
+print(model.evaluate(x[900:], y[900:], verbose=0))
+model.export("{folder}/export", format="tf_saved_model", verbose=False)
+"""
+
+
+def _end_to_end(rounds: int = 3) -> dict:
+    """Best-of-`rounds` wall times of the three commands, taking turns."""
+    commands = {
+        "import_floor": [sys.executable, "-c", "import tensorflow, keras"],
+        "ours_cli": [os.path.join(BIN, "tf-backprop-train")],
+        "keras_script": [sys.executable, "-c"],
+    }
+    best = dict.fromkeys(commands, float("inf"))
+    for _ in range(rounds):
+        for name, command in commands.items():
+            folder = tempfile.mkdtemp(prefix="train_bench-e2e-")
+            if name == "ours_cli":
+                command = [*command, f"--workdir={folder}/run"]
+            elif name == "keras_script":
+                command = [*command, _KERAS_JOB.format(folder=folder)]
+            start = time.perf_counter()
+            subprocess.run(command, cwd=folder, check=True, capture_output=True, timeout=600)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {"shape": "end to end", **best}
+
+
 def main(argv: list[str]) -> None:
-    per_model.main(argv, __file__, len(MODELS), child, _print_table)
+    per_model.main(argv, __file__, len(SHAPES) + 1, child, _print_tables)
 
 
-def _print_table(rows: list[dict]) -> None:
+def _rate(value) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _print_tables(rows: list[dict]) -> None:
     print(
-        "| model | Keras fit | fit spe+jit | ours tape | ours manual | tape ÷ best fit | manual ÷ tape | monitor on ÷ off | peak RSS |"
+        "| shape | ours tape | ours manual | Keras fit | fit spe+jit | PyTorch | JAX scan "
+        "| tape ÷ best fit | tape ÷ JAX | tape ÷ best other | manual ÷ tape | monitor on ÷ off | peak RSS |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        best_fit = max(r["keras_fit"], r["keras_fit_jit"])
+    print("|---|" + "---|" * 12)
+    for r in (r for r in rows if "ours_tape" in r):
+        fit = max(r["keras_fit"], r["keras_fit_jit"])
+        others = [v for v in (r["keras_fit"], r["keras_fit_jit"], r["torch"], r["jax"]) if v]
+        jax = f"{r['ours_tape'] / r['jax']:.2f}×" if r["jax"] else "-"
         print(
-            f"| {r['model']} | {r['keras_fit']:,.0f} | {r['keras_fit_jit']:,.0f} | {r['ours_tape']:,.0f} | "
-            f"{r['ours_manual']:,.0f} | {r['ours_tape'] / best_fit:.2f}× | {r['ours_manual'] / r['ours_tape']:.2f} | "
-            f"{r['ours_tape'] / r['ours_tape_no_monitor']:.2f} | {r['peak_rss_mb']:,.0f} MB |"
+            f"| {r['shape']} | {_rate(r['ours_tape'])} | {_rate(r['ours_manual'])} | {_rate(r['keras_fit'])} "
+            f"| {_rate(r['keras_fit_jit'])} | {_rate(r['torch'])} | {_rate(r['jax'])} "
+            f"| {r['ours_tape'] / fit:.1f}× | {jax} | {r['ours_tape'] / max(others):.2f}× "
+            f"| {r['ours_manual'] / r['ours_tape']:.2f} | {r['ours_tape'] / r['ours_tape_no_monitor']:.2f} "
+            f"| {r['peak_rss_mb']:,.0f} MB |"
         )
-    for r in rows:
-        if "matmul_flops" in r:
-            print(
-                f"\n{r['model']}: {r['ours_flops'] / 1e9:.1f} GFLOP/s achieved vs tf.matmul 2048² "
-                f"{r['matmul_flops'] / 1e9:.1f} GFLOP/s = {r['ours_flops'] / r['matmul_flops']:.2f}×"
-            )
-    print("\n(samples/s; ratios measured side by side in one run)")
+    for r in (r for r in rows if "ours_flops" in r):
+        best = max(r["tf_matmul_xla"], r["numpy_matmul"])
+        print(
+            f"\n{r['shape']}: {r['ours_flops'] / 1e9:.1f} GFLOP/s; best float32 matmul "
+            f"{best / 1e9:.1f} GFLOP/s (tf.matmul XLA {r['tf_matmul_xla'] / 1e9:.1f}, NumPy "
+            f"{r['numpy_matmul'] / 1e9:.1f}) = {r['ours_flops'] / best:.2f}×"
+        )
+    for r in (r for r in rows if "import_floor" in r):
+        print(
+            f"\nend to end (best of 3): tf-backprop-train {r['ours_cli']:.2f} s, plain Keras script "
+            f"{r['keras_script']:.2f} s, `import tensorflow, keras` {r['import_floor']:.2f} s: "
+            f"{r['ours_cli'] / r['import_floor']:.2f}× the floor, {r['ours_cli'] / r['keras_script']:.2f}× Keras"
+        )
+    print("\n(steps/s; ratios measured side by side in one run)")
 
 
 if __name__ == "__main__":

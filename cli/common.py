@@ -8,6 +8,7 @@ to stderr, never a traceback.
 from __future__ import annotations
 
 import math
+import logging as std_logging
 import os
 import sys
 from collections.abc import Callable
@@ -59,6 +60,7 @@ def run(main: Callable[[list[str]], int | None], failures: tuple[type[Exception]
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
     def guarded(argv: list[str]) -> int | None:
+        quiet_tensorflow()
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag", EXIT_USAGE)
         try:
@@ -71,6 +73,22 @@ def run(main: Callable[[list[str]], int | None], failures: tuple[type[Exception]
             fail(str(error), EXIT_USAGE)
 
     app.run(guarded, flags_parser=_parse_flags)
+
+
+class _TensorFlowInfo(std_logging.Filter):
+    """Drops INFO lines that TensorFlow's and Keras's own modules log through absl."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        internal = f"{os.sep}tensorflow{os.sep}" in record.pathname or f"{os.sep}keras{os.sep}" in record.pathname
+        return record.levelno >= std_logging.WARNING or not internal
+
+
+def quiet_tensorflow() -> None:
+    """Keeps TensorFlow's own INFO lines (checkpoint sharding, SavedModel builder) out of the
+    log unless --verbosity was given: the log is the run's own."""
+    if not flags.FLAGS["verbosity"].present:
+        std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+        logging.get_absl_logger().addFilter(_TensorFlowInfo())
 
 
 def parse_int_list(flag: str, text: str | None) -> tuple[int, ...] | None:

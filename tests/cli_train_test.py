@@ -148,6 +148,15 @@ class EndToEndTest(CliTestCase):
         self.assertEqual(metrics["final"]["split"], "test")
         self.assert_finite_metrics(metrics["final"], _REGRESSION_METRICS)
         self.assertIn(f"trained {metrics['steps']} steps", result.stdout)
+        # The log holds the run's own lines: no TensorFlow-internal INFO (checkpoint sharding,
+        # SavedModel builder) unless --verbosity asks for it.
+        for internal in ("Sharding callback", "Assets written", "fingerprint", "unsupported characters"):
+            self.assertNotIn(internal, result.stderr)
+        self.assertIn("exported SavedModel", result.stderr)
+
+    def test_verbosity_shows_tensorflow_lines(self):
+        result = self.run_ok(*_TINY, "--verbosity=0", f"--workdir={os.path.join(self.cwd, 'run')}")
+        self.assertIn("Sharding callback", result.stderr)
 
     def test_flagfile_manual_gradients_classification_default_workdir(self):
         """--flagfile, --grad_source=manual, xor with cross-entropy, and ./runs/<stamp>."""

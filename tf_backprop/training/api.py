@@ -207,14 +207,13 @@ def _write_outputs(trainer: Trainer, workdir: str, metrics: dict, monitor) -> No
     with distributed.output_dir(trainer.strategy, workdir) as output:
         files.write_json(os.path.join(output, "metrics.json"), metrics)
         if trainer.config.export:
-            path = export_lib.export_saved_model(
+            export_lib.export_saved_model(
                 trainer.model,
                 trainer.datasets.preprocessing,
                 trainer.config,
                 os.path.join(output, export_lib.EXPORT_DIR),
                 overwrite=True,
             )
-            logging.info("SavedModel in %s", path)
 
 
 def _resume(keeper, state: RunState, optimizer, config: TrainConfig) -> None:

@@ -124,8 +124,9 @@ class Loop:
         """The call's epochs into the history, its measurement into TensorBoard, then the checks,
         the early stop, a checkpoint when due, and signals."""
         self.step = int(self.engine.optimizer.iterations.numpy())
-        for row in out["records"]:
-            self.end_epoch(row)
+        records = [self.end_epoch(row) for row in out["records"]]
+        if self.monitor is not None:
+            self.monitor.log_epochs([int(row[1]) for row in out["records"]], records)
         self.log_verification(out)
         self.check_status(out)
         if self.monitor is not None:
@@ -145,17 +146,16 @@ class Loop:
     def history(self) -> list[dict]:
         return self.state.history()
 
-    def end_epoch(self, row: np.ndarray) -> None:
-        """One epoch's record [engine.RECORD_WIDTH] into the history, the log and TensorBoard."""
-        epoch, step, loss = int(row[0]), int(row[1]), row[2]
+    def end_epoch(self, row: np.ndarray) -> dict:
+        """One epoch's record [engine.RECORD_WIDTH] into the history and the log; the record."""
+        epoch, loss = int(row[0]), row[2]
         record = {"epoch": epoch, **engine_lib.metrics_from_sums(loss, row[3:6], self.engine.loss)}
         if self.validation is not None:
             validation = engine_lib.metrics_from_sums(row[6], row[7:10], self.engine.loss)
             record.update({f"val_{k}": v for k, v in validation.items()})
         self.state.append_history(record)
         self.progress.log_epoch(record)
-        if self.monitor is not None:
-            self.monitor.log_epoch(step, record)
+        return record
 
     def epoch_metrics(self) -> dict[str, float]:
         """The running training loss and metrics of the current (unfinished) epoch."""
