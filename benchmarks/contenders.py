@@ -71,7 +71,10 @@ def torch_steps_per_second(task: Task) -> float | None:
     model = torch.nn.Sequential(*modules[:-1])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.MSELoss() if task.loss == "mse" else torch.nn.CrossEntropyLoss()
-    x, y = torch.from_numpy(task.x), torch.from_numpy(task.y).long() if task.loss != "mse" else torch.from_numpy(task.y)
+    x, y = (
+        torch.from_numpy(task.x),
+        torch.from_numpy(task.y).long() if task.loss != "mse" else torch.from_numpy(task.y),
+    )
     val = None if task.x_val is None else (torch.from_numpy(task.x_val), torch.from_numpy(task.y_val))
 
     def epoch():

@@ -79,7 +79,9 @@ class _TensorFlowInfo(std_logging.Filter):
     """Drops INFO lines that TensorFlow's and Keras's own modules log through absl."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        internal = f"{os.sep}tensorflow{os.sep}" in record.pathname or f"{os.sep}keras{os.sep}" in record.pathname
+        internal = (
+            f"{os.sep}tensorflow{os.sep}" in record.pathname or f"{os.sep}keras{os.sep}" in record.pathname
+        )
         return record.levelno >= std_logging.WARNING or not internal
 
 

@@ -188,7 +188,7 @@ class TrainConfig:
         resumable=True,
     )
     # Off by default, as in Keras's TensorBoard callback: each costs ~4 ms of TF ops for the
-    # article's net, 10% of a chunk.
+    # article's net, 10% of a 10,000-step call.
     histogram_every: int = _field(
         0, "Histograms of weights, gradients, activations every N steps (0: off).", resumable=True
     )

@@ -131,7 +131,7 @@ class Loop:
         self.check_status(out)
         if self.monitor is not None:
             learning_rate = self.engine.optimizer.learning_rate
-            self.monitor.log_chunk(
+            self.monitor.log_call(
                 self.step, out, learning_rate, self.config.verify_every, self.engine.variables
             )
         epoch = int(self.state.epoch.numpy())

@@ -1,8 +1,8 @@
 """Gradient health: TensorBoard events of a run and vanishing/exploding detection.
 
-The engine measures, inside its compiled chunk, the last step of every chunk: each variable's
+The engine measures, inside its compiled call, the last step of every call: each variable's
 gradient norm, weight norm and update ratio ‖ΔW‖/‖W‖, plus that step's gradients and
-activations.  `Monitor` writes them per chunk to ``<workdir>/tb/train`` (epoch metrics of the
+activations.  `Monitor` writes them per call to ``<workdir>/tb/train`` (epoch metrics of the
 validation split go to ``<workdir>/tb/validation``) and watches the kernel gradient norms:
 
 * **vanishing**: a hidden layer's ‖∂L/∂W‖ stays below ``vanishing_ratio`` × the output layer's,
@@ -13,7 +13,7 @@ Tags (TensorBoard):
 
 ====================================  ===========================================================
 ``loss``, ``rmse``/``mae``/``accuracy``  per epoch, in tb/train (running means) and tb/validation
-``learning_rate``                     per chunk
+``learning_rate``                     per engine call
 ``gradient_norm/<layer>/<kernel|bias>``  ‖∂L/∂θ‖ at the measured step
 ``weight_norm/<layer>/<kernel|bias>``    ‖θ‖ after that step's update
 ``update_ratio/<layer>/<kernel|bias>``   ‖Δθ‖/‖θ‖ of that update (healthy: roughly 1e-4..1e-2)
@@ -151,8 +151,8 @@ class Monitor:
         self.train_writer = tf.summary.create_file_writer(os.path.join(workdir, "tb", "train"))
         self.validation_writer = tf.summary.create_file_writer(os.path.join(workdir, "tb", "validation"))
 
-    def log_chunk(self, step: int, out: dict, learning_rate, verify_every: int, variables) -> None:
-        """Scalars (and histograms when due) of the chunk that ended at `step`."""
+    def log_call(self, step: int, out: dict, learning_rate, verify_every: int, variables) -> None:
+        """Scalars (and histograms when due) of the engine call that ended at `step`."""
         verified_step = step - step % verify_every if verify_every else -1
         self._write_scalars(
             tf.constant(step, tf.int64),
@@ -168,7 +168,7 @@ class Monitor:
             )
         self.detector.observe(step, np.asarray(out["health"])[0, 0::2])  # kernels sit at even indices
 
-    # Compiled (not XLA): one call writes every tag of a chunk; eager writes cost ~100 µs each.
+    # Compiled (not XLA): one call writes every tag of an engine call; eager writes cost ~100 µs each.
     @tf.function
     def _write_scalars(self, step, health, learning_rate, verified_step, verify_error):
         with self.train_writer.as_default(step=step):

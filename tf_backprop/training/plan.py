@@ -1,6 +1,6 @@
 """The run's numbers, derived once from the config, the data and the replica count.
 
-Nothing else computes a batch size, a step count or a chunk length: the engine, the run loop
+Nothing else computes a batch size, a step count or a call length: the engine, the run loop
 and the benchmarks all read them from the `Plan`.
 """
 
