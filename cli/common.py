@@ -7,8 +7,8 @@ to stderr, never a traceback.
 
 from __future__ import annotations
 
-import math
 import logging as std_logging
+import math
 import os
 import sys
 from collections.abc import Callable
