@@ -17,6 +17,7 @@ from tf_backprop.gradcheck import kinks
 from tf_backprop.model import MLPSpec
 from tf_backprop.testing import GradientCheckMixin
 
+RNG_50 = np.random.default_rng(0).standard_normal(50)
 EPS_RANGE = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0, 1e10)
 X = np.array([0.3, -1.2, 2.0, 0.7])
 
@@ -156,6 +157,19 @@ class KinkRuleTest(tf.test.TestCase):
     def test_unavailable_side_is_unchecked(self):
         self.assertEqual(self._examine(0.0, 1.0, 0.0, np.nan, 0.0), (False, True))
 
+    def _examine_at_the_point(self, a, d_plus, d_minus, m_plus, m_minus):
+        # Rule 1 fails (both ends' slopes differ from a), rule 2 uses the midpoints.
+        sides = kinks.Sides(np.array([0]), *(np.array([v], float) for v in (d_plus, d_minus, 5.0, -5.0)))
+        midpoint = lambda at, t: np.array([m_plus if t > 0 else m_minus])  # noqa: E731
+        kink, unchecked = kinks.examine(np.array([a]), 1, sides, self.TOL, True, midpoint)
+        return bool(kink[0]), bool(unchecked[0])
+
+    def test_kink_at_the_point_shown_by_midpoints(self):
+        self.assertEqual(self._examine_at_the_point(1.0, 1.0, -1.0, 1.0, -1.0), (True, False))  # a: one side
+        self.assertEqual(self._examine_at_the_point(0.0, 1.0, -1.0, 1.0, -1.0), (False, True))  # a: neither
+        self.assertEqual(self._examine_at_the_point(0.0, 1.0, -0.5, 1.0, -1.0), (False, False))  # not clean
+        self.assertEqual(self._examine_at_the_point(1.0, 1.0, 1.0, 1.0, 1.0), (False, False))  # no jump
+
 
 class InconclusiveTest(GradientCheckMixin, tf.test.TestCase):
     """A disagreement whose one-sided values cannot be computed is unchecked; too many: INCONCLUSIVE."""
@@ -188,6 +202,22 @@ class InconclusiveTest(GradientCheckMixin, tf.test.TestCase):
         self.assertIn('"verdict": "INCONCLUSIVE"', report.to_json())
         with self.assertRaisesRegex(self.failureException, r"could not be verified \(INCONCLUSIVE\)"):
             self.assertGradientsCorrect(self._relu_nan_off_the_points(x), x)
+
+    def test_projections_through_several_kinks_at_the_point(self):
+        # Three ReLUs exactly at 0, moved different ways by each random direction: both sides'
+        # differences are their midpoint slopes (the kinks are shown), but the tape's value at
+        # the point (ReLU'(0) = 0 for all three) is neither side's: unchecked, 8 of 16.
+        x = RNG_50.copy()
+        x[[4, 17, 30]] = 0.0
+        weighted = lambda t: tf.reduce_sum(tf.nn.relu(t) * tf.range(1.0, 51.0, dtype=t.dtype))  # noqa: E731
+        report = gradcheck.gradcheck(weighted, x, mode="fast")
+        comparison = report.entries[0].comparisons[0]
+        self.assertEqual(report.verdict, "INCONCLUSIVE", report.to_text())
+        self.assertEqual((comparison.unchecked, comparison.failures), (8, 0))
+        self.assertIsNotNone(comparison.worst_unchecked.location.direction)
+        self.assertEqual(gradcheck.gradcheck(weighted, x).verdict, "PASS")  # element by element
+        x[[17, 30]] = RNG_50[[17, 30]]
+        self.assertEqual(gradcheck.gradcheck(weighted, x, mode="fast").verdict, "PASS")  # one kink
 
     def test_few_unchecked_values_still_pass(self):
         x = np.concatenate([[0.0], np.linspace(1.0, 2.0, 4)])  # 1 of 25 Jacobian values: 4%

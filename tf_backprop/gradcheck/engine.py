@@ -157,22 +157,22 @@ def _forward_full(p: Problem) -> tuple[np.ndarray | None, str | None]:
         return None, _forward_failure(error)
 
 
-def _element_points(p: Problem, i: int, at: np.ndarray, sign: int, width: int):
-    """Rows [θ ± ε e_j | 0…] for candidates `at` in input i's [n_out, n_i]; (rows, outs, columns)."""
+def _element_points(p: Problem, i: int, at: np.ndarray, t: float, width: int):
+    """Rows [θ + tε e_j | 0…] for candidates `at` in input i's [n_out, n_i]; (rows, outs, columns)."""
     n = p.layout.size
     outs, columns = np.divmod(at, p.layout.sizes[i])
     columns = columns + int(p.layout.offsets[i])
     rows = np.zeros((len(at), n + width))
     rows[:, :n] = np.asarray(p.theta)
-    rows[np.arange(len(at)), columns] += sign * p.eps
+    rows[np.arange(len(at)), columns] += t * p.eps
     return rows, outs, columns
 
 
 def _reverse_at_element(p: Problem, i: int) -> Callable:
-    """(positions in [n_out, n_i], ±1) -> (e_oᵀ J(θ ± ε e_j))_j, reverse mode."""
+    """(positions in [n_out, n_i], t) -> (e_oᵀ J(θ + tε e_j))_j, reverse mode."""
 
-    def at_side(at: np.ndarray, sign: int) -> np.ndarray:
-        rows, outs, columns = _element_points(p, i, at, sign, p.output.size)
+    def at_side(at: np.ndarray, t: float) -> np.ndarray:
+        rows, outs, columns = _element_points(p, i, at, t, p.output.size)
         rows[np.arange(len(at)), p.layout.size + outs] = 1.0  # u = e_o
         return run_chunked(runner(p, "vjp_at"), rows)[np.arange(len(at)), columns]
 
@@ -180,10 +180,10 @@ def _reverse_at_element(p: Problem, i: int) -> Callable:
 
 
 def _forward_at_element(p: Problem, i: int) -> Callable:
-    """(positions in [n_out, n_i], ±1) -> (J(θ ± ε e_j) e_j)_o, forward mode."""
+    """(positions in [n_out, n_i], t) -> (J(θ + tε e_j) e_j)_o, forward mode."""
 
-    def at_side(at: np.ndarray, sign: int) -> np.ndarray:
-        rows, outs, columns = _element_points(p, i, at, sign, p.layout.size)
+    def at_side(at: np.ndarray, t: float) -> np.ndarray:
+        rows, outs, columns = _element_points(p, i, at, t, p.layout.size)
         rows[np.arange(len(at)), p.layout.size + columns] = 1.0  # v = e_j
         return run_chunked(runner(p, "jvp_at"), rows)[np.arange(len(at)), outs]
 
@@ -211,18 +211,18 @@ def _projection_entry(p: Problem, i: int, plan: perturb.Plan, us, reverse, value
     return Entry(p.layout.names[i], p.layout.shapes[i], norms, comparisons)
 
 
-def _row_points(p: Problem, i: int, unit_rows: np.ndarray, at: np.ndarray, sign: int) -> np.ndarray:
-    """θ ± ε v_r for the rows `at`: [R, n]."""
+def _row_points(p: Problem, i: int, unit_rows: np.ndarray, at: np.ndarray, t: float) -> np.ndarray:
+    """θ + tε v_r for the rows `at`: [R, n]."""
     points = np.tile(np.asarray(p.theta), (len(at), 1))
-    points[:, p.layout.span(i)] += sign * p.eps * unit_rows[at]
+    points[:, p.layout.span(i)] += t * p.eps * unit_rows[at]
     return points
 
 
 def _reverse_at_row(p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray) -> Callable:
-    """(rows, ±1) -> u_rᵀ J(θ ± ε v_r) v_r, reverse mode."""
+    """(rows, t) -> u_rᵀ J(θ + tε v_r) v_r, reverse mode."""
 
-    def at_side(at: np.ndarray, sign: int) -> np.ndarray:
-        rows = np.concatenate([_row_points(p, i, unit_rows, at, sign), u[at]], axis=1)
+    def at_side(at: np.ndarray, t: float) -> np.ndarray:
+        rows = np.concatenate([_row_points(p, i, unit_rows, at, t), u[at]], axis=1)
         grads = run_chunked(runner(p, "vjp_at"), rows)[:, p.layout.span(i)]
         return np.sum(grads * unit_rows[at], axis=1)
 
@@ -230,12 +230,12 @@ def _reverse_at_row(p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray) ->
 
 
 def _forward_at_row(p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray) -> Callable:
-    """(rows, ±1) -> u_rᵀ J(θ ± ε v_r) v_r, forward mode."""
+    """(rows, t) -> u_rᵀ J(θ + tε v_r) v_r, forward mode."""
 
-    def at_side(at: np.ndarray, sign: int) -> np.ndarray:
+    def at_side(at: np.ndarray, t: float) -> np.ndarray:
         tangents = np.zeros((len(at), p.layout.size))
         tangents[:, p.layout.span(i)] = unit_rows[at]
-        rows = np.concatenate([_row_points(p, i, unit_rows, at, sign), tangents], axis=1)
+        rows = np.concatenate([_row_points(p, i, unit_rows, at, t), tangents], axis=1)
         return np.sum(u[at] * run_chunked(runner(p, "jvp_at"), rows), axis=1)
 
     return kinks.guarded(at_side)

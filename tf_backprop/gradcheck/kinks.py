@@ -7,22 +7,27 @@ differences
 
     D+ = (f(x + εv) − f(x)) / ε,        D− = (f(x) − f(x − εv)) / ε
 
-and the analytic source's own derivative along v at the three points, a (at x) and a± (at
-x ± εv, i.e. on each side of the point):
+and the analytic source's own derivative along v: a at x, a± at x ± εv, m± at x ± εv/2.  Two
+ways to show one:
 
-* on one side the function is smooth and the analytic value is right: D_s agrees with the
-  trapezoid (a + a_s)/2 (exact to second order between two points of one smooth piece, as
-  accurate as the central difference; it is how a is checked at a kink);
-* on the other side the analytic derivative jumps, a_s' ≠ a — there is a kink to explain the
-  failure — and, for a continuous f (order 1), D_s' lies between a and a_s', the slopes on the
-  two sides of the jump it averaged (widened by |a_s − a|: slopes drift within a piece, by
-  about as much as over the smooth side's step).  At order 2, f is a gradient, which itself
-  jumps at a ReLU kink, so that last test is skipped.
+1. A kink inside one step, or at x with the analytic value one side's: on one side s the
+   function is smooth and a is right — D_s agrees with the trapezoid (a + a_s)/2, exact to
+   second order between two points of one smooth piece, as accurate as the central difference;
+   on the other side s' the derivative jumps (a_s' ≠ a) and, for a continuous f (order 1), D_s'
+   lies between a and a_s', the slopes it averaged (widened by |a_s − a|: slopes drift within a
+   piece by about as much as over the smooth side's step).  a is checked, one-sided.
+2. A kink at x where the analytic value is a convention (several kinks meeting, e.g. ReLUs at 0
+   moving different ways along v): each side's difference agrees with its own midpoint slope
+   (D± ≈ m±, the midpoint rule: exact to second order inside one piece) and the slopes differ
+   (m+ ≠ m−).  The kink is shown; a is checked only if it agrees with m+ or m− (TensorFlow's
+   kernels take one side's derivative at a kink); otherwise the value is *unchecked*: no
+   difference along v can check a value chosen at a kink.
 
-"Agrees" is the comparison's own tolerance.  A value whose a± cannot be computed (not finite,
-or the source raised at x ± εv) is *unchecked*; everything else that disagreed is a failure.
-The MLP checker also requires a pre-activation of a `has_kink` activation to sit at 0 or to
-change sign along the step.
+At order 2, f is a gradient, which itself jumps at a ReLU kink, so the "between" test of 1 is
+skipped.  "Agrees" is the comparison's own tolerance.  A value whose one-sided analytic values
+cannot be computed (not finite, or the source raised at x ± εv) is *unchecked* too; everything
+else that disagreed is a failure.  The MLP checker also requires a pre-activation of a
+`has_kink` activation to sit at 0 or to change sign along the step.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ import numpy as np
 from tf_backprop.gradcheck.report import Comparison, Location, Tolerance, compare
 
 MAX_PROBES = 4096  # kink candidates examined per comparison; the rest count as failures
+
+# (candidate positions, t) -> the analytic source's derivative along v at x + t·εv
+AtSide = Callable[[np.ndarray, float], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,20 +69,36 @@ def candidates(a, b, tolerance: Tolerance, allowed=None) -> np.ndarray:
     return np.flatnonzero(bad)[:MAX_PROBES]
 
 
-def examine(a, size: int, sides: Sides, tolerance: Tolerance, continuous: bool = True):
-    """(kink, unchecked): bool masks of length `size` over the compared values (see the module)."""
+def examine(
+    a, size: int, sides: Sides, tolerance: Tolerance, continuous: bool = True, midpoint: AtSide | None = None
+):
+    """(kink, unchecked): bool masks of length `size` over the compared values (see the module).
+
+    midpoint(positions, ±0.5) gives m± for rule 2; without it only rule 1 applies.
+    """
     a = np.asarray(a, np.float64).reshape(-1)[sides.at]
     kink, unchecked = np.zeros(size, bool), np.zeros(size, bool)
     available = np.isfinite(sides.a_plus) & np.isfinite(sides.a_minus)
     plus = _shown(a, sides.d_minus, sides.a_minus, sides.d_plus, sides.a_plus, tolerance, continuous)
     minus = _shown(a, sides.d_plus, sides.a_plus, sides.d_minus, sides.a_minus, tolerance, continuous)
-    kink[sides.at] = available & (plus | minus)
-    unchecked[sides.at] = ~available
+    shown = available & (plus | minus)
+    kink[sides.at], unchecked[sides.at] = shown, ~available
+    rest = available & ~shown
+    if midpoint is not None and rest.any():
+        at = sides.at[rest]
+        m_plus, m_minus = midpoint(at, 0.5), midpoint(at, -0.5)
+        clean = _agree(sides.d_plus[rest], m_plus, tolerance) & _agree(
+            sides.d_minus[rest], m_minus, tolerance
+        )
+        at_the_point = clean & ~_agree(m_plus, m_minus, tolerance)
+        one_side = _agree(a[rest], m_plus, tolerance) | _agree(a[rest], m_minus, tolerance)
+        kink[at] = at_the_point & one_side
+        unchecked[at] = (at_the_point & ~one_side) | ~(np.isfinite(m_plus) & np.isfinite(m_minus))
     return kink, unchecked
 
 
 def _shown(a, d_smooth, a_smooth, d_jump, a_jump, tolerance: Tolerance, continuous: bool) -> np.ndarray:
-    """A kink on the jump side: the other side smooth and checking a, the derivative jumping."""
+    """Rule 1 with the kink on the jump side: the other side smooth and checking a, the derivative jumping."""
     smooth = _agree(d_smooth, (a + a_smooth) / 2, tolerance)
     jump = ~_agree(a_jump, a, tolerance)
     if not continuous:
@@ -96,7 +120,7 @@ def _agree(a, b, tolerance: Tolerance) -> np.ndarray:
 def compare_with_differences(
     a,
     differences: tuple[np.ndarray, np.ndarray, np.ndarray],
-    at_side: Callable[[np.ndarray, int], np.ndarray],
+    at_side: AtSide,
     tolerance: Tolerance,
     *,
     sources: tuple[str, str],
@@ -106,8 +130,8 @@ def compare_with_differences(
 ) -> Comparison:
     """`compare` of analytic values a with central differences, kink candidates examined.
 
-    differences: (central, D+, D−), flat like a; at_side(positions, ±1): the analytic source's
-    values at θ ± δ for those positions (NaN where unavailable); allowed: where a kink may be
+    differences: (central, D+, D−), flat like a; at_side(positions, t): the analytic source's
+    values at x + t·εv for those positions (NaN where unavailable); allowed: where a kink may be
     (default everywhere).
     """
     a = np.asarray(a, np.float64).reshape(-1)
@@ -115,17 +139,17 @@ def compare_with_differences(
     at = candidates(a, central, tolerance, allowed)
     kink = unchecked = None
     if at.size:
-        sides = Sides(at, d_plus[at], d_minus[at], at_side(at, 1), at_side(at, -1))
-        kink, unchecked = examine(a, a.size, sides, tolerance, continuous)
+        sides = Sides(at, d_plus[at], d_minus[at], at_side(at, 1.0), at_side(at, -1.0))
+        kink, unchecked = examine(a, a.size, sides, tolerance, continuous, midpoint=at_side)
     return compare(a, central, tolerance, sources=sources, kink=kink, unchecked=unchecked, locate=locate)
 
 
-def guarded(at_side: Callable[[np.ndarray, int], np.ndarray]) -> Callable[[np.ndarray, int], np.ndarray]:
-    """at_side, returning NaN (unchecked) where the source cannot be computed at θ ± δ."""
+def guarded(at_side: AtSide) -> AtSide:
+    """at_side, returning NaN (unchecked) where the source cannot be computed at x + t·εv."""
 
-    def safe(at: np.ndarray, sign: int) -> np.ndarray:
+    def safe(at: np.ndarray, t: float) -> np.ndarray:
         try:
-            return np.asarray(at_side(at, sign), np.float64)
+            return np.asarray(at_side(at, t), np.float64)
         except Exception:  # noqa: BLE001 - an unavailable one-sided value leaves the kink unchecked
             return np.full(len(at), np.nan)
 

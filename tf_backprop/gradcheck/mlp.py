@@ -290,13 +290,13 @@ class _AtPoint:
         self.copy: MLP | None = None
 
     def side(self, fn: GradientFn, layout: perturb.Layout, i: int, unit_rows: np.ndarray, eps: float):
-        """(rows, ±1) -> fn's gradient of variable i at θ ± ε v_r, along v_r."""
+        """(rows, t) -> fn's gradient of variable i at θ + tε v_r, along v_r."""
 
-        def at_side(at: np.ndarray, sign: int) -> np.ndarray:
+        def at_side(at: np.ndarray, t: float) -> np.ndarray:
             values = []
             for r in at:
                 weights = list(self.theta)
-                weights[i] = weights[i] + sign * eps * unit_rows[r].reshape(layout.shapes[i])
+                weights[i] = weights[i] + t * eps * unit_rows[r].reshape(layout.shapes[i])
                 grads = fn(self._with(weights), self.x, self.y, self.loss, self.l2)[1]
                 values.append(float(np.asarray(grads[i], np.float64).ravel() @ unit_rows[r]))
             return np.array(values)

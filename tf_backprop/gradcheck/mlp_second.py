@@ -219,16 +219,16 @@ def _block_locator(layout: perturb.Layout, i: int) -> Callable[[int], Location]:
 
 
 def _column_sides(net: _Net, fn: HvpFn, i: int, eps: float) -> Callable:
-    """(positions in the [n, n_i] block, ±1) -> (H(θ ± ε e_j) e_j)_k by fn, one HVP per column."""
+    """(positions in the [n, n_i] block, t) -> (H(θ + tε e_j) e_j)_k by fn, one HVP per column."""
     size, offset, theta = net.layout.sizes[i], int(net.layout.offsets[i]), np.asarray(net.theta)
 
-    def at_side(at: np.ndarray, sign: int) -> np.ndarray:
+    def at_side(at: np.ndarray, t: float) -> np.ndarray:
         rows, columns = np.divmod(at, size)
         values = np.empty(len(at))
         for column in np.unique(columns):
             v = np.zeros_like(theta)
             v[offset + column] = 1.0
-            point = theta + sign * eps * v
+            point = theta + t * eps * v
             hv = np.asarray(net.hvp(fn, tf.constant(v), tf.constant(point)), np.float64)
             values[columns == column] = hv[rows[columns == column]]
         return values
@@ -273,15 +273,15 @@ def _project(hw: np.ndarray, plan: perturb.Plan) -> np.ndarray:
 
 
 def _row_sides(net: _Net, fn: HvpFn, i: int, ws, plan: perturb.Plan, unit_rows, eps: float) -> Callable:
-    """(rows, ±1) -> w_rᵀ H(θ ± ε v_r) v_r by fn."""
+    """(rows, t) -> w_rᵀ H(θ + tε v_r) v_r by fn."""
     theta, span, k = np.asarray(net.theta), net.layout.span(i), len(plan.directions)
 
-    def at_side(at: np.ndarray, sign: int) -> np.ndarray:
+    def at_side(at: np.ndarray, t: float) -> np.ndarray:
         values = []
         for r in at:
             v = np.zeros_like(theta)
             v[span] = unit_rows[r]
-            hv = net.hvp(fn, tf.constant(v), tf.constant(theta + sign * eps * v))
+            hv = net.hvp(fn, tf.constant(v), tf.constant(theta + t * eps * v))
             values.append(float(np.asarray(hv, np.float64) @ ws[r if r < k else 0]))
         return np.array(values)
 

@@ -91,8 +91,9 @@ def _details(report) -> list[str]:
             inconclusive = c.verdict == "INCONCLUSIVE" and not c.unresolved
             u, verdict = c.worst_unchecked, "INCONCLUSIVE" if inconclusive else "unchecked"
             lines.append(
-                f"{verdict} {entry.name} {c.label}: {c.unchecked} of {c.checked} unchecked (a kink that "
-                f"could not be examined); e.g. at {u.location}: {c.sources[0]} {u.a:.6g}, {c.sources[1]} {u.b:.6g}"
+                f"{verdict} {entry.name} {c.label}: {c.unchecked} of {c.checked} unchecked (at a kink: no "
+                "one-sided values, or a value at the point that is neither side's); e.g. at "
+                f"{u.location}: {c.sources[0]} {u.a:.6g}, {c.sources[1]} {u.b:.6g}"
             )
     return ["", *lines] if lines else []
 

@@ -16,8 +16,8 @@ largest ‖u ⊙ f‖).
 
 Verdicts.  A comparison is FAIL when an element fails (or a source could not be computed at
 all: `error`); INCONCLUSIVE when too little of it was checked: more than MAX_UNCHECKED_FRACTION
-of its values, or all of them, unchecked (a kink candidate whose one-sided values could not be
-computed, `kinks`), or when the round-off floor exceeds MAX_ROUNDOFF_FRACTION of the largest
+of its values, or all of them, unchecked (at a kink: its one-sided values could not be
+computed, or its value at the point is neither side's, `kinks`), or when the round-off floor exceeds MAX_ROUNDOFF_FRACTION of the largest
 compared value (or of the zero floor atol/rtol it replaced, if larger), so that errors of that
 size go unseen (eps too small for the dtype); else ok.  A report is FAIL if any comparison fails, else INCONCLUSIVE if any
 is inconclusive, else PASS; only PASS is `passed`.
