@@ -14,6 +14,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from planted_faults import (
     cube_numpy_constant,
+    cube_numpy_value,
     cube_stop_gradient,
     cube_with,
     cube_wrong_second_formula,
@@ -102,6 +103,7 @@ class SecondOrderFaultsTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.named_parameters(
         ("numpy_op_in_the_gradient", cube_numpy_constant),
+        ("numpy_value_in_the_gradient", cube_numpy_value),  # eager only: the compiled ways fall back
         ("stop_gradient_in_the_gradient", cube_stop_gradient),
         ("wrong_second_derivative_formula", cube_wrong_second_formula),
     )
