@@ -3,12 +3,19 @@
     .venv/bin/python benchmarks/gradcheck_bench.py
 
 Cases:
-* MLP check, mode="fast": [1024, 1024, 1024, 10], ReLU, categorical cross-entropy, batch 256.
-* MLP check, mode="full": the article's 2-3-3-1 net, half-MSE, batch 10.
+* MLP check, mode="fast": [1024, 1024, 1024, 10], ReLU, categorical cross-entropy, batch 256;
+  and the same at order=2 (Hessian-vector products: tape over tape, R-operator, differences of
+  the hand-written gradient).
+* MLP check, mode="full": the article's 2-3-3-1 net, half-MSE, batch 10; and at order=2 (its
+  whole 25 × 25 Hessian).
 * gradcheck, mode="fast": a log-sum-exp with a hand-written tf.custom_gradient, on a
   1000 × 1000 (1,000,000-element) input.
 * gradcheck, mode="full", vs tf.test.compute_gradient: the same 100 × 100 Jacobian
   (tanh(x @ W), x of 100 elements), float64; and the same at 1000 × 1000.
+
+* Hessian-vector products on a 64-256-256-1 net (ReLU, MSE, batch 256, float32): the
+  hand-written R-operator (`backprop.manual_hvp`) vs tape over tape (`backprop.tape_hvp`), each
+  compiled with tf.function; best of 5 timings of 50 calls.
 
 Times are wall-clock seconds of one call after TensorFlow is imported and its runtime started
 ("first": includes tracing the compiled evaluations), then the best of two repeats.
@@ -26,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tf_backprop import gradcheck  # noqa: E402
+from tf_backprop import backprop, gradcheck  # noqa: E402
 from tf_backprop.model import MLP  # noqa: E402
 
 REPEATS = 2
@@ -57,11 +64,11 @@ def stable_logsumexp(x):
     return value, grad
 
 
-def mlp_case(sizes, loss, batch, mode):
+def mlp_case(sizes, loss, batch, mode, order=1):
     model = MLP(sizes, activation="relu")
     x, y = gradcheck.random_batch(model, loss, batch, seed=0)
     n = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-    return n, lambda: gradcheck.check(model, x, y, loss, mode=mode)
+    return n, lambda: gradcheck.check(model, x, y, loss, mode=mode, order=order)
 
 
 def jacobian_cases(n: int):
@@ -120,17 +127,20 @@ def machine() -> str:
 
 
 def verdict(report) -> str:
-    return f"{'PASS' if report.passed else 'FAIL'} ({report.kinks} kinks)"
+    return f"{report.verdict} ({report.kinks} kinks)"
 
 
 def cases() -> list[tuple]:
     """(name, mode, target seconds or None, parameters or inputs, check) per timed case."""
     big = np.random.default_rng(1).standard_normal((1000, 1000))
     jacobian, _ = jacobian_cases(100)
-    wide = mlp_case((1024, 1024, 1024, 10), "categorical_crossentropy", 256, "fast")
+    wide = (1024, 1024, 1024, 10), "categorical_crossentropy", 256, "fast"
+    article = (2, 3, 3, 1), "half_mse", 10, "full"
     return [
-        ("MLP 1024-1024-1024-10, batch 256", "fast", 3.0, *wide),
-        ("MLP 2-3-3-1 (article), batch 10", "full", 1.0, *mlp_case((2, 3, 3, 1), "half_mse", 10, "full")),
+        ("MLP 1024-1024-1024-10, batch 256", "fast", 3.0, *mlp_case(*wide)),
+        ("MLP 2-3-3-1 (article), batch 10", "full", 1.0, *mlp_case(*article)),
+        ("MLP 1024-1024-1024-10, batch 256, order 2", "fast", 10.0, *mlp_case(*wide, order=2)),
+        ("MLP 2-3-3-1 (article), batch 10, order 2", "full", 1.0, *mlp_case(*article, order=2)),
         (
             "log-sum-exp with custom gradient",
             "fast",
@@ -140,6 +150,29 @@ def cases() -> list[tuple]:
         ),
         ("tanh(x @ W), 100 × 100 Jacobian", "full", None, 100, jacobian),
     ]
+
+
+def hvp_rows() -> list[tuple]:
+    """manual_hvp vs tape_hvp on 64-256-256-1, batch 256, float32, each compiled."""
+    model = MLP((64, 256, 256, 1), activation="relu", seed=0)
+    x, y = gradcheck.random_batch(model, "mse", 256, seed=0)
+    x, y = tf.constant(x, tf.float32), tf.constant(y, tf.float32)
+    v = [tf.random.stateless_normal(w.shape, [0, i]) for i, w in enumerate(model.trainable_variables)]
+    times = {}
+    for name, fn in (("tape over tape", backprop.tape_hvp), ("R-operator (manual)", backprop.manual_hvp)):
+        compiled = tf.function(lambda x, y, fn=fn: fn(model, x, y, "mse", v))
+        compiled(x, y)  # trace
+        times[name] = min(_loop_time(compiled, x, y) for _ in range(5)) / 50
+    tape = times["tape over tape"]
+    return [(name, f"{t * 1e3:.3f}", f"{t / tape:.2f}×") for name, t in times.items()]
+
+
+def _loop_time(compiled, x, y) -> float:
+    start = time.perf_counter()
+    for _ in range(50):
+        result = compiled(x, y)
+    np.asarray(result[0])  # wait for the last call
+    return time.perf_counter() - start
 
 
 def case_row(name, mode, target, size, check) -> tuple:
@@ -156,6 +189,8 @@ def main():
     print()
     header = ["Jacobian", "checker", "first (s)", "best of 2 (s)", "max |analytic − numeric|", "speed-up"]
     print_table(header, side_by_side(100) + side_by_side(1000))
+    print()
+    print_table(["Hessian-vector product, 64-256-256-1, batch 256", "ms per call", "÷ tape"], hvp_rows())
 
 
 def print_table(header, rows):

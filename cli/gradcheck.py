@@ -3,8 +3,9 @@
 tf-backprop-gradcheck                                      # the article's 2-3-3-1 net
 tf-backprop-gradcheck --layers=1024,1024,1024,10 --loss=categorical_crossentropy --mode=fast
 tf-backprop-gradcheck --activation=tanh --l2=0.01 --json
+tf-backprop-gradcheck --order=2                            # Hessian: tape over tape vs R-operator
 
-Exit codes: 0 every check passed, 1 a check failed, 2 bad flags or input (one line on stderr).
+Exit codes: 0 PASS, 1 FAIL or INCONCLUSIVE, 2 bad flags or input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ flags.DEFINE_string("dtype", "float32", "Model dtype; the check itself always ru
 flags.DEFINE_integer("seed", 0, "Seeds the weights, the data and the fast mode's directions.")
 flags.DEFINE_string("mode", "full", "full: every parameter; fast: random directions and sampled elements.")
 flags.DEFINE_float("l2", 0.0, "L2 penalty λ of λ/2 Σ‖W‖² on the kernels.")
-flags.DEFINE_float("eps", None, "Finite-difference step (default 1e-6).")
+flags.DEFINE_float(
+    "eps", None, "Finite-difference step (default 1e-6; at most 1% of each variable's max(1, max |w|))."
+)
+flags.DEFINE_enum(
+    "order",
+    "1",
+    ["1", "2"],
+    "1: gradients (tape vs hand-written vs differences of the loss); 2: Hessian-vector products "
+    "(tape over tape vs the hand-written R-operator vs differences of the hand-written gradient).",
+)
 flags.DEFINE_bool("json", False, "Print the report as JSON instead of tables.")
 
 
@@ -45,7 +55,15 @@ def check_from_flags() -> gradcheck.Report:
     ).build()
     x, y = gradcheck.random_batch(model, FLAGS.loss, FLAGS.batch_size, FLAGS.seed)
     return gradcheck.check(
-        model, x, y, FLAGS.loss, mode=FLAGS.mode, l2=FLAGS.l2, eps=FLAGS.eps, seed=FLAGS.seed
+        model,
+        x,
+        y,
+        FLAGS.loss,
+        mode=FLAGS.mode,
+        l2=FLAGS.l2,
+        eps=FLAGS.eps,
+        seed=FLAGS.seed,
+        order=int(FLAGS.order),
     )
 
 

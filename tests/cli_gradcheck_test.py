@@ -44,16 +44,39 @@ class GradcheckCliTest(tf.test.TestCase):
         self.assertLen(report["entries"][0]["comparisons"], 3)
 
     def test_failed_check_exits_1(self):
-        # A huge finite-difference step: the truncation error fails the numeric comparisons.
-        result = _run("--activation=tanh", "--eps=0.3", cwd=self.cwd)
+        # A large finite-difference step: the truncation error fails the numeric comparisons.
+        result = _run("--activation=tanh", "--eps=0.01", cwd=self.cwd)
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertIn("FAIL", result.stdout)
+
+    def test_a_step_too_large_is_refused_not_passed(self):
+        # It used to PASS with every hidden-layer difference "a kink" (42 kinks at 1e10, 40 at 0.5).
+        for eps in ("1e10", "0.5"):
+            with self.subTest(eps=eps):
+                result = _run(f"--eps={eps}", cwd=self.cwd)
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertEqual(result.stdout, "")
+                lines = result.stderr.strip().splitlines()
+                self.assertLen(lines, 1, result.stderr)
+                self.assertIn("eps: ", lines[0])
+                self.assertIn("would move dense_1/kernel", lines[0])
+
+    def test_second_order_compares_three_sources(self):
+        result = _run("--order=2", "--json", cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        report = json.loads(result.stdout)
+        self.assertEqual(report["verdict"], "PASS")
+        self.assertIn("second order", report["title"])
+        labels = [c["sources"] for c in report["entries"][0]["comparisons"]]
+        self.assertEqual(labels, [["tape", "manual"], ["tape", "numeric"], ["manual", "numeric"]])
+        self.assertEqual(report["entries"][0]["comparisons"][0]["checked"], 25 * 6)  # [n, n_i] block
 
     def test_bad_flags_exit_2_with_one_line(self):
         cases = {
             "--layers=2,0,1": "layer_sizes",
             "--activation=nope": "activation: unknown name 'nope'",
             "--batch_size=abc": "--batch_size",  # absl's own parse error
+            "--order=3": "--order",
         }
         for flag, expected in cases.items():
             with self.subTest(flag=flag):

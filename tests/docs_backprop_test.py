@@ -1,10 +1,12 @@
-"""docs/backprop.md's worked example prints what the code computes.
+"""docs/backprop.md's worked examples print what the code computes.
 
-The example lives in a fenced block after the marker comment `EXAMPLE_MARKER`, one
+The first example lives in a fenced block after the marker comment `EXAMPLE_MARKER`, one
 `name = <Python literal>` per line (`#` lines are comments).  The inputs (x, y, W1..W3,
 b1..b3) are read from the block; every other name is a result, printed to `DECIMALS`
-decimals, and must match both gradient paths to that precision.  The TensorFlow facts the
-page quotes (leaky_relu's α, tf.nn.gelu's float64 error) are checked too.
+decimals, and must match both gradient paths to that precision.  The second-order example
+(`HVP_MARKER`, §8) reads the direction (V1..vb3) and the softmax logits from its block and
+checks the R-operator's pieces, and Hv against tape over tape.  The TensorFlow facts the page
+quotes (leaky_relu's α, tf.nn.gelu's float64 error) are checked too.
 """
 
 import ast
@@ -19,6 +21,14 @@ from tf_backprop.model import MLP
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "backprop.md"
 EXAMPLE_MARKER = "<!-- worked-example: checked by tests/docs_backprop_test.py -->"
+HVP_MARKER = "<!-- worked-example-hvp: checked by tests/docs_backprop_test.py -->"
+DIRECTION_NAMES = ("V1", "vb1", "V2", "vb2", "V3", "vb3")  # trainable_variables order
+HVP_NAMES = ("HW1", "Hb1", "HW2", "Hb2", "HW3", "Hb3")
+HVP_RESULT_NAMES = (
+    *("Rz1", "Rh1", "Rz2", "Rh2", "Rz3", "Rdelta3", "Rdh2", "Rdelta2", "Rdh1", "Rdelta1"),
+    *HVP_NAMES,
+    *("s_ce", "H_ce", "Hdz_ce"),
+)
 DECIMALS = 6
 TOLERANCE = 0.5 * 10.0**-DECIMALS + 1e-12  # half a unit in the last printed digit
 INPUT_NAMES = ("x", "y", "W1", "b1", "W2", "b2", "W3", "b3")
@@ -30,12 +40,12 @@ GRADIENT_NAMES = ("dW1", "db1", "dW2", "db2", "dW3", "db3")  # trainable_variabl
 LOSS = "half_mse"
 
 
-def example_block(text: str) -> str:
-    """The body of the first fenced block after EXAMPLE_MARKER."""
-    start = text.index(EXAMPLE_MARKER)
+def example_block(text: str, marker: str = EXAMPLE_MARKER) -> str:
+    """The body of the first fenced block after the marker."""
+    start = text.index(marker)
     match = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M).search(text, start)
     if match is None:
-        raise AssertionError(f"no fenced block after {EXAMPLE_MARKER!r}")
+        raise AssertionError(f"no fenced block after {marker!r}")
     return match.group(1)
 
 
@@ -104,9 +114,9 @@ def mismatches(printed: dict, computed: dict, source: str) -> list[str]:
     return found
 
 
-def example_prose_numbers(text: str) -> list[float]:
-    """Decimal numbers in the worked-example section outside `name = ...` lines (prose, comments)."""
-    section = text[text.index("## 5.") : text.index("## 6.")]
+def example_prose_numbers(text: str, start: str = "## 5.", stop: str | None = "## 6.") -> list[float]:
+    """Decimal numbers in a worked-example section outside `name = ...` lines (prose, comments)."""
+    section = text[text.index(start) : text.index(stop) if stop else len(text)]
     lines = [line for line in section.splitlines() if not re.match(r"^\w+ = ", line)]
     numbers = re.findall(r"[−-]?\d+\.\d+", "\n".join(lines))
     return [float(number.replace("−", "-")) for number in numbers]
@@ -161,6 +171,96 @@ class WorkedExampleTest(tf.test.TestCase):
             edited = dict(printed)
             edited[name] = printed[name] + 2 * TOLERANCE
             self.assertLen(mismatches(edited, computed, "manual"), 1, name)
+
+
+def hvp_results(model: MLP, x, y, direction: list[np.ndarray], printed: dict) -> dict[str, np.ndarray]:
+    """§8's results: the R-operator's pieces, Hv by manual_hvp, the softmax Hessian lines."""
+    forward = model.forward(x, keep_intermediates=True)
+    (z1, z2, z3), (h1, h2, h3) = forward.zs, forward.hs
+    relu, kernels, y = activations.ACTIVATIONS["relu"], model.kernels, tf.constant(y)
+    v_kernels, v_biases = direction[0::2], direction[1::2]
+    loss = losses.get(LOSS)
+    rz1 = x @ v_kernels[0] + v_biases[0]
+    rh1 = relu.tangent(z1, h1, rz1)
+    rz2 = rh1 @ kernels[1] + h1 @ v_kernels[1] + v_biases[1]
+    rh2 = relu.tangent(z2, h2, rz2)
+    rz3 = rh2 @ kernels[2] + h2 @ v_kernels[2] + v_biases[2]
+    delta3 = loss.delta(z3, h3, y, model.output_activation)
+    r_delta3 = loss.delta_tangent(z3, h3, y, model.output_activation, rz3)
+    rdh2 = r_delta3 @ tf.transpose(kernels[2]) + delta3 @ v_kernels[2].T
+    delta2 = relu.backward(z2, h2, delta3 @ tf.transpose(kernels[2]))
+    r_delta2 = relu.backward(z2, h2, rdh2) + relu.backward_tangent(
+        z2, h2, delta3 @ tf.transpose(kernels[2]), rz2
+    )
+    rdh1 = r_delta2 @ tf.transpose(kernels[1]) + delta2 @ v_kernels[1].T
+    r_delta1 = relu.backward(z1, h1, rdh1) + relu.backward_tangent(
+        z1, h1, delta2 @ tf.transpose(kernels[1]), rz1
+    )
+    results = dict(zip(HVP_NAMES, backprop.manual_hvp(model, x, y, LOSS, direction)))
+    results.update(Rz1=rz1, Rh1=rh1, Rz2=rz2, Rh2=rh2, Rz3=rz3, Rdelta3=r_delta3, Rdh2=rdh2)
+    results.update(Rdelta2=r_delta2, Rdh1=rdh1, Rdelta1=r_delta1)
+    results.update(softmax_results(printed["z_ce"], printed["dz_ce"]))
+    return {name: np.asarray(value) for name, value in results.items()}
+
+
+def softmax_results(z, dz) -> dict[str, np.ndarray]:
+    """softmax(z), the categorical cross-entropy's Hessian in z (by tapes) and its product with dz."""
+    z, labels = tf.constant(z), tf.constant([0])
+    cce, linear = losses.get("categorical_crossentropy"), activations.ACTIVATIONS["linear"]
+    with tf.GradientTape() as outer:
+        outer.watch(z)
+        with tf.GradientTape() as inner:
+            inner.watch(z)
+            value = cce.value(z, z, labels)
+        gradient = inner.gradient(value, z)
+    hessian = outer.jacobian(gradient, z)[0, :, 0, :]  # [k, k]
+    return {
+        "s_ce": tf.nn.softmax(z),
+        "H_ce": hessian,
+        "Hdz_ce": cce.delta_tangent(z, z, labels, linear, tf.constant(dz)),
+    }
+
+
+def check_hvp(text: str) -> list[str]:
+    """All mismatches between §8's block and the R-operator (and tape over tape for Hv)."""
+    printed = {**parse_block(example_block(text)), **parse_block(example_block(text, HVP_MARKER))}
+    model = build_model(printed)
+    direction = [printed[name] for name in DIRECTION_NAMES]
+    computed = hvp_results(model, printed["x"], printed["y"], direction, printed)
+    tape = dict(zip(HVP_NAMES, backprop.tape_hvp(model, printed["x"], printed["y"], LOSS, direction)))
+    tape = {name: np.asarray(value) for name, value in tape.items()}
+    return mismatches(printed, computed, "manual") + mismatches(printed, tape, "tape")
+
+
+class HvpWorkedExampleTest(tf.test.TestCase):
+    """The numbers of §8 (second order) are the code's numbers."""
+
+    def setUp(self):
+        super().setUp()
+        self.text = DOC.read_text(encoding="utf-8")
+
+    def test_block_has_every_input_and_result(self):
+        printed = parse_block(example_block(self.text, HVP_MARKER))
+        self.assertEqual(set(printed), {*DIRECTION_NAMES, "z_ce", "dz_ce", *HVP_RESULT_NAMES})
+
+    def test_numbers_match_the_r_operator_and_the_tape(self):
+        self.assertEqual(check_hvp(self.text), [])
+
+    def test_an_edited_number_is_caught(self):
+        line = next(
+            line for line in example_block(self.text, HVP_MARKER).splitlines() if line.startswith("Hb3")
+        )
+        edited = self.text.replace(line, "Hb3 = [-0.136501]", 1)
+        self.assertNotEqual(edited, self.text)
+        self.assertLen([m for m in check_hvp(edited) if m.startswith("Hb3:")], 2)
+
+    def test_numbers_quoted_in_the_prose_are_in_the_block(self):
+        block = parse_block(example_block(self.text, HVP_MARKER))
+        printed = np.concatenate([value.ravel() for value in block.values()])
+        quoted = example_prose_numbers(self.text, "## 8.", None)
+        self.assertNotEmpty(quoted)
+        for number in quoted:
+            self.assertTrue(np.any(np.abs(np.abs(printed) - abs(number)) < 1e-12), number)
 
 
 class DocumentedFactsTest(tf.test.TestCase):

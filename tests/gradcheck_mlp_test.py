@@ -214,12 +214,14 @@ class CheckFailsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertTrue(all(_verdicts(e)["manual ↔ numeric"] for e in report.entries))
         self.assertFalse(any(_verdicts(e)["tape ↔ numeric"] for e in report.entries))
 
-    def test_finite_differences_with_a_huge_step_fail(self):
+    def test_finite_differences_with_a_large_step_fail(self):
         model = MLP(SIZES, activation="tanh")
         x, y = _batch(model, "mse")
-        report = gradcheck.check(model, x, y, "mse", eps=0.3)  # truncation error ≫ rtol
+        report = gradcheck.check(model, x, y, "mse", eps=1e-2)  # truncation error ≫ rtol
         self.assertFalse(report.passed)
         self.assertTrue(all(_verdicts(e)["tape ↔ manual"] for e in report.entries))
+        with self.assertRaisesRegex(ValueError, r"^eps: 0\.3 would move dense_1/kernel"):
+            gradcheck.check(model, x, y, "mse", eps=0.3)  # a step beyond 1% of the weights' scale
 
 
 class KinkTest(tf.test.TestCase):

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import tensorflow as tf
-from planted_faults import square_with, stable_logsumexp, wrong_at_one_element
+from planted_faults import cube_stop_gradient, cube_with, square_with, stable_logsumexp, wrong_at_one_element
 
 from tf_backprop.testing import GradientCheckMixin
 
@@ -21,6 +21,15 @@ class MixinTest(GradientCheckMixin, tf.test.TestCase):
         message = str(caught.exception)
         for expected in ["FAIL x analytic ↔ numeric", "in[1, 2] out[1, 2]", "analytic", "numeric"]:
             self.assertIn(expected, message)
+
+    def test_second_order_failure_names_the_element(self):
+        point = np.array([0.3, -1.2, 2.0])  # docs/gradcheck.md's example
+        sum_of_cubes = lambda t: tf.reduce_sum(cube_with(cube_stop_gradient)(t))  # noqa: E731
+        self.assertGradientsCorrect(sum_of_cubes, [point], check_forward=True)
+        with self.assertRaises(self.failureException) as caught:
+            self.assertGradientsCorrect(sum_of_cubes, [point], order=2, check_forward=True)
+        message = str(caught.exception)
+        self.assertIn("worst at in[2] grad inputs[0][2]: analytic 6, numeric 12", message)
 
     def test_model_assertion(self):
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="tanh")])

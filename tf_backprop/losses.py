@@ -4,7 +4,9 @@ Shapes: the model's output pre-activation z_L and activation h_L are [m, k]; m i
 Each `Loss` gives
 
 * ``value(z, h, y)``: the scalar loss (mean over the batch), and
-* ``delta(z, h, y, output_activation)``: δ_L = ∂L/∂z_L, [m, k], in a numerically stable form.
+* ``delta(z, h, y, output_activation)``: δ_L = ∂L/∂z_L, [m, k], in a numerically stable form, and
+* ``delta_tangent(z, h, y, output_activation, dz)``: R{δ_L}, how δ_L moves when z_L moves by dz
+  (the loss's Hessian with respect to z_L times dz), for `backprop.manual_hvp`.
 
 The cross-entropy losses take logits: they require a linear output activation and fuse
 softmax/sigmoid with the log (docs/backprop.md).  The L2 penalty λ/2 Σ‖W‖² is added by
@@ -39,6 +41,10 @@ def _mse_grad_h(z, h, y):
     return 2.0 * (h - y) / _element_count(h)  # [m, k]
 
 
+def _mse_grad_h_tangent(z, h, y, dh):
+    return 2.0 * dh / _element_count(h)  # ∂²L/∂h² = 2/(m·k) on the diagonal
+
+
 # --- half_mse: the article's 1/(2m) Σ (y − ŷ)² ----------------------------------------------
 def _half_mse_value(z, h, y):
     return tf.reduce_sum(tf.square(y - h)) / (2.0 * _batch_size(h))
@@ -49,6 +55,10 @@ def _half_mse_grad_h(z, h, y):
     return (h - y) / _batch_size(h)  # [m, k]
 
 
+def _half_mse_grad_h_tangent(z, h, y, dh):
+    return dh / _batch_size(h)  # ∂²L/∂h² = 1/m on the diagonal
+
+
 # --- binary cross-entropy on logits, mean over all m·k elements ------------------------------
 def _bce_value(z, h, y):
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=z))
@@ -56,6 +66,11 @@ def _bce_value(z, h, y):
 
 def _bce_delta(z, h, y):
     return (tf.sigmoid(z) - y) / _element_count(z)  # [m, k]
+
+
+def _bce_delta_tangent(z, h, y, dz):
+    s = tf.sigmoid(z)
+    return s * (1 - s) * dz / _element_count(z)  # ∂²L/∂z² = σ(1 − σ)/(m·k) on the diagonal
 
 
 # --- categorical cross-entropy on logits, mean over m -----------------------------------------
@@ -74,12 +89,20 @@ def _cce_delta(z, h, y):
     return (tf.nn.softmax(z, axis=-1) - _onehot(y, z)) / _batch_size(z)  # [m, k]
 
 
+def _cce_delta_tangent(z, h, y, dz):
+    # Per row, ∂²L/∂z² = (diag(s) − s sᵀ)/m: times dz, s ⊙ (dz − s·dz)/m.   # [m, k]
+    s = tf.nn.softmax(z, axis=-1)
+    return s * (dz - tf.reduce_sum(s * dz, axis=-1, keepdims=True)) / _batch_size(z)
+
+
 @dataclasses.dataclass(frozen=True)
 class Loss:
     """A loss's value and its gradient, side by side.
 
     Exactly one of `grad_h` (∂L/∂h_L, chained through the output activation's backward) or
-    `fused_delta` (∂L/∂z_L directly, for losses on logits) is set.
+    `fused_delta` (∂L/∂z_L directly, for losses on logits) is set; `grad_h_tangent` (dh ->
+    ∂²L/∂h² dh) or `fused_delta_tangent` (dz -> ∂²L/∂z² dz) is its second derivative, for the
+    hand-written Hessian-vector product (None: not written).
     """
 
     name: str
@@ -89,6 +112,8 @@ class Loss:
     fused_delta: Callable | None = None
     on_logits: bool = False
     sparse_labels: bool = False  # accepts integer class labels [m]
+    grad_h_tangent: Callable | None = None
+    fused_delta_tangent: Callable | None = None
 
     def value(self, z: tf.Tensor, h: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         """Scalar loss for output pre-activation z, activation h [m, k] and targets y."""
@@ -99,6 +124,22 @@ class Loss:
         if self.fused_delta is not None:
             return self.fused_delta(z, h, y)
         return output.backward(z, h, self.grad_h(z, h, y))
+
+    @property
+    def has_second_derivative(self) -> bool:
+        return (self.fused_delta_tangent if self.fused_delta is not None else self.grad_h_tangent) is not None
+
+    def delta_tangent(
+        self, z: tf.Tensor, h: tf.Tensor, y: tf.Tensor, output: activations.Activation, dz: tf.Tensor
+    ) -> tf.Tensor:
+        """R{δ_L}: the derivative of δ_L along dz, [m, k] (∂²L/∂z_L² dz, by the chain rule)."""
+        if self.fused_delta is not None:
+            return self.fused_delta_tangent(z, h, y, dz)
+        grad_h = self.grad_h(z, h, y)  # δ_L = J_fᵀ g(h): its derivative has a term per factor
+        dh = output.tangent(z, h, dz)
+        return output.backward(z, h, self.grad_h_tangent(z, h, y, dh)) + output.backward_tangent(
+            z, h, grad_h, dz
+        )
 
     def prepare_targets(self, y, n_outputs: int, dtype: tf.DType) -> tf.Tensor:
         """Validates y against the loss and the output width; returns it as a tensor.
@@ -150,9 +191,22 @@ def _check_class_labels(y: tf.Tensor, n_classes: int) -> tf.Tensor:
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in (
-        Loss("mse", _mse_value, "regression", grad_h=_mse_grad_h),
-        Loss("half_mse", _half_mse_value, "regression", grad_h=_half_mse_grad_h),
-        Loss("binary_crossentropy", _bce_value, "binary", fused_delta=_bce_delta, on_logits=True),
+        Loss("mse", _mse_value, "regression", grad_h=_mse_grad_h, grad_h_tangent=_mse_grad_h_tangent),
+        Loss(
+            "half_mse",
+            _half_mse_value,
+            "regression",
+            grad_h=_half_mse_grad_h,
+            grad_h_tangent=_half_mse_grad_h_tangent,
+        ),
+        Loss(
+            "binary_crossentropy",
+            _bce_value,
+            "binary",
+            fused_delta=_bce_delta,
+            on_logits=True,
+            fused_delta_tangent=_bce_delta_tangent,
+        ),
         Loss(
             "categorical_crossentropy",
             _cce_value,
@@ -160,6 +214,7 @@ LOSSES: dict[str, Loss] = {
             fused_delta=_cce_delta,
             on_logits=True,
             sparse_labels=True,
+            fused_delta_tangent=_cce_delta_tangent,
         ),
     )
 }

@@ -162,16 +162,29 @@ class MLP(keras.Model):
         """f_1 .. f_L: the hidden activation for each hidden layer, then the output one."""
         return [self.hidden_activation] * (len(self.dense_layers) - 1) + [self.output_activation]
 
-    def forward(self, x, keep_intermediates: bool = False) -> tf.Tensor | Forward:
-        """Runs the net on x [m, n_0].
+    def layer_parameters(self, params=None) -> list[tuple[tf.Tensor, tf.Tensor]]:
+        """[(W_1, b_1), ..., (W_L, b_L)]: the layers' variables, or `params` paired up.
+
+        params: tensors in `trainable_variables` order [W_1, b_1, ..., W_L, b_L] standing in for
+        the variables (the gradient checker evaluates the net at perturbed parameters this way).
+        """
+        if params is None:
+            return [(layer.kernel, layer.bias) for layer in self.dense_layers]
+        params = list(params)
+        if len(params) != 2 * len(self.dense_layers):
+            raise ValueError(f"params: expected {2 * len(self.dense_layers)} tensors, got {len(params)}")
+        return list(zip(params[0::2], params[1::2]))
+
+    def forward(self, x, keep_intermediates: bool = False, params=None) -> tf.Tensor | Forward:
+        """Runs the net on x [m, n_0] (with `params` in place of the variables, if given).
 
         Returns the output h_L [m, n_L], or with keep_intermediates=True a `Forward` holding
         every layer's z and h (what the hand-written backward pass needs).
         """
         h = self.cast_inputs(x)
         inputs, zs, hs = h, [], []
-        for layer, activation in zip(self.dense_layers, self.activations_per_layer):
-            z = tf.matmul(h, layer.kernel) + layer.bias  # [m, n_l]
+        for (kernel, bias), activation in zip(self.layer_parameters(params), self.activations_per_layer):
+            z = tf.matmul(h, kernel) + bias  # [m, n_l]
             h = activation.forward(z)
             zs.append(z)
             hs.append(h)

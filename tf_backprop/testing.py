@@ -6,7 +6,10 @@
             self.assertGradientsCorrect(stable_logsumexp, [tf.random.normal([4, 5])])
 
 On failure the message is the gradient check's report: which input, which element (in the
-input's shape and the output's), the analytic and the numeric value.
+input's shape and the output's), the analytic and the numeric value.  An INCONCLUSIVE check
+(too little could be checked, e.g. too many kinks that could not be examined) fails too.
+
+Second order and forward mode: pass order=2 and/or check_forward=True, as to `gradcheck`.
 """
 
 from __future__ import annotations
@@ -26,22 +29,26 @@ class GradientCheckMixin:
     ) -> gradcheck.Report:
         """Fails unless `gradcheck.gradcheck(fn, inputs, **kwargs)` passes; returns the report.
 
-        kwargs: mode, eps, atol, rtol, seed, directions, samples, names (see `gradcheck`).
+        kwargs: mode, eps, atol, rtol, seed, directions, samples, names, order, check_forward
+        (see `gradcheck`).
         """
-        report = gradcheck.gradcheck(fn, inputs, **kwargs)
-        if not report.passed:
-            self.fail(
-                self._formatMessage(msg, "gradients disagree with finite differences\n" + report.to_text())
-            )
-        return report
+        return self._assertPassed(gradcheck.gradcheck(fn, inputs, **kwargs), msg)
 
     def assertModelGradientsCorrect(  # noqa: N802 - unittest's naming
         self, model, x, y, loss_fn: Callable, msg: str | None = None, **kwargs
     ) -> gradcheck.Report:
         """Fails unless `gradcheck.check_model(model, x, y, loss_fn, **kwargs)` passes."""
-        report = gradcheck.check_model(model, x, y, loss_fn, **kwargs)
-        if not report.passed:
+        return self._assertPassed(gradcheck.check_model(model, x, y, loss_fn, **kwargs), msg)
+
+    def _assertPassed(self, report: gradcheck.Report, msg: str | None) -> gradcheck.Report:  # noqa: N802
+        if report.verdict == "FAIL":
             self.fail(
                 self._formatMessage(msg, "gradients disagree with finite differences\n" + report.to_text())
+            )
+        if report.verdict != "PASS":
+            self.fail(
+                self._formatMessage(
+                    msg, "gradients could not be verified (INCONCLUSIVE)\n" + report.to_text()
+                )
             )
         return report

@@ -1,4 +1,4 @@
-"""Gradient checking: automatic vs hand-written vs central finite differences.
+"""Gradient checking: automatic vs hand-written vs central finite differences, to second order.
 
 Three entry points share one comparison core (`compare`) and one report (`Report`):
 
@@ -9,6 +9,11 @@ Three entry points share one comparison core (`compare`) and one report (`Report
   (so a `tf.custom_gradient` inside `fn` is what gets checked) vs central differences.
 * `check_model(model, x, y, loss_fn)`: any Keras model; tape vs central differences of the
   loss per trainable variable (custom layers included).
+
+Each takes order=2 (the derivative of the gradient: Hessian-vector products from nested tapes,
+and for the MLP the hand-written R-operator, against central differences of the gradient);
+`gradcheck` and `check_model` take check_forward=True (tf.autodiff.ForwardAccumulator against
+the differences and against reverse mode; at order 2, forward over reverse).
 
 Modes:
   full  perturbs every element: the whole gradient (MLP) or the whole Jacobian
@@ -33,30 +38,42 @@ and why tape ↔ manual scales atol, in `report`):
 returns a lower-precision output); the report then says so.
 
 Kinks.  A central difference across a point where the derivative jumps (ReLU at 0) is not a
-valid reference.  A failing element whose difference crossed a kink is counted as a kink, not
-as a failure, and left out of max abs and max rel.  How a crossing is recognised: for the MLP
-a pre-activation changes sign (`mlp`), for any function the one-sided differences disagree
-(`function`).
+valid reference.  A failing element is counted as a kink, not a failure, only when the kink is
+shown from its one-sided differences and the source's own derivative on each side (`kinks`);
+for the MLP a pre-activation must also sit at 0 or change sign along the step.  An eps larger
+than 1% of an input's scale is refused (`options.check_step`).
+
+Verdicts: PASS, FAIL, or INCONCLUSIVE when too little was checked (`report`); only PASS is
+`Report.passed`.
 
 Modules, each importing only those above it:
-  report       tolerances, `compare`, the report and its text and JSON
-  options      the shared arguments, validated
-  perturb      the flat layout of several tensors, perturbation plans, compiled row maps
-  mlp          `check`, `random_batch`
-  function     `gradcheck`, and the engine `check_model` shares
-  keras_model  `check_model`
+  render        a report as text
+  report        tolerances, `compare`, the report and its JSON
+  options       the shared arguments, validated; the largest step
+  kinks         when a disagreement is a kink: the rule, shown on both sides
+  perturb       the flat layout of several tensors, perturbation plans, compiled row maps
+  problem       a function at a point and its compiled evaluations (reverse, forward, perturbed)
+  engine        full Jacobians and projections of a problem, compared per input
+  second_order  a function's gradient as the function checked at order 2
+  function      `gradcheck`, and the entry `check_model` shares
+  keras_model   `check_model`
+  mlp_second    the MLP's Hessian: tape over tape vs R-operator vs differences of the gradient
+  mlp           `check`, `random_batch`
 """
 
 from tf_backprop.gradcheck.function import MAX_FULL_JACOBIAN, gradcheck
 from tf_backprop.gradcheck.keras_model import check_model
+from tf_backprop.gradcheck.kinks import MAX_PROBES
 from tf_backprop.gradcheck.mlp import GradientFn, check, random_batch
-from tf_backprop.gradcheck.options import MODES
+from tf_backprop.gradcheck.options import MAX_STEP_FRACTION, MODES, ORDERS
 from tf_backprop.gradcheck.perturb import ROW_BUDGET
 from tf_backprop.gradcheck.report import (
     EPS,
     EXACT,
     FLOAT32,
     FLOAT64,
+    MAX_ROUNDOFF_FRACTION,
+    MAX_UNCHECKED_FRACTION,
     NUMERIC_TOLERANCES,
     ROUNDOFF_FACTOR,
     Comparison,
@@ -74,8 +91,13 @@ __all__ = [
     "FLOAT32",
     "FLOAT64",
     "MAX_FULL_JACOBIAN",
+    "MAX_PROBES",
+    "MAX_ROUNDOFF_FRACTION",
+    "MAX_STEP_FRACTION",
+    "MAX_UNCHECKED_FRACTION",
     "MODES",
     "NUMERIC_TOLERANCES",
+    "ORDERS",
     "ROUNDOFF_FACTOR",
     "ROW_BUDGET",
     "Comparison",

@@ -15,8 +15,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_backprop.gradcheck.function import check_function, error_line
+from tf_backprop.gradcheck.function import check_function, describe
 from tf_backprop.gradcheck.options import Options, check_finite
+from tf_backprop.gradcheck.problem import error_line
 from tf_backprop.gradcheck.report import Report
 
 
@@ -34,6 +35,8 @@ def check_model(
     directions: int = 4,
     samples: int = 4,
     training: bool = False,
+    order: int = 1,
+    check_forward: bool = False,
 ) -> Report:
     """Checks a Keras model's tape gradients of loss_fn(y, model(x)) per trainable variable.
 
@@ -49,14 +52,18 @@ def check_model(
       loss_fn: (y_true, y_pred) -> scalar loss, e.g. a `keras.losses.Loss`.
       mode, eps, atol, rtol, seed, directions, samples: as in `gradcheck`, per variable.
       training: passed to the model's call when it takes a `training` argument.
+      order, check_forward: as in `gradcheck`: order=2 checks the loss's Hessian-vector
+        products (tape over tape) against differences of its gradient; check_forward adds
+        forward mode.
 
     Returns:
-      A `Report` with one entry per trainable variable: tape ↔ numeric.
+      A `Report` with one entry per trainable variable: tape ↔ numeric (and with forward
+      mode, forward ↔ numeric and forward ↔ tape).
 
     Raises:
       ValueError: on a bad argument, named in the message.
     """
-    options = Options(mode, eps, atol, rtol, seed, directions, samples).validated()
+    options = Options(mode, eps, atol, rtol, seed, directions, samples, order, check_forward).validated()
     if not isinstance(model, keras.Model):
         raise ValueError(f"model: expected a keras.Model, got {type(model).__name__}")
     if not callable(loss_fn):
@@ -72,7 +79,7 @@ def check_model(
     fn = _stateless_loss(target, x, y, loss_fn, training)
     values = [np.asarray(v.numpy()) for v in target.trainable_variables]
     names = [v.path for v in model.trainable_variables]
-    title = f"gradcheck: Keras model {model.name!r}, batch {len(x)}: tf.GradientTape vs central differences"
+    title = f"gradcheck: Keras model {model.name!r}, batch {len(x)}: {describe(options)}"
     return check_function(fn, values, names, options, title=title, notes=notes, source="tape")
 
 

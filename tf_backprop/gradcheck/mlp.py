@@ -1,8 +1,12 @@
 """The MLP checker: tape vs hand-written gradients vs central differences of the loss, in float64.
 
 Kinks.  The perturbed forward passes here track the sign of every pre-activation of a
-`has_kink` activation (ReLU and its kin); one that changes sign between θ + ε and θ − ε marks
-that central difference as crossing a kink, and a failing element there is counted as a kink.
+`has_kink` activation (ReLU and its kin); only a central difference along which one sits at 0
+or changes sign between θ − δ and θ + δ may be a kink, and only if the kink is shown (`kinks`):
+from the one-sided differences of the loss, and the gradient source's own derivative at θ ± δ
+(tape_fn or manual_fn evaluated on a copy of the model with those weights).
+
+`order=2` is `mlp_second`'s.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import tensorflow as tf
 
 from tf_backprop import backprop
 from tf_backprop import losses as losses_lib
-from tf_backprop.gradcheck import perturb
+from tf_backprop.gradcheck import kinks, mlp_second, perturb
 from tf_backprop.gradcheck.options import (
     Options,
     check_count,
     check_finite,
     check_positive,
+    check_step,
     override_tolerance,
 )
 from tf_backprop.gradcheck.report import EPS, EXACT, FLOAT64, Entry, Report, compare, element_locator
@@ -46,6 +51,9 @@ def check(
     rtol: float | None = None,
     tape_fn: GradientFn = backprop.tape_gradients,
     manual_fn: GradientFn = backprop.manual_gradients,
+    order: int = 1,
+    tape_hvp_fn: mlp_second.HvpFn = backprop.tape_hvp,
+    manual_hvp_fn: mlp_second.HvpFn = backprop.manual_hvp,
 ) -> Report:
     """Checks an MLP's tape and hand-written gradients against each other and central differences.
 
@@ -62,15 +70,18 @@ def check(
       directions, samples: per variable, in fast mode.
       atol, rtol: override `FLOAT64` for the comparisons against numeric values.
       tape_fn, manual_fn: the two gradient sources, (model, x, y, loss, l2) -> (loss, grads).
+      order: 1, or 2 for the Hessian (`mlp_second`): tape_hvp_fn (tape over tape) and
+        manual_hvp_fn (the R-operator), each (model, x, y, loss, v, l2, params=None) -> Hv as
+        `backprop.manual_hvp`, against central differences of the hand-written gradient.
 
     Returns:
       A `Report` with one entry per trainable variable and the comparisons tape ↔ manual,
-      tape ↔ numeric and manual ↔ numeric.
+      tape ↔ numeric and manual ↔ numeric; its verdict is PASS, FAIL or INCONCLUSIVE.
 
     Raises:
       ValueError: on a bad argument (named in the message), including NaN or inf in x or y.
     """
-    options = Options(mode, eps, atol, rtol, seed, directions, samples).validated()
+    options = Options(mode, eps, atol, rtol, seed, directions, samples, order).validated()
     eps, l2 = check_positive("eps", eps, EPS["float64"]), _check_l2(l2)
     if not isinstance(model, MLP):
         raise ValueError(f"model: expected a tf_backprop MLP, got {type(model).__name__}; use check_model")
@@ -79,17 +90,29 @@ def check(
     model64, notes = _float64_mlp(model)
     x64, y64, loss = backprop.prepare(model64, x, y, loss)
     layout = _mlp_layout(model64)
+    check_step(eps, layout.names, [v.numpy() for v in model64.trainable_variables])
+    if order == 2:
+        title = (
+            f"{_mlp_title(model, loss, l2, x64)}, second order: tape over tape vs R-operator vs differences"
+        )
+        notes.append("numeric: central differences of the hand-written gradient")
+        hvp_fns = {"tape": tape_hvp_fn, "manual": manual_hvp_fn}
+        return mlp_second.check((model64, x64, y64, loss, l2, layout), options, eps, hvp_fns, title, notes)
     value, tape = tape_fn(model64, x64, y64, loss, l2)
     tape = _check_gradients("tape_fn", tape, layout)
     manual = _check_gradients("manual_fn", manual_fn(model64, x64, y64, loss, l2)[1], layout)
     plans = perturb.plans(layout, options, unit=True)
-    numeric = perturb.run_plans(_mlp_targets(model64, x64, y64, loss, l2, layout), plans, eps)
+    targets = _mlp_targets(model64, x64, y64, loss, l2, layout)
+    numeric = perturb.run_plans(targets, plans, eps)
+    base = float(np.asarray(targets[0].run(np.zeros((1, layout.sizes[0])), 0)[0])[0])  # L(θ), same path
     tolerances = (
         EXACT.scaled(max(float(np.abs(g).max()) for g in tape)),  # round-off grows with max |g|
         override_tolerance(FLOAT64, atol, rtol).with_roundoff("float64", float(value), eps),
     )
+    sources = {"tape": (tape, tape_fn), "manual": (manual, manual_fn)}
+    at_point = _AtPoint(model64, x64, y64, loss, l2)
     entries = [
-        _mlp_entry(layout, i, plans[i], tape[i], manual[i], numeric[i], eps, tolerances)
+        _mlp_entry(layout, i, plans[i], sources, numeric[i], base, eps, tolerances, at_point)
         for i in range(len(plans))
     ]
     return Report(_mlp_title(model, loss, l2, x64), mode, "float64", eps, tuple(entries), tuple(notes))
@@ -143,14 +166,19 @@ def _float64_mlp(model: MLP) -> tuple[MLP, list[str]]:
     """The model itself if float64, else a float64 copy with the same weights and activations."""
     if model.compute_dtype == "float64":
         return model, []
+    return _copy_mlp(model, "float64"), [f"checked on a float64 copy of the {model.compute_dtype} model"]
+
+
+def _copy_mlp(model: MLP, dtype: str) -> MLP:
+    """A copy of the model in dtype, with its weights and its very activation objects."""
     # The copy is named "mlp", whatever the model's name: _mlp_layout strips the copy's own.
-    copy = dataclasses.replace(model.spec, dtype="float64").build()
+    copy = dataclasses.replace(model.spec, dtype=dtype).build()
     for target, source in zip(copy.weights, model.weights):
-        target.assign(tf.cast(source, tf.float64))
+        target.assign(tf.cast(source, dtype))
     # Keep the activation objects themselves (a swapped-in one keeps its backward).
     copy.hidden_activation = model.hidden_activation
     copy.output_activation = model.output_activation
-    return copy, [f"checked on a float64 copy of the {model.compute_dtype} model"]
+    return copy
 
 
 def _mlp_targets(model: MLP, x, y, loss, l2: float, layout: perturb.Layout) -> list[perturb.Target]:
@@ -212,20 +240,9 @@ def _suffix_row(model: MLP, params, cached, y, loss, l2: float, first: int) -> C
             value += losses_lib.l2_penalty([*params[0 : 2 * first : 2], *new_tail[0::2]], l2)
         return value, signs
 
-    def kernel_step(d_kernel):
-        """h_{first-1} δW: an outer product when δW is zero or has one nonzero row (elements)."""
-        nonzero_rows = tf.reduce_any(d_kernel != 0, axis=1)  # [n_{first-1}]
-        i = tf.argmax(tf.cast(nonzero_rows, tf.int32))
-
-        def one_row():
-            return h_in[:, i, None] * d_kernel[i][None, :]  # [m, 1] * [1, n_first]
-
-        sparse = tf.reduce_sum(tf.cast(nonzero_rows, tf.int32)) <= 1
-        return tf.cond(sparse, one_row, lambda: tf.matmul(h_in, d_kernel))
-
     def row(delta):
         steps = [tf.reshape(d, p.shape) for d, p in zip(tf.split(delta, sizes), tail)]
-        z_step = kernel_step(steps[0]) + steps[1]  # [m, n_first]
+        z_step = mlp_second.kernel_step(h_in, steps[0]) + steps[1]  # [m, n_first]
         plus, signs_plus = loss_from(z_in + z_step, [p + d for p, d in zip(tail, steps)])
         minus, signs_minus = loss_from(z_in - z_step, [p - d for p, d in zip(tail, steps)])
         flips = [tf.reduce_any(a != b) for a, b in zip(signs_plus, signs_minus)]
@@ -234,25 +251,64 @@ def _suffix_row(model: MLP, params, cached, y, loss, l2: float, first: int) -> C
     return row
 
 
-def _mlp_entry(layout, i, plan, tape, manual, numeric, eps, tolerances) -> Entry:
+def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_point) -> Entry:
     """One variable's comparisons: tape ↔ manual (every element), each ↔ numeric (the plan)."""
     exact, tolerance = tolerances
     plus, minus, crossed = numeric
-    derivative = (plus - minus) / (2 * eps)  # [k + s]
+    differences = ((plus - minus) / (2 * eps), (plus - base) / eps, (base - minus) / eps)  # [k + s] each
     shape, locate = layout.shapes[i], plan.locate(layout.shapes[i])
+    tape, manual = sources["tape"][0][i], sources["manual"][0][i]
     comparisons = [compare(tape, manual, exact, sources=("tape", "manual"), locate=element_locator(shape))]
-    for name, grad in (("tape", tape), ("manual", manual)):
-        analytic = plan.project(grad.ravel())
+    unit_rows = plan.rows(0, plan.count, 1.0)  # [k + s, n_i]: v_d or e_j
+    for name, (grads, fn) in sources.items():
         comparisons.append(
-            compare(analytic, derivative, tolerance, sources=(name, "numeric"), kink=crossed, locate=locate)
+            kinks.compare_with_differences(
+                plan.project(grads[i].ravel()),
+                differences,
+                kinks.guarded(at_point.side(fn, layout, i, unit_rows, eps)),
+                tolerance,
+                sources=(name, "numeric"),
+                locate=locate,
+                allowed=crossed,
+            )
         )
     full = len(plan.directions) == 0 and len(plan.elements) == layout.sizes[i]
     norms = {
         "tape": float(np.linalg.norm(tape)),
         "manual": float(np.linalg.norm(manual)),
-        "numeric": float(np.linalg.norm(derivative)) if full else None,
+        "numeric": float(np.linalg.norm(differences[0])) if full else None,
     }
     return Entry(layout.names[i], shape, norms, tuple(comparisons))
+
+
+class _AtPoint:
+    """A gradient source evaluated at other weights, on a float64 copy of the model (built once)."""
+
+    def __init__(self, model: MLP, x, y, loss, l2: float):
+        self.model, self.x, self.y, self.loss, self.l2 = model, x, y, loss, l2
+        self.theta = [v.numpy() for v in model.trainable_variables]
+        self.copy: MLP | None = None
+
+    def side(self, fn: GradientFn, layout: perturb.Layout, i: int, unit_rows: np.ndarray, eps: float):
+        """(rows, t) -> fn's gradient of variable i at θ + tε v_r, along v_r."""
+
+        def at_side(at: np.ndarray, t: float) -> np.ndarray:
+            values = []
+            for r in at:
+                weights = list(self.theta)
+                weights[i] = weights[i] + t * eps * unit_rows[r].reshape(layout.shapes[i])
+                grads = fn(self._with(weights), self.x, self.y, self.loss, self.l2)[1]
+                values.append(float(np.asarray(grads[i], np.float64).ravel() @ unit_rows[r]))
+            return np.array(values)
+
+        return at_side
+
+    def _with(self, weights) -> MLP:
+        if self.copy is None:
+            self.copy = _copy_mlp(self.model, "float64")
+        for variable, value in zip(self.copy.trainable_variables, weights):
+            variable.assign(value)
+        return self.copy
 
 
 def _mlp_title(model: MLP, loss, l2: float, x) -> str:

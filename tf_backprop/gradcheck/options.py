@@ -2,6 +2,10 @@
 
 Every check raises ValueError("<argument>: expected ..., got ...") on a bad argument, before
 any gradient is computed.
+
+The step.  A finite difference is a derivative only for a step small against the values it
+moves: `check_step` refuses an eps larger than MAX_STEP_FRACTION of an input's (or variable's)
+scale, max(1, its largest |element|) — the floor of 1 gives zero and tiny inputs a scale.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import numpy as np
 from tf_backprop.gradcheck.report import Tolerance
 
 MODES = ("full", "fast")
+ORDERS = (1, 2)
+MAX_STEP_FRACTION = 0.01  # eps may move an input by at most this fraction of its scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,13 +33,19 @@ class Options:
     seed: int
     directions: int
     samples: int
+    order: int = 1
+    check_forward: bool = False
 
     def validated(self) -> Options:
-        """These options; ValueError on a bad mode, directions, samples or seed."""
+        """These options; ValueError on a bad mode, directions, samples, seed, order or check_forward."""
         _check_mode(self.mode)
         check_count("directions", self.directions, 1)
         check_count("samples", self.samples, 0)
         check_count("seed", self.seed, 0)
+        if isinstance(self.order, bool) or self.order not in ORDERS:
+            raise ValueError(f"order: expected 1 or 2, got {self.order!r}")
+        if not isinstance(self.check_forward, (bool, np.bool_)):
+            raise ValueError(f"check_forward: expected True or False, got {self.check_forward!r}")
         return self
 
 
@@ -80,3 +92,16 @@ def override_tolerance(tolerance: Tolerance, atol, rtol) -> Tolerance:
         check_positive("atol", atol, tolerance.atol),
         check_positive("rtol", rtol, tolerance.rtol),
     )
+
+
+def check_step(eps: float, names, arrays) -> None:
+    """ValueError unless eps ≤ MAX_STEP_FRACTION · max(1, max |x|) for every input x (named)."""
+    for name, array in zip(names, arrays):
+        values = np.abs(np.asarray(array, np.float64))
+        scale = max(1.0, float(values.max(initial=0.0)))
+        if eps > MAX_STEP_FRACTION * scale:
+            raise ValueError(
+                f"eps: {eps:g} would move {name} by up to {eps:g}, more than {MAX_STEP_FRACTION:g} of its "
+                f"scale {scale:.3g} (max(1, largest |element|)); a finite difference with such a step is "
+                f"not a derivative: use eps <= {MAX_STEP_FRACTION * scale:.3g}"
+            )

@@ -23,6 +23,7 @@ from tf_backprop.gradcheck.options import Options
 from tf_backprop.gradcheck.report import Location, unravel
 
 ROW_BUDGET = 1 << 20  # elements of perturbation rows handed to one compiled call
+SINGLE_ROW_SIZE = 100_000  # a lone row longer than this skips the map (its own trace)
 
 
 class _OwnRetracingFilter(py_logging.Filter):
@@ -142,8 +143,8 @@ def compile_rows(
     Each row is padded with zeros to length n, its values at [offset, offset + k): only the
     perturbed variable's part travels from NumPy.  Many rows are vectorized (tf.vectorized_map:
     one batched op per op of row_fn; slower to trace, much faster on large functions), or
-    looped over (tf.map_fn) when vectorize=False or vectorizing fails; a single (large) row
-    skips both.
+    looped over (tf.map_fn) when vectorize=False or vectorizing fails; a single row longer than
+    SINGLE_ROW_SIZE skips both.
     """
 
     def padded(rows, offset):
@@ -161,7 +162,13 @@ def compile_rows(
 
     many = _Compiled([vectorized, looped] if vectorize else [looped], dtype)
     one = _Compiled([single], dtype)
-    return lambda rows, offset=0: (one if len(rows) == 1 else many)(tf.constant(rows, dtype), offset)
+
+    def run(rows, offset=0):
+        # A single large row skips the map; a single small one shares the map's trace.
+        way = one if len(rows) == 1 and n > SINGLE_ROW_SIZE else many
+        return way(tf.constant(rows, dtype), offset)
+
+    return run
 
 
 class _Compiled:

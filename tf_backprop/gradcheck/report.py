@@ -14,21 +14,33 @@ raised to the finite-difference round-off floor ROUNDOFF_FACTOR · u · |f| / ep
 larger (u: the dtype's machine epsilon; |f|: the largest |f_i|, or for projections uᵀf the
 largest ‖u ⊙ f‖).
 
-`Report.to_text()` renders a norms table, a comparisons table, one line per failing or kinked
-comparison, the thresholds and the verdict; `to_json()` the same data, NaN and inf as strings.
+Verdicts.  A comparison is FAIL when an element fails (or a source could not be computed at
+all: `error`); INCONCLUSIVE when too little of it was checked: more than MAX_UNCHECKED_FRACTION
+of its values, or all of them, unchecked (at a kink: its one-sided values could not be
+computed, or its value at the point is neither side's, `kinks`), or when the round-off floor exceeds MAX_ROUNDOFF_FRACTION of the largest
+compared value (or of the zero floor atol/rtol it replaced, if larger), so that errors of that
+size go unseen (eps too small for the dtype); else ok.  A report is FAIL if any comparison fails, else INCONCLUSIVE if any
+is inconclusive, else PASS; only PASS is `passed`.
+
+`Report.to_text()` renders a norms table, a comparisons table, one line per failing, kinked or
+inconclusive comparison, the thresholds and the verdict; `to_json()` the same data, NaN and inf
+as strings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from tf_backprop.gradcheck import render
+
 ROUNDOFF_FACTOR = 16  # the round-off floor is ROUNDOFF_FACTOR · u · |f| / eps
+MAX_UNCHECKED_FRACTION = 0.1  # more unchecked values than this fraction: INCONCLUSIVE
+MAX_ROUNDOFF_FRACTION = 0.1  # a round-off floor above this fraction of the largest value: INCONCLUSIVE
 
 
 # --- thresholds ------------------------------------------------------------------------------
@@ -38,6 +50,7 @@ class Tolerance:
 
     atol: float
     rtol: float
+    unraised_atol: float | None = None  # atol before the round-off floor raised it (None: not raised)
 
     @property
     def floor(self) -> float:
@@ -47,7 +60,7 @@ class Tolerance:
     def with_roundoff(self, dtype: str, scale: float, eps: float) -> Tolerance:
         """This tolerance with atol raised to the finite-difference round-off floor."""
         floor = ROUNDOFF_FACTOR * float(np.finfo(dtype).eps) * abs(scale) / eps
-        return self if floor <= self.atol else Tolerance(floor, self.rtol)
+        return self if floor <= self.atol else Tolerance(floor, self.rtol, unraised_atol=self.atol)
 
     def scaled(self, scale: float) -> Tolerance:
         """This tolerance with atol multiplied by max(1, scale)."""
@@ -70,21 +83,36 @@ class Location:
     """Where a compared value sits.
 
     index: the element of the variable or input; output_index: the element of the output
-    (full Jacobians only); direction: the d-th random direction in fast mode.
+    (full Jacobians only); direction: the d-th random direction in fast mode; gradient (second
+    order): (name, index) of the gradient element whose derivative this is, ∂/∂index of
+    ∂f/∂name[index].
     """
 
     index: tuple[int, ...] | None = None
     output_index: tuple[int, ...] | None = None
     direction: int | None = None
+    gradient: tuple[str, tuple[int, ...]] | None = None
 
     def __str__(self) -> str:
         if self.direction is not None:
             return f"dir {self.direction}"
-        text = _format_index(self.index)
-        return text if self.output_index is None else f"in{text} out{_format_index(self.output_index)}"
+        text = render.format_index(self.index)
+        if self.output_index is None and self.gradient is None:
+            return text
+        text = f"in{text}"
+        if self.gradient is not None:
+            text += f" grad {self.gradient[0]}{render.format_index(self.gradient[1])}"
+        return text if self.output_index is None else f"{text} out{render.format_index(self.output_index)}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        data = {
+            "index": render.listed(self.index),
+            "output_index": render.listed(self.output_index),
+            "direction": self.direction,
+        }
+        if self.gradient is not None:  # second order only
+            data["gradient"] = {"of": self.gradient[0], "index": list(self.gradient[1])}
+        return data
 
 
 def unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -113,8 +141,10 @@ class Comparison:
     """Two gradient sources compared over one variable or input.
 
     checked counts the compared values (elements or directions); kinks those whose finite
-    difference crossed a kink (not failures, and left out of max_abs and max_rel); worst is the
-    counted value with the largest relative error.
+    difference crossed a kink shown on both sides (`kinks`); unchecked those that disagreed
+    where a kink could be neither shown nor ruled out; kinks and unchecked values are not
+    failures, and are left out of max_abs and max_rel; worst is the counted value with the
+    largest relative error.  error: why a source could not be computed at all (a failure).
     """
 
     sources: tuple[str, str]
@@ -126,10 +156,46 @@ class Comparison:
     kinks: int
     worst: Element | None
     worst_kink: Element | None = None
+    unchecked: int = 0
+    worst_unchecked: Element | None = None
+    error: str | None = None
+    unresolved: bool = False  # the round-off floor exceeds MAX_ROUNDOFF_FRACTION of every value
+
+    @property
+    def verdict(self) -> str:
+        """ "FAIL", "INCONCLUSIVE" (too little checked, see the module docstring) or "ok"."""
+        if self.failures or self.error:
+            return "FAIL"
+        if self.unresolved:
+            return "INCONCLUSIVE"
+        if self.unchecked and (
+            self.unchecked > MAX_UNCHECKED_FRACTION * self.checked or self.unchecked == self.checked
+        ):
+            return "INCONCLUSIVE"
+        return "ok"
 
     @property
     def passed(self) -> bool:
-        return self.failures == 0
+        return self.verdict == "ok"
+
+    @property
+    def reason(self) -> str | None:
+        """Why the verdict is not ok, in words; None when it is."""
+        if self.error:
+            return self.error
+        if self.failures:
+            return f"{self.failures} of {self.checked} exceed rtol"
+        if self.unresolved:
+            return (
+                f"the finite differences' round-off floor (atol {self.tolerance.atol:.1e}) exceeds "
+                f"{MAX_ROUNDOFF_FRACTION:.0%} of every compared value: eps too small for the dtype"
+            )
+        if self.verdict == "INCONCLUSIVE":
+            limit = (
+                "all of them" if self.unchecked == self.checked else f"more than {MAX_UNCHECKED_FRACTION:.0%}"
+            )
+            return f"{self.unchecked} of {self.checked} unchecked ({limit})"
+        return None
 
     @property
     def label(self) -> str:
@@ -145,10 +211,20 @@ class Comparison:
             "max_rel": self.max_rel,
             "failures": self.failures,
             "kinks": self.kinks,
+            "unchecked": self.unchecked,
+            "unresolved": self.unresolved,
+            "verdict": self.verdict,
+            "reason": self.reason,
             "passed": self.passed,
-            "worst": _element_dict(self.worst, self.sources),
-            "worst_kink": _element_dict(self.worst_kink, self.sources),
+            "worst": render.element_dict(self.worst, self.sources),
+            "worst_kink": render.element_dict(self.worst_kink, self.sources),
+            "worst_unchecked": render.element_dict(self.worst_unchecked, self.sources),
         }
+
+
+def failed_source(sources: tuple[str, str], tolerance: Tolerance, error: str) -> Comparison:
+    """A comparison that could not be made because a source could not be computed: FAIL."""
+    return Comparison(sources, tolerance, 0, 0.0, 0.0, 0, 0, None, error=error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,8 +262,14 @@ class Report:
     notes: tuple[str, ...] = ()
 
     @property
+    def verdict(self) -> str:
+        """ "PASS", "FAIL" (a comparison failed) or "INCONCLUSIVE" (too little checked)."""
+        verdicts = {c.verdict for _, c in self.comparisons}
+        return "FAIL" if "FAIL" in verdicts else "INCONCLUSIVE" if "INCONCLUSIVE" in verdicts else "PASS"
+
+    @property
     def passed(self) -> bool:
-        return all(e.passed for e in self.entries)
+        return self.verdict == "PASS"
 
     @property
     def comparisons(self) -> list[tuple[Entry, Comparison]]:
@@ -201,6 +283,10 @@ class Report:
     def kinks(self) -> int:
         return sum(c.kinks for _, c in self.comparisons)
 
+    @property
+    def unchecked(self) -> int:
+        return sum(c.unchecked for _, c in self.comparisons)
+
     def entry(self, name: str) -> Entry:
         """The entry called `name`; KeyError if there is none."""
         for entry in self.entries:
@@ -209,15 +295,17 @@ class Report:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite_json(
+        return render.finite_json(
             {
                 "title": self.title,
                 "mode": self.mode,
                 "dtype": self.dtype,
                 "eps": self.eps,
+                "verdict": self.verdict,
                 "passed": self.passed,
                 "failures": self.failures,
                 "kinks": self.kinks,
+                "unchecked": self.unchecked,
                 "notes": list(self.notes),
                 "entries": [e.to_dict() for e in self.entries],
             }
@@ -227,18 +315,8 @@ class Report:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
 
     def to_text(self) -> str:
-        lines = [self.title, f"mode {self.mode}, {self.dtype}, eps {self.eps:g}"]
-        lines += [f"note: {note}" for note in self.notes]
-        lines += ["", *_norms_table(self.entries), "", *_comparisons_table(self.entries)]
-        lines += _details(self)
-        lines += ["", "thresholds: an element fails when |a − b| / max(|a|, |b|, atol/rtol) > rtol"]
-        lines += [f"  {label}: {tol}" for label, tol in _tolerances(self).items()]
-        verdict = "PASS" if self.passed else "FAIL"
-        lines.append(
-            f"{verdict}: {len(self.comparisons)} comparisons, {self.failures} failed elements, "
-            f"{self.kinks} kinks"
-        )
-        return "\n".join(lines)
+        """Tables of norms and comparisons, a line per finding, the thresholds and the verdict."""
+        return render.report_text(self)
 
     def __str__(self) -> str:
         return self.to_text()
@@ -252,6 +330,7 @@ def compare(
     *,
     sources: tuple[str, str] = ("analytic", "numeric"),
     kink=None,
+    unchecked=None,
     locate: Callable[[int], Location] | None = None,
 ) -> Comparison:
     """Compares two arrays of gradient values element by element.
@@ -260,8 +339,10 @@ def compare(
       a, b: same-size arrays (compared flat).
       tolerance: when an element fails (see the module docstring).
       sources: names of a and b, for the report.
-      kink: optional bool array, True where the finite difference crossed a kink; a failing
-        element there counts as a kink, not a failure.
+      kink: optional bool array, True where the finite difference crossed a kink that was
+        shown (`kinks.examine`); a failing element there counts as a kink, not a failure.
+      unchecked: optional bool array, True where a disagreement could not be examined; a
+        failing element there counts as unchecked (see `Comparison.verdict`).
       locate: flat position -> `Location` (default: the flat index).
     """
     a, b = (np.asarray(v, np.float64).reshape(-1) for v in (a, b))
@@ -272,8 +353,9 @@ def compare(
     rel_error = abs_error / np.maximum(np.maximum(np.abs(a), np.abs(b)), tolerance.floor)
     rel_error = np.where(np.isnan(rel_error), np.inf, rel_error)  # NaN always fails
     bad = rel_error > tolerance.rtol
-    kinks = bad & np.asarray(kink, bool).reshape(-1) if kink is not None else np.zeros_like(bad)
-    counted = ~kinks
+    kinks = bad & _mask(kink, bad)
+    unexamined = bad & _mask(unchecked, bad) & ~kinks
+    counted = ~kinks & ~unexamined
 
     def element(mask):
         if not mask.any():
@@ -291,94 +373,27 @@ def compare(
         kinks=int(kinks.sum()),
         worst=element(counted),
         worst_kink=element(kinks),
+        unchecked=int(unexamined.sum()),
+        worst_unchecked=element(unexamined),
+        unresolved=_unresolved(a, b, tolerance),
     )
 
 
+def _unresolved(a: np.ndarray, b: np.ndarray, tolerance: Tolerance) -> bool:
+    """True when the round-off floor raised atol above MAX_ROUNDOFF_FRACTION of the values' scale.
+
+    The scale: the largest value, or the zero floor the unraised tolerance had, if larger (a
+    derivative that is 0 everywhere is resolved by an atol far below that floor).
+    """
+    if tolerance.unraised_atol is None:
+        return False
+    largest = float(np.nanmax(np.maximum(np.abs(a), np.abs(b)), initial=0.0))
+    scale = max(largest, tolerance.unraised_atol / tolerance.rtol)
+    return bool(tolerance.atol > MAX_ROUNDOFF_FRACTION * scale)
+
+
+def _mask(values, like: np.ndarray) -> np.ndarray:
+    return np.zeros_like(like) if values is None else np.asarray(values, bool).reshape(-1)
+
+
 # --- rendering -------------------------------------------------------------------------------
-def _format_index(index) -> str:
-    return "[" + ", ".join(str(i) for i in index) + "]" if index is not None else "-"
-
-
-def _format_number(value) -> str:
-    return "-" if value is None else f"{value:.3e}"
-
-
-def _element_dict(element: Element | None, sources: tuple[str, str]) -> dict[str, Any] | None:
-    if element is None:
-        return None
-    return {
-        **element.location.to_dict(),
-        sources[0]: element.a,
-        sources[1]: element.b,
-        "abs_error": element.abs_error,
-        "rel_error": element.rel_error,
-    }
-
-
-def _finite_json(value):
-    """Replaces NaN and inf (not valid JSON) by strings, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_json(v) for v in value]
-    return value
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-
-
-def _norms_table(entries) -> list[str]:
-    sources = list(dict.fromkeys(s for e in entries for s in e.norms))
-    header = ["name", "shape", *[f"‖{s}‖" for s in sources]]
-    rows = [[e.name, str(list(e.shape)), *[_format_number(e.norms.get(s)) for s in sources]] for e in entries]
-    return _table(header, rows)
-
-
-def _comparisons_table(entries) -> list[str]:
-    header = ["name", "comparison", "checked", "max abs", "max rel", "worst at", "a", "b", "kinks", "verdict"]
-    rows = []
-    for e in entries:
-        for c in e.comparisons:
-            worst = c.worst
-            rows.append(
-                [
-                    e.name,
-                    c.label,
-                    str(c.checked),
-                    f"{c.max_abs:.2e}",
-                    f"{c.max_rel:.2e}",
-                    str(worst.location) if worst else "-",
-                    f"{worst.a:.6g}" if worst else "-",
-                    f"{worst.b:.6g}" if worst else "-",
-                    str(c.kinks),
-                    "ok" if c.passed else "FAIL",
-                ]
-            )
-    return _table(header, rows)
-
-
-def _details(report: Report) -> list[str]:
-    lines = []
-    for entry, c in report.comparisons:
-        if not c.passed:
-            w = c.worst
-            lines.append(
-                f"FAIL {entry.name} {c.label}: {c.failures} of {c.checked} exceed rtol; worst at "
-                f"{w.location}: {c.sources[0]} {w.a:.9g}, {c.sources[1]} {w.b:.9g}, "
-                f"abs error {w.abs_error:.3e}, rel error {w.rel_error:.3e}"
-            )
-        if c.kinks:
-            k = c.worst_kink
-            lines.append(
-                f"kink {entry.name} {c.label}: {c.kinks} finite difference(s) crossed a kink, not "
-                f"counted; e.g. at {k.location}: {c.sources[0]} {k.a:.6g}, {c.sources[1]} {k.b:.6g}"
-            )
-    return ["", *lines] if lines else []
-
-
-def _tolerances(report: Report) -> dict[str, Tolerance]:
-    return {c.label: c.tolerance for _, c in report.comparisons}

@@ -1,0 +1,258 @@
+"""Second order and forward mode for any function, Keras model and the tf.test assertion.
+
+A tf.custom_gradient whose first derivative is right and second is wrong (a NumPy op, a
+tf.stop_gradient, a wrong formula in the gradient function) passes at order 1 and fails at
+order 2, naming the element; a function right in reverse mode and wrong in forward mode fails
+the forward check; correct functions pass in float64 at tight tolerances.
+"""
+
+import json
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+from planted_faults import (
+    cube_numpy_constant,
+    cube_numpy_value,
+    cube_stop_gradient,
+    cube_with,
+    cube_wrong_second_formula,
+    identity_through_adjust_hue,
+    sin_through_numpy,
+    square_forward_wrong,
+    stable_logsumexp,
+)
+
+from tf_backprop import gradcheck
+from tf_backprop.testing import GradientCheckMixin
+
+RNG = np.random.default_rng(0)
+A = RNG.standard_normal((3, 4))
+B = RNG.standard_normal((4, 2))
+X = np.array([0.3, -1.2, 2.0, 0.7])
+TIGHT = {"rtol": 1e-7}  # float64 differences of exact gradients agree to ~1e-9 here
+
+
+def _layer_norm_loss(x, gamma):
+    mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+    variance = tf.reduce_mean(tf.square(x - mean), axis=-1, keepdims=True)  # not tf.nn.moments: below
+    return tf.reduce_sum(tf.square((x - mean) * tf.math.rsqrt(variance + 1e-5) * gamma))
+
+
+def _moments_variance(x):
+    return tf.reduce_sum(tf.nn.moments(x, axes=[-1])[1])
+
+
+class CorrectFunctionsPassTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("logsumexp_custom_gradient", stable_logsumexp, [A]),
+        ("tanh_matmul_two_inputs", lambda x, w: tf.reduce_sum(tf.tanh(x @ w)), [A, B]),
+        (
+            "softmax_cross_entropy",
+            lambda z: tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(tf.nn.softmax(A), z)),
+            [A],
+        ),
+        ("layer_norm", _layer_norm_loss, [A, RNG.standard_normal(4)]),
+        ("right_cube", lambda x: tf.reduce_sum(cube_with(lambda x, dy: 3.0 * x * x * dy)(x)), [X]),
+    )
+    def test_order_2_with_forward_mode(self, fn, inputs):
+        for mode in ("full", "fast"):
+            report = gradcheck.gradcheck(fn, inputs, order=2, check_forward=True, mode=mode, **TIGHT)
+            self.assertEqual(report.verdict, "PASS", report.to_text())
+            self.assertEqual(report.dtype, "float64")
+            labels = [c.label for c in report.entries[0].comparisons]
+            self.assertEqual(labels, ["analytic ↔ numeric", "forward ↔ numeric", "forward ↔ analytic"])
+
+    def test_full_mode_compares_the_whole_hessian(self):
+        report = gradcheck.gradcheck(lambda x, w: tf.reduce_sum(tf.tanh(x @ w)), [A, B], order=2)
+        self.assertEqual([c.checked for _, c in report.comparisons], [20 * 12, 20 * 8])  # [n, n_i]
+        self.assertIn("second order", report.title)
+
+    def test_non_scalar_output_full_mode_checks_each_output_hessian(self):
+        report = gradcheck.gradcheck(stable_logsumexp, A, order=2)  # 3 outputs: 3 Hessians [12, 12]
+        self.assertTrue(report.passed, report.to_text())
+        self.assertEqual(report.entries[0].comparisons[0].checked, 3 * 12 * 12)
+        self.assertIn(" out[", str(report.entries[0].comparisons[0].worst.location))
+
+    def test_non_scalar_output_fast_mode_is_a_vjp_of_a_vjp(self):
+        report = gradcheck.gradcheck(stable_logsumexp, RNG.standard_normal((40, 50)), order=2, mode="fast")
+        self.assertTrue(report.passed, report.to_text())
+        self.assertIn("random unit output cotangent", report.notes[0])
+
+    def test_linear_function_has_a_zero_hessian(self):
+        report = gradcheck.gradcheck(lambda x: tf.reduce_sum(3.0 * x), X, order=2, check_forward=True)
+        self.assertTrue(report.passed, report.to_text())
+        self.assertEqual(report.entries[0].norms["analytic"], 0.0)
+
+    def test_forward_mode_at_order_1(self):
+        report = gradcheck.gradcheck(tf.matmul, [A, B], check_forward=True, **TIGHT)
+        self.assertTrue(report.passed, report.to_text())
+        self.assertLen(report.comparisons, 6)
+
+    def test_relu_kinks_at_order_2_are_jumps_of_the_gradient(self):
+        report = gradcheck.gradcheck(
+            lambda x: tf.reduce_sum(tf.nn.relu(x) ** 2), np.array([0.0, 1.5, -2.0]), order=2
+        )
+        self.assertTrue(report.passed, report.to_text())
+        self.assertEqual(report.kinks, 1)  # at 0, the gradient 2 relu(x) jumps in slope from 0 to 2
+
+
+class SecondOrderFaultsTest(tf.test.TestCase, parameterized.TestCase):
+    """First derivative right, second wrong: passes at order 1, fails at order 2 naming the element."""
+
+    @parameterized.named_parameters(
+        ("numpy_op_in_the_gradient", cube_numpy_constant),
+        ("numpy_value_in_the_gradient", cube_numpy_value),  # eager only: the compiled ways fall back
+        ("stop_gradient_in_the_gradient", cube_stop_gradient),
+        ("wrong_second_derivative_formula", cube_wrong_second_formula),
+    )
+    def test_fails_at_order_2_only(self, backward):
+        fn = lambda x: tf.reduce_sum(cube_with(backward)(x))  # noqa: E731 - Σ x³: ∇ = 3x², H = diag(6x)
+        for mode in ("fast", "full"):
+            first = gradcheck.gradcheck(fn, X, mode=mode, **TIGHT)
+            self.assertEqual(first.verdict, "PASS", first.to_text())
+            second = gradcheck.gradcheck(fn, X, order=2, mode=mode)
+            self.assertEqual(second.verdict, "FAIL", second.to_text())
+        comparison = second.entries[0].comparisons[0]  # full mode: the whole Hessian
+        worst = comparison.worst
+        j = worst.location.index[0]
+        self.assertEqual(worst.location.gradient, ("x", (j,)))  # a diagonal element ∂²/∂x_j²
+        self.assertAllClose(worst.b, 6.0 * X[j], rtol=1e-6)  # numeric: the true second derivative
+        self.assertNotAllClose(worst.a, worst.b)
+        self.assertEqual(comparison.failures, len(X))
+
+    def test_failure_line_names_the_element_and_both_values(self):
+        report = gradcheck.gradcheck(lambda x: tf.reduce_sum(cube_with(cube_stop_gradient)(x)), X, order=2)
+        line = next(line for line in report.to_text().splitlines() if line.startswith("FAIL x"))
+        self.assertRegex(line, r"worst at in\[\d\] grad x\[\d\]: analytic [-\d.]+, numeric [-\d.]+")
+        data = json.loads(report.to_json())
+        self.assertEqual(data["entries"][0]["comparisons"][0]["worst"]["gradient"]["of"], "x")
+
+    def test_forward_over_reverse_disagrees_with_a_wrong_custom_second_derivative(self):
+        # Under tf.function, forward mode differentiates the custom gradient's forward ops (3x²
+        # -> 6x), reverse mode its written derivative (3x): forward ↔ analytic names it.
+        fn = lambda x: tf.reduce_sum(cube_with(cube_wrong_second_formula)(x))  # noqa: E731
+        report = gradcheck.gradcheck(fn, X, order=2, check_forward=True)
+        verdicts = {c.label: c.verdict for _, c in report.comparisons}
+        self.assertEqual(
+            verdicts, {"analytic ↔ numeric": "FAIL", "forward ↔ numeric": "ok", "forward ↔ analytic": "FAIL"}
+        )
+
+
+class TensorFlowSecondOrderTest(tf.test.TestCase):
+    def test_tf_nn_moments_has_a_wrong_second_derivative(self):
+        # TF 2.21's tf.nn.moments computes the variance around tf.stop_gradient(mean): harmless
+        # to first order (that gradient is zero), wrong to second.  Keras's LayerNormalization
+        # inherits it on the TensorFlow backend.
+        self.assertEqual(gradcheck.gradcheck(_moments_variance, A, **TIGHT).verdict, "PASS")
+        report = gradcheck.gradcheck(_moments_variance, A, order=2)
+        self.assertEqual(report.verdict, "FAIL", report.to_text())
+        worst = report.entries[0].comparisons[0].worst
+        row, column = worst.location.index  # d/dx[row, column] of the gradient's element
+        self.assertEqual(worst.location.gradient[1][0], row)  # only one row's variance couples them
+        exact = (float(worst.location.gradient[1][1] == column) - 1.0 / 4) * 2.0 / 4  # ∂²var/∂x∂x
+        self.assertAllClose(worst.b, exact, atol=1e-6)
+
+    def test_keras_layer_normalization_inherits_it(self):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(4),
+                keras.layers.LayerNormalization(),
+                keras.layers.Dense(1),
+            ]
+        )
+        x, y = RNG.standard_normal((5, 4)), RNG.standard_normal((5, 1))
+        loss = keras.losses.MeanSquaredError()
+        self.assertEqual(gradcheck.check_model(model, x, y, loss).verdict, "PASS")
+        report = gradcheck.check_model(model, x, y, loss, order=2)
+        self.assertEqual(report.verdict, "FAIL", report.to_text())
+        self.assertFalse(report.entries[0].passed)  # the Dense kernel below the normalization
+
+
+class ForwardModeFaultsTest(tf.test.TestCase):
+    def test_wrong_in_forward_mode_only(self):
+        report = gradcheck.gradcheck(square_forward_wrong, X, check_forward=True)
+        verdicts = {c.label: c.verdict for _, c in report.comparisons}
+        self.assertEqual(
+            verdicts, {"analytic ↔ numeric": "ok", "forward ↔ numeric": "FAIL", "forward ↔ analytic": "FAIL"}
+        )
+        worst = report.entry("x").comparisons[1].worst
+        self.assertAllClose(worst.b, 2.0 * X[worst.location.index[0]], rtol=1e-6)  # numeric 2x
+        self.assertAllClose(worst.a, X[worst.location.index[0]])  # forward mode's x
+        self.assertTrue(gradcheck.gradcheck(square_forward_wrong, X).passed)  # reverse alone passes
+
+    def test_forward_mode_without_a_tangent(self):
+        report = gradcheck.gradcheck(sin_through_numpy, X, check_forward=True, mode="fast")
+        self.assertEqual(report.verdict, "FAIL", report.to_text())
+        self.assertEqual(report.entry("x").comparisons[0].verdict, "ok")  # reverse: the custom gradient
+
+    def test_forward_mode_that_raises_gets_a_verdict_naming_why(self):
+        for mode in ("full", "fast"):
+            report = gradcheck.gradcheck(identity_through_adjust_hue, X, check_forward=True, mode=mode)
+            self.assertEqual(report.verdict, "FAIL")
+            comparisons = {c.label: c for _, c in report.comparisons}
+            self.assertEqual(comparisons["analytic ↔ numeric"].verdict, "ok")
+            self.assertIn("forward mode failed: ", comparisons["forward ↔ numeric"].error)
+            self.assertIn("AdjustHue", comparisons["forward ↔ numeric"].error)
+            self.assertIn("FAIL x forward ↔ numeric: forward mode failed", report.to_text())
+            json.loads(report.to_json())
+
+
+class KerasAndAssertionTest(GradientCheckMixin, tf.test.TestCase):
+    def test_check_model_to_second_order_with_forward_mode(self):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)]
+        )
+        x, y = RNG.standard_normal((6, 3)), RNG.standard_normal((6, 2))
+        report = gradcheck.check_model(
+            model, x, y, keras.losses.MeanSquaredError(), order=2, check_forward=True
+        )
+        self.assertEqual(report.verdict, "PASS", report.to_text())
+        self.assertEqual(report.dtype, "float64")
+        self.assertEqual(
+            [c.label for c in report.entries[0].comparisons],
+            ["tape ↔ numeric", "forward ↔ numeric", "forward ↔ tape"],
+        )
+        self.assertIn("second order", report.title)
+
+    def test_check_model_catches_a_layer_with_a_wrong_second_derivative(self):
+        class Cube(keras.layers.Layer):
+            def call(self, x):
+                return cube_with(cube_stop_gradient)(x)
+
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), Cube()])
+        x, y = RNG.standard_normal((5, 3)), RNG.standard_normal((5, 2))
+        loss = keras.losses.MeanSquaredError()
+        self.assertEqual(gradcheck.check_model(model, x, y, loss).verdict, "PASS")
+        report = gradcheck.check_model(model, x, y, loss, order=2)
+        self.assertEqual(report.verdict, "FAIL", report.to_text())
+
+    def test_assertion_to_second_order_names_input_element_and_values(self):
+        fn = lambda x: tf.reduce_sum(cube_with(cube_numpy_constant)(x))  # noqa: E731
+        self.assertGradientsCorrect(fn, X)
+        with self.assertRaises(self.failureException) as caught:
+            self.assertGradientsCorrect(fn, X, order=2, check_forward=True, names=["x"])
+        message = str(caught.exception)
+        self.assertRegex(
+            message, r"FAIL x analytic ↔ numeric: 4 of 16 exceed rtol; worst at in\[\d\] grad x\[\d\]"
+        )
+        self.assertIn("analytic 0, numeric", message)  # the second derivative through numpy: none
+
+    def test_bad_arguments(self):
+        for kwargs, message in (
+            ({"order": 3}, r"^order: expected 1 or 2"),
+            ({"order": True}, r"^order: expected 1 or 2"),
+            ({"check_forward": "yes"}, r"^check_forward: expected True or False"),
+        ):
+            with self.assertRaisesRegex(ValueError, message):
+                gradcheck.gradcheck(tf.tanh, X, **kwargs)
+        with self.assertRaisesRegex(ValueError, r"^order: 2 in full mode checks one Hessian per output"):
+            gradcheck.gradcheck(tf.tanh, np.zeros(65), order=2)
+
+
+if __name__ == "__main__":
+    tf.test.main()

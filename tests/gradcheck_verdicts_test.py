@@ -1,0 +1,244 @@
+"""Honest verdicts: a kink must be shown, eps must be small, and too little checked is INCONCLUSIVE.
+
+Each case here passed (wrongly) before the kink rule of `gradcheck.kinks`: a planted fault on a
+variable whose differences all crossed a ReLU kink, a gradient wrong by a constant under a large
+eps, any fault at eps = 1e10.  The planted faults run at eps from 1e-6 to 1e10 and must never
+PASS: they FAIL, or the eps is refused.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+from planted_faults import flipped_gradient, square_off_by, square_with
+
+from tf_backprop import backprop, gradcheck
+from tf_backprop.gradcheck import kinks
+from tf_backprop.model import MLPSpec
+from tf_backprop.testing import GradientCheckMixin
+
+RNG_50 = np.random.default_rng(0).standard_normal(50)
+EPS_RANGE = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0, 1e10)
+X = np.array([0.3, -1.2, 2.0, 0.7])
+
+
+def _article_batch():
+    model = MLPSpec().build()  # the article's net: zero biases put dense_2's ReLUs on their kink
+    x, y = gradcheck.random_batch(model, "half_mse", 10, 0)
+    return model, x, y
+
+
+def _never_passes(test, run):
+    """run() raises ValueError naming eps, or returns a report that is not PASS (returned)."""
+    try:
+        report = run()
+    except ValueError as error:
+        test.assertRegex(str(error), r"^eps: ")
+        return None
+    test.assertNotEqual(report.verdict, "PASS", report.to_text())
+    test.assertFalse(report.passed)
+    return report
+
+
+class PlantedFaultsNeverPassTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.parameters(*EPS_RANGE)
+    def test_mlp_fault_on_the_kinked_variable(self, eps):
+        # Tape and manual flipped alike (so they agree): only the differences can catch it, and
+        # every difference of dense_2/bias crosses a kink.  Passed at every eps before.
+        model, x, y = _article_batch()
+        tape = flipped_gradient(backprop.tape_gradients, 3)
+        manual = flipped_gradient(backprop.manual_gradients, 3)
+        report = _never_passes(
+            self, lambda: gradcheck.check(model, x, y, "half_mse", eps=eps, tape_fn=tape, manual_fn=manual)
+        )
+        if report is not None:
+            self.assertFalse(report.entry("dense_2/bias").passed)
+
+    @parameterized.parameters(*EPS_RANGE)
+    def test_mlp_flipped_manual_gradient(self, eps):
+        model, x, y = _article_batch()
+        manual = flipped_gradient(backprop.manual_gradients, 0)
+        _never_passes(self, lambda: gradcheck.check(model, x, y, "half_mse", eps=eps, manual_fn=manual))
+
+    @parameterized.parameters(*EPS_RANGE)
+    def test_function_gradient_off_by_a_constant(self, eps):
+        # x² with gradient 2x + 1e-3: passed from eps = 1e-3 on, every element "a kink".
+        _never_passes(self, lambda: gradcheck.gradcheck(square_off_by(1e-3), X, eps=eps))
+
+    @parameterized.parameters(*EPS_RANGE)
+    def test_function_fault_at_relu_kinks(self, eps):
+        wrong_relu = square_with(lambda x, dy: tf.where(x > 0, 2.0 * dy, tf.zeros_like(dy)))  # slope 2
+        fn = lambda x: wrong_relu(tf.nn.relu(x)) / 2.0  # noqa: E731 - relu(x)²/2 with a wrong gradient
+        _never_passes(self, lambda: gradcheck.gradcheck(fn, np.array([0.0, 1.5, -2.0, 3e-7]), eps=eps))
+
+    @parameterized.parameters(*EPS_RANGE)
+    def test_keras_model_fault(self, eps):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="relu")])
+        x, y = np.random.default_rng(0).standard_normal((5, 3)), np.zeros((5, 2))
+        scaled = lambda y_true, y_pred: keras.losses.MeanSquaredError()(y_true, square_off_by(0.1)(y_pred))  # noqa: E731
+        _never_passes(self, lambda: gradcheck.check_model(model, x, y, scaled, eps=eps))
+
+    @parameterized.parameters(1e-6, 1e-3, 1e10)
+    def test_assertion(self, eps):
+        class Case(GradientCheckMixin, tf.test.TestCase):
+            def runTest(self):  # noqa: N802
+                self.assertGradientsCorrect(square_off_by(1e-3), X, eps=eps)
+
+        result = Case().run()
+        self.assertEqual(len(result.failures) + len(result.errors), 1)
+
+
+class StepTest(tf.test.TestCase):
+    """An eps that moves an input by more than 1% of its scale max(1, max |x|) is refused."""
+
+    def test_refused_with_the_input_named(self):
+        with self.assertRaisesRegex(ValueError, r"^eps: 0\.5 would move x by up to 0\.5, more than 0\.01"):
+            gradcheck.gradcheck(tf.tanh, X, eps=0.5)
+        model, x, y = _article_batch()
+        with self.assertRaisesRegex(ValueError, r"^eps: 1e\+10 would move dense_1/kernel"):
+            gradcheck.check(model, x, y, "half_mse", eps=1e10)
+
+    def test_scale_grows_with_the_input(self):
+        report = gradcheck.gradcheck(lambda t: t * t, X * 1000.0, eps=5.0)  # 5 ≤ 0.01 · 2000
+        self.assertTrue(report.passed, report.to_text())
+
+    def test_default_and_float32_steps_are_allowed(self):
+        w32 = tf.constant(np.ones((4, 2)), tf.float32)
+        report = gradcheck.gradcheck(lambda t: tf.tanh(t @ w32), X[None, :] / 10.0)
+        self.assertEqual((report.dtype, report.eps), ("float32", 1e-3))
+
+
+class RoundoffTest(tf.test.TestCase):
+    def test_an_eps_too_small_for_the_values_is_inconclusive(self):
+        # f ≈ 1e8: a step of 1e-9 leaves differences with a round-off of ~0.35, more than 10% of
+        # the gradient 2x: a gradient wrong by 0.1 would pass such a check unseen.
+        report = gradcheck.gradcheck(lambda t: square_off_by(0.1)(t) + 1e8, X, eps=1e-9)
+        self.assertEqual(report.verdict, "INCONCLUSIVE", report.to_text())
+        self.assertTrue(report.entries[0].comparisons[0].unresolved)
+        self.assertIn("round-off floor", report.to_text())
+        self.assertEqual(
+            gradcheck.gradcheck(lambda t: square_off_by(0.1)(t) + 1e8, X, eps=1e-3).verdict, "FAIL"
+        )
+
+
+class KinkRuleTest(tf.test.TestCase):
+    """`kinks.examine` on hand-made one-sided values."""
+
+    TOL = gradcheck.Tolerance(atol=1e-8, rtol=1e-5)
+
+    def _examine(self, a, d_plus, d_minus, a_plus, a_minus, continuous=True):
+        sides = kinks.Sides(
+            np.array([0]), *(np.array([v], float) for v in (d_plus, d_minus, a_plus, a_minus))
+        )
+        kink, unchecked = kinks.examine(np.array([a]), 1, sides, self.TOL, continuous)
+        return bool(kink[0]), bool(unchecked[0])
+
+    def test_relu_at_its_kink(self):
+        # a = 0 (TF's ReLU'(0)), left side smooth (D− = 0), right side jumps to 1.
+        self.assertEqual(self._examine(0.0, 1.0, 0.0, 1.0, 0.0), (True, False))
+
+    def test_kink_crossed_inside_the_step(self):
+        # relu at 3e-7, eps 1e-6: right side smooth with slope a = 1, left difference 0.3 ∈ [0, 1].
+        self.assertEqual(self._examine(1.0, 1.0, 0.3, 1.0, 0.0), (True, False))
+
+    def test_neither_side_smooth_is_a_failure(self):
+        self.assertEqual(self._examine(0.5, 1.0, 0.0, 1.0, 0.0), (False, False))
+
+    def test_no_jump_in_the_derivative_is_a_failure(self):
+        # Both sides agree with a: nothing jumps, so a central mismatch has no kink to explain it.
+        self.assertEqual(self._examine(1.0, 1.0, 0.9, 1.0, 1.0), (False, False))
+
+    def test_difference_outside_the_two_slopes_is_a_failure(self):
+        self.assertEqual(self._examine(0.0, 3.0, 0.0, 1.0, 0.0), (False, False))
+        self.assertEqual(
+            self._examine(0.0, 3.0, 0.0, 1.0, 0.0, continuous=False), (True, False)
+        )  # a jump of G
+
+    def test_unavailable_side_is_unchecked(self):
+        self.assertEqual(self._examine(0.0, 1.0, 0.0, np.nan, 0.0), (False, True))
+
+    def _examine_at_the_point(self, a, d_plus, d_minus, m_plus, m_minus):
+        # Rule 1 fails (both ends' slopes differ from a), rule 2 uses the midpoints.
+        sides = kinks.Sides(np.array([0]), *(np.array([v], float) for v in (d_plus, d_minus, 5.0, -5.0)))
+        midpoint = lambda at, t: np.array([m_plus if t > 0 else m_minus])  # noqa: E731
+        kink, unchecked = kinks.examine(np.array([a]), 1, sides, self.TOL, True, midpoint)
+        return bool(kink[0]), bool(unchecked[0])
+
+    def test_kink_at_the_point_shown_by_midpoints(self):
+        self.assertEqual(self._examine_at_the_point(1.0, 1.0, -1.0, 1.0, -1.0), (True, False))  # a: one side
+        self.assertEqual(self._examine_at_the_point(0.0, 1.0, -1.0, 1.0, -1.0), (False, True))  # a: neither
+        self.assertEqual(self._examine_at_the_point(0.0, 1.0, -0.5, 1.0, -1.0), (False, False))  # not clean
+        self.assertEqual(self._examine_at_the_point(1.0, 1.0, 1.0, 1.0, 1.0), (False, False))  # no jump
+
+
+class InconclusiveTest(GradientCheckMixin, tf.test.TestCase):
+    """A disagreement whose one-sided values cannot be computed is unchecked; too many: INCONCLUSIVE."""
+
+    TOL = gradcheck.Tolerance(atol=1e-8, rtol=1e-5)
+
+    @staticmethod
+    def _relu_nan_off_the_points(points):
+        """relu whose custom gradient is right at `points` and NaN anywhere else."""
+
+        @tf.custom_gradient
+        def relu(x):
+            at_points = tf.reduce_any(tf.equal(x[..., None], tf.constant(points, x.dtype)), axis=-1)
+            slope = tf.where(x > 0, tf.ones_like(x), tf.zeros_like(x))
+            return tf.nn.relu(x), lambda dy: dy * tf.where(at_points, slope, np.nan * tf.ones_like(x))
+
+        return relu
+
+    def test_unchecked_kink_makes_the_verdict_inconclusive(self):
+        x = np.array([0.0, 2.0])  # the kink at 0 is 1 of 4 Jacobian values: 25% unchecked
+        report = gradcheck.gradcheck(self._relu_nan_off_the_points(x), x)
+        self.assertEqual(report.verdict, "INCONCLUSIVE", report.to_text())
+        self.assertFalse(report.passed)
+        comparison = report.entries[0].comparisons[0]
+        self.assertEqual((comparison.unchecked, comparison.failures), (1, 0))
+        self.assertEqual(comparison.worst_unchecked.location.index, (0,))
+        text = report.to_text()
+        self.assertIn("INCONCLUSIVE x analytic ↔ numeric: 1 of 4 unchecked", text)
+        self.assertTrue(text.splitlines()[-1].startswith("INCONCLUSIVE: 1 comparisons, 0 failed elements"))
+        self.assertIn('"verdict": "INCONCLUSIVE"', report.to_json())
+        with self.assertRaisesRegex(self.failureException, r"could not be verified \(INCONCLUSIVE\)"):
+            self.assertGradientsCorrect(self._relu_nan_off_the_points(x), x)
+
+    def test_projections_through_several_kinks_at_the_point(self):
+        # Three ReLUs exactly at 0, moved different ways by each random direction: both sides'
+        # differences are their midpoint slopes (the kinks are shown), but the tape's value at
+        # the point (ReLU'(0) = 0 for all three) is neither side's: unchecked, 8 of 16.
+        x = RNG_50.copy()
+        x[[4, 17, 30]] = 0.0
+        weighted = lambda t: tf.reduce_sum(tf.nn.relu(t) * tf.range(1.0, 51.0, dtype=t.dtype))  # noqa: E731
+        report = gradcheck.gradcheck(weighted, x, mode="fast")
+        comparison = report.entries[0].comparisons[0]
+        self.assertEqual(report.verdict, "INCONCLUSIVE", report.to_text())
+        self.assertEqual((comparison.unchecked, comparison.failures), (8, 0))
+        self.assertIsNotNone(comparison.worst_unchecked.location.direction)
+        self.assertEqual(gradcheck.gradcheck(weighted, x).verdict, "PASS")  # element by element
+        x[[17, 30]] = RNG_50[[17, 30]]
+        self.assertEqual(gradcheck.gradcheck(weighted, x, mode="fast").verdict, "PASS")  # one kink
+
+    def test_few_unchecked_values_still_pass(self):
+        x = np.concatenate([[0.0], np.linspace(1.0, 2.0, 4)])  # 1 of 25 Jacobian values: 4%
+        report = gradcheck.gradcheck(self._relu_nan_off_the_points(x), x)
+        self.assertEqual(report.verdict, "PASS", report.to_text())
+        self.assertEqual(report.unchecked, 1)
+
+    def test_compare_counts_unchecked_apart(self):
+        result = gradcheck.compare([1.0, 0.0], [1.0, 0.5], self.TOL, unchecked=[False, True])
+        self.assertEqual((result.failures, result.unchecked, result.verdict), (0, 1, "INCONCLUSIVE"))
+        self.assertEqual(result.reason, "1 of 2 unchecked (more than 10%)")
+
+
+class ShownKinksStillPassTest(tf.test.TestCase):
+    def test_article_net_kinks_are_shown_at_several_eps(self):
+        model, x, y = _article_batch()
+        for eps in (1e-6, 1e-4, 1e-3):
+            report = gradcheck.check(model, x, y, "half_mse", eps=eps)
+            self.assertEqual(report.verdict, "PASS", report.to_text())
+            self.assertEqual(report.kinks, 6)
+
+
+if __name__ == "__main__":
+    tf.test.main()

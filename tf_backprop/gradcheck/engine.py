@@ -1,0 +1,253 @@
+"""Checking a function at a point: whole Jacobians (full mode) or random projections (fast mode).
+
+Per input, the reverse-mode values (uᵀJ from tf.GradientTape) are compared with central
+differences; with forward mode on, the forward-mode values (Jv from ForwardAccumulator) are
+compared with the central differences and with the reverse-mode ones (uᵀ(Jv) = (uᵀJ)v, equal up
+to round-off).  A disagreement with the differences is examined by the kink rule (`kinks`),
+from the one-sided differences and the same source's derivatives at θ ± δ.
+
+full  the whole Jacobian [n_out, n_i] of every input: u over the output identity, v over the
+      input identity.
+fast  per input, k random sign directions v (uᵀJv for a random unit u per direction, against
+      uᵀ(f(θ + εv) − f(θ − εv))/2ε) plus s random elements j ((u₀ᵀJ)_j).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from tf_backprop.gradcheck import kinks, perturb
+from tf_backprop.gradcheck.options import Options
+from tf_backprop.gradcheck.problem import Problem, error_line, run_chunked, run_identity, runner
+from tf_backprop.gradcheck.report import (
+    EXACT,
+    FLOAT32,
+    Comparison,
+    Entry,
+    Tolerance,
+    compare,
+    failed_source,
+)
+
+MAX_FULL_JACOBIAN = 1 << 25  # output × input elements beyond which mode="full" refuses
+EXACT32 = Tolerance(atol=FLOAT32.atol * 1e-3, rtol=1e-4)  # forward ↔ reverse in float32
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """One analytic source's values for one input, and the same values at θ ± δ (`kinks`)."""
+
+    values: np.ndarray
+    at_side: Callable[[np.ndarray, int], np.ndarray]  # (candidate positions, ±1) -> values there
+
+
+@dataclasses.dataclass(frozen=True)
+class _Numeric:
+    """The central differences of one input's values and the one-sided ones, flat."""
+
+    central: np.ndarray
+    plus: np.ndarray
+    minus: np.ndarray
+
+
+def full_jacobian(p: Problem) -> list[Entry]:
+    """Compares the whole Jacobian [n_out, n_i] of every input."""
+    n, n_out = p.layout.size, p.output.size
+    if n * n_out > MAX_FULL_JACOBIAN:
+        raise ValueError(f"mode: 'full' would compare a {n_out} x {n} Jacobian; use mode='fast'")
+    reverse = run_identity(runner(p, "vjp"), n_out, n)  # [n_out, n]
+    forward, error = _forward_full(p) if p.forward else (None, None)
+    target = perturb.Target(runner(p, "pair"), n, 0, n_out)
+    plus, minus = perturb.run_plans([target], [perturb.full_plan(n)], p.eps)[0]
+    plus, minus = (v.astype(np.float64).T for v in (plus, minus))  # [n_out, n]
+    f0 = p.f0[:, None]
+    tolerance = p.tolerance.with_roundoff(p.dtype, float(np.abs(p.f0).max()), p.eps)
+    entries = []
+    for i in range(len(p.xs)):
+        span = p.layout.span(i)
+        numeric = _Numeric(
+            ((plus - minus) / (2 * p.eps))[:, span].ravel(),
+            ((plus - f0) / p.eps)[:, span].ravel(),
+            ((f0 - minus) / p.eps)[:, span].ravel(),
+        )
+        sources = {p.source: _Source(reverse[:, span].ravel(), _reverse_at_element(p, i))}
+        if forward is not None:
+            sources["forward"] = _Source(forward[:, span].ravel(), _forward_at_element(p, i))
+        comparisons = _comparisons(p, sources, numeric, tolerance, p.locate(i), error)
+        norms = {name: float(np.linalg.norm(s.values)) for name, s in sources.items()}
+        norms["numeric"] = float(np.linalg.norm(numeric.central))
+        entries.append(Entry(p.layout.names[i], p.layout.shapes[i], norms, comparisons))
+    return entries
+
+
+def projections(p: Problem, options: Options) -> list[Entry]:
+    """Compares uᵀJv for random u, v and (u₀ᵀJ)_j for sampled elements j, per input."""
+    rng = np.random.default_rng(options.seed)
+    us = rng.standard_normal((options.directions, p.output.size))
+    us /= np.linalg.norm(us, axis=1, keepdims=True)  # [k, n_out], unit rows
+    reverse = run_chunked(runner(p, "vjp"), us)  # uᵀJ: [k, n]
+    plans = perturb.plans(p.layout, options, unit=False, rng=rng)
+    cost = max(p.layout.size, p.output.size)
+    targets = [
+        perturb.Target(runner(p, "pair"), p.layout.size, int(p.layout.offsets[i]), cost)
+        for i in range(len(plans))
+    ]
+    values = perturb.run_plans(targets, plans, p.eps)
+    scale = float(np.max(np.linalg.norm(us * p.f0, axis=1)))  # round-off of uᵀf, errors independent
+    tolerance = p.tolerance.with_roundoff(p.dtype, scale, p.eps)
+    return [
+        _projection_entry(p, i, plan, us, reverse, value, tolerance)
+        for i, (plan, value) in enumerate(zip(plans, values))
+    ]
+
+
+# --- comparisons -------------------------------------------------------------------------------
+def _comparisons(p: Problem, sources, numeric: _Numeric, tolerance, locate, error) -> tuple[Comparison, ...]:
+    """Each source ↔ numeric; with forward mode, forward ↔ reverse as well."""
+    comparisons = [
+        _against_numeric(p, name, source, numeric, tolerance, locate) for name, source in sources.items()
+    ]
+    if p.forward:
+        if "forward" not in sources:  # forward mode failed: said once per comparison it would make
+            comparisons.append(failed_source(("forward", "numeric"), tolerance, error))
+        comparisons.append(_forward_vs_reverse(p, sources, locate, error))
+    return tuple(comparisons)
+
+
+def _against_numeric(
+    p: Problem, name: str, source: _Source, numeric: _Numeric, tolerance, locate
+) -> Comparison:
+    """A source against the central differences, its kink candidates examined (`kinks`)."""
+    differences = (numeric.central, numeric.plus, numeric.minus)
+    return kinks.compare_with_differences(
+        source.values,
+        differences,
+        source.at_side,
+        tolerance,
+        sources=(name, "numeric"),
+        locate=locate,
+        continuous=p.continuous,
+    )
+
+
+def _forward_vs_reverse(p: Problem, sources, locate, error) -> Comparison:
+    """forward ↔ reverse, both analytic: equal up to round-off of the larger values' scale."""
+    exact, labels = (EXACT if p.dtype == "float64" else EXACT32), ("forward", p.source)
+    if "forward" not in sources:
+        return failed_source(labels, exact, error)
+    forward, reverse = sources["forward"].values, sources[p.source].values
+    scale = float(max(np.abs(forward).max(initial=0.0), np.abs(reverse).max(initial=0.0)))
+    return compare(forward, reverse, exact.scaled(scale), sources=labels, locate=locate)
+
+
+def _forward_failure(error: BaseException) -> str:
+    line = error_line(error)
+    return f"forward mode failed: {type(error).__name__}" + (f": {line}" if line else "")
+
+
+# --- full mode -----------------------------------------------------------------------------------
+def _forward_full(p: Problem) -> tuple[np.ndarray | None, str | None]:
+    """J [n_out, n] from forward mode over the input identity, or (None, why it failed)."""
+    try:
+        return run_identity(runner(p, "jvp"), p.layout.size, p.output.size).T, None
+    except Exception as error:  # noqa: BLE001 - any failure of forward mode is the verdict
+        return None, _forward_failure(error)
+
+
+def _element_points(p: Problem, i: int, at: np.ndarray, t: float, width: int):
+    """Rows [θ + tε e_j | 0…] for candidates `at` in input i's [n_out, n_i]; (rows, outs, columns)."""
+    n = p.layout.size
+    outs, columns = np.divmod(at, p.layout.sizes[i])
+    columns = columns + int(p.layout.offsets[i])
+    rows = np.zeros((len(at), n + width))
+    rows[:, :n] = np.asarray(p.theta)
+    rows[np.arange(len(at)), columns] += t * p.eps
+    return rows, outs, columns
+
+
+def _reverse_at_element(p: Problem, i: int) -> Callable:
+    """(positions in [n_out, n_i], t) -> (e_oᵀ J(θ + tε e_j))_j, reverse mode."""
+
+    def at_side(at: np.ndarray, t: float) -> np.ndarray:
+        rows, outs, columns = _element_points(p, i, at, t, p.output.size)
+        rows[np.arange(len(at)), p.layout.size + outs] = 1.0  # u = e_o
+        return run_chunked(runner(p, "vjp_at"), rows)[np.arange(len(at)), columns]
+
+    return kinks.guarded(at_side)
+
+
+def _forward_at_element(p: Problem, i: int) -> Callable:
+    """(positions in [n_out, n_i], t) -> (J(θ + tε e_j) e_j)_o, forward mode."""
+
+    def at_side(at: np.ndarray, t: float) -> np.ndarray:
+        rows, outs, columns = _element_points(p, i, at, t, p.layout.size)
+        rows[np.arange(len(at)), p.layout.size + columns] = 1.0  # v = e_j
+        return run_chunked(runner(p, "jvp_at"), rows)[np.arange(len(at)), outs]
+
+    return kinks.guarded(at_side)
+
+
+# --- fast mode -----------------------------------------------------------------------------------
+def _projection_entry(p: Problem, i: int, plan: perturb.Plan, us, reverse, value, tolerance) -> Entry:
+    u = _row_cotangents(us, plan)  # [k + s, n_out]
+    plus, minus, base = (np.sum(u * f.astype(np.float64), axis=1) for f in (*value, p.f0[None]))
+    numeric = _Numeric((plus - minus) / (2 * p.eps), (plus - base) / p.eps, (base - minus) / p.eps)
+    unit_rows = plan.rows(0, plan.count, 1.0)  # [k + s, n_i]: v_d or e_j
+    reverse_values = _project_rows(reverse[:, p.layout.span(i)], plan)
+    sources = {p.source: _Source(reverse_values, _reverse_at_row(p, i, u, unit_rows))}
+    error = None
+    if p.forward:
+        try:
+            jv = run_chunked(lambda rows: runner(p, "jvp")(rows, int(p.layout.offsets[i])), unit_rows)
+            sources["forward"] = _Source(np.sum(u * jv, axis=1), _forward_at_row(p, i, u, unit_rows))
+        except Exception as caught:  # noqa: BLE001 - any failure of forward mode is the verdict
+            error = _forward_failure(caught)
+    locate = plan.locate(p.layout.shapes[i])
+    comparisons = _comparisons(p, sources, numeric, tolerance, locate, error)
+    norms = {name: None for name in [*sources, "numeric"]}  # projections: no whole-gradient norms
+    return Entry(p.layout.names[i], p.layout.shapes[i], norms, comparisons)
+
+
+def _row_points(p: Problem, i: int, unit_rows: np.ndarray, at: np.ndarray, t: float) -> np.ndarray:
+    """θ + tε v_r for the rows `at`: [R, n]."""
+    points = np.tile(np.asarray(p.theta), (len(at), 1))
+    points[:, p.layout.span(i)] += t * p.eps * unit_rows[at]
+    return points
+
+
+def _reverse_at_row(p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray) -> Callable:
+    """(rows, t) -> u_rᵀ J(θ + tε v_r) v_r, reverse mode."""
+
+    def at_side(at: np.ndarray, t: float) -> np.ndarray:
+        rows = np.concatenate([_row_points(p, i, unit_rows, at, t), u[at]], axis=1)
+        grads = run_chunked(runner(p, "vjp_at"), rows)[:, p.layout.span(i)]
+        return np.sum(grads * unit_rows[at], axis=1)
+
+    return kinks.guarded(at_side)
+
+
+def _forward_at_row(p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray) -> Callable:
+    """(rows, t) -> u_rᵀ J(θ + tε v_r) v_r, forward mode."""
+
+    def at_side(at: np.ndarray, t: float) -> np.ndarray:
+        tangents = np.zeros((len(at), p.layout.size))
+        tangents[:, p.layout.span(i)] = unit_rows[at]
+        rows = np.concatenate([_row_points(p, i, unit_rows, at, t), tangents], axis=1)
+        return np.sum(u[at] * run_chunked(runner(p, "jvp_at"), rows), axis=1)
+
+    return kinks.guarded(at_side)
+
+
+def _row_cotangents(us: np.ndarray, plan: perturb.Plan) -> np.ndarray:
+    """u for each row of the plan: u_d for direction d, u_0 for the sampled elements."""
+    k = len(plan.directions)
+    return np.concatenate([us[:k], np.repeat(us[:1], len(plan.elements), axis=0)])
+
+
+def _project_rows(grads: np.ndarray, plan: perturb.Plan) -> np.ndarray:
+    """Analytic values of the plan's rows from uᵀJ per direction [k, n_i]: [k + s]."""
+    k = len(plan.directions)
+    return np.concatenate([np.sum(grads[:k] * plan.directions, axis=1), grads[0, plan.elements]])

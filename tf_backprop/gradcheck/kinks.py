@@ -1,0 +1,156 @@
+"""When a disagreement with a central difference is a kink: the rule, shown on both sides.
+
+A central difference (f(x + εv) − f(x − εv)) / 2ε across a point where the derivative jumps
+(ReLU at 0, clip at ±1) measures an average of two slopes, not the derivative.  A failing value
+is counted as a kink — not a failure — only when the kink is *shown*, from the one-sided
+differences
+
+    D+ = (f(x + εv) − f(x)) / ε,        D− = (f(x) − f(x − εv)) / ε
+
+and the analytic source's own derivative along v: a at x, a± at x ± εv, m± at x ± εv/2.  Two
+ways to show one:
+
+1. A kink inside one step, or at x with the analytic value one side's: on one side s the
+   function is smooth and a is right — D_s agrees with the trapezoid (a + a_s)/2, exact to
+   second order between two points of one smooth piece, as accurate as the central difference;
+   on the other side s' the derivative jumps (a_s' ≠ a) and, for a continuous f (order 1), D_s'
+   lies between a and a_s', the slopes it averaged (widened by |a_s − a|: slopes drift within a
+   piece by about as much as over the smooth side's step).  a is checked, one-sided.
+2. A kink at x where the analytic value is a convention (several kinks meeting, e.g. ReLUs at 0
+   moving different ways along v): each side's difference agrees with its own midpoint slope
+   (D± ≈ m±, the midpoint rule: exact to second order inside one piece) and the slopes differ
+   (m+ ≠ m−).  The kink is shown; a is checked only if it agrees with m+ or m− (TensorFlow's
+   kernels take one side's derivative at a kink); otherwise the value is *unchecked*: no
+   difference along v can check a value chosen at a kink.
+
+At order 2, f is a gradient, which itself jumps at a ReLU kink, so the "between" test of 1 is
+skipped.  "Agrees" is the comparison's own tolerance.  A value whose one-sided analytic values
+cannot be computed (not finite, or the source raised at x ± εv) is *unchecked* too; everything
+else that disagreed is a failure.  The MLP checker also requires a pre-activation of a
+`has_kink` activation to sit at 0 or to change sign along the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from tf_backprop.gradcheck.report import Comparison, Location, Tolerance, compare
+
+MAX_PROBES = 4096  # kink candidates examined per comparison; the rest count as failures
+
+# (candidate positions, t) -> the analytic source's derivative along v at x + t·εv
+AtSide = Callable[[np.ndarray, float], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sides:
+    """One-sided values at kink candidates (flat positions `at` of the compared arrays).
+
+    d_plus, d_minus: the one-sided differences D±; a_plus, a_minus: the analytic source's
+    derivative along the same direction at x ± εv (NaN where it could not be computed).
+    """
+
+    at: np.ndarray
+    d_plus: np.ndarray
+    d_minus: np.ndarray
+    a_plus: np.ndarray
+    a_minus: np.ndarray
+
+
+def candidates(a, b, tolerance: Tolerance, allowed=None) -> np.ndarray:
+    """Flat positions where a and b disagree (and `allowed` is True): the values to examine."""
+    a, b = (np.asarray(v, np.float64).reshape(-1) for v in (a, b))
+    bad = ~_agree(a, b, tolerance)
+    if allowed is not None:
+        bad &= np.asarray(allowed, bool).reshape(-1)
+    return np.flatnonzero(bad)[:MAX_PROBES]
+
+
+def examine(
+    a, size: int, sides: Sides, tolerance: Tolerance, continuous: bool = True, midpoint: AtSide | None = None
+):
+    """(kink, unchecked): bool masks of length `size` over the compared values (see the module).
+
+    midpoint(positions, ±0.5) gives m± for rule 2; without it only rule 1 applies.
+    """
+    a = np.asarray(a, np.float64).reshape(-1)[sides.at]
+    kink, unchecked = np.zeros(size, bool), np.zeros(size, bool)
+    available = np.isfinite(sides.a_plus) & np.isfinite(sides.a_minus)
+    plus = _shown(a, sides.d_minus, sides.a_minus, sides.d_plus, sides.a_plus, tolerance, continuous)
+    minus = _shown(a, sides.d_plus, sides.a_plus, sides.d_minus, sides.a_minus, tolerance, continuous)
+    shown = available & (plus | minus)
+    kink[sides.at], unchecked[sides.at] = shown, ~available
+    rest = available & ~shown
+    if midpoint is not None and rest.any():
+        at = sides.at[rest]
+        m_plus, m_minus = midpoint(at, 0.5), midpoint(at, -0.5)
+        clean = _agree(sides.d_plus[rest], m_plus, tolerance) & _agree(
+            sides.d_minus[rest], m_minus, tolerance
+        )
+        at_the_point = clean & ~_agree(m_plus, m_minus, tolerance)
+        one_side = _agree(a[rest], m_plus, tolerance) | _agree(a[rest], m_minus, tolerance)
+        kink[at] = at_the_point & one_side
+        unchecked[at] = (at_the_point & ~one_side) | ~(np.isfinite(m_plus) & np.isfinite(m_minus))
+    return kink, unchecked
+
+
+def _shown(a, d_smooth, a_smooth, d_jump, a_jump, tolerance: Tolerance, continuous: bool) -> np.ndarray:
+    """Rule 1 with the kink on the jump side: the other side smooth and checking a, the derivative jumping."""
+    smooth = _agree(d_smooth, (a + a_smooth) / 2, tolerance)
+    jump = ~_agree(a_jump, a, tolerance)
+    if not continuous:
+        return smooth & jump
+    # Slopes drift within each piece too: by about as much as over the smooth side's step.
+    slack = np.maximum(tolerance.atol, tolerance.rtol * np.maximum(np.abs(a), np.abs(a_jump)))
+    slack = slack + np.abs(a_smooth - a)
+    between = (np.minimum(a, a_jump) - slack <= d_jump) & (d_jump <= np.maximum(a, a_jump) + slack)
+    return smooth & jump & between
+
+
+def _agree(a, b, tolerance: Tolerance) -> np.ndarray:
+    """|a − b| ≤ max(atol, rtol · max(|a|, |b|)), elementwise; False for NaN."""
+    with np.errstate(invalid="ignore"):
+        limit = np.maximum(tolerance.atol, tolerance.rtol * np.maximum(np.abs(a), np.abs(b)))
+        return np.abs(a - b) <= limit
+
+
+def compare_with_differences(
+    a,
+    differences: tuple[np.ndarray, np.ndarray, np.ndarray],
+    at_side: AtSide,
+    tolerance: Tolerance,
+    *,
+    sources: tuple[str, str],
+    locate: Callable[[int], Location],
+    continuous: bool = True,
+    allowed=None,
+) -> Comparison:
+    """`compare` of analytic values a with central differences, kink candidates examined.
+
+    differences: (central, D+, D−), flat like a; at_side(positions, t): the analytic source's
+    values at x + t·εv for those positions (NaN where unavailable); allowed: where a kink may be
+    (default everywhere).
+    """
+    a = np.asarray(a, np.float64).reshape(-1)
+    central, d_plus, d_minus = (np.asarray(d, np.float64).reshape(-1) for d in differences)
+    at = candidates(a, central, tolerance, allowed)
+    kink = unchecked = None
+    if at.size:
+        sides = Sides(at, d_plus[at], d_minus[at], at_side(at, 1.0), at_side(at, -1.0))
+        kink, unchecked = examine(a, a.size, sides, tolerance, continuous, midpoint=at_side)
+    return compare(a, central, tolerance, sources=sources, kink=kink, unchecked=unchecked, locate=locate)
+
+
+def guarded(at_side: AtSide) -> AtSide:
+    """at_side, returning NaN (unchecked) where the source cannot be computed at x + t·εv."""
+
+    def safe(at: np.ndarray, t: float) -> np.ndarray:
+        try:
+            return np.asarray(at_side(at, t), np.float64)
+        except Exception:  # noqa: BLE001 - an unavailable one-sided value leaves the kink unchecked
+            return np.full(len(at), np.nan)
+
+    return safe
