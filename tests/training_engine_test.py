@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import planted_faults
@@ -170,3 +172,23 @@ class OverflowTest(tf.test.TestCase):
             self.assertTrue(np.isfinite(record["rmse"]) and 1e29 < record["rmse"] < 1e32, record)
             self.assertTrue(np.isfinite(record["val_rmse"]) and 1e29 < record["val_rmse"] < 1e32, record)
         self.assertTrue(1e29 < result.final_metrics["rmse"] < 1e32, result.final_metrics)
+
+
+class PartialEpochTest(tf.test.TestCase):
+    def test_a_run_longer_than_its_partial_last_epoch_resumes_and_ends(self):
+        # --steps=100 ends inside epoch 3 (32 steps an epoch); resumed with --steps=290 the run
+        # goes on from epoch 4 and ends inside another partial epoch.  (Run in a child process
+        # with a hard timeout: a compiled loop that never ends cannot be interrupted in-process.)
+        workdir = self.create_tempdir().full_path
+        script = (
+            "from tf_backprop import training\n"
+            "for steps in (100, 290):\n"
+            f"    cfg = training.TrainConfig(n_samples=400, steps=steps, workdir={workdir!r}, export=False)\n"
+            "    result = training.train(cfg, progress=False)\n"
+            "    print(result.steps, [r['epoch'] for r in result.history])\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        first, second = done.stdout.strip().splitlines()
+        self.assertEqual(first, "100 [1, 2, 3, 4]")
+        self.assertEqual(second, f"290 {list(range(1, 11))}")

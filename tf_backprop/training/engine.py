@@ -229,22 +229,26 @@ class Engine:
         return tf.logical_and(running, self.optimizer.iterations < stop)
 
     def _epoch(self, carry, x_train, y_train, x_val, y_val, stop, total, check, measure):
-        """The rest of the current epoch up to `stop`, then its end if it is complete."""
+        """The rest of the current epoch up to `stop`, then its end if it is complete.
+
+        An epoch is complete after steps_per_epoch steps, or — partial, at most once a run —
+        when the run reaches its last step `total`.
+        """
         epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured = carry
-        spe = self.plan.steps_per_epoch
-        length = tf.minimum(tf.constant(spe, tf.int64), total - epoch * spe)  # the last may be partial
+        spe = tf.constant(self.plan.steps_per_epoch, tf.int64)
         xs, ys = self._epoch_rows(x_train, y_train, epoch)  # [spe, accum, global_batch, ...]
-        end = tf.minimum(length, position + stop - self.optimizer.iterations)
+        end = tf.minimum(spe, position + stop - self.optimizer.iterations)
         steps = tf.while_loop(
             lambda i, status, *_: tf.logical_and(i < end, tf.equal(status, RUNNING)),
             lambda *c: self._train_step(xs, ys, c, stop, check, measure),
             (position, status, loss_sum, metric_sums, bad, verify_error, measured),
         )
         position, status, loss_sum, metric_sums, bad, verify_error, measured = steps
-        ended = tf.logical_and(tf.equal(position, length), tf.equal(status, RUNNING))
+        at_run_end = tf.logical_and(tf.equal(self.optimizer.iterations, total), position > 0)
+        ended = tf.logical_and(tf.logical_or(tf.equal(position, spe), at_run_end), tf.equal(status, RUNNING))
         epoch, position, loss_sum, metric_sums, records, count = tf.cond(
             ended,
-            lambda: self._end_epoch(epoch, length, loss_sum, metric_sums, records, count, x_val, y_val),
+            lambda: self._end_epoch(epoch, position, loss_sum, metric_sums, records, count, x_val, y_val),
             lambda: (epoch, position, loss_sum, metric_sums, records, count),
         )
         return epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured
@@ -262,9 +266,9 @@ class Engine:
         # (Gathering from the whole split inside the step loop slows XLA's loop with the split's size.)
         return self.runner.place(tf.gather(x_train, used)), self.runner.place(tf.gather(y_train, used))
 
-    def _end_epoch(self, epoch, length, loss_sum, metric_sums, records, count, x_val, y_val):
+    def _end_epoch(self, epoch, steps, loss_sum, metric_sums, records, count, x_val, y_val):
         """Validation, the epoch's record, early stopping; the next epoch's counters."""
-        steps = tf.cast(length, tf.float64)
+        steps = tf.cast(steps, tf.float64)
         step = tf.cast(self.optimizer.iterations, tf.float64)
         head = tf.stack([tf.cast(epoch + 1, tf.float64), step, loss_sum / steps])
         if x_val is None:
