@@ -39,12 +39,23 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+_HELP_FLAGS = ("--help", "-?", "--helpshort", "--helpfull", "--helpxml", "-help", "-helpfull")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser, but a bad flag exits 2 with one line (absl's own exits 1)."""
+    """absl's parser, but a bad flag exits 2 with one line and help exits 0 (absl exits 1 for both).
+
+    --help lists this command's own flags; --helpfull adds absl's and TensorFlow's.
+    """
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
         fail(str(error), EXIT_USAGE)
+    except SystemExit:
+        if any(arg.split("=", 1)[0] in _HELP_FLAGS for arg in argv[1:]):
+            sys.stdout.flush()
+            sys.exit(0)
+        raise
 
 
 def run(main: Callable[[list[str]], int | None], failures: tuple[type[Exception], ...] = ()) -> None:

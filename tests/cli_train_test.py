@@ -300,6 +300,19 @@ if __name__ == "__main__":
     tf.test.main()
 
 
+class HelpTest(CliTestCase):
+    def test_help_lists_the_commands_own_flags_and_exits_0(self):
+        result = self.run_ok("--help")
+        for flag in ("--workdir", "--restart", "--checkpoint_seconds", "--shuffle"):
+            self.assertIn(flag, result.stdout)
+        self.assertNotIn("--logtostderr", result.stdout)  # absl's own: --helpfull lists them
+
+    def test_helpfull_adds_absl_flags_and_exits_0(self):
+        result = self.run_ok("--helpfull")
+        self.assertIn("--logtostderr", result.stdout)
+        self.assertIn("--workdir", result.stdout)
+
+
 class FlagsDocumentedTest(tf.test.TestCase):
     def test_every_config_field_is_a_documented_flag(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
