@@ -303,13 +303,13 @@ if __name__ == "__main__":
 class HelpTest(CliTestCase):
     def test_help_lists_the_commands_own_flags_and_exits_0(self):
         result = self.run_ok("--help")
-        for flag in ("--workdir", "--restart", "--checkpoint_seconds", "--shuffle"):
+        for flag in ("--workdir", "--[no]restart", "--checkpoint_seconds", "--[no]shuffle"):
             self.assertIn(flag, result.stdout)
-        self.assertNotIn("--logtostderr", result.stdout)  # absl's own: --helpfull lists them
+        self.assertNotIn("logtostderr", result.stdout)  # absl's own: --helpfull lists them
 
     def test_helpfull_adds_absl_flags_and_exits_0(self):
         result = self.run_ok("--helpfull")
-        self.assertIn("--logtostderr", result.stdout)
+        self.assertIn("--[no]logtostderr", result.stdout)
         self.assertIn("--workdir", result.stdout)
 
 
