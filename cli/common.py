@@ -75,15 +75,28 @@ def run(main: Callable[[list[str]], int | None], failures: tuple[type[Exception]
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag", EXIT_USAGE)
         try:
-            return main(argv)
+            code = main(argv)
         except failures as error:
             logging.debug("failure", exc_info=True)
             fail(str(error), EXIT_FAILURE)
         except ValueError as error:
             logging.debug("usage error", exc_info=True)
             fail(str(error), EXIT_USAGE)
+        exit_now(code or 0)
 
     app.run(guarded, flags_parser=_parse_flags)
+
+
+def exit_now(code: int) -> None:
+    """Flushes the output streams and the log, then ends the process without Python's teardown.
+
+    Every file the command writes is complete and closed by then; what the teardown would do is
+    unload TensorFlow (~0.5 s of thread pools and caches) for nothing.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    std_logging.shutdown()
+    os._exit(code)
 
 
 class _TensorFlowInfo(std_logging.Filter):
