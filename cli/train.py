@@ -11,11 +11,9 @@ help); --restart and --json are the only flags of this command's own.
 
 from __future__ import annotations
 
-import json
-
 from absl import flags
 
-from tf_backprop import training
+from tf_backprop import files, training
 from tf_backprop.cli import common
 from tf_backprop.training import config as config_lib
 from tf_backprop.training import distributed
@@ -71,7 +69,7 @@ def main(argv):
     except training.Interrupted as interrupted:
         common.fail(str(interrupted), interrupted.exit_code)
     if FLAGS.json:
-        print(json.dumps({"workdir": result.workdir, "steps": result.steps, **result.final_metrics}))
+        print(files.dumps({"workdir": result.workdir, "steps": result.steps, **result.final_metrics}))
     else:
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items() if k != "split")
         print(f"trained {result.steps} steps; {result.final_metrics['split']} {metrics}")
