@@ -317,7 +317,7 @@ class MultiWorkerTest(tf.test.TestCase):
             self.assertIn("written by the chief worker", other.stdout)
             self.assertEqual(
                 sorted(os.listdir(workdir)),
-                ["ckpt", "config.json", "data.json", "export", "metrics.json", "tb"],
+                [".lock", "ckpt", "config.json", "data.json", "export", "metrics.json", "tb"],
             )
             MultiWorkerTest._reference = checkpoint.load_model(workdir)[0].get_weights()
         return MultiWorkerTest._reference

@@ -30,6 +30,7 @@ _PUBLIC = {
         "ConfigMismatchError",
         "Interrupted",
         "TrainingError",
+        "WorkdirError",
         "WorkerLostError",
     ),
     "tf_backprop.training.loop": ("Loop",),

@@ -288,14 +288,6 @@ def check_workers_agree(
 
 
 # ----------------------------------------------------------------------------- files
-def follower_workdir(config: TrainConfig, restart: bool) -> str:
-    """A non-chief worker's view of the workdir the chief prepares: checked, never written."""
-    workdir = os.path.abspath(config.workdir)
-    if not restart:
-        checkpoint_lib.check_resumable(workdir, config)  # read-only: the chief writes it
-    return workdir
-
-
 def _temporary_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
     """A non-chief worker's scratch folder (TensorFlow's `workertemp_<id>` convention)."""
     return os.path.join(workdir, f"workertemp_{strategy.cluster_resolver.task_id}")
