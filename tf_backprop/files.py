@@ -10,6 +10,7 @@ Needs the standard library only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -92,12 +93,12 @@ def _place_new(temporary: str, path: str) -> None:
     """Renames `temporary` to `path` unless `path` exists (FileExistsError), atomically where
     the filesystem has hard links."""
     try:
-        os.link(temporary, path)  # fails if path exists, whatever appeared meanwhile
+        os.link(temporary, path)  # FileExistsError if path exists, whatever appeared meanwhile
     except FileExistsError:
         raise
-    except OSError:  # no hard links here: check, then rename
+    except OSError:  # a filesystem without hard links: check, then rename
         if os.path.lexists(path):
-            raise FileExistsError(17, "File exists", path) from None
+            raise FileExistsError(errno.EEXIST, "File exists", path) from None
         os.replace(temporary, path)
 
 
