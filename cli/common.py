@@ -33,9 +33,18 @@ def program_name() -> str:
     return name or "tf-backprop"
 
 
-def fail(message: str, code: int) -> None:
-    """Prints `prog: error: message` as one line and exits with `code`."""
+def fail(message: str, code: int, at_once: bool = False) -> None:
+    """Prints `prog: error: message` as one line and exits with `code`.
+
+    at_once: end the process without Python's and TensorFlow's exit handlers (os._exit), for a
+    runtime left in an error state, whose shutdown would log below the line, or wait on peers.
+    """
     sys.stderr.write(f"{program_name()}: error: {text.one_line(message)}\n")
+    if at_once:
+        logging.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -58,11 +67,15 @@ def _parse_flags(argv: list[str]) -> list[str]:
         raise
 
 
-def run(main: Callable[[list[str]], int | None], failures: tuple[type[Exception], ...] = ()) -> None:
+def run(
+    main: Callable[[list[str]], int | None],
+    failures: tuple[type[Exception], ...] = (),
+    at_once: tuple[type[Exception], ...] = (),
+) -> None:
     """app.run(main) mapping expected errors to one line and an exit code.
 
     ValueError (the library's input errors: ConfigError, DataError, ...) exits 2;
-    `failures` (e.g. TrainingError) exit 1.
+    `failures` (e.g. TrainingError) exit 1, those of them in `at_once` through fail(at_once=True).
     """
 
     # --help lists the main module's flags; under a console script that is the wrapper script.
@@ -78,7 +91,7 @@ def run(main: Callable[[list[str]], int | None], failures: tuple[type[Exception]
             code = main(argv)
         except failures as error:
             logging.debug("failure", exc_info=True)
-            fail(str(error), EXIT_FAILURE)
+            fail(str(error), EXIT_FAILURE, at_once=isinstance(error, at_once))
         except ValueError as error:
             logging.debug("usage error", exc_info=True)
             fail(str(error), EXIT_USAGE)

@@ -10,11 +10,9 @@ Exit 0 when every layer is healthy, 1 when any is not, 2 on bad flags.
 
 from __future__ import annotations
 
-import json
-
 from absl import flags
 
-from tf_backprop import losses
+from tf_backprop import files, losses
 from tf_backprop.cli import common
 from tf_backprop.training import config as config_lib
 from tf_backprop.training import monitor
@@ -66,7 +64,7 @@ def main(argv):
     )
     report["verdict"] = verdicts(report, FLAGS.vanishing_ratio, FLAGS.exploding_threshold)
     if FLAGS.json:
-        print(json.dumps(report))
+        print(files.dumps(report))  # strict: a non-finite norm is null, named in "non_finite"
     else:
         print(f"{FLAGS.activation} / {FLAGS.initializer}, layers {list(layers)}")
         print(f"{'layer':<10} {'‖∂L/∂W‖':>12} {'÷ output':>12}  verdict")

@@ -1,7 +1,7 @@
 """tf-backprop-predict: append a SavedModel export's predictions to every row of a CSV.
 
 tf-backprop-predict --model=runs/x/export --input=new.csv                   # CSV on stdout
-tf-backprop-predict --model=runs/x/export --input=new.csv --output=scored.csv
+tf-backprop-predict --model=runs/x/export --input=new.csv --output=scored.csv [--overwrite]
 
 Feature columns are matched by header name (any order); other columns are copied unchanged.
 Needs only the export: names and classes come from its metadata signature.
@@ -22,7 +22,14 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model", None, "SavedModel folder written by tf-backprop-export (or by training).")
 flags.DEFINE_string("input", None, "CSV with a header row naming the model's features; - for stdin.")
-flags.DEFINE_string("output", "-", "CSV to write (created only once complete); - for stdout.")
+flags.DEFINE_string(
+    "output",
+    "-",
+    "CSV to write (created only once complete; an existing file needs --overwrite); - for stdout.",
+)
+flags.DEFINE_bool(
+    "overwrite", False, "Replace an existing --output file (only once the new one is complete)."
+)
 flags.DEFINE_integer(
     "batch_size", predict.PREDICT_BATCH_SIZE, "Rows read and predicted at a time.", lower_bound=1
 )
@@ -39,8 +46,14 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         # stdout may be the CSV and stderr is for warnings and errors; --verbosity=0 shows progress.
         logging.set_verbosity(logging.WARNING)
-    served = served_lib.load_export(FLAGS.model)
-    predict.predict_csv(served, FLAGS.input, FLAGS.output, batch_size=FLAGS.batch_size, warn=warn)
+    predict.predict_csv(
+        served_lib.load_export(FLAGS.model),
+        FLAGS.input,
+        FLAGS.output,
+        batch_size=FLAGS.batch_size,
+        warn=warn,
+        overwrite=FLAGS.overwrite,
+    )
 
 
 def run():

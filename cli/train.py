@@ -11,14 +11,12 @@ help); --restart and --json are the only flags of this command's own.
 
 from __future__ import annotations
 
-import json
-
 from absl import flags
 
-from tf_backprop import training
+from tf_backprop import files, training
 from tf_backprop.cli import common
+from tf_backprop.training import cluster
 from tf_backprop.training import config as config_lib
-from tf_backprop.training import distributed
 
 FLAGS = flags.FLAGS
 
@@ -71,21 +69,25 @@ def main(argv):
     except training.Interrupted as interrupted:
         common.fail(str(interrupted), interrupted.exit_code)
     if FLAGS.json:
-        print(json.dumps({"workdir": result.workdir, "steps": result.steps, **result.final_metrics}))
+        print(files.dumps({"workdir": result.workdir, "steps": result.steps, **result.final_metrics}))
     else:
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.final_metrics.items() if k != "split")
         print(f"trained {result.steps} steps; {result.final_metrics['split']} {metrics}")
         outputs = ["config.json", "data.json", "metrics.json", "ckpt/"]
         outputs += ["tb/"] if config.monitor else []
         outputs += ["export/ (SavedModel)"] if config.export else []
-        if config.strategy == "multi_worker" and not distributed.is_chief_process():
+        if config.strategy == "multi_worker" and not cluster.is_chief_process():
             outputs = ["written by the chief worker"]
         print(f"outputs in {result.workdir}: {', '.join(outputs)}")
 
 
 def run():
     """Console-script entry point."""
-    common.run(main, failures=(training.TrainingError, training.CheckpointError))
+    # A lost or silent worker leaves TensorFlow's coordination agent in an error state: its
+    # shutdown would log after the error line (and may wait on the peers).
+    common.run(
+        main, failures=(training.TrainingError, training.CheckpointError), at_once=(training.WorkerLostError,)
+    )
 
 
 if __name__ == "__main__":

@@ -168,6 +168,58 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(export.ExportError, "not a SavedModel folder"):
             served_lib.load_export(self.dir)
 
+    def counting_predictions(self, task: str) -> list[int]:
+        """Rows the served model of `task` is asked to predict during this test."""
+        served, calls = self.served[task], []
+        real_predict = served.predict
+        served.predict = lambda x: calls.append(len(x)) or real_predict(x)
+        self.addCleanup(delattr, served, "predict")
+        return calls
+
+    def test_an_existing_output_is_refused_before_scoring_unless_overwrite(self):
+        output = os.path.join(self.dir, "out.csv")
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write("my results\n")
+        calls = self.counting_predictions("regression")
+        with self.assertRaisesRegex(
+            predict.OutputError, r"out\.csv: already exists; pass overwrite=True \(--overwrite\)"
+        ):
+            self.predict("regression", FEATURES, [[1, 2, 3]])
+        self.assertEqual(calls, [])  # refused before scoring
+        with open(output, encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "my results\n")
+        self.assertEqual(sorted(os.listdir(self.dir)), ["in.csv", "out.csv"])
+        text = self.predict("regression", FEATURES, [[1, 2, 3]], overwrite=True)
+        self.assertStartsWith(text, "x1,x2,x3,predicted_y\n")
+        self.assertEqual(calls, [1])
+
+    def test_an_output_folder_is_refused_before_scoring(self):
+        calls = self.counting_predictions("regression")
+        source = write_csv(os.path.join(self.dir, "in.csv"), FEATURES, [[1, 2, 3]])
+        for overwrite in (False, True):
+            with self.assertRaisesRegex(predict.OutputError, r"is a folder; give the path of the CSV file"):
+                predict.predict_csv(self.served["regression"], source, self.dir, overwrite=overwrite)
+        self.assertEqual(calls, [])
+        self.assertNoOutput()
+
+    def test_an_output_that_appears_while_scoring_is_not_replaced(self):
+        output = os.path.join(self.dir, "out.csv")
+        served = self.served["regression"]
+        real_predict = served.predict
+
+        def predict_then_collide(x):  # another program writes the output meanwhile
+            with open(output, "w", encoding="utf-8") as handle:
+                handle.write("theirs")
+            return real_predict(x)
+
+        served.predict = predict_then_collide
+        self.addCleanup(delattr, served, "predict")
+        with self.assertRaisesRegex(predict.OutputError, r"out\.csv: appeared while predicting"):
+            self.predict("regression", FEATURES, [[1, 2, 3]])
+        with open(output, encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "theirs")
+        self.assertEqual(sorted(os.listdir(self.dir)), ["in.csv", "out.csv"])  # no temporary left
+
 
 class PredictCliTest(tf.test.TestCase):
     """tf-backprop-predict in a subprocess: exit codes and what reaches stdout and stderr."""
@@ -183,12 +235,16 @@ class PredictCliTest(tf.test.TestCase):
         shutil.rmtree(cls.folder, ignore_errors=True)
         super().tearDownClass()
 
-    def run_predict(self, header: list[str], rows: list[list], *flags: str):
-        """Runs the CLI on in.csv in a fresh folder; returns (result, folder)."""
+    def run_predict(self, header: list[str], rows: list[list], *flags: str, existing: str | None = None):
+        """Runs the CLI on in.csv in a fresh folder (with out.csv holding `existing`, if given);
+        returns (result, folder)."""
         import subprocess
 
         cwd = self.create_tempdir().full_path
         write_csv(os.path.join(cwd, "in.csv"), header, rows)
+        if existing is not None:
+            with open(os.path.join(cwd, "out.csv"), "w", encoding="utf-8") as handle:
+                handle.write(existing)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         args = [PREDICT, f"--model={self.model}", "--input=in.csv", *flags]
         result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
@@ -231,5 +287,31 @@ class PredictCliTest(tf.test.TestCase):
         self.assertEqual(
             result.stderr.strip(),
             'tf-backprop-predict: error: in.csv:3:2 (column "x1"): expected a number, got "oops"',
+        )
+        self.assertEqual(os.listdir(cwd), ["in.csv"])
+
+    def test_existing_output_exits_2_unless_overwrite(self):
+        result, cwd = self.run_predict(FEATURES, [[1, 2, 3]], "--output=out.csv", existing="mine\n")
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(
+            result.stderr.strip(),
+            "tf-backprop-predict: error: out.csv: already exists; pass overwrite=True (--overwrite) to replace it",
+        )
+        with open(os.path.join(cwd, "out.csv"), encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "mine\n")
+        result, cwd = self.run_predict(
+            FEATURES, [[1, 2, 3]], "--output=out.csv", "--overwrite", existing="mine\n"
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(os.path.join(cwd, "out.csv"), encoding="utf-8") as handle:
+            self.assertStartsWith(handle.read(), "x1,x2,x3,predicted_label,")
+        self.assertEqual(sorted(os.listdir(cwd)), ["in.csv", "out.csv"])
+
+    def test_output_folder_exits_2_with_one_line(self):
+        result, cwd = self.run_predict(FEATURES, [[1, 2, 3]], "--output=.")
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(
+            result.stderr.strip(),
+            "tf-backprop-predict: error: .: is a folder; give the path of the CSV file to write",
         )
         self.assertEqual(os.listdir(cwd), ["in.csv"])

@@ -464,3 +464,28 @@ class RestartTest(ResumeCliTestCase):
         metrics = checkpoint_files.read_json(self.workdir, "metrics.json")
         self.assertEqual(metrics["steps"], 80)
         self.assertEqual([record["epoch"] for record in metrics["history"]], [1, 2])
+
+
+class ConcurrentRunTest(ResumeCliTestCase):
+    """Two runs into one workdir at once: the second exits 2 naming the first; a kill frees the folder."""
+
+    def test_a_second_run_is_refused_while_the_first_holds_the_folder(self):
+        flags = (*_flags("tape", 1), "--workdir=run")
+        first = _Child(flags, self.cwd, watch_stderr=True)
+        started = next((line for line in first.read_lines() if _CHECKPOINT_LINE.search(line)), None)
+        try:
+            self.assertIsNotNone(started, "the first run never checkpointed")
+            second = self.run_cli(*_replace(flags, "learning_rate", "--learning_rate=0.05"))
+            self.assert_error_line(
+                second,
+                2,
+                rf"workdir: \S+/run is in use by another run \(pid {first.proc.pid} on \S+\); wait for it",
+            )
+        finally:
+            first.proc.kill()  # SIGKILL: the OS releases its lock
+            killed = first.finish()
+        self.assertEqual(killed.returncode, -signal.SIGKILL, killed.describe())
+        config = checkpoint_files.read_json(self.workdir, "config.json")
+        self.assertEqual(config["learning_rate"], 0.01)  # the refused run wrote nothing
+        rerun = self.run_ok(*_replace(flags, "steps", "--steps=40"))  # resumes past its end: no training
+        self.assertEqual(len([line for line in rerun.lines if _RESUMING_LINE.match(line)]), 1)

@@ -65,8 +65,13 @@ def _write(directory: str, name: str, text: str) -> str:
 
 
 def _expected_config(preset: str = "default", **flags) -> dict:
-    """config.json as it should be written for `flags` given over `preset`."""
-    return config_lib.from_preset(preset, **flags).to_dict()
+    """config.json as it should be written for `flags` given over `preset`: the run-folder
+    marker, then every field."""
+    return {
+        "format": "tf_backprop.run",
+        "format_version": 1,
+        **config_lib.from_preset(preset, **flags).to_dict(),
+    }
 
 
 class CliTestCase(tf.test.TestCase, parameterized.TestCase):
@@ -294,6 +299,71 @@ class DivergenceTest(CliTestCase):
             _read_json(self.cwd, "run", "config.json"),
             _expected_config(optimizer="sgd", learning_rate=1e6, epochs=3, n_samples=200, workdir="run"),
         )
+
+
+class RunFolderTest(CliTestCase):
+    """--workdir that is not ours, is a file, or changed data under it: exit 2, one line, nothing touched."""
+
+    def test_a_foreign_folder_is_refused_and_its_files_kept(self):
+        _write(self.cwd, "data.json", '{"my": "data"}\n')
+        _write(self.cwd, "metrics.json", '{"my": "metrics"}\n')
+        line = self.run_failing(*_TINY, f"--workdir={self.cwd}", code=2, log_lines=True)
+        self.assertIn(f"workdir: {self.cwd} is not empty and not a tf_backprop run folder", line)
+        self.assertIn("use a new or empty folder", line)
+        self.assertEqual(sorted(os.listdir(self.cwd)), ["data.json", "metrics.json"])
+        self.assertEqual(_read_json(self.cwd, "data.json"), {"my": "data"})
+        self.assertEqual(_read_json(self.cwd, "metrics.json"), {"my": "metrics"})
+
+    def test_a_file_or_a_folder_under_a_file_exits_2(self):
+        _write(self.cwd, "notes", "mine")
+        for workdir, message in (("notes", "is a file, not a folder"), ("notes/run", "(Not a directory)")):
+            line = self.run_failing(*_TINY, f"--workdir={workdir}", code=2, log_lines=True)
+            self.assertIn(message, line)
+        self.assertEqual(os.listdir(self.cwd), ["notes"])
+
+    def test_changed_csv_data_is_not_resumed(self):
+        rows = [f"{i % 9},{i % 4},{(i % 9) * 0.5 - (i % 4):g}" for i in range(60)]
+        _write(self.cwd, "houses.csv", "x1,x2,y\n" + "\n".join(rows) + "\n")
+        flags = ("--data=csv:houses.csv", "--target=y", "--epochs=1", "--workdir=run")
+        self.run_ok(*flags)
+        _write(self.cwd, "houses.csv", "x1,x2,y\n" + "\n".join(rows[:-1]) + "\n")  # a row fewer
+        line = self.run_failing(*flags[:-2], "--epochs=2", "--workdir=run", code=2, log_lines=True)
+        self.assertRegex(
+            line, r"was trained on other data: csv:\S+houses\.csv has changed \(was \d+ bytes, 60 rows"
+        )
+        self.assertIn("now", line)
+        self.assertIn("--restart", line)
+
+
+class StrictJsonTest(CliTestCase):
+    def test_metrics_of_a_huge_target_are_strict_json(self):
+        """A target around 1e30 (its squares overflow float32): every JSON output parses strictly."""
+        rows = [f"{i},{i % 7},{(1.5 * i + i % 7) * 1e30:g}" for i in range(60)]
+        _write(self.cwd, "huge.csv", "x1,x2,y\n" + "\n".join(rows) + "\n")
+        result = self.run_ok("--data=csv:huge.csv", "--target=y", "--epochs=2", "--workdir=run", "--json")
+        (line,) = result.stdout.splitlines()
+        for document in (_strict(line), _strict(_read_text(self.cwd, "run", "metrics.json"))):
+            final = document.get("final", document)
+            for name in _REGRESSION_METRICS:
+                value = final[name]
+                if value is None:  # not finite: named
+                    self.assertIn(name, " ".join(document["non_finite"]))
+                else:
+                    self.assertTrue(math.isfinite(value), f"{name}={value}")
+
+
+def _read_text(*path: str) -> str:
+    with open(os.path.join(*path), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _strict(text: str):
+    """json.loads refusing NaN and ±Infinity, as strict JSON parsers do."""
+
+    def refuse(constant: str):
+        raise AssertionError(f"not strict JSON: {constant} in {text[:200]}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 if __name__ == "__main__":

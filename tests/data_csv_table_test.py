@@ -1,5 +1,6 @@
 """Tests for tf_backprop.data.csv_table: the one CSV reader, shared by training and prediction."""
 
+import hashlib
 import io
 import itertools
 import os
@@ -132,3 +133,24 @@ class HeaderTest(CsvTestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class FingerprintTest(CsvTestCase):
+    """read_table's size and SHA-256 are those of the file's bytes, BOM and blank lines included."""
+
+    def test_size_and_digest_of_the_bytes(self):
+        content = "\ufeffx1,y\r\n1,2\n\n3,4\n"
+        path = self.write_csv(content)
+        table = csv_table.read_table(path)
+        raw = content.encode("utf-8")
+        self.assertEqual((table.size, table.sha256), (len(raw), hashlib.sha256(raw).hexdigest()))
+
+    def test_one_changed_byte_changes_the_fingerprint(self):
+        def fingerprint(text: str) -> dict:
+            path = self.write_csv(text)
+            return data.load(f"csv:{path}", target="y", val_split=0, test_split=0).preprocessing.fingerprint
+
+        first, second = fingerprint("x1,y\n1,2\n3,4\n5,6\n"), fingerprint("x1,y\n1,2\n3,4\n5,7\n")
+        self.assertEqual((first["kind"], first["rows"]), ("csv", 3))
+        self.assertEqual(first["bytes"], second["bytes"])
+        self.assertNotEqual(first["sha256"], second["sha256"])

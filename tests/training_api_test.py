@@ -37,7 +37,9 @@ class DefaultRunTest(tf.test.TestCase):
         cfg = _config(workdir, epochs=2)
         result = training.train(cfg, progress=False)
         with open(os.path.join(workdir, "config.json")) as handle:
-            self.assertEqual(config.TrainConfig.from_dict(json.load(handle)), cfg)
+            saved = json.load(handle)
+        self.assertEqual((saved.pop("format"), saved.pop("format_version")), ("tf_backprop.run", 1))
+        self.assertEqual(config.TrainConfig.from_dict(saved), cfg)
         with open(os.path.join(workdir, "metrics.json")) as handle:
             metrics = json.load(handle)
         self.assertLen(metrics["history"], 2)
@@ -48,6 +50,8 @@ class DefaultRunTest(tf.test.TestCase):
         self.assertTrue(os.path.exists(os.path.join(workdir, "data.json")))
         self.assertEqual(os.listdir(workdir).count("metrics.json"), 1)  # no temporary left behind
         self.assertFalse([name for name in os.listdir(workdir) if ".tmp" in name])
+        with open(os.path.join(workdir, ".lock")) as handle:
+            self.assertEqual(handle.read(), "")  # released: no stale pid
 
     def test_classification_reports_accuracy(self):
         result = training.train(

@@ -8,8 +8,11 @@ are small (16 steps per epoch) and their chunk sizes are chosen to compile few s
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -372,12 +375,10 @@ class ResumeTest(ExactTestCase):
     )
     def test_mismatch_raises_and_leaves_the_run_alone(self, field, overrides):
         workdir = self.copy_of_base()
-        before = {d: checkpoint_files.file_states(os.path.join(workdir, d)) for d in ("", "ckpt")}
+        before = _run_file_states(workdir)
         with self.assertRaisesRegex(checkpoint.ConfigMismatchError, rf"\b{field}: saved "):
             _train(_config(workdir, **overrides))
-        self.assertEqual(
-            {d: checkpoint_files.file_states(os.path.join(workdir, d)) for d in ("", "ckpt")}, before
-        )
+        self.assertEqual(_run_file_states(workdir), before)
 
     def test_restart_moves_the_run_aside_and_starts_at_step_0(self):
         workdir = self.copy_of_base()
@@ -393,24 +394,106 @@ class ResumeTest(ExactTestCase):
         self.assertEqual(checkpoint_files.read_json(workdir, "config.json")["epochs"], 1)
 
 
+class _Records(logging.Handler):
+    """Collects the records of a Python logger (TensorFlow's own warnings go to "tensorflow")."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 class HealthResumeTest(ExactTestCase):
-    def test_a_resumed_run_continues_the_gradient_health_counts(self):
+    def test_a_resumed_run_continues_the_gradient_health_counts_without_restore_warnings(self):
         # A threshold every gradient exceeds: each measurement warns for every layer.
         loud = {"monitor": True, "exploding_threshold": 1e-12}
         workdir = self.create_tempdir().full_path
         uninterrupted = self.create_tempdir().full_path
+        records = _Records()
         with _time_limit():
             _train(_config(workdir, epochs=2, **loud))
-            _train(_config(workdir, epochs=4, **loud))
+            logging.getLogger("tensorflow").addHandler(records)
+            try:
+                _train(_config(workdir, epochs=4, **loud))
+                gc.collect()  # TF reports unrestored values when the restore status is deleted
+            finally:
+                logging.getLogger("tensorflow").removeHandler(records)
             _train(_config(uninterrupted, epochs=4, **loud))
         resumed_health = _metrics(workdir)["gradient_health"]
         self.assertGreater(resumed_health["warnings"]["exploding"], 0)
         self.assertEqual(resumed_health, _metrics(uninterrupted)["gradient_health"])
+        unrestored = [m for m in records.messages if "unrestored" in m or "could not be found" in m]
+        self.assertEqual(unrestored, [])
+
+
+def _run_file_states(workdir: str) -> dict:
+    """file_states of the workdir and its ckpt/, but for the lock file (the refused run locked
+    the folder while it checked it)."""
+    states = {d: checkpoint_files.file_states(os.path.join(workdir, d)) for d in ("", "ckpt")}
+    states[""].pop(workdir_lib.LOCK_FILE)
+    return states
 
 
 def _metrics(workdir: str) -> dict:
     with open(os.path.join(workdir, "metrics.json"), encoding="utf-8") as handle:
         return json.load(handle)
+
+
+class DataChangeTest(ExactTestCase):
+    """A resume on other data is refused: the CSV's bytes, or (runs from before fingerprints)
+    the statistics data.json holds."""
+
+    def _csv(self, folder: str, last: float = 2.0) -> str:
+        rows = "".join(f"{i % 7},{i % 5},{(i % 7) * 0.3 + (i % 5) * 0.1:g}\n" for i in range(99))
+        path = os.path.join(folder, "data.csv")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f"x1,x2,y\n{rows}1,1,{last:g}\n")
+        return path
+
+    def _csv_config(self, workdir: str, path: str, **overrides) -> config.TrainConfig:
+        return _config(workdir, **{"data": f"csv:{path}", "target": "y", "epochs": 1, **overrides})
+
+    def test_a_changed_csv_is_refused_and_the_original_resumes(self):
+        root = self.create_tempdir().full_path
+        workdir, path = os.path.join(root, "run"), self._csv(root)
+        _train(self._csv_config(workdir, path))
+        self._csv(root, last=3.0)  # one value changed: same size, same rows
+        before = _run_file_states(workdir)
+        size = os.path.getsize(path)
+        pattern = (
+            rf"^{re.escape(workdir)} was trained on other data: csv:{re.escape(path)} has changed "
+            rf"\(was {size} bytes, 100 rows, sha256 [0-9a-f]{{12}}…; now {size} bytes, 100 rows, "
+            r"sha256 [0-9a-f]{12}…\); rerun with --restart"
+        )
+        with self.assertRaisesRegex(checkpoint.ConfigMismatchError, pattern):
+            _train(self._csv_config(workdir, path, epochs=2))
+        self.assertEqual(_run_file_states(workdir), before)
+        self._csv(root)  # the original bytes again
+        self.assertEqual(_train(self._csv_config(workdir, path, epochs=2)).steps, 2 * 8)
+        self._csv(root, last=3.0)
+        self.assertEqual(_train(self._csv_config(workdir, path), restart=True).steps, 8)
+
+    def test_a_data_json_without_fingerprint_is_compared_by_its_statistics(self):
+        root = self.create_tempdir().full_path
+        workdir, path = os.path.join(root, "run"), self._csv(root)
+        _train(self._csv_config(workdir, path))
+
+        def forget_fingerprint():  # data.json as the previous version wrote it
+            saved = checkpoint_files.read_json(workdir, "data.json")
+            del saved["fingerprint"]
+            with open(os.path.join(workdir, "data.json"), "w", encoding="utf-8") as handle:
+                json.dump(saved, handle)
+
+        forget_fingerprint()
+        self.assertEqual(_train(self._csv_config(workdir, path, epochs=2)).steps, 2 * 8)
+        forget_fingerprint()
+        self._csv(root, last=9.0)
+        with self.assertRaisesRegex(
+            checkpoint.ConfigMismatchError, r"has changed \(its target_mean, target_std differ"
+        ):
+            _train(self._csv_config(workdir, path, epochs=3))
 
 
 class EarlyStopResumeTest(ExactTestCase):

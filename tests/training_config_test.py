@@ -30,6 +30,8 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
         ({"grad_accum_steps": 0}, "grad_accum_steps"),
         ({"verify_every": -1}, "verify_every"),
         ({"device": "tpu"}, "device"),
+        ({"worker_timeout": 0.0}, "^worker_timeout: expected a number > 0"),
+        ({"worker_timeout": float("inf")}, "^worker_timeout: expected a number > 0"),
     )
     def test_bad_values_name_the_field(self, values, pattern):
         with self.assertRaisesRegex(config.ConfigError, pattern):

@@ -46,6 +46,7 @@ _FLAGS = (
     "--histogram_every=0",
 )
 _KILL_AFTER = 100  # kill both workers once the chief has checkpointed step ≥ this
+_WORKER_TIMEOUT = 10  # seconds a lone worker waits for the other before it exits 1
 
 
 def _config(workdir: str, **overrides) -> config.TrainConfig:
@@ -201,14 +202,16 @@ class _Cluster:
     """Two tf-backprop-train workers on localhost sharing one workdir (the chief writes it).
 
     Worker `watch`'s stderr is a pipe read by `wait_for`; the others' go to files.  A watchdog
-    kills every worker still alive after _TIMEOUT.
+    kills every worker still alive after `timeout`.  `launch`: the workers started (default all).
     """
 
-    def __init__(self, root: str, workdir: str, flags, watch: int = 0, workers: int = 2):
+    def __init__(
+        self, root: str, workdir: str, flags, watch: int = 0, workers: int = 2, launch=None, timeout=_TIMEOUT
+    ):
         ports, self.root = _free_ports(workers), root
         cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-        self.procs, self.watch, self.lines, self.files = [], watch, [], []
-        for index in range(workers):
+        self.ports, self.procs, self.watch, self.lines, self.files = ports, {}, watch, [], []
+        for index in range(workers) if launch is None else launch:
             env = {k: v for k, v in os.environ.items() if k != "TF_BACKPROP_VERBOSE_TF"}
             env.update(
                 TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
@@ -226,9 +229,9 @@ class _Cluster:
                 stderr=stderr,
                 text=True,
             )
-            self.procs.append(proc)
+            self.procs[index] = proc
         _shrink_pipe(self.procs[watch].stderr)
-        self.watchdog = threading.Timer(_TIMEOUT, self.kill_all)
+        self.watchdog = threading.Timer(timeout, self.kill_all)
         self.watchdog.start()
 
     def _path(self, index: int, kind: str) -> str:
@@ -251,7 +254,7 @@ class _Cluster:
         self.procs[index].send_signal(signal.SIGKILL)
 
     def kill_all(self) -> None:
-        for proc in self.procs:
+        for proc in self.procs.values():
             if proc.poll() is None:
                 proc.kill()
 
@@ -274,7 +277,7 @@ class _Cluster:
             return _Outcome(proc.returncode, handle.read(), stderr)
 
     def finish(self) -> list[_Outcome]:
-        outcomes = [self.wait(index) for index in range(len(self.procs))]
+        outcomes = [self.wait(index) for index in self.procs]
         self.watchdog.cancel()
         self.procs[self.watch].stderr.close()
         for handle in self.files:
@@ -317,7 +320,7 @@ class MultiWorkerTest(tf.test.TestCase):
             self.assertIn("written by the chief worker", other.stdout)
             self.assertEqual(
                 sorted(os.listdir(workdir)),
-                ["ckpt", "config.json", "data.json", "export", "metrics.json", "tb"],
+                [".lock", "ckpt", "config.json", "data.json", "export", "metrics.json", "tb"],
             )
             MultiWorkerTest._reference = checkpoint.load_model(workdir)[0].get_weights()
         return MultiWorkerTest._reference
@@ -362,3 +365,25 @@ class MultiWorkerTest(tf.test.TestCase):
                 self.assertLess(waited, _LOST_WITHIN, survivor.describe())
                 self.assertNotIn(survivor.returncode, (0, -signal.SIGKILL), survivor.describe())
                 self.assertRegex(survivor.stderr[-1], _ERROR_LINE)
+
+
+class WorkerTimeoutTest(tf.test.TestCase):
+    """--worker_timeout: a worker that never starts does not block the others forever."""
+
+    def test_one_of_two_workers_alone_exits_1_naming_the_other(self):
+        for alone in (0, 1):  # the chief (the coordination service's leader), then the other
+            with self.subTest(alone=alone):
+                root = self.create_tempdir().full_path
+                flags = (*_FLAGS, f"--worker_timeout={_WORKER_TIMEOUT}")
+                cluster = _Cluster(root, os.path.join(root, "run"), flags, watch=alone, launch=(alone,))
+                (outcome,) = cluster.finish()  # the test's watchdog kills it (exit -9) after _TIMEOUT
+                self.assertEqual(outcome.returncode, 1, outcome.describe())
+                other, port = 1 - alone, cluster.ports[1 - alone]
+                self.assertRegex(
+                    outcome.stderr[-1],
+                    rf"^tf-backprop-train: error: start-up: the other workers did not all connect within "
+                    rf"{_WORKER_TIMEOUT} s; no answer from worker {other} \(127\.0\.0\.1:{port}\); start "
+                    rf"every worker with the same command",
+                )
+                self.assertNotIn("Traceback", "\n".join(outcome.stderr))
+                self.assertFalse(os.path.exists(os.path.join(root, "run")))  # nothing was written

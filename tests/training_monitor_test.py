@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import checkpoint_files
 import numpy as np
 import tensorflow as tf
 
@@ -169,3 +170,41 @@ class InspectCliTest(tf.test.TestCase):
         self.assertEqual(done.returncode, 2)
         self.assertNotIn("Traceback", done.stderr)
         self.assertIn("activation", done.stderr)
+
+
+class ResumedEventsTest(tf.test.TestCase):
+    """A run resumed from an earlier checkpoint writes each (tag, step) once, as an uninterrupted run."""
+
+    def test_resumed_run_does_not_repeat_steps(self):
+        # 160 training rows: 16 steps per epoch, 8-step chunks; checkpoints at 16, 32 and 48.
+        values = {"n_samples": 200, "epochs": 3, "steps_per_call": 8, "histogram_every": 8, "export": False}
+        workdir, uninterrupted = (self.create_tempdir().full_path for _ in range(2))
+        training.train(config.TrainConfig(workdir=workdir, **values), progress=False)
+        # As if killed after writing the events of steps 40 and 48 but before checkpoint 48.
+        checkpoint_files.truncate_checkpoint(workdir, 48, "data")
+        training.train(config.TrainConfig(workdir=workdir, **values), progress=False)
+        training.train(config.TrainConfig(workdir=uninterrupted, **values), progress=False)
+        for split in ("train", "validation"):
+            resumed, reference = _events(workdir, split), _events(uninterrupted, split)
+            self.assertEqual(set(resumed), set(reference))
+            for tag, events in resumed.items():
+                steps = [step for step, _ in events]
+                self.assertEqual(steps, sorted(set(steps)), f"{split} {tag}: a step written twice")
+                self.assertEqual(steps, [step for step, _ in reference[tag]], f"{split} {tag}")
+        self.assertEqual([step for step, _ in _events(workdir, "train")["loss"]], [16, 32, 48])
+
+    def test_dropping_events_handles_a_record_cut_short_by_a_kill(self):
+        directory = self.create_tempdir().full_path
+        writer = tf.summary.create_file_writer(directory)
+        with writer.as_default():
+            for step in range(1, 6):
+                tf.summary.write("x", tf.constant(float(step)), step=step)
+        writer.close()
+        (path,) = glob.glob(os.path.join(directory, "events.out.tfevents.*"))
+        with open(path, "rb+") as handle:
+            handle.truncate(os.path.getsize(path) - 5)  # the last event's record cut short
+        self.assertEqual(monitor.drop_events_after(directory, 3), 2)  # step 4, and the cut one (5)
+        steps = [e.step for e in tf.compat.v1.train.summary_iterator(path) if e.summary.value]
+        self.assertEqual(steps, [1, 2, 3])
+        self.assertEqual(monitor.drop_events_after(directory, 0), 3)
+        self.assertEqual(os.listdir(directory), [])  # nothing but the header was left: removed

@@ -1,4 +1,8 @@
-"""Files that are never half-written: write a temporary sibling, then rename it into place.
+"""Files that are never half-written, and JSON that strict parsers accept.
+
+Atomic writes: a temporary sibling is written, then renamed into place.  Strict JSON: every
+JSON file and line this package writes passes `allow_nan=False`; a value that is not finite
+becomes null, and a top-level "non_finite" field names where it was and what it was.
 
 Needs the standard library only.
 """
@@ -6,7 +10,9 @@ Needs the standard library only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import shutil
 import uuid
@@ -15,16 +21,50 @@ from typing import IO, Any
 
 from absl import logging
 
+NON_FINITE_FIELD = "non_finite"  # {"final.rmse": "inf", "history[3].loss": "nan"}
+
 
 def hidden_sibling(path: str, kind: str) -> str:
     """A fresh name next to `path`, e.g. <parent>/.export.tmp-1a2b3c4d5e6f."""
     return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{kind}-{uuid.uuid4().hex[:12]}")
 
 
+def finite_or_null(payload: Any) -> Any:
+    """`payload` with every non-finite float replaced by None.
+
+    A dict gains NON_FINITE_FIELD mapping each replaced value's path (e.g. "final.rmse",
+    "history[3].loss") to "inf", "-inf" or "nan"; any other payload with a non-finite value
+    is a ValueError (there is no place to say so).
+    """
+    found: dict[str, str] = {}
+    cleaned = _replace_non_finite(payload, "", found)
+    if not found:
+        return cleaned
+    if not isinstance(cleaned, dict):
+        raise ValueError(f"JSON: non-finite value(s) at {', '.join(found)} in a {type(payload).__name__}")
+    return {**cleaned, NON_FINITE_FIELD: found}
+
+
+def _replace_non_finite(value: Any, path: str, found: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _replace_non_finite(v, f"{path}.{k}" if path else str(k), found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_replace_non_finite(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):  # NumPy's float64 is a float too
+        found[path or "value"] = str(float(value))
+        return None
+    return value
+
+
+def dumps(payload: Any, **options) -> str:
+    """Strict JSON text of `payload` (finite_or_null first); `options` as for json.dumps."""
+    return json.dumps(finite_or_null(payload), allow_nan=False, **options)
+
+
 def write_json(path: str, payload: Any) -> None:
-    """Writes `payload` as indented JSON to a temporary sibling, then renames it to `path`."""
+    """Writes `payload` as indented strict JSON to a temporary sibling, then renames it to `path`."""
     with atomic_text(path) as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.write(dumps(payload, indent=2, sort_keys=True))
         handle.write("\n")
 
 
@@ -35,20 +75,37 @@ def write_text(path: str, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_text(path: str) -> Iterator[IO[str]]:
+def atomic_text(path: str, overwrite: bool = True) -> Iterator[IO[str]]:
     """A text handle whose file appears at `path` only once the block completes.
 
     OSError from opening the temporary file propagates; on any failure the temporary file is
-    removed and `path` keeps its previous content.
+    removed and `path` keeps its previous content.  overwrite=False: FileExistsError if
+    `path` exists when the block completes (it is never replaced then).
     """
     temporary = hidden_sibling(os.path.abspath(path), "tmp")
     try:
         with open(temporary, "w", encoding="utf-8", newline="") as handle:
             yield handle
-        os.replace(temporary, path)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            _place_new(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _place_new(temporary: str, path: str) -> None:
+    """Renames `temporary` to `path` unless `path` exists (FileExistsError), atomically where
+    the filesystem has hard links."""
+    try:
+        os.link(temporary, path)  # FileExistsError if path exists, whatever appeared meanwhile
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: check, then rename
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "File exists", path) from None
+        os.replace(temporary, path)
 
 
 def replace_folder(staging: str, path: str) -> None:

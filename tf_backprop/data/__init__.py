@@ -14,8 +14,11 @@ Bad input raises `DataError`, whose message is one line naming the file, and the
 column where they are known.  The package imports TensorFlow (through `losses`, which names
 the task each loss takes).
 
-Modules, each importing only those before it: errors → tasks → containers → synthetic,
-csv_table → csv_source → splits → loading.
+Loading logs one warning line per finding about data that trains but probably not as meant
+(`checks`), and records the data's fingerprint in `Preprocessing.fingerprint` (`fingerprint`).
+
+Modules, each importing only those before it: errors → tasks → containers → fingerprint,
+checks → synthetic, csv_table → csv_source → splits → loading.
 """
 
 from tf_backprop.data.containers import Datasets, Preprocessing, RawSource, Split

@@ -26,6 +26,7 @@ class RawSource:
     feature_names: list[str]
     target_name: str
     class_names: list[str] | None
+    fingerprint: dict | None = None  # data.fingerprint: what identifies these rows
 
 
 @dataclasses.dataclass
@@ -40,6 +41,9 @@ class Preprocessing:
     target_mean: list[float] | None = None  # regression only: [k]
     target_std: list[float] | None = None  # regression only: [k]
     class_names: list[str] | None = None  # classification: label names in class-id order
+    # What the statistics were computed from (data.fingerprint), so a resumed run can tell
+    # that its data changed; None in data.json files written before fingerprints existed.
+    fingerprint: dict | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from tf_backprop import text
+from tf_backprop.data import fingerprint
 from tf_backprop.data.containers import RawSource
 from tf_backprop.data.csv_table import Table, read_table
 from tf_backprop.data.errors import DataError
@@ -27,7 +28,9 @@ def load_csv(path: str, target: str | None, task: str, loss: str | None) -> RawS
     resolved = infer_task(task, loss, summary)
     classes = summary.class_names if resolved in CLASSIFICATION else None
     y = _encode_targets(resolved, summary, parsed)
-    return RawSource(x, y, resolved, [table.header[c] for c in features], table.header[j], classes)
+    names = [table.header[c] for c in features]
+    identity = fingerprint.of_csv(table.size, table.sha256, len(table.rows))
+    return RawSource(x, y, resolved, names, table.header[j], classes, identity)
 
 
 def _target_column(table: Table, target: str | None) -> int:

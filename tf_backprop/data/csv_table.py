@@ -14,6 +14,7 @@ import codecs
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import os
 import re
 import sys
@@ -40,6 +41,8 @@ class Table:
     header_line: int
     rows: list[list[str]]
     lines: list[int]  # lines[i]: the file line where rows[i] starts
+    size: int = 0  # the file's length in bytes
+    sha256: str = ""  # hex digest of the file's bytes, as read
 
     def where(self, line: int, column: int) -> str:
         """'file:line:col (column "name")' for a cell; column is the 0-based field index."""
@@ -55,14 +58,28 @@ def read_table(path: str) -> Table:
     with _open_file(path) as handle:
         # Every record first (training needs them all anyway), so that a malformed or non-UTF-8
         # line anywhere is reported ahead of a bad header, as when the file was decoded whole.
-        every = iter(list(records(path, handle)))
+        hashed = _Hashed(handle)
+        every = iter(list(records(path, hashed)))
     header_line, header = read_header(path, every)
     data = list(every)
     if not data:
         raise DataError(f"{path}:{header_line}: no data rows after the header")
     lines, rows = [line for line, _ in data], [row for _, row in data]
     check_widths(path, len(header), lines, rows)
-    return Table(path, header, header_line, rows, lines)
+    return Table(path, header, header_line, rows, lines, hashed.size, hashed.digest.hexdigest())
+
+
+class _Hashed:
+    """A binary handle's lines, hashed (SHA-256) and counted as they are read."""
+
+    def __init__(self, handle: IO[bytes]):
+        self.handle, self.digest, self.size = handle, hashlib.sha256(), 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self.handle:
+            self.digest.update(line)
+            self.size += len(line)
+            yield line
 
 
 @contextlib.contextmanager
@@ -75,7 +92,7 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
         yield handle
 
 
-def records(path: str, handle: IO[bytes]) -> Iterator[Record]:
+def records(path: str, handle: Iterable[bytes]) -> Iterator[Record]:
     """(start line, fields) of every non-blank record, read from `handle` only as they are pulled.
 
     `path` names the file in messages.  DataError for malformed CSV, a failed read, or bytes
@@ -126,7 +143,7 @@ def _open_file(path: str) -> Iterator[IO[bytes]]:
         yield handle
 
 
-def _text_lines(path: str, handle: IO[bytes]) -> Iterator[str]:
+def _text_lines(path: str, handle: Iterable[bytes]) -> Iterator[str]:
     """The handle's lines decoded as UTF-8, endings kept; DataError naming a bad byte's line and offset."""
     number, offset = 0, 0  # the current line's 1-based number and the file offset of its first byte
     try:

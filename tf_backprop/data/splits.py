@@ -11,12 +11,9 @@ import math
 import numpy as np
 from absl import logging
 
+from tf_backprop.data import checks
 from tf_backprop.data.containers import Datasets, Preprocessing, RawSource, Split
 from tf_backprop.data.errors import DataError
-
-# A std at or below this fraction of the column's scale is a constant column whose std is
-# rounding noise; dividing by it would blow that noise up to O(1) values.
-_CONSTANT_RTOL = 1e-12
 
 
 def make_datasets(
@@ -31,6 +28,7 @@ def make_datasets(
     order = np.random.default_rng(seed).permutation(m)
     test_rows, val_rows, train_rows = np.split(order, [n_test, n_test + n_val])
     prep = _fit_preprocessing(raw, train_rows, standardize)
+    checks.warn_about(raw, train_rows, where)
     logging.info(
         "Loaded %s: %d rows, %d features, task %s; train/validation/test = %d/%d/%d rows",
         source, m, raw.x.shape[1], raw.task, n_train, n_val, n_test,
@@ -59,11 +57,9 @@ def _split_counts(m: int, val_split: float, test_split: float, where: str) -> tu
 
 
 def _column_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and std of [m, k]; a (near-)zero std becomes 1 so constants stay finite."""
-    mean = values.mean(axis=0)
-    std = values.std(axis=0)
-    constant = std <= _CONSTANT_RTOL * np.maximum(1.0, np.abs(mean))
-    return mean, np.where(constant, 1.0, std)
+    """Per-column mean and std of [m, k]; a (near-)zero std becomes 1 so constants stay finite
+    (dividing by rounding noise would blow it up to O(1) values)."""
+    return values.mean(axis=0), np.where(checks.constant_columns(values), 1.0, values.std(axis=0))
 
 
 def _fit_preprocessing(raw: RawSource, train_rows: np.ndarray, standardize: bool) -> Preprocessing:
@@ -86,6 +82,7 @@ def _fit_preprocessing(raw: RawSource, train_rows: np.ndarray, standardize: bool
         target_mean=target_mean,
         target_std=target_std,
         class_names=raw.class_names,
+        fingerprint=raw.fingerprint,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tf_backprop.data import fingerprint
 from tf_backprop.data.containers import RawSource
 from tf_backprop.data.tasks import TargetSummary, infer_task
 
@@ -32,7 +33,8 @@ def generate(source: str, task: str, loss: str | None, seed: int, n_samples: int
     summary = TargetSummary("real" if classes is None else "labels", classes, where=f"source {source!r}")
     resolved = infer_task(task, loss, summary)
     names = [f"x{j + 1}" for j in range(x.shape[1])]
-    return RawSource(x, y, resolved, names, "y", classes)
+    identity = fingerprint.of_synthetic(source, seed, n_samples, noise)
+    return RawSource(x, y, resolved, names, "y", classes, identity)
 
 
 def _parse_name(source: str) -> tuple[str, int]:

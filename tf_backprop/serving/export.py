@@ -24,7 +24,6 @@ place; an existing export is replaced (with overwrite=True) only once the new on
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -142,9 +141,9 @@ def _metadata_function(metadata: dict) -> tf.types.experimental.GenericFunction:
         "feature_names": metadata["feature_names"],
         "class_names": metadata["class_names"] or [],
         "target_name": metadata["target_name"],
-        "config_json": json.dumps(metadata["config"], sort_keys=True),
+        "config_json": files.dumps(metadata["config"], sort_keys=True),
         "package_version": metadata["package_version"],
-        "metadata_json": json.dumps(metadata, sort_keys=True),
+        "metadata_json": files.dumps(metadata, sort_keys=True),
     }
 
     @tf.function(input_signature=[], autograph=False)
@@ -176,7 +175,7 @@ def _write_saved_model(
         # tf.saved_model.Asset copies this file into <folder>/assets/ under its base name.
         source = os.path.join(scratch, METADATA_FILE)
         with open(source, "w", encoding="utf-8") as handle:
-            json.dump(metadata, handle, indent=2, sort_keys=True)
+            handle.write(files.dumps(metadata, indent=2, sort_keys=True))
         root = _ServingModule(model, preprocessing, metadata, source)
         signatures = {SERVING_SIGNATURE: root.serve, METADATA_SIGNATURE: root.metadata}
         tf.saved_model.save(root, folder, signatures=signatures)

@@ -2,9 +2,10 @@
 
 Feature columns are matched by header name, extra columns are ignored (with a warning), and the
 CSV is streamed in batches through `data.csv_table`, the reader training uses, so memory stays
-flat whatever the file's size.  The output CSV is
-the input's columns followed by the prediction columns, written to a temporary sibling and
-renamed into place, so an existing output file is replaced only by a complete one.
+flat whatever the file's size.  The output CSV is the input's columns followed by the prediction
+columns.  Its location is checked before anything is scored: an existing file is refused
+unless `overwrite` (as export does), a folder always; the file is written to a temporary
+sibling and renamed into place, so an existing output file is replaced only by a complete one.
 """
 
 from __future__ import annotations
@@ -145,8 +146,24 @@ def _batches(
         yield lines, rows
 
 
+class OutputError(ValueError):
+    """The output path may not be written: a folder, or an existing file without overwrite."""
+
+
+def check_output(output: str, overwrite: bool = False) -> None:
+    """OutputError unless `output` ("-": stdout) may be written as a new (or, with overwrite,
+    replaced) file."""
+    if output == "-":
+        return
+    path = os.path.abspath(os.path.expanduser(output))
+    if os.path.isdir(path):
+        raise OutputError(f"{output}: is a folder; give the path of the CSV file to write")
+    if os.path.lexists(path) and not overwrite:
+        raise OutputError(f"{output}: already exists; pass overwrite=True (--overwrite) to replace it")
+
+
 @contextlib.contextmanager
-def _atomic_output(output: str) -> Iterator[IO[str]]:
+def _atomic_output(output: str, overwrite: bool) -> Iterator[IO[str]]:
     """A text handle for `output` ("-": stdout); a file appears only once complete."""
     if output == "-":
         yield sys.stdout
@@ -155,10 +172,10 @@ def _atomic_output(output: str) -> Iterator[IO[str]]:
     path = os.path.abspath(os.path.expanduser(output))
     with contextlib.ExitStack() as stack:
         try:
-            handle = stack.enter_context(files.atomic_text(path))
+            handle = stack.enter_context(files.atomic_text(path, overwrite=overwrite))
         except OSError as error:
             raise data_lib.DataError(f"{output}: cannot write the file ({error.strerror or error})") from None
-        yield handle
+        yield handle  # without overwrite, a file that appeared meanwhile: FileExistsError here
 
 
 def predict_csv(
@@ -168,21 +185,44 @@ def predict_csv(
     *,
     batch_size: int = PREDICT_BATCH_SIZE,
     warn: Callable[[str], None] = logging.warning,
+    overwrite: bool = False,
 ) -> int:
     """Appends the model's predictions to every row of a CSV; returns the number of rows.
 
     Features are matched by header name (any order); other columns are copied unchanged and
     reported once through `warn`.  Rows are read, predicted and written `batch_size` at a
     time.  `output` "-" is stdout; a file is written to a temporary sibling and renamed at
-    the end, so a failure never leaves a half-written output.
+    the end, so a failure never leaves a half-written output.  An existing output file is
+    replaced only with `overwrite`.
 
-    Raises data.DataError (one line naming file, line and column) for a missing column, a
-    ragged row or a cell that is not a finite number; no output file is created then.
+    Raises OutputError before reading anything when `output` is a folder, or exists and
+    overwrite is False; data.DataError (one line naming file, line and column) for a missing
+    column, a ragged row or a cell that is not a finite number, or an output folder that
+    cannot be written.  No output file is created then.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    check_output(output, overwrite)
     name = "<stdin>" if input_path == csv_table.STDIN else input_path
-    with csv_table.open_input(input_path) as source, _atomic_output(output) as sink:
+    try:
+        return _predict_stream(served, input_path, name, output, batch_size, warn, overwrite)
+    except FileExistsError:  # appeared while we were scoring
+        raise OutputError(
+            f"{output}: appeared while predicting; pass overwrite=True (--overwrite) to replace it"
+        ) from None
+
+
+def _predict_stream(
+    served: ServedModel,
+    input_path: str,
+    name: str,
+    output: str,
+    batch_size: int,
+    warn: Callable[[str], None],
+    overwrite: bool,
+) -> int:
+    """predict_csv's work, once the output location is checked."""
+    with csv_table.open_input(input_path) as source, _atomic_output(output, overwrite) as sink:
         records = csv_table.records(name, source)  # streamed: read only as batches are pulled
         header_line, header = csv_table.read_header(name, records, allow_empty=True)
         columns = _match_columns(served, name, header_line, header, warn)

@@ -4,7 +4,8 @@ The public API: `train(config)` runs a whole run into a run folder and returns a
 `TrainResult`; `build(config)` returns a `Trainer` (plan, model, optimizer, engine) whose
 `loop()` trains in memory, for notebooks and benchmarks.  Modules, bottom up: errors, config,
 plan, optimizers, step (one update on one replica), engine (many steps per compiled call),
-distributed (strategies), checkpoint, monitor, workdir, loop, api.
+cluster (TF_CONFIG, a bounded start-up), distributed (strategies), checkpoint, monitor,
+workdir, loop, api.
 
 The names below load their module on first use, so importing one module of this package
 (e.g. `training.checkpoint` from serving) does not import the run orchestration above it.
@@ -32,6 +33,7 @@ _PUBLIC = {
         "ConfigMismatchError",
         "Interrupted",
         "TrainingError",
+        "WorkdirError",
         "WorkerLostError",
     ),
     "tf_backprop.training.loop": ("Loop",),

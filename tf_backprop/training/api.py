@@ -2,17 +2,19 @@
 
 The path of one run: config (validated once) → strategy (first, before any other TF call) →
 data → plan (batching and run length) → model, optimizer and engine inside the strategy's
-scope → run folder → resume → the loop (epochs, validation, early stopping, checkpoints,
-monitoring) → metrics.json and the SavedModel export.
+scope → run folder (refused unless ours, locked for the whole run, its outputs checked) →
+resume → the loop (epochs, validation, early stopping, checkpoints, monitoring) → metrics.json
+and the SavedModel export.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import keras
 import numpy as np
@@ -139,6 +141,8 @@ def train(
 
     Raises:
       ConfigError / data.DataError: bad configuration or data (nothing trained).
+      WorkdirError: the workdir is not a run folder, is in use by another run, or cannot be
+        written (nothing written to it).
       ConfigMismatchError: the workdir holds a run with another model or data.
       CheckpointError: checkpoints exist but none is readable.
       TrainingError: a non-finite loss or gradient, or tape and manual disagreeing.
@@ -149,9 +153,13 @@ def train(
     per-replica batch and a step consumes batch_size × replicas rows (docs/distributed.md).
     """
     trainer = build(config, datasets, step_functions=step_functions)
-    strategy, datasets = trainer.strategy, trainer.datasets
-    workdir = _prepare_workdir(trainer, restart)
-    state = trainer.state
+    with _run_folder(trainer, restart) as workdir:
+        return _train_in(trainer, workdir, progress)
+
+
+def _train_in(trainer: Trainer, workdir: str, progress: bool | None) -> TrainResult:
+    """The run itself, in its prepared (and, on the chief, locked) run folder."""
+    config, strategy, datasets, state = trainer.config, trainer.strategy, trainer.datasets, trainer.state
     with tf.device(trainer.device or "/CPU:0"):
         keeper = distributed.make_keeper(
             strategy, workdir, trainer.model, trainer.optimizer, state, config.keep_checkpoints
@@ -165,7 +173,7 @@ def train(
             config.grad_source, where, trainer.plan.total_steps, trainer.plan.steps_per_epoch, workdir,
         )  # fmt: skip
         monitor = (
-            monitor_lib.from_config(config, workdir, trainer.model)
+            monitor_lib.from_config(config, workdir, trainer.model, start_step=step)
             if distributed.is_chief(strategy)
             else None
         )
@@ -189,15 +197,19 @@ def train(
     return TrainResult(trainer.model, history, final, workdir, loop.step, stopped, datasets)
 
 
-def _prepare_workdir(trainer: Trainer, restart: bool) -> str:
-    """The chief creates (or reopens) the workdir and writes config and data stats; the other
-    workers check it and wait for the chief."""
+@contextlib.contextmanager
+def _run_folder(trainer: Trainer, restart: bool) -> Iterator[str]:
+    """The chief prepares the workdir and locks it for the whole run (workdir.prepared); the
+    other workers check it and wait for the chief."""
     if distributed.is_chief(trainer.strategy):
-        workdir = workdir_lib.prepare(trainer.config, trainer.datasets, restart)
+        folder = workdir_lib.prepared(trainer.config, trainer.datasets, restart)
     else:
-        workdir = distributed.follower_workdir(trainer.config, restart)
-    distributed.barrier(trainer.strategy, "start-up")
-    return workdir
+        folder = contextlib.nullcontext(
+            workdir_lib.check_as_follower(trainer.config, trainer.datasets, restart)
+        )
+    with folder as workdir:
+        distributed.barrier(trainer.strategy, "start-up")
+        yield workdir
 
 
 def _write_outputs(trainer: Trainer, workdir: str, metrics: dict, monitor) -> None:

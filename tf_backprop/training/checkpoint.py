@@ -15,7 +15,13 @@ Beside them, ``ckpt/history.jsonl`` holds the per-epoch records, appended before
 Gradient accumulation happens inside one update (engine), so no accumulation buffer is ever
 half-filled at a checkpoint.  `tf.train.CheckpointManager` writes the data files first and the
 ``checkpoint`` index last, atomically, so a kill mid-save leaves the previous "latest" intact;
-a truncated or corrupt latest checkpoint is skipped with a warning (`restore_latest`).
+a truncated or corrupt latest checkpoint is skipped with a warning (`restore_latest`).  A kill
+mid-save leaves temporaries (``ckpt-N_temp/``, ``*.tempstate*``, ``checkpoint.tmp*``), which
+`remove_temporaries` deletes before a run starts.
+
+Resume checks: config.json (whose "format" field marks the folder as a run folder) must hold the
+same model and data configuration (`check_resumable`), and data.json the same data fingerprint
+(`check_same_data`).
 """
 
 from __future__ import annotations
@@ -23,18 +29,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 
 import tensorflow as tf
 from absl import logging
 
 from tf_backprop import data as data_lib
 from tf_backprop import files, text
+from tf_backprop.data import fingerprint as fingerprint_lib
 from tf_backprop.model import MLP
 from tf_backprop.training.config import RESUMABLE_FIELDS, TrainConfig
 from tf_backprop.training.errors import CheckpointError, ConfigMismatchError
 
 CHECKPOINT_DIR = "ckpt"
 HISTORY_FILE = "history.jsonl"  # in CHECKPOINT_DIR
+CONFIG_FILE = "config.json"
+DATA_FILE = "data.json"
+# config.json's "format": what marks a folder as a run folder of this package.
+RUN_FORMAT = "tf_backprop.run"
+RUN_FORMAT_VERSION = 1
+_FORMAT_KEYS = ("format", "format_version")
+# What a kill in the middle of a save leaves in ckpt/: TF's sharded save writes
+# ckpt-N_temp/part-*, then merges them into ckpt-N.index and .data-* (each first written as
+# <name>.tempstate<random>); the `checkpoint` index is written to checkpoint.tmp<hex>, then renamed.
+_TEMPORARY = re.compile(r"ckpt-\d+_temp|.+\.tempstate\d+|checkpoint\.tmp[0-9a-f]+")
 
 # What reading a damaged checkpoint raises: tf.errors.OpError from the restore ops; from TF's
 # pybind checkpoint reader (e.g. a truncated data file: "Read less bytes than requested"),
@@ -139,7 +158,9 @@ class Keeper:
         candidates = list(reversed(self.manager.checkpoints))
         for path in candidates:
             try:
-                self._required.restore(path).assert_existing_objects_matched()
+                # expect_partial: `health`, in the checkpoint but restored by _optional, is
+                # otherwise reported as an unrestored value when the status is deleted.
+                self._required.restore(path).expect_partial().assert_existing_objects_matched()
                 self._optional.restore(path).expect_partial()
                 self._restore_history(path)
             except _UNREADABLE as error:
@@ -200,17 +221,44 @@ def _legacy_history(path: str) -> list[dict]:
     return json.loads(reader.get_tensor(key).decode())
 
 
+def config_document(config: TrainConfig) -> dict:
+    """config.json's content: the run-folder format marker, then every config field."""
+    return {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, **config.to_dict()}
+
+
+def is_config_document(document) -> bool:
+    """Whether a parsed config.json was written by this package: it has the format marker, or
+    (runs written before the marker) it holds TrainConfig fields only, data and seed among them."""
+    if not isinstance(document, dict):
+        return False
+    if "format" in document:
+        return document["format"] == RUN_FORMAT
+    return {"data", "seed"} <= set(document) <= {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def config_fields(document) -> dict:
+    """The TrainConfig fields of a config.json document (the format marker dropped); ValueError
+    if it is not a JSON object."""
+    return {k: v for k, v in _json_object(document).items() if k not in _FORMAT_KEYS}
+
+
+def _json_object(document) -> dict:
+    if not isinstance(document, dict):
+        raise ValueError(f"expected a JSON object, got {type(document).__name__}")
+    return document
+
+
 def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
     """The config saved in workdir, or None for a new workdir.
 
     Raises ConfigMismatchError naming every field that differs in a way that changes the model or
     the data; logs the harmless differences.
     """
-    path = os.path.join(workdir, "config.json")
+    path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as handle:
-        saved = json.load(handle)
+        saved = config_fields(json.load(handle))
     # A field added to TrainConfig after that run was saved (e.g. strategy) had its default then.
     saved = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **saved}
     new = config.to_dict()
@@ -227,6 +275,51 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
     return TrainConfig.from_dict(saved)
 
 
+def check_same_data(workdir: str, datasets: data_lib.Datasets) -> None:
+    """ConfigMismatchError when workdir's data.json says its run was trained on other data.
+
+    Compares the data fingerprints; a data.json written before fingerprints existed is compared
+    by its statistics instead.  Nothing to compare (a new run folder): no error.
+    """
+    if not os.path.exists(os.path.join(workdir, DATA_FILE)):
+        return
+    saved, new = _read_json(workdir, DATA_FILE, _json_object), datasets.preprocessing.to_dict()
+    if saved.get("fingerprint") is not None:
+        if saved["fingerprint"] == new["fingerprint"]:
+            return
+        describe = fingerprint_lib.describe
+        what = f"was {describe(saved['fingerprint'])}; now {describe(new['fingerprint'])}"
+    else:  # a run from before fingerprints
+        differing = [k for k in new if k != "fingerprint" and saved.get(k) != new[k]]
+        if not differing:
+            return
+        what = f"its {', '.join(differing)} differ from the saved run's"
+    raise ConfigMismatchError(
+        f"{workdir} was trained on other data: {datasets.source} has changed ({what}); rerun with "
+        f"--restart to train on the new data (the old run moves to previous-<time>/), or give the "
+        f"original data back to resume"
+    )
+
+
+def remove_temporaries(workdir: str) -> list[str]:
+    """Deletes what a kill during a checkpoint save left in <workdir>/ckpt; their names."""
+    directory = os.path.join(workdir, CHECKPOINT_DIR)
+    if not os.path.isdir(directory):
+        return []
+    names = sorted(name for name in os.listdir(directory) if _TEMPORARY.fullmatch(name))
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    if names:
+        logging.info(
+            "removed what an interrupted checkpoint save left in %s: %s", directory, ", ".join(names)
+        )
+    return names
+
+
 def load_model(
     workdir: str, checkpoint: str | None = None
 ) -> tuple[MLP, TrainConfig, data_lib.Preprocessing]:
@@ -238,8 +331,8 @@ def load_model(
 
     Raises CheckpointError when a file is missing or the checkpoint cannot be read.
     """
-    config = _read_json(workdir, "config.json", TrainConfig.from_dict)
-    preprocessing = _read_json(workdir, "data.json", data_lib.Preprocessing.from_dict)
+    config = _read_json(workdir, CONFIG_FILE, lambda saved: TrainConfig.from_dict(config_fields(saved)))
+    preprocessing = _read_json(workdir, DATA_FILE, data_lib.Preprocessing.from_dict)
     model = config.model_spec(len(preprocessing.feature_names), preprocessing.n_outputs).build()
     path = _checkpoint_path(workdir, checkpoint)
     try:

@@ -160,6 +160,12 @@ class TrainConfig:
         choices=STRATEGIES,
     )
     cpu_replicas: int = _field(0, "--strategy=mirrored on N logical CPU devices (0: the local GPUs).")
+    worker_timeout: float = _field(
+        300.0,
+        "multi_worker: seconds a wait on another worker may last (start-up, every collective) "
+        "before the run exits 1 naming the workers that did not answer.",
+        resumable=True,
+    )
     steps_per_call: int = _field(
         0, "Updates per compiled call (0: auto, about 1e10 FLOPs, 20 to 10000 steps).", resumable=True
     )
@@ -290,6 +296,7 @@ class TrainConfig:
             _positive("verify_tolerance", self.verify_tolerance)
         _choice("device", self.device, DEVICES)
         self._validate_strategy()
+        _positive("worker_timeout", self.worker_timeout)
         _at_least("steps_per_call", self.steps_per_call, 0)
         _at_least("checkpoint_every", self.checkpoint_every, 0)
         _at_least("checkpoint_seconds", self.checkpoint_seconds, 0.0)

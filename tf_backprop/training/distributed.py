@@ -14,6 +14,12 @@ strategy, so a step is a plain compiled ``tf.while_loop`` iteration.  On GPU rep
 replica's forward + gradient is a ``jit_compile=True`` function (XLA fuses the small kernels);
 on CPU replicas TF's own kernels were as fast or faster (benchmarks/distribute_bench.py).
 
+Waiting on other workers never lasts forever: MultiWorkerMirroredStrategy's start-up (every
+worker registering with the chief's coordination service) is bounded by config.worker_timeout
+(`cluster.bound_start_up`), and so is every collective (the start-up barrier, the resume
+agreement, each step's reduction; CommunicationOptions).  Either raises WorkerLostError naming
+the workers whose address did not answer.
+
 Files.  The run's progress (checkpoint.RunState) is created outside the strategy's scope: its
 variables are plain, identical on every worker (MultiWorkerMirroredStrategy cannot broadcast
 the string one).  Only the chief (task 0) writes the run's files.  Every other worker calls the
@@ -29,7 +35,7 @@ import os
 import re
 import shutil
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +44,7 @@ from absl import logging
 from tf_backprop import data as data_lib
 from tf_backprop.model import MLP
 from tf_backprop.training import checkpoint as checkpoint_lib
+from tf_backprop.training import cluster as cluster_lib
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.errors import CheckpointError, ConfigError, WorkerLostError
 
@@ -49,7 +56,6 @@ _LOST = (
     tf.errors.AbortedError,
     tf.errors.CancelledError,
 )
-_WORKER_JOBS = ("chief", "worker")
 _COLLECTIVE_KEY_STRIDE = 10_000  # group keys per MirroredStrategy instance
 
 
@@ -123,50 +129,22 @@ def cpu_devices(count: int) -> list[str]:
 
 def _multi_worker(config: TrainConfig) -> tf.distribute.MultiWorkerMirroredStrategy:
     """MultiWorkerMirroredStrategy configured by TF_CONFIG (validated first)."""
-    cluster, task = parse_tf_config(os.environ.get("TF_CONFIG"))
+    cluster, task = cluster_lib.parse_tf_config(os.environ.get("TF_CONFIG"))
     if config.device == "cpu":
         tf.config.set_visible_devices([], "GPU")  # before the runtime starts
     elif config.device == "gpu" and not tf.config.list_physical_devices("GPU"):
         raise ConfigError("device: 'gpu' requested but TensorFlow sees no GPU")
     logging.info("multi-worker: task %s:%d of %s", task["type"], task["index"], cluster)
-    return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-def parse_tf_config(text: str | None) -> tuple[dict[str, list[str]], dict]:
-    """(cluster, task) of a TF_CONFIG value; ConfigError saying what is missing or wrong."""
-    example = '{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}'
-    if not text:
-        raise ConfigError(
-            f"strategy: 'multi_worker' needs the TF_CONFIG environment variable on every worker, e.g. {example}"
-        )
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"TF_CONFIG: not valid JSON ({error}); expected e.g. {example}") from None
-    cluster = parsed.get("cluster") if isinstance(parsed, dict) else None
-    task = parsed.get("task") if isinstance(parsed, dict) else None
-    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
-        raise ConfigError(f"TF_CONFIG: expected a 'cluster' and a 'task' object, e.g. {example}")
-    for job, addresses in cluster.items():
-        if job not in _WORKER_JOBS:
-            raise ConfigError(f"TF_CONFIG: job {job!r} is not supported; use 'worker' (and 'chief')")
-        if not isinstance(addresses, list) or not addresses or not all(_is_address(a) for a in addresses):
-            raise ConfigError(f"TF_CONFIG: cluster.{job} must be a list of 'host:port', got {addresses!r}")
-    kind, index = task.get("type"), task.get("index")
-    if kind not in cluster or isinstance(index, bool) or not isinstance(index, int):
-        raise ConfigError(
-            f"TF_CONFIG: task must name a job of the cluster ({', '.join(cluster)}) and an integer "
-            f"index, got {task!r}"
-        )
-    if not 0 <= index < len(cluster[kind]):
-        raise ConfigError(
-            f"TF_CONFIG: task index {index} outside cluster.{kind} (0..{len(cluster[kind]) - 1})"
-        )
-    return cluster, task
-
-
-def _is_address(address) -> bool:
-    return isinstance(address, str) and bool(re.fullmatch(r"[^\s:]+:\d+|\[[0-9a-fA-F:]+\]:\d+", address))
+    cluster_lib.bound_start_up(cluster, config.worker_timeout)
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=config.worker_timeout)
+    try:  # returns once every worker has registered
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except _LOST:
+        raise WorkerLostError(
+            f"start-up: the other workers did not all connect within {config.worker_timeout:g} s"
+            f"{cluster_lib.silent_phrase(cluster, task)}; start every worker with the same command "
+            f"(only TF_CONFIG differs), or raise --worker_timeout"
+        ) from None
 
 
 def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
@@ -174,21 +152,7 @@ def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
-    return _is_chief_task(resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id)
-
-
-def is_chief_process() -> bool:
-    """Whether TF_CONFIG (if any) makes this process the chief: task 'chief', else worker 0."""
-    if not os.environ.get("TF_CONFIG"):
-        return True
-    cluster, task = parse_tf_config(os.environ["TF_CONFIG"])
-    return _is_chief_task(cluster, task["type"], task["index"])
-
-
-def _is_chief_task(cluster: Mapping, task_type: str, task_id: int) -> bool:
-    if "chief" in cluster:
-        return task_type == "chief"
-    return task_type == "worker" and task_id == 0
+    return cluster_lib.is_chief_task(resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id)
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:
@@ -222,15 +186,23 @@ def scope(strategy: tf.distribute.Strategy | None, device: str | None):
 
 # ----------------------------------------------------------------------------- collectives
 @contextlib.contextmanager
-def worker_errors(what: Callable[[], str]) -> Iterator[None]:
-    """Turns a failed collective into a one-line WorkerLostError (what(): e.g. 'step 120')."""
+def worker_errors(what: Callable[[], str], strategy: tf.distribute.Strategy | None = None) -> Iterator[None]:
+    """Turns a failed collective into a one-line WorkerLostError (what(): e.g. 'step 120');
+    given the strategy, it names the workers whose address does not answer."""
     try:
         yield
     except _LOST as error:
+        silent = cluster_lib.silent_phrase(*_cluster_of(strategy)) if is_multi_worker(strategy) else ""
         raise WorkerLostError(
-            f"{what()}: lost contact with another worker ({_cause(error)}); restart every worker "
-            f"with the same command to resume from the last checkpoint"
+            f"{what()}: lost contact with another worker ({_cause(error)}){silent}; restart every "
+            f"worker with the same command to resume from the last checkpoint"
         ) from None
+
+
+def _cluster_of(strategy: tf.distribute.MultiWorkerMirroredStrategy) -> tuple[dict, dict]:
+    """(cluster, task) as parse_tf_config gives them, from the strategy's resolver."""
+    resolver = strategy.cluster_resolver
+    return resolver.cluster_spec().as_dict(), {"type": resolver.task_type, "index": resolver.task_id}
 
 
 def _cause(error: tf.errors.OpError) -> str:
@@ -257,7 +229,7 @@ def _gather(strategy: tf.distribute.Strategy, values: list[float]) -> np.ndarray
 def barrier(strategy: tf.distribute.Strategy | None, what: str) -> None:
     """Waits until every worker gets here (multi-worker only)."""
     if is_multi_worker(strategy):
-        with worker_errors(lambda: what):
+        with worker_errors(lambda: what, strategy):
             _gather(strategy, [0.0])
 
 
@@ -272,7 +244,7 @@ def check_workers_agree(
         return
     fingerprint = json.dumps([config.to_dict(), datasets.preprocessing.to_dict()], sort_keys=True)
     mine = [float(zlib.crc32(fingerprint.encode())), float(len(datasets.train.x)), float(step)]
-    with worker_errors(lambda: "start-up"):
+    with worker_errors(lambda: "start-up", strategy):
         every = _gather(strategy, mine)
     if (every[:, :2] != every[0, :2]).any():
         raise ConfigError(
@@ -288,14 +260,6 @@ def check_workers_agree(
 
 
 # ----------------------------------------------------------------------------- files
-def follower_workdir(config: TrainConfig, restart: bool) -> str:
-    """A non-chief worker's view of the workdir the chief prepares: checked, never written."""
-    workdir = os.path.abspath(config.workdir)
-    if not restart:
-        checkpoint_lib.check_resumable(workdir, config)  # read-only: the chief writes it
-    return workdir
-
-
 def _temporary_dir(workdir: str, strategy: tf.distribute.Strategy) -> str:
     """A non-chief worker's scratch folder (TensorFlow's `workertemp_<id>` convention)."""
     return os.path.join(workdir, f"workertemp_{strategy.cluster_resolver.task_id}")
@@ -388,4 +352,4 @@ class Replicas:
         return tf.nest.map_structure(lambda v: self.strategy.experimental_local_results(v)[0], value)
 
     def errors(self, what: Callable[[], str]):
-        return worker_errors(what)
+        return worker_errors(what, self.strategy)

@@ -17,6 +17,11 @@ class ConfigMismatchError(ValueError):
     """The workdir holds a run whose model or data differ from the given config."""
 
 
+class WorkdirError(ValueError):
+    """The run folder cannot be used: not a run folder, in use by another run, not writable,
+    or an output path is taken by something else.  Nothing was written to it."""
+
+
 class CheckpointError(RuntimeError):
     """No usable checkpoint where one was expected."""
 

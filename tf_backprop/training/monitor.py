@@ -20,19 +20,26 @@ Tags (TensorBoard):
 ``verify/max_rel_error/<layer>/<var>``   tape↔manual disagreement at each --verify_every step
 ``weights/…``, ``gradients/…``, ``activations/<layer>``  histograms every histogram_every steps
 ====================================  ===========================================================
+
+A resumed run continues its event files without repeating steps: before it writes, the events
+of steps after the checkpoint it resumed from (written by the run that was killed after that
+checkpoint) are deleted from the existing files (`drop_events_after`), so every reader —
+TensorBoard, `tf.compat.v1.train.summary_iterator`, pandas — sees each step once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
+from tensorflow.core.util import event_pb2
 
-from tf_backprop import backprop
+from tf_backprop import backprop, files
 from tf_backprop.model import MLP, MLPSpec
 
 HISTOGRAM_BUCKETS = 30  # TensorBoard's default
@@ -139,17 +146,87 @@ class HealthDetector:
             self.events = list(state["events"])
 
 
-class Monitor:
-    """Writes a run's TensorBoard events and runs the health detector."""
+_EVENT_FILES = "events.out.tfevents.*"
 
-    def __init__(self, workdir: str, model: MLP, thresholds: HealthThresholds, histogram_every: int):
+
+def drop_events_after(directory: str, step: int) -> int:
+    """Deletes the events of steps after `step` from the event files in `directory`.
+
+    For a run resuming at `step`: the run killed after that checkpoint wrote them, and the
+    resumed run writes those steps again.  A file left with no event but its header is
+    removed; a record cut short by a kill is dropped.  Each file is rewritten atomically.
+    Returns the number of events dropped.
+    """
+    dropped = 0
+    for stale in glob.glob(os.path.join(directory, ".events.tmp-*")):  # a rewrite killed midway
+        os.remove(stale)
+    for path in sorted(glob.glob(os.path.join(directory, _EVENT_FILES))):
+        kept, count = _events_up_to(path, step)
+        dropped += count
+        if count and any(not event_pb2.Event.FromString(raw).HasField("file_version") for raw in kept):
+            _write_records(path, kept)
+        elif count:
+            os.remove(path)
+    if dropped:
+        logging.info(
+            "%s: dropped %d events of steps after %d (the resumed run writes them again)",
+            directory,
+            dropped,
+            step,
+        )
+    return dropped
+
+
+def _events_up_to(path: str, step: int) -> tuple[list[bytes], int]:
+    """The serialized events of `path` at steps ≤ step, and how many others there were."""
+    kept, dropped = [], 0
+    try:
+        for record in tf.data.TFRecordDataset(path):
+            raw = record.numpy()
+            if event_pb2.Event.FromString(raw).step <= step:
+                kept.append(raw)
+            else:
+                dropped += 1
+    except tf.errors.DataLossError:  # the last record was cut short by a kill
+        dropped += 1
+    return kept, dropped
+
+
+def _write_records(path: str, records: list[bytes]) -> None:
+    """Replaces the event file `path` by these records (a name without "tfevents" meanwhile,
+    so that TensorBoard never reads the partial file)."""
+    temporary = files.hidden_sibling(os.path.join(os.path.dirname(path), "events"), "tmp")
+    with tf.io.TFRecordWriter(temporary) as writer:
+        for raw in records:
+            writer.write(raw)
+    os.replace(temporary, path)
+
+
+class Monitor:
+    """Writes a run's TensorBoard events and runs the health detector.
+
+    start_step: the step the run starts or resumes at; events of later steps already in the
+    workdir's event files are dropped first (`drop_events_after`).
+    """
+
+    def __init__(
+        self,
+        workdir: str,
+        model: MLP,
+        thresholds: HealthThresholds,
+        histogram_every: int,
+        start_step: int = 0,
+    ):
         self.variable_names = model.variable_names
         self.layer_names = [layer.name for layer in model.dense_layers]
         self.detector = HealthDetector(self.layer_names, thresholds)
         self.histogram_every = histogram_every
         self.last_histogram = -1
-        self.train_writer = tf.summary.create_file_writer(os.path.join(workdir, "tb", "train"))
-        self.validation_writer = tf.summary.create_file_writer(os.path.join(workdir, "tb", "validation"))
+        train, validation = (os.path.join(workdir, "tb", split) for split in ("train", "validation"))
+        for directory in (train, validation):
+            drop_events_after(directory, start_step)
+        self.train_writer = tf.summary.create_file_writer(train)
+        self.validation_writer = tf.summary.create_file_writer(validation)
 
     def log_call(self, step: int, out: dict, learning_rate, verify_every: int, variables) -> None:
         """Scalars (and histograms when due) of the engine call that ended at `step`."""
@@ -261,11 +338,12 @@ def _random_targets(rng: np.random.Generator, loss: str, m: int, k: int) -> np.n
     return rng.standard_normal((m, k))
 
 
-def from_config(config, workdir: str, model: MLP) -> Monitor | None:
-    """The run's Monitor (config: a TrainConfig), or None with monitoring off."""
+def from_config(config, workdir: str, model: MLP, start_step: int = 0) -> Monitor | None:
+    """The run's Monitor (config: a TrainConfig; start_step as for Monitor), or None with
+    monitoring off."""
     if not config.monitor:
         return None
     thresholds = HealthThresholds(
         config.vanishing_ratio, config.vanishing_floor, config.exploding_threshold, config.health_patience
     )
-    return Monitor(workdir, model, thresholds, config.histogram_every)
+    return Monitor(workdir, model, thresholds, config.histogram_every, start_step)

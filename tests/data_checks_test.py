@@ -1,0 +1,57 @@
+"""data.checks: one warning line per finding a data scientist would want, never an error."""
+
+import numpy as np
+from absl import logging
+from absl.testing import parameterized
+from csv_files import CsvTestCase
+
+from tf_backprop import data
+from tf_backprop.data import checks
+
+
+class DataWarningsTest(CsvTestCase, parameterized.TestCase):
+    def load_warnings(self, text: str, **kwargs) -> list[str]:
+        """The absl warnings logged while loading a CSV of `text` (target column y)."""
+        path = self.write_csv(text)
+        with self.assertLogs("absl", level="WARNING") as logs:
+            logging.warning("(loading)")  # assertLogs needs one record; this one is ours
+            data.load(f"csv:{path}", target="y", **kwargs)
+        return [record.getMessage() for record in logs.records[1:]]
+
+    def test_clean_data_warns_nothing(self):
+        rows = "".join(f"{i},{(i * 7) % 5},{i % 3}\n" for i in range(60))
+        self.assertEqual(self.load_warnings("x1,x2,y\n" + rows), [])
+
+    def test_many_classes_for_few_rows(self):
+        # 600 rows with 500 distinct labels (the issue's case): both class warnings.
+        labels = [f"c{i % 500}" for i in range(600)]
+        rows = "".join(f"{i},{i % 7},{label}\n" for i, label in enumerate(labels))
+        messages = self.load_warnings("x1,x2,y\n" + rows)
+        self.assertLen(messages, 2)
+        rare, many = messages
+        self.assertRegex(rare, r"data\.csv: \d+ of 500 classes have fewer than two training rows \(")
+        self.assertRegex(many, r'data\.csv: 500 classes in 600 rows .*"y" really a class label')
+        for message in messages:
+            self.assertNotIn("\n", message)
+
+    def test_a_class_with_one_training_row(self):
+        rows = "".join(f"{i},{i % 7},{'a' if i % 2 else 'b'}\n" for i in range(59)) + "59,1,lonely\n"
+        (message,) = self.load_warnings("x1,x2,y\n" + rows, val_split=0.0, test_split=0.0)
+        self.assertRegex(message, r'1 of 3 classes have fewer than two training rows \("lonely"\)')
+
+    def test_constant_target_and_constant_feature(self):
+        rows = "".join(f"{i},7,3.5\n" for i in range(40))
+        messages = self.load_warnings("x1,x2,y\n" + rows)
+        self.assertLen(messages, 2)
+        self.assertRegex(messages[0], r'feature\(s\) "x2" constant in the training rows')
+        self.assertRegex(messages[1], r'the target "y" is constant in the training rows \(3\.5\)')
+
+    def test_synthetic_data_warns_nothing(self):
+        with self.assertLogs("absl", level="WARNING") as logs:
+            logging.warning("(loading)")
+            data.load("spirals:3", n_samples=300)
+        self.assertLen(logs.records, 1)
+
+    def test_constant_columns_uses_the_scale_of_the_column(self):
+        values = np.array([[1e9, 0.0], [1e9 + 1e-4, 1e-4]])  # rounding noise vs a real spread of 1e-4
+        np.testing.assert_array_equal(checks.constant_columns(values), [True, False])

@@ -1,0 +1,75 @@
+"""files: strict JSON (a non-finite value becomes null, named in "non_finite") and atomic writes."""
+
+import json
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tf_backprop import files
+
+
+def strict_loads(text: str):
+    """json.loads that rejects NaN, Infinity and -Infinity, as strict parsers do."""
+
+    def refuse(constant: str):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+class StrictJsonTest(tf.test.TestCase):
+    def test_the_strict_parser_rejects_what_json_dumps_writes_by_default(self):
+        with self.assertRaisesRegex(ValueError, "Infinity"):
+            strict_loads(json.dumps({"rmse": math.inf}))  # the check can fail
+
+    def test_non_finite_values_become_null_and_are_named(self):
+        payload = {
+            "final": {"rmse": math.inf, "loss": 0.5, "split": "test"},
+            "history": [{"loss": 1.0}, {"loss": np.float64("nan")}],
+            "events": [{"gradient_norm": -math.inf}],
+        }
+        parsed = strict_loads(files.dumps(payload))
+        self.assertIsNone(parsed["final"]["rmse"])
+        self.assertEqual(parsed["final"]["loss"], 0.5)
+        self.assertIsNone(parsed["history"][1]["loss"])
+        self.assertEqual(
+            parsed["non_finite"],
+            {"final.rmse": "inf", "history[1].loss": "nan", "events[0].gradient_norm": "-inf"},
+        )
+        self.assertEqual(payload["final"]["rmse"], math.inf)  # the caller's payload is untouched
+
+    def test_finite_payload_is_unchanged(self):
+        payload = {"a": [1, 2.5, None, "x"], "b": {"c": True}}
+        self.assertEqual(strict_loads(files.dumps(payload)), payload)
+
+    def test_a_non_finite_value_outside_a_dict_is_an_error(self):
+        with self.assertRaisesRegex(ValueError, r"\[1\]"):
+            files.dumps([1.0, math.nan])
+
+    def test_write_json_is_strict(self):
+        path = os.path.join(self.create_tempdir().full_path, "metrics.json")
+        files.write_json(path, {"final": {"rmse": math.inf}})
+        with open(path, encoding="utf-8") as handle:
+            parsed = strict_loads(handle.read())
+        self.assertEqual(parsed, {"final": {"rmse": None}, "non_finite": {"final.rmse": "inf"}})
+
+
+class AtomicTextTest(tf.test.TestCase):
+    def test_overwrite_false_never_replaces_a_file(self):
+        folder = self.create_tempdir()
+        path = folder.create_file("out.csv", content="mine").full_path
+        with self.assertRaises(FileExistsError):
+            with files.atomic_text(path, overwrite=False) as handle:
+                handle.write("new")
+        with open(path, encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "mine")
+        self.assertEqual(os.listdir(folder.full_path), ["out.csv"])  # no temporary left
+
+    def test_overwrite_false_writes_a_new_file(self):
+        path = os.path.join(self.create_tempdir().full_path, "out.csv")
+        with files.atomic_text(path, overwrite=False) as handle:
+            handle.write("new")
+        with open(path, encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "new")

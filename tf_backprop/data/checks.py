@@ -1,0 +1,88 @@
+"""Data checks: warnings about data that trains but probably not as its user meant.
+
+Each is one absl warning line naming the source, never an error:
+
+* a class with fewer than two training rows (the model can hardly learn it);
+* more classes than a tenth of the rows (a numeric id or a measurement taken for a label?);
+* a constant regression target (nothing to learn; its scale is taken as 1);
+* a constant feature column (it carries no information).
+
+"Constant" is one test for the warnings and the standardization alike: a std at or below
+1e-12 of the column's scale is rounding noise, not spread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from absl import logging
+
+from tf_backprop import text
+from tf_backprop.data.containers import RawSource
+from tf_backprop.data.tasks import CLASSIFICATION
+
+_CONSTANT_RTOL = 1e-12
+_ROWS_PER_CLASS = 10  # fewer rows per class than this: warn
+_MAX_LISTED = 10  # names listed in one warning
+
+
+def constant_columns(values: np.ndarray) -> np.ndarray:
+    """[k] bool: which columns of [m, k] are constant (their std is rounding noise)."""
+    mean, std = values.mean(axis=0), values.std(axis=0)
+    return std <= _CONSTANT_RTOL * np.maximum(1.0, np.abs(mean))
+
+
+def warn_about(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
+    """Logs one warning line per finding about `raw` and its training rows; returns them."""
+    messages = _feature_warnings(raw, train_rows, where)
+    if raw.task in CLASSIFICATION:
+        messages += _class_warnings(raw, train_rows, where)
+    else:
+        messages += _target_warnings(raw, train_rows, where)
+    for message in messages:
+        logging.warning("%s", message)
+    return messages
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(text.quote(name) for name in names[:_MAX_LISTED])
+    return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
+
+
+def _feature_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
+    constant = np.flatnonzero(constant_columns(raw.x[train_rows]))
+    if not constant.size:
+        return []
+    names = [raw.feature_names[j] for j in constant]
+    return [f"{where}: feature(s) {_listed(names)} constant in the training rows; they carry no information"]
+
+
+def _target_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
+    y = raw.y[train_rows]  # [m, k]
+    constant = np.flatnonzero(constant_columns(y))
+    if not constant.size:
+        return []
+    values = ", ".join(f"{y[0, k]:g}" for k in constant[:_MAX_LISTED])
+    return [
+        f"{where}: the target {text.quote(raw.target_name)} is constant in the training rows ({values}); "
+        f"there is nothing to learn, and its scale is taken as 1"
+    ]
+
+
+def _class_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
+    names, messages = raw.class_names, []
+    counts = np.bincount(raw.y[train_rows], minlength=len(names))  # [K] training rows per class
+    rare = np.flatnonzero(counts < 2)
+    if rare.size:
+        listed = _listed([names[k] for k in rare])
+        messages.append(
+            f"{where}: {rare.size} of {len(names)} classes have fewer than two training rows "
+            f"({listed}); the model can hardly learn them"
+        )
+    rows = len(raw.y)
+    if len(names) * _ROWS_PER_CLASS > rows:
+        messages.append(
+            f"{where}: {len(names)} classes in {rows} rows (fewer than {_ROWS_PER_CLASS} rows per "
+            f"class); is {text.quote(raw.target_name)} really a class label? (--task=regression "
+            f"for a numeric target)"
+        )
+    return messages
