@@ -178,6 +178,7 @@ class ResumedEventsTest(tf.test.TestCase):
     def test_resumed_run_does_not_repeat_steps(self):
         # 160 training rows: 16 steps per epoch, 8-step chunks; checkpoints at 16, 32 and 48.
         values = {"n_samples": 200, "epochs": 3, "steps_per_call": 8, "histogram_every": 8, "export": False}
+        values["checkpoint_every"] = 16  # the end of every epoch
         workdir, uninterrupted = (self.create_tempdir().full_path for _ in range(2))
         training.train(config.TrainConfig(workdir=workdir, **values), progress=False)
         # As if killed after writing the events of steps 40 and 48 but before checkpoint 48.

@@ -144,7 +144,7 @@ class Keeper:
             return
         os.makedirs(self.directory, exist_ok=True)
         with open(self.history_path, "a", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in records)
+            handle.writelines(files.dumps(r, sort_keys=True) + "\n" for r in records)
             handle.flush()
             os.fsync(handle.fileno())  # on disk before the checkpoint that counts them
         self.written += len(records)
@@ -192,7 +192,7 @@ class Keeper:
         self.state.set_history(records)
         if len(in_file) != len(records) or not clean:  # lines from after the checkpoint go
             files.write_text(
-                self.history_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+                self.history_path, "".join(files.dumps(r, sort_keys=True) + "\n" for r in records)
             )
         self.written = len(records)
 

@@ -113,8 +113,18 @@ class Engine:
         # The call is traced once (its inputs have fixed shapes) and without autograph: it uses
         # tf.while_loop / tf.cond explicitly, and autograph's conversion of Keras's optimizer
         # code triples the tracing time.
-        options = {"jit_compile": True} if self.runner.jit else {"reduce_retracing": True}
-        compiled = functools.partial(tf.function, autograph=False, **options)
+        # On one device only the step loop is compiled with XLA; the epochs around it (data
+        # order, validation, records, early stopping) run once an epoch in a plain graph, which
+        # costs microseconds there but would cost a second of XLA compilation.
+        compiled = functools.partial(tf.function, autograph=False, reduce_retracing=True)
+        steps = (
+            functools.partial(tf.function, jit_compile=True, autograph=False) if self.runner.jit else _inline
+        )
+        self._step_loops = {
+            (check, measure): steps(functools.partial(self._steps, check=check, measure=measure))
+            for check in (False, True)
+            for measure in (False, True)
+        }
         self._fast_call = compiled(functools.partial(self._call, checked=False, measure=False))
         self._checked_call = compiled(functools.partial(self._call, checked=True, measure=False))
         self._measured_call = compiled(functools.partial(self._call, checked=True, measure=True))
@@ -236,13 +246,9 @@ class Engine:
         """
         epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured = carry
         spe = tf.constant(self.plan.steps_per_epoch, tf.int64)
-        xs, ys = self._epoch_rows(x_train, y_train, epoch)  # [spe, accum, global_batch, ...]
         end = tf.minimum(spe, position + stop - self.optimizer.iterations)
-        steps = tf.while_loop(
-            lambda i, status, *_: tf.logical_and(i < end, tf.equal(status, RUNNING)),
-            lambda *c: self._train_step(xs, ys, c, stop, check, measure),
-            (position, status, loss_sum, metric_sums, bad, verify_error, measured),
-        )
+        steps = (position, status, loss_sum, metric_sums, bad, verify_error, measured)
+        steps = self._step_loops[(check, measure)](x_train, y_train, epoch, end, stop, steps)
         position, status, loss_sum, metric_sums, bad, verify_error, measured = steps
         at_run_end = tf.logical_and(tf.equal(self.optimizer.iterations, total), position > 0)
         ended = tf.logical_and(tf.logical_or(tf.equal(position, spe), at_run_end), tf.equal(status, RUNNING))
@@ -252,6 +258,16 @@ class Engine:
             lambda: (epoch, position, loss_sum, metric_sums, records, count),
         )
         return epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured
+
+    def _steps(self, x_train, y_train, epoch, end, stop, carry, check: bool, measure: bool):
+        """Steps carry[0] .. end of an epoch, stopping at a failing one: the epoch's rows in its
+        order, then the step loop — compiled with XLA on one device."""
+        xs, ys = self._epoch_rows(x_train, y_train, epoch)  # [spe, accum, global_batch, ...]
+        return tf.while_loop(
+            lambda i, status, *_: tf.logical_and(i < end, tf.equal(status, RUNNING)),
+            lambda *c: self._train_step(xs, ys, c, stop, check, measure),
+            carry,
+        )
 
     def _epoch_rows(self, x_train, y_train, epoch):
         """The epoch's rows in its order, once per replica device: [spe, accum, global_batch, ...]."""
@@ -389,6 +405,11 @@ class Engine:
         dtype = self.model.compute_dtype
         totals = self._evaluate(tf.constant(split.x, dtype), targets_tensor(split.y, dtype)).numpy()
         return metrics_from_sums(totals[0], totals[1:], self.loss)
+
+
+def _inline(fn):
+    """No compilation of its own: the function runs inside the caller's graph."""
+    return fn
 
 
 def _when(condition, true_fn, false_fn):
