@@ -5,8 +5,6 @@ Works on any object shaped like `report.Report` (entries of comparisons); `repor
 
 from __future__ import annotations
 
-import math
-
 
 def report_text(report) -> str:
     """The whole text of a report (`Report.to_text`)."""
@@ -119,14 +117,3 @@ def element_dict(element, sources: tuple[str, str]) -> dict | None:
         "abs_error": element.abs_error,
         "rel_error": element.rel_error,
     }
-
-
-def finite_json(value):
-    """Replaces NaN and inf (not valid JSON) by strings, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: finite_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite_json(v) for v in value]
-    return value

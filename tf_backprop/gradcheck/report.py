@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from tf_backprop import files
 from tf_backprop.gradcheck import render
 
 ROUNDOFF_FACTOR = 16  # the round-off floor is ROUNDOFF_FACTOR · u · |f| / eps
@@ -295,7 +296,7 @@ class Report:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return render.finite_json(
+        return files.finite_or_null(  # strict JSON: a non-finite value is null, named in non_finite
             {
                 "title": self.title,
                 "mode": self.mode,
