@@ -148,6 +148,8 @@ class MultiEpochCallTest(tf.test.TestCase):
         loop.run()
         self.assertGreater(loop.calls, 5)  # calls of 30 and 15 steps, across epochs
         self.assertEqual(trainer.engine._fast_call.experimental_get_tracing_count(), 1)
+        # and its XLA-compiled step loop, once
+        self.assertEqual(trainer.engine._step_loops[(False, False)].experimental_get_tracing_count(), 1)
         self.assertEqual(trainer.engine._checked_call.experimental_get_tracing_count(), 0)
 
     def test_the_epoch_order_is_a_permutation_of_seed_and_epoch(self):

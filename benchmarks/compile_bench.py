@@ -1,0 +1,82 @@
+"""Where the default run's start-up goes: tracing and XLA compilation, per feature.
+
+For the default job (`tf-backprop-train` with its defaults) and variants that switch one feature
+off or on, each in a fresh child process, it measures from the data being loaded to the end of
+the first step: building the model, optimizer and engine; tracing the training call; and the
+first call (XLA compilation of the step loop, the run's first step).
+
+    python benchmarks/compile_bench.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+VARIANTS = {
+    "default (Adam, monitoring, validation)": {},
+    "no monitoring": {"monitor": False},
+    "SGD instead of Adam": {"optimizer": "sgd"},
+    "no validation split": {"val_split": 0.0},
+    "with --verify_every=10": {"verify_every": 10},
+    "manual gradients": {"grad_source": "manual"},
+}
+
+
+def child(overrides: dict) -> dict:
+    import tensorflow as tf
+
+    from tf_backprop import training
+
+    start = time.perf_counter()
+    datasets = training.load_datasets(training.TrainConfig(**overrides))
+    loaded = time.perf_counter()
+    cfg = training.TrainConfig(**overrides, workdir=tempfile.mkdtemp(prefix="compile_bench-"))
+    trainer = training.build(cfg, datasets)
+    loop = trainer.loop()
+    built = time.perf_counter()
+    validation = loop.validation or (None, None)
+    stop = tf.constant(1, tf.int64)
+    total = tf.constant(trainer.plan.total_steps, tf.int64)
+    trainer.engine._fast_call.get_concrete_function(*loop.train, *validation, stop, total)
+    traced = time.perf_counter()
+    loop.run(total_steps=1)
+    first_step = time.perf_counter()
+    return {
+        "load data": loaded - start,
+        "build": built - loaded,
+        "trace": traced - built,
+        "compile + first step": first_step - traced,
+        "data loaded → first step": first_step - loaded,
+    }
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--child":
+        print(json.dumps(child(json.loads(argv[1]))))
+        return
+    rows = {}
+    for name, overrides in VARIANTS.items():
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(overrides)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    columns = list(next(iter(rows.values())))
+    print("| variant | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(f"{row[c]:.2f} s" for c in columns) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
