@@ -199,6 +199,42 @@ class KeeperTest(ExactTestCase):
         self.assertEndsWith(keeper.restore_latest(), "ckpt-4")
         self.assert_weights_equal(resumed.get_weights(), model.get_weights())
 
+    def test_history_of_a_checkpoint_that_kept_it_in_the_run_state(self):
+        # Checkpoints written before ckpt/history.jsonl held the history as a JSON string
+        # variable in the run state; a resume reads it from there.
+        workdir = self.create_tempdir().full_path
+        keeper, _, optimizer, state = self._keeper(workdir)
+        records = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]
+        state.history_json = tf.Variable(json.dumps(records), dtype=tf.string, trainable=False)
+        state.epoch.assign(2)
+        optimizer.iterations.assign(8)
+        keeper.save()
+        self.assertFalse(
+            os.path.exists(os.path.join(checkpoint_files.ckpt_dir(workdir), checkpoint.HISTORY_FILE))
+        )
+        other, _, _, restored = self._keeper(workdir)
+        other.restore_latest()
+        self.assertEqual(restored.history(), records)
+
+    def test_the_history_file_is_appended_and_cut_back_to_the_checkpoint(self):
+        workdir = self.create_tempdir().full_path
+        keeper, _, optimizer, state = self._keeper(workdir)
+        path = os.path.join(checkpoint_files.ckpt_dir(workdir), checkpoint.HISTORY_FILE)
+        for epoch in (1, 2):
+            state.append_history({"epoch": epoch})
+            state.epoch.assign(epoch)
+            optimizer.iterations.assign(4 * epoch)
+            keeper.save()
+        with open(path) as handle:
+            self.assertEqual(handle.read(), '{"epoch": 1}\n{"epoch": 2}\n')  # each record once
+        with open(path, "a") as handle:  # a later epoch's line, and one cut short by a kill
+            handle.write('{"epoch": 3}\n{"epo')
+        other, _, _, restored = self._keeper(workdir)
+        other.restore_latest()
+        self.assertEqual(restored.history(), [{"epoch": 1}, {"epoch": 2}])
+        with open(path) as handle:
+            self.assertEqual(handle.read(), '{"epoch": 1}\n{"epoch": 2}\n')
+
     @parameterized.named_parameters(("index", "index"), ("data", "data"))
     def test_truncated_latest_falls_back_to_the_previous(self, part):
         workdir = self.create_tempdir().full_path
