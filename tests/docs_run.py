@@ -5,7 +5,7 @@ Each page's folder starts with a copy of examples/ and of the example runs the p
 that write them; those lines are not run again on their page (their results are reused).
 Shell lines run in bash (`set -o pipefail`) with the venv's console scripts first on PATH and
 without the variables that make the tools chatty; Python blocks run in one namespace per page,
-in the page's folder, their stdout captured.  Printed paths are shown relative to the folder:
+in the page's folder, their stdout captured, Keras's names counted afresh.  Printed paths are shown relative to the folder:
 the folder's own path is removed from the output.
 
 Besides the exit code and the shown output, every package command's stderr may hold only the
@@ -29,6 +29,7 @@ import tempfile
 import traceback
 
 import docs_pages
+import keras
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
@@ -159,6 +160,7 @@ def run_page(name: str, on_output=None) -> list[str]:
     EXAMPLES.copy_into(folder, text)
     produced = EXAMPLES.producing(page)
     namespace = {"__name__": f"docs_{pathlib.Path(name).stem}"}
+    keras.utils.clear_session()  # layer and model names as in a fresh interpreter ('sequential', 'dense')
     for step in page.steps:
         if step.kind == "python":
             result = python(step.code, namespace, folder, f"{name}:{step.line}")
