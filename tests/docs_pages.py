@@ -30,7 +30,7 @@ import math
 import re
 
 PACKAGE_COMMAND = re.compile(r"(?<![\w/.-])(tf-backprop-[a-z]+|saved_model_cli)(?![\w-])")
-ILLUSTRATIVE = re.compile(r"#.*?\billustrative:\s*(\S.*)$")
+ILLUSTRATIVE = re.compile(r"#.*?\billustrative:\s*(\S.*?)\)?$")
 EXITS = re.compile(r"#.*?\bexits (\d+)\b")
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 SHELL_LANGUAGES = ("bash", "sh", "shell")
