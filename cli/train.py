@@ -11,6 +11,8 @@ help); --restart and --json are the only flags of this command's own.
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
 from tf_backprop import files, training
@@ -63,6 +65,8 @@ def config_from_flags() -> config_lib.TrainConfig:
 
 def main(argv):
     del argv
+    if FLAGS.strategy == "multi_worker":  # TF_CONFIG's errors first: it configures everything else
+        cluster.parse_tf_config(os.environ.get("TF_CONFIG"))
     config = config_from_flags()
     try:
         result = training.train(config, restart=FLAGS.restart)

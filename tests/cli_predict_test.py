@@ -257,8 +257,8 @@ class PredictCliTest(tf.test.TestCase):
         (line,) = result.stderr.strip().splitlines()  # exactly one line: the warning
         self.assertEqual(
             line,
-            'tf-backprop-predict: warning: in.csv: ignoring column(s) "id", "note", '
-            "which are not features of the model",
+            'tf-backprop-predict: warning: in.csv: copying column(s) "id", "note" through unchanged '
+            "(not features of the model)",
         )
         out_header, out_rows = read_csv(result.stdout)
         served = served_lib.load_export(self.model)

@@ -385,8 +385,8 @@ class ConfigChangeTest(ResumeCliTestCase):
         before = checkpoint_files.file_states(os.path.join(self.workdir, "ckpt"))
         outcome = self.run_cli(*flags, "--workdir=run", "--hidden=4", "--loss=half_mse")
         line = self.assert_error_line(outcome, 2, ".*").string
-        self.assertRegex(line, r"\bhidden: saved None, given \[4\]")
-        self.assertRegex(line, r"\bloss: saved None, given 'half_mse'")
+        self.assertRegex(line, r"\bhidden: saved the default \[3, 3\], given \[4\]")
+        self.assertRegex(line, r"\bloss: saved the default \(by task\), given 'half_mse'")
         self.assertIn("--restart", line)
         self.assertEqual(checkpoint_files.file_states(os.path.join(self.workdir, "ckpt")), before)
 
@@ -397,8 +397,8 @@ class ConfigChangeTest(ResumeCliTestCase):
         outcome = self.run_ok(*changed)
         self.assertEqual(self.resumed_step(outcome)[1], 2400)
         log = "\n".join(outcome.lines)
-        self.assertIn("resume with changed epochs: None -> 151", log)
-        self.assertIn("resume with changed steps: 2400 -> None", log)
+        self.assertIn("resume with changed epochs: unset (60 unless --steps) -> 151", log)
+        self.assertIn("resume with changed steps: 2400 -> unset (--epochs decides)", log)
         self.assertIn("resume with changed learning_rate: 0.01 -> 0.005", log)
         metrics = checkpoint_files.read_json(self.workdir, "metrics.json")
         self.assertEqual(metrics["steps"], 2416)

@@ -33,12 +33,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(*flags: str, cwd: str) -> subprocess.CompletedProcess:
-    """Runs `python -m tf_backprop.cli.train FLAGS` in `cwd`; never raises on a non-zero exit."""
+def _run(*flags: str, cwd: str, **environ: str) -> subprocess.CompletedProcess:
+    """Runs `python -m tf_backprop.cli.train FLAGS` in `cwd` (with `environ` added to the
+    environment); never raises on a non-zero exit."""
     return subprocess.run(
         [sys.executable, "-m", "tf_backprop.cli.train", *flags],
         cwd=cwd,
-        env=_env(),
+        env={**_env(), **environ},
         capture_output=True,
         text=True,
         timeout=_TIMEOUT,
@@ -95,13 +96,13 @@ class CliTestCase(tf.test.TestCase, parameterized.TestCase):
         self.assertLen(lines, 1, _describe(result))
         return json.loads(lines[0])
 
-    def run_failing(self, *flags: str, code: int, log_lines: bool = False) -> str:
+    def run_failing(self, *flags: str, code: int, log_lines: bool = False, **environ: str) -> str:
         """Runs the CLI, asserts exit `code` and a one-line error on stderr; returns that line.
 
         log_lines: allow absl INFO progress lines (logged before training starts) above the
         error line, which must then be the last line.
         """
-        result = _run(*flags, cwd=self.cwd)
+        result = _run(*flags, cwd=self.cwd, **environ)
         self.assertEqual(result.returncode, code, _describe(result))
         self.assert_no_traceback(result)
         self.assertEqual(result.stdout, "", _describe(result))
@@ -278,6 +279,11 @@ class BadFlagTest(CliTestCase):
         line = self.run_failing("--layers=3,3,1", *_TINY, "--workdir=run", code=2, log_lines=True)
         self.assert_names(line, "layers")
         self.assertFalse(os.path.exists(os.path.join(self.cwd, "run", "config.json")))
+
+    def test_a_malformed_tf_config_is_named_before_a_missing_workdir(self):
+        line = self.run_failing("--strategy=multi_worker", code=2, TF_CONFIG="{not json")
+        self.assertIn("TF_CONFIG: not valid JSON", line)
+        self.assertNotIn("workdir", line)
 
     def test_gpu_without_gpu_exits_2(self):
         if tf.config.list_physical_devices("GPU"):

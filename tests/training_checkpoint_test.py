@@ -309,8 +309,8 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaises(checkpoint.ConfigMismatchError) as raised:
             checkpoint.check_resumable(self.workdir, cfg)
         message = str(raised.exception)
-        self.assertIn("hidden: saved None, given [4]", message)
-        self.assertIn("loss: saved None, given 'half_mse'", message)
+        self.assertIn("hidden: saved the default [3, 3], given [4]", message)
+        self.assertIn("loss: saved the default (by task), given 'half_mse'", message)
         self.assertNotIn("epochs", message)
         self.assertNotIn("learning_rate", message)
 

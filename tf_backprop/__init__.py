@@ -1,15 +1,24 @@
 """tf_backprop: backpropagation made visible, verified and fast (TensorFlow 2 / Keras 3).
 
-The top level names the public API and imports TensorFlow only when one of them is used, so
-entry points can quiet TensorFlow's C++ logging first:
+The top level names the public API, loading each module on first use:
 
 * `MLP`, `MLPSpec` (tf_backprop.model); `backprop` (tape and hand-written gradients);
 * `gradcheck` (gradient checking), `testing` (a tf.test assertion);
 * `explain(model, x, y, loss)`: one pass's every number and formula (tf_backprop.explaining);
 * `train(config)`, `TrainConfig` (tf_backprop.training); `serving` (export, predict).
+
+Importing it imports TensorFlow with its start-up lines held back: TensorFlow 2.21 prints its
+oneDNN and CPU-feature notes, and on a machine without a GPU `E0000 … failed call to cuInit …
+(303)`, before its log level can be set.  TF_CPP_MIN_LOG_LEVEL defaults to 2 (TensorFlow's C++
+INFO and WARNING lines off); TF_BACKPROP_VERBOSE_TF=1 leaves both alone.  If the import fails,
+what TensorFlow printed is shown after all.  A TensorFlow imported before this package has
+printed its lines already.
 """
 
 import importlib
+import os
+import sys
+import tempfile
 
 __version__ = "0.1.0"
 
@@ -22,6 +31,34 @@ _LAZY = {
 }
 
 __all__ = [*_LAZY, "__version__"]
+
+VERBOSE_ENV = "TF_BACKPROP_VERBOSE_TF"  # set to 1: TensorFlow's start-up lines are shown
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and probes for GPUs (cached from then on) with fd 2 captured."""
+    if os.environ.get(VERBOSE_ENV, "0") not in ("", "0") or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the CUDA probe: its cuInit line, once
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+_import_tensorflow_quietly()
 
 
 def __getattr__(name):

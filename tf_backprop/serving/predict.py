@@ -1,6 +1,6 @@
 """Batch prediction from a CSV with an export (`tf_backprop.export`).
 
-Feature columns are matched by header name, extra columns are ignored (with a warning), and the
+Feature columns are matched by header name, other columns are copied through (with a warning), and the
 CSV is streamed in batches through `data.csv_table`, the reader training uses, so memory stays
 flat whatever the file's size.  The output CSV is the input's columns followed by the prediction
 columns.  Its location is checked before anything is scored: an existing file is refused
@@ -97,7 +97,7 @@ def _match_columns(
         )
     extra = [name for name in header if name not in served.feature_names]
     if extra:
-        warn(f"{path}: ignoring column(s) {_quoted(extra)}, which are not features of the model")
+        warn(f"{path}: copying column(s) {_quoted(extra)} through unchanged (not features of the model)")
     return _Columns(path, header, header_line, [header.index(name) for name in served.feature_names])
 
 

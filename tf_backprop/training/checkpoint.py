@@ -39,6 +39,7 @@ from tf_backprop import data as data_lib
 from tf_backprop import files, text
 from tf_backprop.data import fingerprint as fingerprint_lib
 from tf_backprop.model import MLP
+from tf_backprop.training import config as config_lib
 from tf_backprop.training.config import RESUMABLE_FIELDS, TrainConfig
 from tf_backprop.training.errors import CheckpointError, ConfigMismatchError
 
@@ -265,13 +266,21 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
     differing = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
     harmful = [k for k in differing if k not in RESUMABLE_FIELDS]
     if harmful:
-        details = "; ".join(f"{k}: saved {saved.get(k)!r}, given {new.get(k)!r}" for k in harmful)
+        describe = config_lib.describe
+        details = "; ".join(
+            f"{k}: saved {describe(k, saved.get(k))}, given {describe(k, new.get(k))}" for k in harmful
+        )
         raise ConfigMismatchError(
             f"{workdir} holds a run with a different configuration ({details}); use another "
             f"--workdir, or --restart to move the old run aside"
         )
     for key in differing:
-        logging.info("resume with changed %s: %r -> %r", key, saved.get(key), new.get(key))
+        logging.info(
+            "resume with changed %s: %s -> %s",
+            key,
+            config_lib.describe(key, saved.get(key)),
+            config_lib.describe(key, new.get(key)),
+        )
     return TrainConfig.from_dict(saved)
 
 

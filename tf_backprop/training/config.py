@@ -404,6 +404,27 @@ def _field_info(field: dataclasses.Field, hint) -> FieldInfo:
     )
 
 
+# What an unset (None) field means, for messages that show a saved or given value.
+_UNSET_MEANS = {
+    "layers": "the default (from the data and --hidden)",
+    "hidden": f"the default {list(DEFAULT_HIDDEN)}",
+    "loss": "the default (by task)",
+    "epochs": f"unset ({DEFAULT_EPOCHS} unless --steps)",
+    "steps": "unset (--epochs decides)",
+    "weight_decay": "Keras's default",
+    "verify_tolerance": "the default (1e-9 float64, 1e-4 float32)",
+    "workdir": "the default (a new folder under runs/)",
+}
+
+
+def describe(name: str, value: Any) -> str:
+    """A field's value as a message shows it: `[8]`, `'half_mse'`, or what None means for it
+    (`the default [3, 3]`)."""
+    if value is None:
+        return _UNSET_MEANS.get(name, "unset")
+    return repr(list(value) if isinstance(value, tuple) else value)
+
+
 # Fields a resumed run may change: they change neither the model nor the data.
 RESUMABLE_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["resumable"])
 

@@ -55,7 +55,8 @@ class Progress:
         figures = " ".join(f"{k} {v:.4g}" for k, v in (record or {}).items() if k != "epoch")
         elapsed = time.perf_counter() - self.started
         rate = (step - self.first_step) / elapsed if elapsed > 0 and step > self.first_step else 0.0
-        line = f"[{bar}] {step}/{self.total_steps} steps, epoch {epoch}/{self.epochs}  {figures}  {rate:,.0f} steps/s"
+        speed = f"  {rate:,.0f} steps/s" if rate else ""  # from the second call on
+        line = f"[{bar}] {step}/{self.total_steps} steps, epoch {epoch}/{self.epochs}  {figures}{speed}"
         sys.stdout.write("\r" + line)
         sys.stdout.flush()
 

@@ -1,0 +1,72 @@
+"""tf_backprop/__init__.py: importing the package keeps TensorFlow's start-up lines off stderr.
+
+Run in fresh interpreters (the test process has TensorFlow imported already), as a user of the
+Python API would: on a CPU-only machine TensorFlow prints `E0000 … failed call to cuInit`
+and oneDNN notes unless the package holds them back.
+"""
+
+import os
+import subprocess
+import sys
+
+import tensorflow as tf
+
+import tf_backprop
+
+_TIMEOUT = 120
+# Imports the package, then uses TensorFlow as a notebook would: devices, an op, a compiled call.
+_SCRIPT = """
+import tf_backprop.training
+import tensorflow as tf
+tf.config.list_physical_devices("GPU")
+print(float(tf.function(lambda x: x * 2.0, jit_compile=True)(tf.constant(1.0))))
+"""
+
+
+def _python(script: str, **environ: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", tf_backprop.VERBOSE_ENV)}
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**env, **environ},
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT,
+        check=False,
+    )
+
+
+class QuietImportTest(tf.test.TestCase):
+    def test_importing_the_package_prints_nothing_on_stderr(self):
+        result = _python(_SCRIPT)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "2.0\n")
+        self.assertEqual(result.stderr, "")
+
+    def test_the_environment_variable_shows_tensorflows_lines(self):
+        """The check above can fail: without the package's capture these lines are there."""
+        result = _python(_SCRIPT, **{tf_backprop.VERBOSE_ENV: "1"})
+        self.assertEqual(result.returncode, 0, result.stderr)
+        if tf.config.list_physical_devices("GPU"):
+            self.assertNotEqual(result.stderr, "")
+        else:
+            self.assertIn("cuInit", result.stderr)
+
+    def test_a_failing_import_shows_what_tensorflow_printed(self):
+        script = (
+            "import os, sys\n"
+            "class Fail:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'tensorflow':\n"
+            "            os.write(2, b'tensorflow says why\\n')\n"
+            "            raise ImportError('no tensorflow')\n"
+            "sys.meta_path.insert(0, Fail())\n"
+            "import tf_backprop\n"
+        )
+        result = _python(script)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("tensorflow says why", result.stderr)
+        self.assertIn("ImportError: no tensorflow", result.stderr)
+
+
+if __name__ == "__main__":
+    tf.test.main()
