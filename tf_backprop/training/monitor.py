@@ -30,6 +30,7 @@ TensorBoard, `tf.compat.v1.train.summary_iterator`, pandas — sees each step on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import os
 
@@ -222,6 +223,7 @@ class Monitor:
         self.detector = HealthDetector(self.layer_names, thresholds)
         self.histogram_every = histogram_every
         self.last_histogram = -1
+        self._epoch_writers: dict = {}  # (training tags, validation tags) -> a compiled writer
         train, validation = (os.path.join(workdir, "tb", split) for split in ("train", "validation"))
         for directory in (train, validation):
             drop_events_after(directory, start_step)
@@ -278,9 +280,16 @@ class Monitor:
         train = tuple(k for k in records[0] if k != "epoch" and not k.startswith("val_"))
         validation = tuple(k for k in records[0] if k.startswith("val_"))
         values = tf.constant([[r[k] for k in train + validation] for r in records], tf.float64)
-        self._write_epochs(tf.constant(steps, tf.int64), values, train, validation)
+        key = (train, validation)
+        if key not in self._epoch_writers:  # traced once: any number of records
+            signature = [
+                tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([None, len(train + validation)], tf.float64),
+            ]
+            write = functools.partial(self._write_epochs, train=train, validation=validation)
+            self._epoch_writers[key] = tf.function(write, input_signature=signature, autograph=False)
+        self._epoch_writers[key](tf.constant(steps, tf.int64), values)
 
-    @tf.function(autograph=False, reduce_retracing=True)
     def _write_epochs(self, steps, values, train: tuple[str, ...], validation: tuple[str, ...]):
         def write(i):
             with self.train_writer.as_default(step=steps[i]):
