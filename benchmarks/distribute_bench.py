@@ -1,13 +1,13 @@
 """Distributed training throughput: one device against MirroredStrategy, side by side in one run.
 
 For each model (its own subprocess, with 2 logical CPU devices configured at start) and each
-gradient source it measures samples/s of the training loop (`Loop.train_epoch`, monitoring
-off, steps_per_call 1000) for
+gradient source it measures samples/s of the training loop (`Loop.run` one epoch at a time,
+monitoring off, steps_per_call 1000) for
 
   * none        the single-device engine (everything in one XLA while_loop), batch b;
   * none 2b     the same with batch 2b: the arithmetic of two replicas of b;
   * mirrored 1  the engine on MirroredStrategy(["/cpu:0"]), batch b;
-  * mirrored 2  the engine on the 2 logical CPUs, b per replica (global batch 2b);
+  * mirrored 2  the engine on the 2 logical CPUs, --batch_size=2b (b per replica);
   * mirrored 2, jit   the same with each replica's forward + gradient XLA-compiled (the
                       default on GPU replicas; on CPU replicas it was no faster).
 
@@ -34,7 +34,7 @@ import per_model  # noqa: E402  (sibling module; benchmarks/ is on sys.path)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MODELS = [
-    # (name, layer sizes, per-replica batch, rows per epoch)
+    # (name, layer sizes, batch b of one replica, rows per epoch)
     ("article 2-3-3-1, batch 10", [2, 3, 3, 1], 10, 20_000),
     ("64-256-256-1, batch 256", [64, 256, 256, 1], 256, 256 * 2 * 40),
 ]
@@ -56,7 +56,7 @@ class _Setup:
     def __init__(self, layers, batch, datasets, grad_source, setup):
         from tf_backprop import training
 
-        batch = 2 * batch if setup == "none 2b" else batch
+        batch = 2 * batch if setup == "none 2b" or setup.startswith("mirrored 2") else batch  # global
         cfg = training.TrainConfig(
             layers=tuple(layers),
             loss="mse",
@@ -76,14 +76,13 @@ class _Setup:
         self.run = trainer.loop()
         self.state = self.run.state
         self.epoch = 0
-        self.time_epoch()  # warm-up: compile
+        self.run.run(total_steps=self.per_epoch)  # warm-up: compile
 
     def time_epoch(self) -> float:
         """Samples/s of one epoch of the loop (chunks, checks; no validation, no monitoring)."""
-        self.state.step_in_epoch.assign(0)
         start = time.perf_counter()
-        self.run.train_epoch(self.epoch, 100, self.per_epoch)
         self.epoch += 1
+        self.run.run(total_steps=(self.epoch + 1) * self.per_epoch)
         return self.per_epoch * self.global_batch / (time.perf_counter() - start)
 
 

@@ -2,6 +2,7 @@
 
 tf-backprop-predict --model=runs/x/export --input=new.csv                   # CSV on stdout
 tf-backprop-predict --model=runs/x/export --input=new.csv --output=scored.csv [--overwrite]
+tf-backprop-predict --model=runs/x/export --input='parts/*.csv.gz' --output=scored.csv  # shards
 
 Feature columns are matched by header name (any order); other columns are copied unchanged.
 Needs only the export: names and classes come from its metadata signature.
@@ -21,7 +22,12 @@ from tf_backprop.serving import served as served_lib
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model", None, "SavedModel folder written by tf-backprop-export (or by training).")
-flags.DEFINE_string("input", None, "CSV with a header row naming the model's features; - for stdin.")
+flags.DEFINE_string(
+    "input",
+    None,
+    "CSV with a header row naming the model's features (.gz: gzip); a glob pattern of shards with the "
+    "same header, predicted in sorted order under one header; - for stdin.",
+)
 flags.DEFINE_string(
     "output",
     "-",

@@ -3,7 +3,7 @@
 tf-backprop-train                       # the article's net on a learnable regression task
 tf-backprop-train --preset=article      # the article's TF1 loop, faithfully (cannot learn)
 tf-backprop-train --data=csv:houses.csv --target=price --hidden=64,64 --grad_source=manual
-tf-backprop-train --strategy=mirrored --cpu_replicas=2   # two replicas, batch 10 each (docs/distributed.md)
+tf-backprop-train --strategy=mirrored --cpu_replicas=2 --batch_size=20   # two replicas, 10 rows each (docs/distributed.md)
 
 Every TrainConfig field is a flag of the same name, generated from the field (type, default,
 help); --restart and --json are the only flags of this command's own.

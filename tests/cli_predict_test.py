@@ -280,6 +280,25 @@ class PredictCliTest(tf.test.TestCase):
         )
         self.assertEqual(os.listdir(cwd), ["in.csv"])
 
+    def test_a_glob_input_predicts_every_shard_under_one_header(self):
+        import subprocess
+
+        cwd = self.create_tempdir().full_path
+        header, rows, x = shuffled_rows(6)
+        write_csv(os.path.join(cwd, "part-1.csv"), header, rows[:4])
+        write_csv(os.path.join(cwd, "part-2.csv"), header, rows[4:])
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        args = [PREDICT, f"--model={self.model}", "--input=part-*.csv", "--output=out.csv"]
+        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(os.path.join(cwd, "out.csv")) as handle:
+            out_header, out_rows = read_csv(handle.read())
+        served = served_lib.load_export(self.model)
+        self.assertEqual(out_header, header + predict.prediction_columns(served))
+        self.assertEqual([r[0] for r in out_rows], [str(i) for i in range(6)])
+        expected = served.predict(x)["class_ids"]
+        self.assertEqual([r[-4] for r in out_rows], [CLASS_NAMES["multiclass"][i] for i in expected])
+
     def test_bad_cell_exits_2_naming_file_line_and_column(self):
         result, cwd = self.run_predict(["x2", "x1", "x3"], [[1, 2, 3], [4, "oops", 6]], "--output=out.csv")
         self.assertEqual(result.returncode, 2)

@@ -179,12 +179,14 @@ class _References:
             self.started[key] = (_Child((*flags, f"--workdir={workdir}"), self.root), workdir)
 
     def close(self) -> None:
-        """Kills runs a failed test left running; deletes the workdirs."""
+        """Kills runs a failed test left running; deletes the workdirs (another module sharing
+        these helpers starts afresh)."""
         for child, _ in self.started.values():
             child.proc.kill()
             child.finish()
         if self.root:
             shutil.rmtree(self.root, ignore_errors=True)
+        self.root, self.done, self.started = None, {}, {}
 
 
 _REFERENCES = _References()

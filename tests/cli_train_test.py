@@ -70,7 +70,7 @@ def _expected_config(preset: str = "default", **flags) -> dict:
     marker, then every field."""
     return {
         "format": "tf_backprop.run",
-        "format_version": 1,
+        "format_version": 2,
         **config_lib.from_preset(preset, **flags).to_dict(),
     }
 
@@ -278,6 +278,14 @@ class BadFlagTest(CliTestCase):
         """Found once the data is loaded, but before config.json, which would block a fixed rerun."""
         line = self.run_failing("--layers=3,3,1", *_TINY, "--workdir=run", code=2, log_lines=True)
         self.assert_names(line, "layers")
+        self.assertFalse(os.path.exists(os.path.join(self.cwd, "run", "config.json")))
+
+    def test_a_batch_that_does_not_split_among_the_replicas_exits_2_naming_both_numbers(self):
+        flags = ("--strategy=mirrored", "--cpu_replicas=2", "--batch_size=15", *_TINY, "--workdir=run")
+        line = self.run_failing(*flags, code=2, log_lines=True)
+        self.assertIn(
+            "batch_size: the global batch of 15 rows does not split evenly among the 2 replicas", line
+        )
         self.assertFalse(os.path.exists(os.path.join(self.cwd, "run", "config.json")))
 
     def test_a_malformed_tf_config_is_named_before_a_missing_workdir(self):

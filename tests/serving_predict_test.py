@@ -1,5 +1,6 @@
 """Tests for tf_backprop.serving.predict.predict_csv: reading its CSV through data.csv_table."""
 
+import gzip
 import io
 import os
 import shutil
@@ -8,6 +9,7 @@ import tempfile
 import types
 from unittest import mock
 
+import numpy as np
 import tensorflow as tf
 from csv_files import CountingReader
 from predict_exports import make_export
@@ -79,6 +81,54 @@ class PredictCsvReaderTest(tf.test.TestCase):
             rows = [line.split(",") for line in handle.read().splitlines()]
         self.assertEqual(rows[0][:4], ["", "x1", "x2", "x3"])
         self.assertEqual([row[0] for row in rows[1:]], ["0", "1"])
+
+    def test_a_glob_of_shards_gives_one_header_and_the_rows_in_sorted_shard_order(self):
+        folder = self.create_tempdir().full_path
+        shards = {
+            "p2.csv": "x1,x2,x3\n7,8,9\n",
+            "p1.csv.gz": "x1,x2,x3\n1,2,3\n\n4,5,6\n",
+            "p10.csv": "x1,x2,x3\n0,0,1\n",
+        }
+        for name, text in shards.items():
+            with (gzip.open if name.endswith(".gz") else open)(os.path.join(folder, name), "wt") as handle:
+                handle.write(text)
+        output = os.path.join(folder, "out.csv")
+        self.assertEqual(predict.predict_csv(self.served, os.path.join(folder, "p*.csv*"), output), 4)
+        with open(output) as handle:
+            rows = [line.split(",") for line in handle.read().splitlines()]
+        self.assertEqual(rows[0], ["x1", "x2", "x3", "predicted_y"])
+        # Sorted by path: p1.csv.gz, p10.csv, p2.csv.
+        self.assertEqual(
+            [row[:3] for row in rows[1:]],
+            [["1", "2", "3"], ["4", "5", "6"], ["0", "0", "1"], ["7", "8", "9"]],
+        )
+        expected = self.served.predict(np.array([[1, 2, 3], [4, 5, 6], [0, 0, 1], [7, 8, 9]], np.float32))
+        np.testing.assert_allclose(
+            [float(row[3]) for row in rows[1:]], expected["predictions"][:, 0], rtol=1e-6
+        )
+
+    def test_a_later_shard_with_another_header_or_a_bad_cell_is_named_and_nothing_is_written(self):
+        folder = self.create_tempdir().full_path
+        for name, text in (("a.csv", "x1,x2,x3\n1,2,3\n"), ("b.csv", "x1,x3,x2\n1,2,3\n")):
+            with open(os.path.join(folder, name), "w") as handle:
+                handle.write(text)
+        output = os.path.join(folder, "out.csv")
+        with self.assertRaises(data.DataError) as caught:
+            predict.predict_csv(self.served, os.path.join(folder, "*.csv"), output)
+        self.assertEqual(
+            str(caught.exception),
+            f'{os.path.join(folder, "b.csv")}:1: header "x1", "x3", "x2" differs from '
+            f'{os.path.join(folder, "a.csv")}\'s ("x1", "x2", "x3"); every shard needs the same columns in the same order',
+        )
+        with open(os.path.join(folder, "b.csv"), "w") as handle:
+            handle.write("x1,x2,x3\n1,2,3\n4,oops,6\n")
+        with self.assertRaises(data.DataError) as caught:
+            predict.predict_csv(self.served, os.path.join(folder, "*.csv"), output)
+        self.assertEqual(
+            str(caught.exception),
+            f'{os.path.join(folder, "b.csv")}:3:2 (column "x2"): expected a number, got "oops"',
+        )
+        self.assertEqual(sorted(os.listdir(folder)), ["a.csv", "b.csv"])  # no output, no temporary
 
 
 if __name__ == "__main__":

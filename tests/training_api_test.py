@@ -38,7 +38,7 @@ class DefaultRunTest(tf.test.TestCase):
         result = training.train(cfg, progress=False)
         with open(os.path.join(workdir, "config.json")) as handle:
             saved = json.load(handle)
-        self.assertEqual((saved.pop("format"), saved.pop("format_version")), ("tf_backprop.run", 1))
+        self.assertEqual((saved.pop("format"), saved.pop("format_version")), ("tf_backprop.run", 2))
         self.assertEqual(config.TrainConfig.from_dict(saved), cfg)
         with open(os.path.join(workdir, "metrics.json")) as handle:
             metrics = json.load(handle)

@@ -381,6 +381,17 @@ class ResumeTest(ExactTestCase):
         self.assert_same_run(resumed, uninterrupted)
         self.assertEqual(resumed.steps, 64)
 
+    def test_a_run_its_steps_cut_mid_epoch_resumes_with_more_steps(self):
+        """--steps=40 ends epoch 3 after 8 of its 16 steps (its record written); rerun with
+        --steps=70, epoch 4 runs steps 41-56 and a partial epoch 5 steps 57-70."""
+        workdir = self.create_tempdir().full_path
+        first = _train(_config(workdir, epochs=None, steps=40))
+        self.assertEqual([record["epoch"] for record in first.history], [1, 2, 3])
+        resumed = _train(_config(workdir, epochs=None, steps=70))  # (it looped forever)
+        self.assertEqual(resumed.steps, 70)
+        self.assertEqual([record["epoch"] for record in resumed.history], [1, 2, 3, 4, 5])
+        self.assertEqual(resumed.history[:3], first.history)
+
     @parameterized.named_parameters(("data", "data"), ("index", "index"))
     def test_truncated_latest_resumes_from_the_previous_mid_epoch(self, part):
         """ckpt-48 unreadable: warning, resume at step 36 (epoch 3, step 4 of 16), same result."""

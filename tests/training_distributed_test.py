@@ -29,17 +29,18 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tf_backprop import backprop, training
-from tf_backprop.training import checkpoint, config, distributed
+from tf_backprop.data import pipeline
+from tf_backprop.training import checkpoint, config, distributed, feed
 
 _TIMEOUT = 240  # seconds per worker process; a run takes 10-30 s on a loaded 2-core machine
 _LOST_WITHIN = 60  # a surviving worker must exit this soon after its peer was killed
 _ERROR_LINE = re.compile(r"^tf-backprop-train: error: step \d+: lost contact with another worker \(.+\)")
-# 480 training rows, 2 workers × 10 = a global batch of 20: 24 steps per epoch; checkpoints
-# every 20 steps, mostly mid-epoch; 8-step chunks.  float64, so "equal" means 1e-12.
+# 480 training rows, a global batch of 20 (10 on each of 2 workers): 24 steps per epoch;
+# checkpoints every 20 steps, mostly mid-epoch; 8-step chunks.  float64, so "equal" means 1e-12.
 _FLAGS = (
     "--steps=600",
     "--n_samples=600",
-    "--batch_size=10",
+    "--batch_size=20",
     "--checkpoint_every=20",
     "--steps_per_call=8",
     "--dtype=float64",
@@ -70,7 +71,7 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
         ("tape_adam_float32_l2", "tape", "adam", "float32", 1e-2, 1, 3),
         ("manual_adam_float32", "manual", "adam", "float32", 0.0, 2, 0),
     )
-    def test_two_replicas_equal_one_device_with_twice_the_batch(
+    def test_two_replicas_equal_one_device_with_the_same_global_batch(
         self, grad_source, optimizer, dtype, l2, accum, verify_every
     ):
         common = {
@@ -86,7 +87,7 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
         )
         workdir = self.create_tempdir().full_path
         mirrored = training.train(
-            _config(workdir, batch_size=10, strategy="mirrored", cpu_replicas=2, **common), progress=False
+            _config(workdir, batch_size=20, strategy="mirrored", cpu_replicas=2, **common), progress=False
         )
         self.assertEqual(mirrored.steps, single.steps)
         _assert_weights_close(self, single.model.get_weights(), mirrored.model.get_weights(), dtype)
@@ -114,7 +115,7 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
 
     def test_non_finite_gradient_names_the_step_and_the_variable(self):
         workdir = self.create_tempdir().full_path
-        cfg = _config(workdir, epochs=1, shuffle=False, batch_size=5, strategy="mirrored", cpu_replicas=2)
+        cfg = _config(workdir, epochs=1, shuffle=False, batch_size=10, strategy="mirrored", cpu_replicas=2)
         datasets = training.load_datasets(cfg)
         bad_step = 4  # shuffle off: step s reads rows (s-1)·10 .. s·10-1; replica 1 takes the last 5
         datasets.train.x[(bad_step - 1) * 10 + 7] = np.nan
@@ -153,6 +154,14 @@ class StrategyConfigTest(parameterized.TestCase, tf.test.TestCase):
         with mock.patch.dict(os.environ, environ, clear=True):
             with self.assertRaisesRegex(config.ConfigError, pattern):
                 distributed.make_strategy(_config("x", strategy="multi_worker"))
+
+    def test_a_batch_that_does_not_split_among_the_replicas_names_both_numbers(self):
+        cfg = _config(self.create_tempdir().full_path, batch_size=15, strategy="mirrored", cpu_replicas=2)
+        with self.assertRaisesRegex(
+            config.ConfigError,
+            r"^batch_size: the global batch of 15 rows does not split evenly among the 2 replicas",
+        ):
+            training.build(cfg)
 
     @parameterized.parameters(
         ({"cpu_replicas": 2}, "cpu_replicas: only with --strategy=mirrored"),
@@ -286,7 +295,7 @@ class _Cluster:
 
 
 def _single_device_reference(root: str) -> list[np.ndarray]:
-    """The same run as _FLAGS on one device with the global batch (2 × 10)."""
+    """The same run as _FLAGS on one device (the same global batch of 20)."""
     cfg = config.TrainConfig(
         steps=600,
         n_samples=600,
@@ -325,7 +334,7 @@ class MultiWorkerTest(tf.test.TestCase):
             MultiWorkerTest._reference = checkpoint.load_model(workdir)[0].get_weights()
         return MultiWorkerTest._reference
 
-    def test_two_workers_equal_one_device_with_twice_the_batch(self):
+    def test_two_workers_equal_one_device_with_the_same_global_batch(self):
         expected = _single_device_reference(self.create_tempdir().full_path)
         _assert_weights_close(self, expected, self._uninterrupted(), "float64")
 
@@ -365,6 +374,139 @@ class MultiWorkerTest(tf.test.TestCase):
                 self.assertLess(waited, _LOST_WITHIN, survivor.describe())
                 self.assertNotIn(survivor.returncode, (0, -signal.SIGKILL), survivor.describe())
                 self.assertRegex(survivor.stderr[-1], _ERROR_LINE)
+
+
+# ----------------------------------------------------------------------------- streamed, two workers
+_STREAM_SHARDS, _STREAM_ROWS = 4, 150
+_STREAM_KILL_AFTER = 40
+
+
+def _write_stream_shards(folder: str) -> str:
+    """4 regression shards of 150 rows; their glob pattern."""
+    rng = np.random.default_rng(0)
+    for s in range(_STREAM_SHARDS):
+        x = rng.uniform(-2, 2, size=(_STREAM_ROWS, 2))
+        y = np.sin(x[:, 0]) * np.cos(x[:, 1]) + 0.05 * rng.standard_normal(_STREAM_ROWS)
+        with open(os.path.join(folder, f"part-{s}.csv"), "w") as handle:
+            handle.write(
+                "x1,x2,y\n" + "".join(f"{a!r},{b!r},{c!r}\n" for (a, b), c in zip(x.tolist(), y.tolist()))
+            )
+    return os.path.join(folder, "part-*.csv")
+
+
+def _stream_flags(pattern: str) -> tuple[str, ...]:
+    # ~480 training rows, 120 per shard: each worker feeds 10 rows of the global batch of 20.
+    return (
+        f"--data=csv:{pattern}",
+        "--target=y",
+        "--stream",
+        "--steps=120",
+        "--batch_size=20",
+        "--steps_per_call=8",
+        "--checkpoint_every=20",
+        "--hidden=4",
+        "--dtype=float64",
+        "--histogram_every=0",
+    )
+
+
+def _stream_config(pattern: str, workdir: str) -> config.TrainConfig:
+    return config.TrainConfig(
+        data=f"csv:{pattern}",
+        target="y",
+        stream=True,
+        steps=120,
+        batch_size=20,
+        steps_per_call=8,
+        hidden=(4,),
+        dtype="float64",
+        histogram_every=0,
+        workdir=workdir,
+    )
+
+
+def _logged_shards(outcome: _Outcome) -> tuple[set[int], set[str]]:
+    """(training shards this worker said it reads, the files its statistics pass scanned)."""
+    trained, scanned = set(), set()
+    for line in outcome.stderr:
+        if match := re.search(r"input pipeline \d of 2 reads training shards \[([\d, ]*)\]", line):
+            trained |= {int(s) for s in match[1].split(",") if s.strip()}
+        if match := re.search(r"\] (\S+): scanned \d+ rows by the (fast|exact) reader", line):
+            scanned.add(os.path.basename(match[1]))
+    return trained, scanned
+
+
+class StreamedMultiWorkerTest(tf.test.TestCase):
+    """Two workers streaming four shards: disjoint shards, equal to one process fed the same
+    global batches, and killed and rerun to the same weights."""
+
+    def test_two_workers_read_disjoint_shards_and_equal_one_process_over_their_batches(self):
+        root = self.create_tempdir().full_path
+        pattern = _write_stream_shards(self.create_tempdir().full_path)
+        workdir = os.path.join(root, "run")
+        outcomes = _Cluster(root, workdir, _stream_flags(pattern)).finish()
+        for outcome in outcomes:
+            self.assertEqual(outcome.returncode, 0, outcome.describe())
+        (trained0, scanned0), (trained1, scanned1) = map(_logged_shards, outcomes)
+        self.assertEqual((trained0, trained1), ({0, 2}, {1, 3}))
+        self.assertEqual((scanned0, scanned1), ({"part-0.csv", "part-2.csv"}, {"part-1.csv", "part-3.csv"}))
+        weights = checkpoint.load_model(workdir)[0].get_weights()
+
+        # One process over the same global batches: worker 0's 10 rows, then worker 1's.
+        trainer = training.build(_stream_config(pattern, os.path.join(root, "single")))
+        train, prep = trainer.datasets.train, trainer.datasets.preprocessing
+        per_worker = [sum(train.shard_rows[s] for s in (w, w + 2)) // 10 for w in (0, 1)]
+        steps = [
+            pipeline.training_steps(
+                train,
+                prep,
+                shards=[w, w + 2],
+                seed=0,
+                shuffle=True,
+                batch=10,
+                accum=1,
+                steps_per_epoch=min(per_worker),
+                dtype=tf.float64,
+            )  # fmt: skip
+            for w in (0, 1)
+        ]
+        both = tf.data.Dataset.zip(tuple(steps)).map(
+            lambda a, b: tuple(tf.concat([u, v], 1) for u, v in zip(a, b))
+        )
+        plain = training.build(_stream_config(pattern, os.path.join(root, "plain")))
+        trainer.feed = feed.StreamFeed(both, trainer.plan)
+        for one in (trainer, plain):
+            one.loop().run()
+        _assert_weights_close(self, trainer.model.get_weights(), weights, "float64")
+        # A single process streaming all shards cuts other batches: it differs.
+        self.assertFalse(
+            all(np.allclose(a, b, rtol=1e-6) for a, b in zip(plain.model.get_weights(), weights))
+        )
+
+    def test_both_killed_then_rerun_resume_their_own_input_to_the_same_weights(self):
+        pattern = _write_stream_shards(self.create_tempdir().full_path)
+        flags = _stream_flags(pattern)
+        reference = os.path.join(self.create_tempdir().full_path, "run")
+        for outcome in _Cluster(self.create_tempdir().full_path, reference, flags).finish():
+            self.assertEqual(outcome.returncode, 0, outcome.describe())
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        cluster = _Cluster(self.create_tempdir().full_path, workdir, flags, watch=0)
+        match = cluster.wait_for(r"\] checkpoint \S*ckpt-(\d+)$")
+        while match and int(match.group(1)) < _STREAM_KILL_AFTER:
+            match = cluster.wait_for(r"\] checkpoint \S*ckpt-(\d+)$")
+        cluster.kill(0)
+        cluster.kill(1)
+        killed = cluster.finish()
+        self.assertIsNotNone(match, killed[0].describe())
+        rerun = _Cluster(self.create_tempdir().full_path, workdir, flags).finish()
+        for outcome in rerun:
+            self.assertEqual(outcome.returncode, 0, outcome.describe())
+            resumed = [line for line in outcome.stderr if line.startswith("resuming from ")]
+            self.assertLen(resumed, 1, outcome.describe())
+        for w in (0, 1):  # each worker saved its own input position
+            self.assertNotEmpty(os.listdir(os.path.join(workdir, "ckpt", f"input-{w}")))
+        expected = checkpoint.load_model(reference)[0].get_weights()
+        _assert_weights_close(self, expected, checkpoint.load_model(workdir)[0].get_weights(), "float64")
 
 
 class WorkerTimeoutTest(tf.test.TestCase):

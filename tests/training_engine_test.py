@@ -105,7 +105,7 @@ class FastCallTest(tf.test.TestCase):
             trainer = training.build(cfg)
             engine, loop = trainer.engine, trainer.loop()
             stop = trainer.plan.steps_per_epoch + 7  # across an epoch's end
-            args = (*loop.train, *loop.validation, tf.constant(stop, tf.int64))
+            args = (*loop.train, *loop.validation, tf.constant(0, tf.int64), tf.constant(stop, tf.int64))
             args += (tf.constant(trainer.plan.total_steps, tf.int64),)
             fast = engine._fast_call(*args)
             after_fast = [v.numpy() for v in engine._state]

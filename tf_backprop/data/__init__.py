@@ -17,13 +17,26 @@ the task each loss takes).
 Loading logs one warning line per finding about data that trains but probably not as meant
 (`checks`), and records the data's fingerprint in `Preprocessing.fingerprint` (`fingerprint`).
 
-Modules, each importing only those before it: errors → tasks → containers → fingerprint,
-checks → synthetic, csv_table → csv_source → splits → loading.
+Modules, each importing only those before it: errors → shards → tasks → containers →
+fingerprint, checks → moments → synthetic, csv_table → csv_source → fastcsv → scan → splits →
+pipeline → streamed → loading.
+
+A CSV source too large for memory streams (`streamed`): one statistics pass (`scan`, parsing
+with `fastcsv`) validates every row, splits it by (seed, shard, line), merges the moments and
+caches the rows as binary; `pipeline` reads the caches with tf.data.
 """
 
-from tf_backprop.data.containers import Datasets, Preprocessing, RawSource, Split
+from tf_backprop.data.containers import Datasets, Preprocessing, RawSource, Split, StreamedSplit
 from tf_backprop.data.errors import DataError
 from tf_backprop.data.loading import check_arguments, load
+from tf_backprop.data.streamed import (
+    MAX_VALIDATION_BYTES,
+    STREAM_ABOVE_BYTES,
+    load_streamed,
+    scan_shards,
+    source_shards,
+    wants_stream,
+)
 from tf_backprop.data.synthetic import SYNTHETIC
 from tf_backprop.data.tasks import (
     CLASSIFICATION,
@@ -43,14 +56,21 @@ __all__ = [
     "SYNTHETIC",
     "TARGET_KINDS",
     "TASKS",
+    "MAX_VALIDATION_BYTES",
+    "STREAM_ABOVE_BYTES",
     "DataError",
     "Datasets",
     "Preprocessing",
     "RawSource",
     "Split",
+    "StreamedSplit",
     "TargetSummary",
     "check_arguments",
     "default_loss",
     "infer_task",
     "load",
+    "load_streamed",
+    "scan_shards",
+    "source_shards",
+    "wants_stream",
 ]

@@ -27,7 +27,11 @@ _MAX_LISTED = 10  # names listed in one warning
 
 def constant_columns(values: np.ndarray) -> np.ndarray:
     """[k] bool: which columns of [m, k] are constant (their std is rounding noise)."""
-    mean, std = values.mean(axis=0), values.std(axis=0)
+    return constant_std(values.mean(axis=0), values.std(axis=0))
+
+
+def constant_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """[k] bool: which columns of this mean and std are constant (the std is rounding noise)."""
     return std <= _CONSTANT_RTOL * np.maximum(1.0, np.abs(mean))
 
 

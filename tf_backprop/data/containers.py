@@ -119,12 +119,34 @@ class Split:
 
 
 @dataclasses.dataclass
-class Datasets:
-    """The three splits of one source and the preprocessing that produced them."""
+class StreamedSplit:
+    """A split left on disk by the streaming statistics pass (`data.scan`), read by `data.pipeline`.
 
-    train: Split
+    One cache file per shard, in shard order: TFRecord records of raw float64 rows [features...,
+    target value, target code], the code indexing the shard's distinct target cells.
+    """
+
+    name: str  # train | validation | test
+    files: list[str]  # per shard
+    shard_rows: list[int]  # per shard
+    n_features: int
+    class_ids: list[list[int]] | None  # classification: per shard, the class id of each code
+
+    def __len__(self) -> int:
+        return sum(self.shard_rows)
+
+
+@dataclasses.dataclass
+class Datasets:
+    """The three splits of one source and the preprocessing that produced them.
+
+    A streamed source's training and test splits stay on disk (`StreamedSplit`); its validation
+    split is read into memory, as it is evaluated after every epoch.
+    """
+
+    train: Split | StreamedSplit
     validation: Split | None  # None when val_split == 0
-    test: Split | None  # None when test_split == 0
+    test: Split | StreamedSplit | None  # None when test_split == 0
     preprocessing: Preprocessing
     source: str  # e.g. "regression" or "csv:/abs/path.csv"
 

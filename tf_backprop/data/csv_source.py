@@ -13,17 +13,18 @@ import numpy as np
 from tf_backprop import text
 from tf_backprop.data import fingerprint
 from tf_backprop.data.containers import RawSource
-from tf_backprop.data.csv_table import Table, read_table
+from tf_backprop.data.csv_table import Table, read_source
 from tf_backprop.data.errors import DataError
 from tf_backprop.data.tasks import CLASSIFICATION, TargetSummary, infer_task
 
 
 def load_csv(path: str, target: str | None, task: str, loss: str | None) -> RawSource:
-    """Reads a CSV source, resolves its task and encodes its targets."""
-    table = read_table(path)
-    j = _target_column(table, target)
+    """Reads a CSV source (one file, or every shard of a glob pattern), resolves its task and
+    encodes its targets."""
+    table = read_source(path)
+    j = target_column(table, target)
     features = [c for c in range(len(table.header)) if c != j]
-    x = _parse_features(table, features)
+    x = parse_features(table, features)
     summary, parsed = _summarize_target(table, j)
     resolved = infer_task(task, loss, summary)
     classes = summary.class_names if resolved in CLASSIFICATION else None
@@ -33,7 +34,7 @@ def load_csv(path: str, target: str | None, task: str, loss: str | None) -> RawS
     return RawSource(x, y, resolved, names, table.header[j], classes, identity)
 
 
-def _target_column(table: Table, target: str | None) -> int:
+def target_column(table: Table, target: str | None) -> int:
     """The target's field index; DataError if the flag is missing or names no column."""
     columns = ", ".join(table.header)
     if not target:
@@ -52,7 +53,7 @@ def _target_column(table: Table, target: str | None) -> int:
     return table.header.index(target)
 
 
-def _parse_features(table: Table, columns: list[int]) -> np.ndarray:
+def parse_features(table: Table, columns: list[int]) -> np.ndarray:
     """The feature columns as float64 [m, n]; DataError at the first cell that is not a finite number."""
     try:
         x = np.array([[float(row[j]) for j in columns] for row in table.rows], dtype=np.float64)
@@ -69,7 +70,7 @@ def _parse_features(table: Table, columns: list[int]) -> np.ndarray:
 def _parse_number(table: Table, i: int, j: int) -> float:
     """Cell (row i, field j) as a finite float; DataError naming the cell otherwise."""
     cell = table.rows[i][j].strip()
-    where = table.where(table.lines[i], j)
+    where = table.cell(i, j)
     if not cell:
         raise DataError(f"{where}: expected a number, got an empty cell")
     try:
@@ -81,13 +82,19 @@ def _parse_number(table: Table, i: int, j: int) -> float:
     return value
 
 
-def _summarize_target(table: Table, j: int) -> tuple[TargetSummary, np.ndarray | list[str]]:
-    """Classifies the target column as real / integer / labels; returns it parsed accordingly."""
+def target_cells(table: Table, j: int) -> list[str]:
+    """The target column's cells, stripped; DataError at the first empty one."""
     cells = [row[j].strip() for row in table.rows]
     for i, cell in enumerate(cells):
         if not cell:
-            raise DataError(f"{table.where(table.lines[i], j)}: expected a target value, got an empty cell")
-    first_text = next((i for i, cell in enumerate(cells) if not _is_number(cell)), None)
+            raise DataError(f"{table.cell(i, j)}: expected a target value, got an empty cell")
+    return cells
+
+
+def _summarize_target(table: Table, j: int) -> tuple[TargetSummary, np.ndarray | list[str]]:
+    """Classifies the target column as real / integer / labels; returns it parsed accordingly."""
+    cells = target_cells(table, j)
+    first_text = next((i for i, cell in enumerate(cells) if not is_number(cell)), None)
     if first_text is not None:
         names = sorted(set(cells))
         return _summary(table, j, "labels", names, first_text, cells), cells
@@ -96,7 +103,7 @@ def _summarize_target(table: Table, j: int) -> tuple[TargetSummary, np.ndarray |
     if non_integer.size:
         return _summary(table, j, "real", None, int(non_integer[0]), cells), values
     # Whole numbers sort numerically (2 before 10), so labels 0..K-1 keep their own ids.
-    names = [_integer_name(v) for v in np.unique(values)]
+    names = [integer_name(v) for v in np.unique(values)]
     return _summary(table, j, "integer", names, None, cells), values
 
 
@@ -104,12 +111,12 @@ def _summary(
     table: Table, j: int, kind: str, names: list[str] | None, i: int | None, cells: list[str]
 ) -> TargetSummary:
     """A TargetSummary for column j, with row i (if any) as the example cell."""
-    example_where = None if i is None else table.where(table.lines[i], j)
+    example_where = None if i is None else table.cell(i, j)
     example = None if i is None else text.quote(cells[i])
     return TargetSummary(kind, names, table.column_where(j), example_where, example)
 
 
-def _is_number(cell: str) -> bool:
+def is_number(cell: str) -> bool:
     """True if float() accepts the cell (nan and inf included: those are bad numbers, not labels)."""
     try:
         float(cell)
@@ -118,7 +125,7 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _integer_name(value: float) -> str:
+def integer_name(value: float) -> str:
     """3.0 -> '3': the class name of a whole-number label."""
     return str(int(value))
 
@@ -128,6 +135,6 @@ def _encode_targets(task: str, summary: TargetSummary, parsed: np.ndarray | list
     if task == "regression":
         return np.asarray(parsed, dtype=np.float64)[:, None]
     names = summary.class_names
-    labels = parsed if summary.kind == "labels" else [_integer_name(v) for v in parsed]
+    labels = parsed if summary.kind == "labels" else [integer_name(v) for v in parsed]
     index = {name: k for k, name in enumerate(names)}
     return np.array([index[label] for label in labels], dtype=np.int64)

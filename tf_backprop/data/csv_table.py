@@ -1,9 +1,10 @@
 """CSV table: the one CSV reader, streaming (start line, fields) records for training and prediction.
 
-Bytes are decoded one line at a time, so a byte that is not UTF-8 is reported with its line
-and file offset however deep into a stream it sits; a quoted field may span lines, and each
-record carries the line where it starts.  Blank lines are skipped and a byte-order mark before
-the header is dropped.  Training reads a whole `Table`; predict pulls `records` in batches.
+A file whose name ends in .gz is read through gzip.  Bytes are decoded one line at a time, so a
+byte that is not UTF-8 is reported with its line and file offset however deep into a stream it
+sits; a quoted field may span lines, and each record carries the line where it starts.  Blank lines are skipped and a byte-order mark before
+the header is dropped.  Training reads a whole `Table` (`read_source`: every shard of a glob
+pattern, one after the other); predict pulls `records` in batches.
 
 Bad input raises `DataError` naming the file and the line (and the column, for a header name).
 """
@@ -15,13 +16,14 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
-import os
 import re
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
 from tf_backprop import text
+from tf_backprop.data import fingerprint, shards
 from tf_backprop.data.errors import DataError
 
 STDIN = "-"  # the path that `open_input` reads as standard input
@@ -29,33 +31,43 @@ STDIN = "-"  # the path that `open_input` reads as standard input
 # only at \n, so they are split after every \r that no \n follows.
 _LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
 
+# What reading a damaged .gz file raises besides OSError (gzip.BadGzipFile is one).
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
 Record = tuple[int, list[str]]  # (the line where the record starts, its fields)
 
 
 @dataclasses.dataclass
 class Table:
-    """A CSV file's header and data rows as text, with each row's 1-based line number."""
+    """A CSV file's header and data rows as text, with each row's 1-based line number.
+
+    A table of several shards (`read_source`) has the first shard's path and header line, and
+    names each row's own file in `files`.
+    """
 
     path: str  # as the user gave it, for messages
     header: list[str]
     header_line: int
     rows: list[list[str]]
     lines: list[int]  # lines[i]: the file line where rows[i] starts
+    files: list[str] | None = None  # files[i]: the shard holding rows[i] (None: all in `path`)
+    source: str | None = None  # the glob pattern of several shards, for whole-column messages
     size: int = 0  # the file's length in bytes
     sha256: str = ""  # hex digest of the file's bytes, as read
 
-    def where(self, line: int, column: int) -> str:
-        """'file:line:col (column "name")' for a cell; column is the 0-based field index."""
-        return f"{self.path}:{line}:{column + 1} (column {text.quote(self.header[column])})"
+    def cell(self, row: int, column: int) -> str:
+        """'file:line:col (column "name")' for field `column` (0-based) of rows[row], in its own shard."""
+        path = self.path if self.files is None else self.files[row]
+        return f"{path}:{self.lines[row]}:{column + 1} (column {text.quote(self.header[column])})"
 
     def column_where(self, column: int) -> str:
-        """'file (column "name")' for a whole column."""
-        return f"{self.path} (column {text.quote(self.header[column])})"
+        """'file (column "name")' for a whole column (the pattern, for several shards)."""
+        return f"{self.source or self.path} (column {text.quote(self.header[column])})"
 
 
 def read_table(path: str) -> Table:
     """Reads a whole CSV file with a header row; DataError for a missing/empty file or a ragged row."""
-    with _open_file(path) as handle:
+    with open_file(path) as handle:
         # Every record first (training needs them all anyway), so that a malformed or non-UTF-8
         # line anywhere is reported ahead of a bad header, as when the file was decoded whole.
         hashed = _Hashed(handle)
@@ -66,7 +78,7 @@ def read_table(path: str) -> Table:
         raise DataError(f"{path}:{header_line}: no data rows after the header")
     lines, rows = [line for line, _ in data], [row for _, row in data]
     check_widths(path, len(header), lines, rows)
-    return Table(path, header, header_line, rows, lines, hashed.size, hashed.digest.hexdigest())
+    return Table(path, header, header_line, rows, lines, size=hashed.size, sha256=hashed.digest.hexdigest())
 
 
 class _Hashed:
@@ -82,13 +94,46 @@ class _Hashed:
             yield line
 
 
+def read_source(path: str) -> Table:
+    """Every shard `path` names (one file or a glob pattern's matches, sorted) as one Table.
+
+    DataError as read_table's for each shard, in order, and naming the first shard whose header
+    differs from the first one's.
+    """
+    paths = shards.expand(path)
+    tables = [read_table(paths[0])]
+    for shard in paths[1:]:
+        tables.append(read_table(shard))
+        check_same_header(tables[0].path, tables[0].header, shard, tables[-1].header_line, tables[-1].header)
+    if len(tables) == 1:
+        return tables[0]
+    first = tables[0]
+    files = [table.path for table in tables for _ in table.rows]
+    rows = [row for table in tables for row in table.rows]
+    lines = [line for table in tables for line in table.lines]
+    identity = fingerprint.of_shards([t.size for t in tables], [t.sha256 for t in tables], len(rows))
+    size, digest = identity["bytes"], identity["sha256"]
+    return Table(first.path, first.header, first.header_line, rows, lines, files, path, size, digest)
+
+
+def check_same_header(first: str, header: list[str], path: str, line: int, other: list[str]) -> None:
+    """DataError naming `path` and `line` when its header is not the first shard's."""
+    if other != header:
+        names = ", ".join(map(text.quote, other))
+        expected = ", ".join(map(text.quote, header))
+        raise DataError(
+            f"{path}:{line}: header {names} differs from {first}'s ({expected}); every shard needs "
+            f"the same columns in the same order"
+        )
+
+
 @contextlib.contextmanager
 def open_input(path: str) -> Iterator[IO[bytes]]:
     """The CSV's bytes: standard input for "-", else the file; DataError if it cannot be opened."""
     if path == STDIN:
         yield sys.stdin.buffer
         return
-    with _open_file(path) as handle:
+    with open_file(path) as handle:
         yield handle
 
 
@@ -133,10 +178,10 @@ def check_widths(path: str, width: int, lines: Sequence[int], rows: Sequence[lis
 
 
 @contextlib.contextmanager
-def _open_file(path: str) -> Iterator[IO[bytes]]:
-    """The file opened for binary reading; DataError if it cannot be."""
+def open_file(path: str) -> Iterator[IO[bytes]]:
+    """The file opened for binary reading (through gzip for .gz); DataError if it cannot be."""
     try:
-        handle = open(os.path.expanduser(path), "rb")
+        handle = shards.open_binary(path)
     except OSError as error:
         raise _unreadable(path, error) from error
     with handle:
@@ -154,7 +199,7 @@ def _text_lines(path: str, handle: Iterable[bytes]) -> Iterator[str]:
             decoded = _decode(path, line[start:], number, offset + start)
             offset += len(line)
             yield decoded
-    except OSError as error:
+    except _READ_ERRORS as error:
         raise _unreadable(path, error) from error
 
 
@@ -177,8 +222,8 @@ def _split_lone_cr(chunks: Iterable[bytes]) -> Iterator[bytes]:
             yield from (part for part in _LONE_CR.split(chunk) if part)
 
 
-def _unreadable(path: str, error: OSError) -> DataError:
-    return DataError(f"{path}: cannot read the file ({error.strerror or error})")
+def _unreadable(path: str, error: Exception) -> DataError:
+    return DataError(f"{path}: cannot read the file ({getattr(error, 'strerror', None) or error})")
 
 
 def _check_header(path: str, line: int, header: list[str], allow_empty: bool = False) -> None:

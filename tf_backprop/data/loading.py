@@ -52,7 +52,8 @@ def load(
     """Loads a source, resolves its task, splits it and standardizes with train statistics.
 
     Args:
-      source: one of "regression", "xor", "spirals", "spirals:K", "random" or "csv:PATH".
+      source: one of "regression", "xor", "spirals", "spirals:K", "random" or "csv:PATH" (PATH a
+        file, .gz too, or a glob pattern of shards with the same header, read in sorted order).
       target: the CSV column to predict (required for CSV, not allowed for synthetic sources).
       task: "auto" or one of TASKS.
       loss: None or a name in LOSS_TASKS; it implies a task (DataError if `task` disagrees).

@@ -57,9 +57,15 @@ def _split_counts(m: int, val_split: float, test_split: float, where: str) -> tu
 
 
 def _column_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and std of [m, k]; a (near-)zero std becomes 1 so constants stay finite
+    """Per-column mean and std of [m, k]; a (near-)zero std becomes 1 so constants stay finite."""
+    mean = values.mean(axis=0)
+    return mean, scaling_std(mean, values.std(axis=0))
+
+
+def scaling_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The std standardization divides by: a (near-)zero one (a constant column) becomes 1
     (dividing by rounding noise would blow it up to O(1) values)."""
-    return values.mean(axis=0), np.where(checks.constant_columns(values), 1.0, values.std(axis=0))
+    return np.where(checks.constant_std(mean, std), 1.0, std)
 
 
 def _fit_preprocessing(raw: RawSource, train_rows: np.ndarray, standardize: bool) -> Preprocessing:

@@ -2,10 +2,12 @@
 
 Feature columns are matched by header name, other columns are copied through (with a warning), and the
 CSV is streamed in batches through `data.csv_table`, the reader training uses, so memory stays
-flat whatever the file's size.  The output CSV is the input's columns followed by the prediction
-columns.  Its location is checked before anything is scored: an existing file is refused
-unless `overwrite` (as export does), a folder always; the file is written to a temporary
-sibling and renamed into place, so an existing output file is replaced only by a complete one.
+flat whatever the file's size.  The input may be a glob pattern of shards with the same header
+(`data.shards`), read in sorted order into one output with one header.  The output CSV is the
+input's columns followed by the prediction columns.  Its location is checked before anything is
+scored: an existing file is refused unless `overwrite` (as export does), a folder always; the
+file is written to a temporary sibling and renamed into place, so an existing output file is
+replaced only by a complete one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from absl import logging
 
 from tf_backprop import data as data_lib
 from tf_backprop import files
-from tf_backprop.data import csv_table
+from tf_backprop.data import csv_table, shards
 from tf_backprop.serving.export import SERVING_SIGNATURE
 from tf_backprop.serving.served import ServedModel
 
@@ -203,9 +205,9 @@ def predict_csv(
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
     check_output(output, overwrite)
-    name = "<stdin>" if input_path == csv_table.STDIN else input_path
+    paths = [input_path] if input_path == csv_table.STDIN else shards.expand(input_path)
     try:
-        return _predict_stream(served, input_path, name, output, batch_size, warn, overwrite)
+        return _predict_stream(served, paths, output, batch_size, warn, overwrite)
     except FileExistsError:  # appeared while we were scoring
         raise OutputError(
             f"{output}: appeared while predicting; pass overwrite=True (--overwrite) to replace it"
@@ -214,24 +216,41 @@ def predict_csv(
 
 def _predict_stream(
     served: ServedModel,
-    input_path: str,
-    name: str,
+    paths: list[str],
     output: str,
     batch_size: int,
     warn: Callable[[str], None],
     overwrite: bool,
 ) -> int:
-    """predict_csv's work, once the output location is checked."""
-    with csv_table.open_input(input_path) as source, _atomic_output(output, overwrite) as sink:
+    """predict_csv's work over its input's shards, once the output location is checked."""
+    name = "<stdin>" if paths[0] == csv_table.STDIN else paths[0]
+    with csv_table.open_input(paths[0]) as source, _atomic_output(output, overwrite) as sink:
         records = csv_table.records(name, source)  # streamed: read only as batches are pulled
         header_line, header = csv_table.read_header(name, records, allow_empty=True)
         columns = _match_columns(served, name, header_line, header, warn)
         writer = csv.writer(sink, lineterminator="\n")
         writer.writerow(columns.header + prediction_columns(served))
         count = 0
-        for lines, rows in _batches(records, batch_size):
-            cells = _prediction_cells(served, served.predict(_parse_batch(columns, lines, rows)))
+        for shard, lines, rows in _shard_batches(columns, records, paths[1:], batch_size):
+            cells = _prediction_cells(served, served.predict(_parse_batch(shard, lines, rows)))
             writer.writerows(row + predicted for row, predicted in zip(rows, cells))
             count += len(rows)
-    logging.info("predicted %d rows of %s with %s", count, name, served.path)
+    logging.info("predicted %d rows of %s with %s", count, ", ".join(paths), served.path)
     return count
+
+
+def _shard_batches(
+    columns: _Columns, records: Iterator[tuple[int, list[str]]], more: list[str], size: int
+) -> Iterator[tuple[_Columns, list[int], list[list[str]]]]:
+    """(columns, lines, rows) batches of the first shard's records, then of each further shard,
+    whose header must be the first one's (a batch never spans two shards)."""
+    for lines, rows in _batches(records, size):
+        yield columns, lines, rows
+    for path in more:
+        with csv_table.open_input(path) as source:
+            records = csv_table.records(path, source)
+            header_line, header = csv_table.read_header(path, records, allow_empty=True)
+            csv_table.check_same_header(columns.path, columns.header, path, header_line, header)
+            shard = dataclasses.replace(columns, path=path, header_line=header_line)
+            for lines, rows in _batches(records, size):
+                yield shard, lines, rows

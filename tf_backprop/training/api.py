@@ -5,6 +5,12 @@ data → plan (batching and run length) → model, optimizer and engine inside t
 scope → run folder (refused unless ours, locked for the whole run, its outputs checked) →
 resume → the loop (epochs, validation, early stopping, checkpoints, monitoring) → metrics.json
 and the SavedModel export.
+
+A streamed source (`data.wants_stream`) needs its run folder first: the statistics pass caches
+its results in <workdir>/stream, so the folder is made (or checked for resuming) and locked
+before the data is read, and removed again if it was new and the data is bad.  Under
+multi_worker each worker scans its own shards (index ≡ worker mod workers), then every worker
+merges all the shards' scans.
 """
 
 from __future__ import annotations
@@ -24,14 +30,16 @@ from absl import logging
 from tf_backprop import backprop, files
 from tf_backprop import data as data_lib
 from tf_backprop import losses as losses_lib
+from tf_backprop.data import pipeline
 from tf_backprop.model import MLP
 from tf_backprop.serving import export as export_lib
-from tf_backprop.training import distributed
+from tf_backprop.training import distributed, streaming
 from tf_backprop.training import monitor as monitor_lib
 from tf_backprop.training import workdir as workdir_lib
 from tf_backprop.training.checkpoint import RunState, load_model
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.engine import Engine
+from tf_backprop.training.feed import InputKeeper, StreamFeed
 from tf_backprop.training.loop import Loop, signals_recorded
 from tf_backprop.training.optimizers import build_optimizer
 from tf_backprop.training.plan import Plan, make_plan
@@ -67,10 +75,23 @@ class Trainer:
     optimizer: keras.optimizers.Optimizer
     state: RunState  # the run's progress (epoch, early stopping): checkpointed with the model
     engine: Engine
+    feed: StreamFeed | None = None  # a streamed source's training rows
+    worker: int = 0  # this process's input pipeline (streamed under multi_worker: its worker index)
 
-    def loop(self, keeper=None, progress: bool | None = False, monitor=None) -> Loop:
+    def loop(self, keeper=None, progress: bool | None = False, monitor=None, input_keeper=None) -> Loop:
         """A Loop over this trainer's engine and run state."""
-        return Loop(self.plan, self.config, self.datasets, self.engine, self.state, keeper, progress, monitor)
+        return Loop(
+            self.plan,
+            self.config,
+            self.datasets,
+            self.engine,
+            self.state,
+            keeper,
+            progress,
+            monitor,
+            self.feed,
+            input_keeper,
+        )
 
 
 def build(
@@ -80,8 +101,10 @@ def build(
     step_functions: Mapping[str, Callable] | None = None,
     strategy: tf.distribute.Strategy | None = None,
     jit_gradients: bool | None = None,
+    stream_dir: str | None = None,
 ) -> Trainer:
-    """The strategy, data, plan, model, optimizer and engine of `config`; writes nothing.
+    """The strategy, data, plan, model, optimizer and engine of `config`; writes nothing but a
+    streamed source's statistics pass (into stream_dir).
 
     Raises ConfigError / data.DataError for a bad configuration or data.  Call it before any
     other TensorFlow op when config.strategy needs logical CPU devices.
@@ -92,16 +115,21 @@ def build(
         MirroredStrategy over chosen devices); None: the config's.
       jit_gradients: under a strategy, XLA-compile each replica's forward + gradient
         (None: on GPU replicas only).
+      stream_dir: where a streamed source's statistics pass keeps its results and row caches;
+        None: <workdir>/stream, or without a workdir a temporary folder deleted at exit.
     """
     if strategy is None:
         strategy = distributed.make_strategy(config)  # first: before any other TF call
     keras.utils.set_random_seed(config.seed)
     device = distributed.select_device(config.device) if strategy is None else None
-    datasets = datasets if datasets is not None else load_datasets(config)
+    if datasets is None:
+        datasets = load_datasets(config, strategy, stream_dir)
+    streamed = isinstance(datasets.train, data_lib.StreamedSplit)
     loss = resolve_loss(config, datasets)
     spec = config.model_spec(datasets.n_features, datasets.n_outputs)
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
-    plan = make_plan(config, len(datasets.train.x), spec.layer_sizes, replicas)
+    worker_rows = streaming.worker_rows(datasets.train, strategy) if streamed else None
+    plan = make_plan(config, len(datasets.train), spec.layer_sizes, replicas, worker_rows)
     with distributed.scope(strategy, device):
         model = spec.build()
         backprop.check_loss_fits(model, loss)
@@ -115,7 +143,9 @@ def build(
         std = datasets.preprocessing.target_std
         target_std = None if std is None else np.asarray(std, np.float64)
         engine = Engine(model, optimizer, loss, config, plan, state, target_std, step_functions, runner)
-    return Trainer(config, plan, datasets, strategy, device, model, optimizer, state, engine)
+    feed = streaming.make_feed(config, plan, datasets, strategy, model.compute_dtype) if streamed else None
+    worker = distributed.input_pipelines(strategy)[1]
+    return Trainer(config, plan, datasets, strategy, device, model, optimizer, state, engine, feed, worker)
 
 
 def train(
@@ -150,11 +180,29 @@ def train(
       WorkerLostError (a TrainingError): under multi_worker, another worker died.
 
     Under a strategy (config.strategy) only the chief writes to the workdir; batch_size is the
-    per-replica batch and a step consumes batch_size × replicas rows (docs/distributed.md).
+    global batch, split evenly among the replicas (docs/distributed.md).
     """
+    if datasets is None and data_lib.wants_stream(config.data, config.stream):
+        return _train_streamed(config, restart, progress, step_functions)
     trainer = build(config, datasets, step_functions=step_functions)
     with _run_folder(trainer, restart) as workdir:
         return _train_in(trainer, workdir, progress)
+
+
+def _train_streamed(config: TrainConfig, restart: bool, progress: bool | None, step_functions) -> TrainResult:
+    """`train` of a streamed source: its run folder first, for the statistics pass to write into."""
+    strategy = distributed.make_strategy(config)  # first: before any other TF call
+    with streaming.opened(config, strategy, restart) as (config, new):
+        try:
+            stream_dir = os.path.join(config.workdir, workdir_lib.STREAM_DIR)
+            trainer = build(config, step_functions=step_functions, strategy=strategy, stream_dir=stream_dir)
+            streaming.finish(config, strategy, trainer.datasets)
+        except ValueError:  # bad data or config: a run folder made for it goes again
+            if new:
+                streaming.discard(config.workdir)
+            raise
+        distributed.barrier(strategy, "data")
+        return _train_in(trainer, config.workdir, progress)
 
 
 def _train_in(trainer: Trainer, workdir: str, progress: bool | None) -> TrainResult:
@@ -164,7 +212,10 @@ def _train_in(trainer: Trainer, workdir: str, progress: bool | None) -> TrainRes
         keeper = distributed.make_keeper(
             strategy, workdir, trainer.model, trainer.optimizer, state, config.keep_checkpoints
         )
-        _resume(keeper, state, trainer.optimizer, config)
+        input_keeper = None
+        if trainer.feed is not None:
+            input_keeper = InputKeeper(workdir, trainer.worker, trainer.feed, config.keep_checkpoints)
+        _resume(keeper, state, trainer.optimizer, config, input_keeper)
         step = int(trainer.optimizer.iterations.numpy())
         distributed.check_workers_agree(strategy, config, datasets, step)
         where = trainer.device or distributed.describe(strategy)
@@ -179,7 +230,7 @@ def _train_in(trainer: Trainer, workdir: str, progress: bool | None) -> TrainRes
         )
         if monitor is not None:  # a resumed run continues its warning counts
             monitor.detector.load_state(json.loads(state.health_json.numpy().decode()))
-        loop = trainer.loop(keeper, progress, monitor)
+        loop = trainer.loop(keeper, progress, monitor, input_keeper)
         try:
             with signals_recorded(loop.signals):
                 loop.run()
@@ -228,11 +279,14 @@ def _write_outputs(trainer: Trainer, workdir: str, metrics: dict, monitor) -> No
             )
 
 
-def _resume(keeper, state: RunState, optimizer, config: TrainConfig) -> None:
-    """Restores the latest good checkpoint, if any, keeping the config's learning rate."""
+def _resume(keeper, state: RunState, optimizer, config: TrainConfig, input_keeper=None) -> None:
+    """Restores the latest good checkpoint, if any (and a streamed input's position at its step),
+    keeping the config's learning rate."""
     restored = keeper.restore_latest()
     if restored is None:
         return
+    if input_keeper is not None:
+        input_keeper.restore(int(optimizer.iterations.numpy()))
     if config.lr_schedule == "constant":
         optimizer.learning_rate = config.learning_rate  # a harmless change on resume
     step, epoch = int(optimizer.iterations.numpy()), int(state.epoch.numpy()) + 1
@@ -240,8 +294,13 @@ def _resume(keeper, state: RunState, optimizer, config: TrainConfig) -> None:
     print(f"resuming from {restored} at step {step}, epoch {epoch}", file=sys.stderr)
 
 
-def load_datasets(config: TrainConfig) -> data_lib.Datasets:
-    """The data set named by config.data, split and standardized."""
+def load_datasets(
+    config: TrainConfig, strategy: tf.distribute.Strategy | None = None, stream_dir: str | None = None
+) -> data_lib.Datasets:
+    """The data set named by config.data, split and standardized: in memory, or streamed
+    (`data.wants_stream`) through the statistics pass into stream_dir (see `build`)."""
+    if data_lib.wants_stream(config.data, config.stream):
+        return streaming.load(config, strategy, stream_dir or streaming.default_directory(config))
     return data_lib.load(
         config.data,
         target=config.target,
@@ -269,7 +328,7 @@ def check_splits(model: MLP, datasets: data_lib.Datasets, loss: losses_lib.Loss)
     """
     for name in ("train", "validation", "test"):
         split = getattr(datasets, name)
-        if split is None:
+        if split is None or isinstance(split, data_lib.StreamedSplit):  # checked by the pass
             continue
         try:
             backprop.prepare(model, split.x, split.y, loss)
@@ -302,7 +361,10 @@ def run_sample(
     they do not fit, and data.DataError when the data no longer matches the run's data.json.
     """
     model, config, preprocessing = load_model(workdir, checkpoint)
-    datasets = load_datasets(config)
+    if data_lib.wants_stream(config.data, config.stream):  # the run's own statistics pass
+        datasets = streaming.merged(config, os.path.join(workdir, workdir_lib.STREAM_DIR))
+    else:
+        datasets = load_datasets(config)
     if datasets.preprocessing.to_dict() != preprocessing.to_dict():
         raise data_lib.DataError(
             f"{datasets.source}: the data's statistics differ from {os.path.join(workdir, 'data.json')}; "
@@ -318,6 +380,8 @@ def run_sample(
         raise ValueError(
             f"row: expected an integer in [0, {len(chosen)}) (the {name} split's rows), got {row!r}"
         )
+    if isinstance(chosen, data_lib.StreamedSplit):
+        chosen = pipeline.read_split(chosen, datasets.preprocessing, limit=row + 1)
     sample = slice(row, row + 1)
     loss = resolve_loss(config, datasets)
     return RunSample(

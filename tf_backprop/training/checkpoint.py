@@ -49,7 +49,10 @@ CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
 # config.json's "format": what marks a folder as a run folder of this package.
 RUN_FORMAT = "tf_backprop.run"
-RUN_FORMAT_VERSION = 1
+RUN_FORMAT_VERSION = 2
+# The format version from which --batch_size is the global batch under a strategy (before it, the
+# per-replica batch; a run folder without a version predates the marker).
+GLOBAL_BATCH_VERSION = 2
 _FORMAT_KEYS = ("format", "format_version")
 # What a kill in the middle of a save leaves in ckpt/: TF's sharded save writes
 # ckpt-N_temp/part-*, then merges them into ckpt-N.index and .data-* (each first written as
@@ -259,7 +262,15 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as handle:
-        saved = config_fields(json.load(handle))
+        document = json.load(handle)
+    saved = config_fields(document)
+    version = document.get("format_version", 0)
+    if version < GLOBAL_BATCH_VERSION and saved.get("strategy", "none") != "none":
+        raise ConfigMismatchError(
+            f"{workdir} holds a run saved when --batch_size was the per-replica batch: its steps took "
+            f"batch_size × replicas rows, and the replica count was not recorded; finish it with the "
+            f"release that wrote it, or start over with --restart"
+        )
     # A field added to TrainConfig after that run was saved (e.g. strategy) had its default then.
     saved = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **saved}
     new = config.to_dict()

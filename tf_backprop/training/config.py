@@ -92,7 +92,10 @@ class TrainConfig:
     loss: str | None = _field(None, f"{_names(losses.LOSS_NAMES)}. Default: by task.")
     task: str = _field("auto", "Task type; auto infers it from the target and the loss.", choices=TASKS)
     l2: float = _field(0.0, "L2 penalty λ of λ/2 Σ‖W‖² on the kernels.")
-    data: str = _field("regression", "regression | xor | spirals[:K] | random | csv:PATH")
+    data: str = _field(
+        "regression",
+        "regression | xor | spirals[:K] | random | csv:PATH (PATH: a file, .gz too, or a glob of shards).",
+    )
     target: str | None = _field(None, "Target column of a CSV (required with --data=csv:PATH).")
     n_samples: int = _field(1000, "Rows of a synthetic data set (ignored for CSV).")
     noise: float = _field(0.05, "Noise std of a synthetic data set (ignored for CSV).")
@@ -102,6 +105,12 @@ class TrainConfig:
     val_split: float = _field(0.1, "Validation fraction, in [0, 1).")
     test_split: float = _field(0.1, "Test fraction, in [0, 1).")
     shuffle: bool = _field(True, "Reshuffle the training split every epoch (by seed and epoch).")
+    stream: bool | None = _field(
+        None,
+        "Stream a CSV source with tf.data (one statistics pass, rows cached as binary in <workdir>/stream) "
+        "instead of loading it into memory; default: when its files exceed "
+        f"{data_lib.STREAM_ABOVE_BYTES >> 20} MiB (docs/training.md, Large data).",
+    )
     # --- optimization ---
     optimizer: str = _field("adam", "Keras optimizer.", choices=optimizers.OPTIMIZERS)
     learning_rate: float = _field(0.01, "Initial learning rate (> 0).", resumable=True)
@@ -119,7 +128,9 @@ class TrainConfig:
     clip_global_norm: float | None = _field(None, "Clip all gradients to this global norm.", resumable=True)
     clip_value: float | None = _field(None, "Clip each gradient element to ±this value.", resumable=True)
     batch_size: int = _field(
-        10, "Rows per (micro-)batch; per replica under a strategy (docs/distributed.md)."
+        10,
+        "Rows per (micro-)batch: the global batch, split evenly among the replicas under a strategy "
+        "(docs/distributed.md).",
     )
     grad_accum_steps: int = _field(1, "Micro-batches accumulated per update.")
     epochs: int | None = _field(
@@ -156,7 +167,7 @@ class TrainConfig:
     strategy: str = _field(
         "none",
         "none: one device; mirrored: the local GPUs (or --cpu_replicas logical CPUs); multi_worker: "
-        "MultiWorkerMirroredStrategy from TF_CONFIG. Under a strategy --batch_size is per replica.",
+        "MultiWorkerMirroredStrategy from TF_CONFIG. --batch_size is the global batch, split among the replicas.",
         choices=STRATEGIES,
     )
     cpu_replicas: int = _field(0, "--strategy=mirrored on N logical CPU devices (0: the local GPUs).")
@@ -258,6 +269,10 @@ class TrainConfig:
             raise ConfigError(str(error)) from None
         if self.data.startswith("csv:") and not self.target:
             raise ConfigError("target: required with --data=csv:PATH (the column to predict)")
+        if self.stream is not None and not isinstance(self.stream, bool):
+            raise ConfigError(f"stream: expected true, false or unset, got {self.stream!r}")
+        if self.stream and not self.data.startswith("csv:"):
+            raise ConfigError(f"stream: only CSV sources stream, got --data={self.data}")
 
     def _validate_optimization(self) -> None:
         _choice("optimizer", self.optimizer, optimizers.OPTIMIZERS)

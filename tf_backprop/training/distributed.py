@@ -159,6 +159,20 @@ def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
+def input_pipelines(strategy: tf.distribute.Strategy | None) -> tuple[int, int]:
+    """(count, this process's index) of the input pipelines a streamed source needs: one per
+    worker under multi_worker (the chief first, then the workers: the order of replica ids),
+    else one."""
+    if not is_multi_worker(strategy):
+        return 1, 0
+    resolver = strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict()
+    index = resolver.task_id + (1 if "chief" in cluster and resolver.task_type == "worker" else 0)
+    if resolver.task_type == "chief":
+        index = 0
+    return strategy.num_replicas_in_sync // len(strategy.extended.worker_devices), index
+
+
 def describe(strategy: tf.distribute.Strategy) -> str:
     """E.g. 'MirroredStrategy, 2 replicas (/cpu:0, /cpu:1)'; for logs."""
     devices = ", ".join(strategy.extended.worker_devices)
@@ -243,7 +257,7 @@ def check_workers_agree(
     if not is_multi_worker(strategy):
         return
     fingerprint = json.dumps([config.to_dict(), datasets.preprocessing.to_dict()], sort_keys=True)
-    mine = [float(zlib.crc32(fingerprint.encode())), float(len(datasets.train.x)), float(step)]
+    mine = [float(zlib.crc32(fingerprint.encode())), float(len(datasets.train)), float(step)]
     with worker_errors(lambda: "start-up", strategy):
         every = _gather(strategy, mine)
     if (every[:, :2] != every[0, :2]).any():

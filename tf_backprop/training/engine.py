@@ -9,6 +9,10 @@ the epoch's record and does the early-stopping bookkeeping (best loss, epochs wa
 weights) — all in the graph, so Python is touched once per call.  Losses and metric sums
 accumulate in float64, step by step, so the history does not depend on where calls end.
 
+A streamed plan (`plan.streaming`) has no training split in memory: each call is given a block
+of its steps' rows [steps_per_call, accum, local_batch, ...] (`feed.StreamFeed`), and step s
+takes row s − first of it; everything else is the same call.
+
 The same engine runs with or without a `tf.distribute` strategy: a *runner* says how a step
 reaches the replicas — `SingleDevice` calls it directly and compiles the call with XLA;
 `distributed.Replicas` runs it with `strategy.run` in a compiled (non-XLA) loop, since XLA cannot
@@ -101,7 +105,17 @@ class Engine:
         self.model, self.optimizer, self.loss, self.config = model, optimizer, loss, config
         self.plan, self.state = plan, state
         self.runner = runner or SingleDevice()
-        self.step = Step(model, optimizer, loss, config, target_std, step_functions)
+        block_replicas = plan.block_replicas if plan.workers > 1 else None
+        self.step = Step(
+            model,
+            optimizer,
+            loss,
+            config,
+            target_std,
+            step_functions,
+            replica_batch=plan.replica_batch,
+            block_replicas=block_replicas,
+        )
         if self.runner.jit_gradients:
             self.step.gradients = tf.function(self.step.gradients, jit_compile=True)
         self.variables = model.trainable_variables
@@ -136,10 +150,12 @@ class Engine:
         return bool(self.config.monitor) and self.runner.jit
 
     # --- the Python side ---------------------------------------------------------------
-    def run(self, train, validation, stop: int, total: int) -> dict[str, np.ndarray]:
+    def run(self, train, validation, stop: int, total: int, first: int = 0) -> dict[str, np.ndarray]:
         """Trains from the current step up to `stop` (or an early stop, or a failing step).
 
-        train, validation: (x, y) tensors of the splits (validation None when there is none);
+        train, validation: (x, y) tensors of the splits (validation None when there is none) —
+        for a streamed plan, train is instead the call's block of rows, (x [steps_per_call,
+        accum, local_batch, n], y), whose row 0 is step `first` + 1's;
         total: the run's last step (its last epoch may be partial).  Returns, as NumPy: status
         (RUNNING, NON_FINITE or DISAGREE), bad [n_vars] (non-finite gradient flags of the failing
         step), verify_error [n_vars] (of the call's last verified step), records [k,
@@ -150,6 +166,7 @@ class Engine:
         args = (
             *train,
             *(validation or (None, None)),
+            tf.constant(first, tf.int64),
             tf.constant(stop, tf.int64),
             tf.constant(total, tf.int64),
         )
@@ -186,7 +203,7 @@ class Engine:
             variable.assign(value)
 
     # --- the compiled call -------------------------------------------------------------
-    def _call(self, x_train, y_train, x_val, y_val, stop, total, checked: bool, measure: bool):
+    def _call(self, x_train, y_train, x_val, y_val, first, stop, total, checked: bool, measure: bool):
         """The compiled call (see `run`); `checked` checks every step and stops at a failure;
         `measure` measures every step (the measured call runs one)."""
         # The fast call returns the state it started from, for a replay.
@@ -194,7 +211,7 @@ class Engine:
         check = checked or bool(self.config.clip_value)  # clipping would hide an infinite gradient
         carry = tf.while_loop(
             lambda *c: self._epochs_continue(c, stop),
-            lambda *c: self._epoch(c, x_train, y_train, x_val, y_val, stop, total, check, measure),
+            lambda *c: self._epoch(c, x_train, y_train, x_val, y_val, first, stop, total, check, measure),
             self._initial_carry(),
         )
         epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured = carry
@@ -238,7 +255,7 @@ class Engine:
         running = tf.logical_and(tf.equal(status, RUNNING), tf.logical_not(self.state.stopped))
         return tf.logical_and(running, self.optimizer.iterations < stop)
 
-    def _epoch(self, carry, x_train, y_train, x_val, y_val, stop, total, check, measure):
+    def _epoch(self, carry, x_train, y_train, x_val, y_val, first, stop, total, check, measure):
         """The rest of the current epoch up to `stop`, then its end if it is complete.
 
         An epoch is complete after steps_per_epoch steps, or — partial, at most once a run —
@@ -247,8 +264,11 @@ class Engine:
         epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured = carry
         spe = tf.constant(self.plan.steps_per_epoch, tf.int64)
         end = tf.minimum(spe, position + stop - self.optimizer.iterations)
+        # A streamed block's row r is the call's step first + r, i.e. the epoch's position
+        # r + offset (the epoch began at step iterations − position).
+        offset = first - (self.optimizer.iterations - position)
         steps = (position, status, loss_sum, metric_sums, bad, verify_error, measured)
-        steps = self._step_loops[(check, measure)](x_train, y_train, epoch, end, stop, steps)
+        steps = self._step_loops[(check, measure)](x_train, y_train, epoch, offset, end, stop, steps)
         position, status, loss_sum, metric_sums, bad, verify_error, measured = steps
         at_run_end = tf.logical_and(tf.equal(self.optimizer.iterations, total), position > 0)
         ended = tf.logical_and(tf.logical_or(tf.equal(position, spe), at_run_end), tf.equal(status, RUNNING))
@@ -259,13 +279,18 @@ class Engine:
         )
         return epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured
 
-    def _steps(self, x_train, y_train, epoch, end, stop, carry, check: bool, measure: bool):
+    def _steps(self, x_train, y_train, epoch, offset, end, stop, carry, check: bool, measure: bool):
         """Steps carry[0] .. end of an epoch, stopping at a failing one: the epoch's rows in its
-        order, then the step loop — compiled with XLA on one device."""
-        xs, ys = self._epoch_rows(x_train, y_train, epoch)  # [spe, accum, global_batch, ...]
+        order (streamed: the call's block, whose row is the position − offset), then the step
+        loop — compiled with XLA on one device."""
+        if self.plan.streaming:
+            xs, ys = self.runner.place(x_train), self.runner.place(y_train)
+        else:
+            xs, ys = self._epoch_rows(x_train, y_train, epoch)  # [spe, accum, global_batch, ...]
+            offset = 0
         return tf.while_loop(
             lambda i, status, *_: tf.logical_and(i < end, tf.equal(status, RUNNING)),
-            lambda *c: self._train_step(xs, ys, c, stop, check, measure),
+            lambda *c: self._train_step(xs, ys, c, offset, stop, check, measure),
             carry,
         )
 
@@ -314,15 +339,16 @@ class Engine:
         if self.config.patience:
             state.stopped.assign(state.waited >= self.config.patience)
 
-    def _train_step(self, xs, ys, carry, stop, check: bool, measure: bool):
-        """Step carry[0] of the epoch on every replica: the new carry."""
+    def _train_step(self, xs, ys, carry, offset, stop, check: bool, measure: bool):
+        """Step carry[0] of the epoch (row carry[0] − offset of xs) on every replica: the new carry."""
         i, status, loss_sum, metric_sums, bad, verify_error, measured = carry
         # Measured: the call's last step (one device: decided in the loop; the measured call: all).
         measuring = measure or (self.measures_in_loop and self.optimizer.iterations + 1 == stop)
         before = _when(
             measuring, lambda: [tf.identity(v) for v in self.variables], self._zeros_like_variables
         )
-        report = self.runner.run(self._replica_step, xs, ys, i, check=check, measure=measuring)
+        row = i if isinstance(offset, int) else i - offset  # the in-memory epoch's rows: offset 0
+        report = self.runner.run(self._replica_step, xs, ys, row, check=check, measure=measuring)
         summable = ("value", "sums", "flags", "gradients")
         summed = self.runner.sum({k: report[k] for k in summable if k in report})
         loss_sum += tf.cast(summed["value"], tf.float64)
@@ -343,7 +369,12 @@ class Engine:
 
     def _replica_step(self, xs, ys, i, check: bool, measure):
         """The Step on this replica's copy of step i; flags as numbers, to be summed."""
-        report = self.step(xs[i], ys[i], check, measure)
+        if self.plan.streaming:
+            # A gather: XLA would take a slice's start computed from the call's `first`
+            # argument for a compile-time constant, and compile every call anew.
+            report = self.step(tf.gather(xs, i), tf.gather(ys, i), check, measure)
+        else:
+            report = self.step(xs[i], ys[i], check, measure)
         if check:
             report["flags"] = tf.cast(report["flags"], report["value"].dtype)
         return report
@@ -363,7 +394,7 @@ class Engine:
         health = tf.zeros([3, len(self.variables)], tf.float64)
         if not self.config.histogram_every:
             return health, (), ()
-        dtype, batch = self.model.compute_dtype, self.config.batch_size
+        dtype, batch = self.model.compute_dtype, self.plan.replica_batch
         activations = tuple(tf.zeros([batch, width], dtype) for width in self.model.layer_sizes[1:])
         return health, tuple(self._zeros_like_variables()), activations
 
@@ -405,6 +436,15 @@ class Engine:
         dtype = self.model.compute_dtype
         totals = self._evaluate(tf.constant(split.x, dtype), targets_tensor(split.y, dtype)).numpy()
         return metrics_from_sums(totals[0], totals[1:], self.loss)
+
+    def evaluate_batches(self, batches) -> dict[str, float]:
+        """Loss and metrics over (x, y) batches of a streamed split, summed in float64."""
+        loss, sums, rows = 0.0, np.zeros(3), 0
+        for x, y in batches:
+            totals = self._evaluate(x, y).numpy()  # [mean loss, metric sums]
+            count = int(x.shape[0])
+            loss, sums, rows = loss + totals[0] * count, sums + totals[1:], rows + count
+        return metrics_from_sums(loss / max(rows, 1), sums, self.loss)
 
 
 def _inline(fn):

@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_backprop import data as data_lib
+from tf_backprop.data import pipeline
 from tf_backprop.training import engine as engine_lib
 from tf_backprop.training.checkpoint import RunState
 from tf_backprop.training.errors import Interrupted, TrainingError
@@ -75,7 +76,9 @@ class Loop:
     """The Python side of a run over one engine.
 
     keeper: a checkpoint.Keeper (or a distributed worker's), or None to save nothing;
-    monitor: a monitor.Monitor, or None; progress: show the progress line (None: on a terminal).
+    monitor: a monitor.Monitor, or None; progress: show the progress line (None: on a terminal);
+    feed: a feed.StreamFeed for a streamed source (its rows come a block per call), with
+    input_keeper, a feed.InputKeeper saving its position with each checkpoint.
     """
 
     def __init__(
@@ -88,12 +91,15 @@ class Loop:
         keeper=None,
         progress: bool | None = False,
         monitor=None,
+        feed=None,
+        input_keeper=None,
     ):
         self.plan, self.config, self.datasets, self.engine = plan, config, datasets, engine
         self.keeper, self.state, self.monitor = keeper, state, monitor
+        self.feed, self.input_keeper = feed, input_keeper
         self.progress = Progress(progress, plan.total_steps, plan.epochs)
         dtype = engine.model.compute_dtype
-        self.train = _tensors(datasets.train, dtype)
+        self.train = None if feed is not None else _tensors(datasets.train, dtype)
         self.validation = None if datasets.validation is None else _tensors(datasets.validation, dtype)
         self.signals: list[int] = []  # filled by the signal handler
         self.calls = 0  # engine calls made
@@ -105,7 +111,10 @@ class Loop:
         """Trains until total_steps (default: the plan's) or an early stop, saving checkpoints."""
         total = self.plan.total_steps if total_steps is None else total_steps
         while not bool(self.state.stopped.numpy()) and self.step < total:
-            out = self.engine.run(self.train, self.validation, self.call_end(self.step, total), total)
+            end = self.call_end(self.step, total)
+            # A streamed call's rows: its steps' block (an early stop leaves the rest unread).
+            train = self.train if self.feed is None else self.feed.block(end - self.step)
+            out = self.engine.run(train, self.validation, end, total, self.step)
             self.calls += 1
             self.after_call(out)
         self.progress.end()
@@ -189,6 +198,8 @@ class Loop:
             return
         if self.monitor is not None:
             self.state.health_json.assign(json.dumps(self.monitor.detector.state()))
+        if self.input_keeper is not None:  # first: a checkpoint must find its input position
+            self.input_keeper.save(self.step)
         self.keeper.save()
         self.saved_step, self.saved_at = self.step, time.monotonic()
 
@@ -233,6 +244,10 @@ class Loop:
         """Test metrics when there is a test split, else validation, else training."""
         for name in ("test", "validation", "train"):
             split = getattr(self.datasets, name)
+            if isinstance(split, data_lib.StreamedSplit):
+                dtype = self.engine.model.compute_dtype
+                rows = pipeline.batches(split, self.datasets.preprocessing, engine_lib.EVAL_BATCH, dtype)
+                return {"split": name, **self.engine.evaluate_batches(rows)}
             if split is not None:
                 return {"split": name, **self.engine.evaluate(split)}
         raise AssertionError("no data")

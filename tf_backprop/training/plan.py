@@ -17,19 +17,21 @@ from tf_backprop.training.errors import ConfigError
 
 MIN_AUTO_CHUNK, MAX_AUTO_CHUNK = 20, 10_000
 AUTO_CHUNK_FLOPS = 1e10  # ≈ 0.1–0.5 s of a CPU per compiled call
+MAX_BLOCK_ROWS = 1 << 18  # streamed rows one call takes (its block, ~20 MB of 20 float32 features)
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """Batching and run length of one run.
 
-    A step consumes grad_accum_steps micro-batches of global_batch rows; replica r of
-    `replicas` takes columns r·batch_size .. (r+1)·batch_size of each.
+    A step consumes grad_accum_steps micro-batches of global_batch rows (--batch_size, as in
+    Keras fit); replica r of `replicas` takes columns r·replica_batch .. (r+1)·replica_batch
+    of each.
     """
 
     layer_sizes: tuple[int, ...]
     replicas: int
-    batch_size: int  # rows per micro-batch per replica
+    global_batch: int  # rows per micro-batch, all replicas together (--batch_size)
     grad_accum_steps: int
     n_train: int  # rows of the training split
     steps_per_epoch: int  # full updates per epoch; the shuffled remainder is dropped
@@ -37,11 +39,23 @@ class Plan:
     steps_per_call: int  # updates per compiled call (at most)
     seed: int
     shuffle: bool
+    streaming: bool = False  # the rows come from data.pipeline, a block of steps per call
+    workers: int = 1  # input pipelines (streaming under multi_worker: one per worker)
 
     @property
-    def global_batch(self) -> int:
-        """Rows of one micro-batch across all replicas."""
-        return self.batch_size * self.replicas
+    def local_batch(self) -> int:
+        """Rows of one micro-batch that one input pipeline feeds."""
+        return self.global_batch // self.workers
+
+    @property
+    def block_replicas(self) -> int:
+        """Replicas whose columns one input pipeline's batch holds."""
+        return self.replicas // self.workers
+
+    @property
+    def replica_batch(self) -> int:
+        """Rows of one micro-batch on one replica."""
+        return self.global_batch // self.replicas
 
     @property
     def rows_per_step(self) -> int:
@@ -61,27 +75,59 @@ class Plan:
         return used.reshape(self.steps_per_epoch, self.grad_accum_steps, self.global_batch).astype(np.int32)
 
 
-def make_plan(config: TrainConfig, n_train: int, layer_sizes, replicas: int = 1) -> Plan:
-    """The plan of `config` on a training split of n_train rows; ConfigError if a step needs
-    more rows than there are."""
-    per_step = config.batch_size * replicas * config.grad_accum_steps
+def make_plan(
+    config: TrainConfig, n_train: int, layer_sizes, replicas: int = 1, worker_rows: list[int] | None = None
+) -> Plan:
+    """The plan of `config` on a training split of n_train rows; ConfigError if the batch does not
+    split evenly among the replicas or a step needs more rows than there are.
+
+    worker_rows: for a streamed source, the training rows each input pipeline reads (one per
+    worker); every pipeline feeds batch_size / workers rows of each micro-batch, and an epoch
+    is as many steps as the smallest one fills (each drops the rest of its rows).
+    """
+    if config.batch_size % replicas:
+        raise ConfigError(
+            f"batch_size: the global batch of {config.batch_size} rows does not split evenly among "
+            f"the {replicas} replicas; give a multiple of {replicas}"
+        )
+    per_step = config.batch_size * config.grad_accum_steps
     if n_train < per_step:
         raise ConfigError(
             f"batch_size: batch_size × grad_accum_steps = {per_step} exceeds the {n_train} training rows"
         )
     steps_per_epoch = n_train // per_step
+    workers = 1 if worker_rows is None else len(worker_rows)
+    if worker_rows is not None:
+        steps_per_epoch = _streamed_steps_per_epoch(per_step // workers, worker_rows)
+    steps_per_call = config.steps_per_call or auto_steps_per_call(per_step, layer_sizes)
+    if worker_rows is not None:  # a call's block of rows stays within MAX_BLOCK_ROWS
+        steps_per_call = min(steps_per_call, max(1, MAX_BLOCK_ROWS // (per_step // workers)))
     return Plan(
         layer_sizes=tuple(layer_sizes),
         replicas=replicas,
-        batch_size=config.batch_size,
+        global_batch=config.batch_size,
         grad_accum_steps=config.grad_accum_steps,
         n_train=n_train,
         steps_per_epoch=steps_per_epoch,
         total_steps=config.steps or (config.epochs or DEFAULT_EPOCHS) * steps_per_epoch,
-        steps_per_call=config.steps_per_call or auto_steps_per_call(per_step, layer_sizes),
+        steps_per_call=steps_per_call,
         seed=config.seed,
         shuffle=config.shuffle,
+        streaming=worker_rows is not None,
+        workers=workers,
     )
+
+
+def _streamed_steps_per_epoch(local_rows_per_step: int, worker_rows: list[int]) -> int:
+    """Steps every input pipeline can fill in an epoch; ConfigError when one cannot fill a step."""
+    for worker, rows in enumerate(worker_rows):
+        if rows < local_rows_per_step:
+            raise ConfigError(
+                f"batch_size: worker {worker}'s shards hold {rows} training rows, fewer than the "
+                f"{local_rows_per_step} it feeds each step (batch_size × grad_accum_steps / "
+                f"{len(worker_rows)} workers); use fewer workers or more, evener shards"
+            )
+    return min(rows // local_rows_per_step for rows in worker_rows)
 
 
 def step_flops(rows_per_step: int, layer_sizes) -> int:

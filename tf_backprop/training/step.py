@@ -3,8 +3,9 @@
 As in a Keras `train_step`: forward and gradients (by the tape or by hand), `optimizer.apply`,
 a report of the step's figures.  The step does not know whether it runs under a strategy: it
 scales the loss by 1 / `num_replicas_in_sync` of the current `tf.distribute` strategy (1
-without one, so nothing changes) and takes its replica's columns of the global batch; the
-Keras optimizer sums the replicas' gradients.  The engine loops it under XLA.
+without one, so nothing changes) and takes its replica's columns of the batch it is given (the
+global batch, or under streaming multi-worker input this worker's part of it); the Keras
+optimizer sums the replicas' gradients.  The engine loops it under XLA.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ class Step:
 
     Args:
       model, optimizer, loss: what is trained, with what.
-      config: the TrainConfig (grad_source, l2, batch_size, grad_accum_steps, verify_every,
-        tolerance).
+      config: the TrainConfig (grad_source, l2, grad_accum_steps, verify_every, tolerance).
       target_std: regression targets' std [k]: metrics are reported in original units.
       step_functions: {"tape": fn, "manual": fn} (signature of `backprop.tape_step`),
         overriding `backprop.STEP_FUNCTIONS`, e.g. to check a custom gradient path.
+      replica_batch: rows of a micro-batch on one replica (default config.batch_size: one replica).
+      block_replicas: how many replicas' columns a step's batch holds (default: all of them);
+        fewer when each worker feeds its own part of the global batch.
     """
 
     def __init__(
@@ -41,8 +44,12 @@ class Step:
         config,
         target_std: np.ndarray | None = None,
         step_functions: Mapping[str, Callable] | None = None,
+        replica_batch: int | None = None,
+        block_replicas: int | None = None,
     ):
         self.model, self.optimizer, self.loss, self.config = model, optimizer, loss, config
+        self.replica_batch = replica_batch or config.batch_size
+        self.block_replicas = block_replicas
         step_functions = step_functions or backprop.STEP_FUNCTIONS
         self.primary = step_functions[config.grad_source]
         self.other = step_functions["manual" if config.grad_source == "tape" else "tape"]
@@ -51,7 +58,7 @@ class Step:
 
     # --- the step ----------------------------------------------------------------------
     def __call__(self, xs, ys, check: bool, measure=False) -> dict[str, tf.Tensor]:
-        """One update from the global batch's micro-batches xs [accum, global_batch, n_0].
+        """One update from the micro-batches xs [accum, block_replicas · replica_batch, n_0].
 
         Returns value (this replica's share of the loss), sums (metric sums [3], float64); with
         `check` flags (`not_finite_flags`); with verify_every, errors (tape↔manual, [n_vars], of
@@ -62,7 +69,7 @@ class Step:
         mine_x, mine_y = self.replica_columns(xs), self.replica_columns(ys)  # [accum, b, ...]
         value, grads, sums = self.gradients(mine_x, mine_y)
         report = {"value": value, "sums": sums}
-        first_x, first_y = xs[0][: self.config.batch_size], ys[0][: self.config.batch_size]
+        first_x, first_y = xs[0][: self.replica_batch], ys[0][: self.replica_batch]
         if check:
             report["flags"] = not_finite_flags(value, grads)
         if self.config.verify_every:
@@ -78,15 +85,22 @@ class Step:
         """h_l of x [b, n_0] (before the update), or zeros when `measure` is a false tensor."""
         if isinstance(measure, bool):
             return self.model.forward(x, keep_intermediates=True).hs
-        zeros = [tf.zeros([self.config.batch_size, w], x.dtype) for w in self.model.layer_sizes[1:]]
+        zeros = [tf.zeros([self.replica_batch, w], x.dtype) for w in self.model.layer_sizes[1:]]
         return tf.cond(measure, lambda: self.model.forward(x, keep_intermediates=True).hs, lambda: zeros)
 
     def replica_columns(self, x):
-        """This replica's columns of x [accum, global_batch, ...]: [accum, batch, ...]."""
-        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        """This replica's columns of x [accum, block_replicas · replica_batch, ...]: [accum,
+        replica_batch, ...]."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas == 1:
             return x
-        width = self.config.batch_size
-        start = tf.distribute.get_replica_context().replica_id_in_sync_group * width
+        width = self.replica_batch
+        index = tf.distribute.get_replica_context().replica_id_in_sync_group
+        if self.block_replicas is not None and self.block_replicas != replicas:
+            # Replica ids run worker by worker (worker w holds ids w·local .. (w+1)·local − 1),
+            # and this worker's block holds its own replicas' columns only.
+            index = index % self.block_replicas
+        start = index * width
         return x[:, start : start + width]
 
     def gradients(self, xs, ys):

@@ -1,7 +1,9 @@
 """The run folder: whose it is, one run at a time, its outputs checked before training.
 
-A run folder holds config.json, data.json, metrics.json, ckpt/, tb/, export/ and the lock file
-.lock.  `prepared(config, datasets, restart)` makes it ready for a run, in this order:
+A run folder holds config.json, data.json, metrics.json, ckpt/, tb/, export/, the lock file
+.lock, and for a streamed source stream/ (the statistics pass's results and row caches).
+`prepared(config, datasets, restart)` makes it ready for a run, in this order (a streamed
+source: `opened` before its statistics pass, then `finish`):
 
 1. **Ownership**, before anything is written: a missing or empty folder becomes a run folder;
    a folder whose config.json carries the format marker ("format": "tf_backprop.run",
@@ -46,6 +48,7 @@ from tf_backprop.training.errors import WorkdirError
 LOCK_FILE = ".lock"
 METRICS_FILE = "metrics.json"
 TENSORBOARD_DIR = "tb"
+STREAM_DIR = "stream"  # a streamed source's statistics pass and row caches
 RUN_FILES = (
     checkpoint_lib.CHECKPOINT_DIR,
     checkpoint_lib.CONFIG_FILE,
@@ -53,6 +56,7 @@ RUN_FILES = (
     METRICS_FILE,
     export_lib.EXPORT_DIR,
     TENSORBOARD_DIR,
+    STREAM_DIR,
 )
 _PREVIOUS = re.compile(r"previous-\d{8}-\d{6}-\d{6}")  # move_aside's folders
 # files.hidden_sibling's names for the run's files: .metrics.json.tmp-<12 hex>, .export.old-…
@@ -69,27 +73,50 @@ def prepared(config: TrainConfig, datasets: data_lib.Datasets, restart: bool) ->
     Raises WorkdirError (nothing written), ConfigMismatchError (the folder holds a run of
     another model or other data; nothing written but the lock file).
     """
+    with opened(config, restart) as workdir:
+        finish(workdir, config, datasets)
+        yield workdir
+
+
+@contextlib.contextmanager
+def opened(config: TrainConfig, restart: bool) -> Iterator[str]:
+    """Steps 1–3 without the data: the folder checked as ours (or made), locked for the block, a
+    previous run moved aside (restart) or its config checked for resuming.  A streamed source
+    opens its folder so before its statistics pass writes into it, then calls `finish`."""
     workdir = _create(config.workdir)
     with RunLock(workdir):
         if restart:
             move_aside(workdir)
         checkpoint_lib.check_resumable(workdir, config)
-        checkpoint_lib.check_same_data(workdir, datasets)
-        remove_leftovers(workdir)
-        check_outputs(workdir, config)
-        config_file = os.path.join(workdir, checkpoint_lib.CONFIG_FILE)
-        files.write_json(config_file, checkpoint_lib.config_document(config))  # the marker: first
-        files.write_json(os.path.join(workdir, checkpoint_lib.DATA_FILE), datasets.preprocessing.to_dict())
         yield workdir
 
 
-def check_as_follower(config: TrainConfig, datasets: data_lib.Datasets, restart: bool) -> str:
-    """A non-chief worker's checks of the run folder the chief prepares; writes nothing."""
+def write_config(workdir: str, config: TrainConfig) -> None:
+    """config.json, whose format marker makes the folder a run folder."""
+    files.write_json(
+        os.path.join(workdir, checkpoint_lib.CONFIG_FILE), checkpoint_lib.config_document(config)
+    )
+
+
+def finish(workdir: str, config: TrainConfig, datasets: data_lib.Datasets) -> None:
+    """Steps 3–6 for an opened folder: the data checked for resuming, leftovers removed, outputs
+    checked, config.json (the marker: first) and data.json written."""
+    checkpoint_lib.check_same_data(workdir, datasets)
+    remove_leftovers(workdir)
+    check_outputs(workdir, config)
+    write_config(workdir, config)
+    files.write_json(os.path.join(workdir, checkpoint_lib.DATA_FILE), datasets.preprocessing.to_dict())
+
+
+def check_as_follower(config: TrainConfig, datasets: data_lib.Datasets | None, restart: bool) -> str:
+    """A non-chief worker's checks of the run folder the chief prepares (of its data too, unless
+    datasets is None); writes nothing."""
     workdir = os.path.abspath(os.path.expanduser(config.workdir))
     check_owned(workdir)
     if not restart:
         checkpoint_lib.check_resumable(workdir, config)
-        checkpoint_lib.check_same_data(workdir, datasets)
+        if datasets is not None:
+            checkpoint_lib.check_same_data(workdir, datasets)
     return workdir
 
 

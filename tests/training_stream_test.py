@@ -1,0 +1,173 @@
+"""Training on a streamed source through the library: the engine fed blocks from tf.data.
+
+The command line (SIGKILL and resume) is in cli_stream_test.py; several workers in
+training_stream_distributed_test.py.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from csv_files import CsvTestCase
+
+from tf_backprop import data, training
+from tf_backprop.data import pipeline
+from tf_backprop.training import checkpoint, config
+
+_FEATURES = 3
+
+
+def _write_shards(folder: str, shards: int = 3, rows: int = 120, seed: int = 0) -> str:
+    """Regression shards (y = a smooth function of 3 features + noise); their glob pattern."""
+    rng = np.random.default_rng(seed)
+    for s in range(shards):
+        x = rng.uniform(-2, 2, size=(rows, _FEATURES))
+        y = np.sin(x[:, 0]) + x[:, 1] * x[:, 2] / 4 + 0.05 * rng.standard_normal(rows)
+        lines = "".join(",".join(repr(float(v)) for v in (*row, t)) + "\n" for row, t in zip(x, y))
+        with open(os.path.join(folder, f"part-{s}.csv"), "w") as handle:
+            handle.write("a,b,c,y\n" + lines)
+    return os.path.join(folder, "part-*.csv")
+
+
+def _config(pattern: str, workdir: str | None, **overrides) -> config.TrainConfig:
+    values = {
+        "data": f"csv:{pattern}",
+        "target": "y",
+        "stream": True,
+        "hidden": (8,),
+        "batch_size": 10,
+        "epochs": 3,
+        "dtype": "float64",
+        "workdir": workdir,
+        "histogram_every": 0,
+    }
+    return config.TrainConfig(**{**values, **overrides})
+
+
+class StreamedTrainingTest(CsvTestCase):
+    def setUp(self):
+        super().setUp()
+        self.pattern = _write_shards(self.create_tempdir().full_path)
+
+    def test_the_streamed_engine_equals_the_in_memory_engine_fed_the_same_rows(self):
+        # Shuffling off: a streamed epoch is the training rows in shard and file order.  The
+        # same rows, in that order, as an in-memory split give the same updates, bit for bit.
+        common = {
+            "shuffle": False,
+            "grad_accum_steps": 2,
+            "steps_per_call": 7,
+            "val_split": 0.2,
+            "test_split": 0.0,
+        }
+        streamed = training.train(
+            _config(self.pattern, self.create_tempdir().full_path, **common), progress=False
+        )
+        datasets = streamed.datasets
+        self.assertIsInstance(datasets.train, data.StreamedSplit)
+        in_memory = data.Datasets(
+            pipeline.read_split(datasets.train, datasets.preprocessing),
+            datasets.validation,
+            None,
+            datasets.preprocessing,
+            datasets.source,
+        )
+        loaded = training.train(
+            _config(self.pattern, self.create_tempdir().full_path, stream=False, **common),
+            in_memory,
+            progress=False,
+        )
+        self.assertEqual(streamed.steps, loaded.steps)
+        self.assertEqual(streamed.history, loaded.history)
+        for a, b in zip(streamed.model.get_weights(), loaded.model.get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+    def test_a_streamed_run_learns_and_is_evaluated_on_its_streamed_test_split(self):
+        workdir = self.create_tempdir().full_path
+        result = training.train(_config(self.pattern, workdir, epochs=30, learning_rate=0.02), progress=False)
+        self.assertLess(result.history[-1]["loss"], 0.5 * result.history[0]["loss"])
+        self.assertEqual(result.final_metrics["split"], "test")
+        test = pipeline.read_split(result.datasets.test, result.datasets.preprocessing)
+        trainer = training.build(_config(self.pattern, workdir, epochs=30))
+        trainer.model.set_weights(result.model.get_weights())
+        expected = trainer.engine.evaluate(test)
+        for name in ("loss", "rmse", "mae"):
+            self.assertAllClose(result.final_metrics[name], expected[name], rtol=1e-12)
+        self.assertContainsSubset(["stream", "ckpt", "data.json"], os.listdir(workdir))
+        # The input pipeline's position, saved with the run's last checkpoint.
+        self.assertTrue(
+            os.path.exists(os.path.join(workdir, "ckpt", "input-0", f"ckpt-{result.steps}.index"))
+        )
+        with open(os.path.join(workdir, "data.json")) as handle:
+            self.assertEqual(json.load(handle), result.datasets.preprocessing.to_dict())
+
+    def test_two_mirrored_replicas_equal_one_device(self):
+        results = []
+        for strategy in ({}, {"strategy": "mirrored", "cpu_replicas": 2}):
+            cfg = _config(
+                self.pattern, self.create_tempdir().full_path, batch_size=20, steps_per_call=5, **strategy
+            )
+            results.append(training.train(cfg, progress=False))
+        one, two = results
+        for a, b in zip(one.model.get_weights(), two.model.get_weights()):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+        for x, y in zip(one.history, two.history):
+            self.assertAllClose(y["loss"], x["loss"], rtol=1e-12)
+
+    def test_build_without_a_workdir_streams_from_a_temporary_folder(self):
+        trainer = training.build(_config(self.pattern, None))
+        self.assertIsNotNone(trainer.feed)
+        loop = trainer.loop()
+        loop.run(total_steps=trainer.plan.steps_per_epoch)
+        self.assertLen(loop.history, 1)
+        self.assertTrue(os.path.isdir(os.path.dirname(trainer.datasets.train.files[0])))
+
+    def test_bad_data_leaves_no_new_run_folder_and_an_existing_one_as_it_was(self):
+        folder = self.create_tempdir().full_path
+        with open(os.path.join(folder, "part-9.csv"), "w") as handle:  # sorts last
+            handle.write("a,b,c,y\n1,2,3,4\n1,2,oops,4\n")
+        _write_shards(folder)
+        new = os.path.join(self.create_tempdir().full_path, "run")
+        with self.assertRaises(data.DataError) as caught:
+            training.train(_config(os.path.join(folder, "part-*.csv"), new), progress=False)
+        self.assert_one_line_error(
+            caught.exception, 'part-9.csv:3:3 (column "c"): expected a number, got "oops"'
+        )
+        self.assertFalse(os.path.exists(new))
+        existing = self.create_tempdir().full_path
+        with self.assertRaises(data.DataError):
+            training.train(_config(os.path.join(folder, "part-*.csv"), existing), progress=False)
+        self.assertTrue(os.path.isdir(existing))
+
+    def test_a_changed_shard_is_refused_on_resume_naming_the_data(self):
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        training.train(_config(self.pattern, workdir, epochs=1), progress=False)
+        with open(os.path.join(workdir, "data.json"), encoding="utf-8") as handle:
+            saved = json.load(handle)["fingerprint"]
+        self.assertEqual((saved["kind"], saved["rows"]), ("csv", 360))
+        with open(self.pattern.replace("*", "1"), "a") as handle:  # one more row in shard 1
+            handle.write("0.5,0.5,0.5,0.25\n")
+        with self.assertRaisesRegex(
+            training.ConfigMismatchError, r"was trained on other data: csv:\S+part-\*\.csv has changed"
+        ):
+            training.train(_config(self.pattern, workdir, epochs=2), progress=False)
+
+    def test_a_run_saved_with_the_per_replica_batch_is_not_resumed(self):
+        workdir = self.create_tempdir().full_path
+        saved = {k: v for k, v in _config(self.pattern, workdir).to_dict().items() if k != "stream"}
+        with open(os.path.join(workdir, "config.json"), "w") as handle:
+            json.dump({**saved, "strategy": "mirrored", "cpu_replicas": 2}, handle)
+        cfg = _config(self.pattern, workdir, strategy="mirrored", cpu_replicas=2)
+        with self.assertRaisesRegex(
+            training.ConfigMismatchError, r"saved when --batch_size was the per-replica batch.*--restart$"
+        ):
+            checkpoint.check_resumable(workdir, cfg)
+        saved_none = {**saved, "strategy": "none"}
+        with open(os.path.join(workdir, "config.json"), "w") as handle:
+            json.dump(saved_none, handle)
+        # Saved with --strategy=none (and so without --stream): resumes as before.
+        self.assertIsNotNone(checkpoint.check_resumable(workdir, _config(self.pattern, workdir, stream=None)))
+
+
+if __name__ == "__main__":
+    tf.test.main()

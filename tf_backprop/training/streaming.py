@@ -1,0 +1,138 @@
+"""A streamed source in a run: its folder first, the statistics pass per worker, the merge, the feed.
+
+The statistics pass keeps its results and row caches in <workdir>/stream, so a streamed run
+opens its folder (made or checked as ours, locked, a previous run moved aside for --restart or
+its config checked for resuming) before reading any data, and a new folder goes again if the
+data turns out bad.  Under multi_worker the shards are divided by file,
+as tf.data's FILE auto-sharding divides them: worker w of W scans, and then trains on, the shards
+whose index ≡ w (mod W); every worker then merges all the shards' scans (in shard order, so all
+get the same statistics) from the shared run folder.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import tensorflow as tf
+from absl import logging
+
+from tf_backprop import data as data_lib
+from tf_backprop.data import pipeline
+from tf_backprop.training import checkpoint as checkpoint_lib
+from tf_backprop.training import distributed
+from tf_backprop.training import workdir as workdir_lib
+from tf_backprop.training.config import TrainConfig
+from tf_backprop.training.feed import StreamFeed
+from tf_backprop.training.plan import Plan
+
+
+def worker_shards(count: int, workers: int, worker: int) -> list[int]:
+    """The shards input pipeline `worker` of `workers` reads (by file: index ≡ worker mod workers)."""
+    return [s for s in range(count) if s % workers == worker]
+
+
+def worker_rows(split: data_lib.StreamedSplit, strategy: tf.distribute.Strategy | None) -> list[int]:
+    """Each input pipeline's training rows."""
+    workers, _ = distributed.input_pipelines(strategy)
+    count = len(split.files)
+    return [sum(split.shard_rows[s] for s in worker_shards(count, workers, w)) for w in range(workers)]
+
+
+@contextlib.contextmanager
+def opened(config: TrainConfig, strategy, restart: bool) -> Iterator[tuple[TrainConfig, bool]]:
+    """The run folder, ready for the statistics pass to write into, for the block: (the config
+    naming it, whether it is new).  The chief opens it (workdir.opened: checked as ours, locked
+    for the block, a previous run moved aside or its config checked) and writes config.json, so
+    a pass that is interrupted leaves a folder known as a run folder; the other workers wait for
+    it, then check it."""
+    if not distributed.is_chief(strategy):
+        distributed.barrier(strategy, "start-up")  # the chief has opened the folder
+        workdir = workdir_lib.check_as_follower(config, None, restart)
+        yield dataclasses.replace(config, workdir=workdir), False
+        return
+    new = config.workdir is None or not os.path.exists(os.path.expanduser(config.workdir))
+    with workdir_lib.opened(config, restart) as workdir:
+        config = dataclasses.replace(config, workdir=workdir)  # runs/<date>-<time> when none was given
+        workdir_lib.write_config(workdir, config)
+        distributed.barrier(strategy, "start-up")
+        yield config, new
+
+
+def finish(config: TrainConfig, strategy, datasets: data_lib.Datasets) -> None:
+    """After the statistics pass: the chief finishes preparing the folder (workdir.finish), the
+    other workers check the data against it."""
+    if distributed.is_chief(strategy):
+        workdir_lib.finish(config.workdir, config, datasets)
+    else:
+        checkpoint_lib.check_same_data(config.workdir, datasets)
+
+
+def discard(workdir: str) -> None:
+    """Removes a run folder made for a run whose data or config turned out bad."""
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def load(config: TrainConfig, strategy, directory: str) -> data_lib.Datasets:
+    """The statistics pass over this process's shards, then (every worker's done) the merge."""
+    data_lib.infer_task(config.task, config.loss)  # a task/loss conflict fails before any data is read
+    workers, worker = distributed.input_pipelines(strategy)
+    count = len(data_lib.source_shards(config.data))
+    data_lib.scan_shards(
+        config.data,
+        target=config.target,
+        val_split=config.val_split,
+        test_split=config.test_split,
+        seed=config.seed,
+        directory=directory,
+        indices=worker_shards(count, workers, worker),
+    )
+    distributed.barrier(strategy, "statistics pass")
+    return merged(config, directory)
+
+
+def merged(config: TrainConfig, directory: str) -> data_lib.Datasets:
+    """Every shard's scan in `directory` merged (data.load_streamed)."""
+    return data_lib.load_streamed(
+        config.data,
+        target=config.target,
+        task=config.task,
+        loss=config.loss,
+        val_split=config.val_split,
+        test_split=config.test_split,
+        standardize=config.standardize,
+        directory=directory,
+    )
+
+
+def default_directory(config: TrainConfig) -> str:
+    """<workdir>/stream, or without a workdir a temporary folder deleted at exit."""
+    if config.workdir is not None:
+        return os.path.join(config.workdir, workdir_lib.STREAM_DIR)
+    directory = tempfile.mkdtemp(prefix="tf_backprop-stream-")
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
+
+
+def make_feed(config: TrainConfig, plan: Plan, datasets: data_lib.Datasets, strategy, dtype) -> StreamFeed:
+    """The engine's training rows: this process's shards through data.pipeline."""
+    workers, worker = distributed.input_pipelines(strategy)
+    mine = worker_shards(len(datasets.train.files), workers, worker)
+    logging.info("input pipeline %d of %d reads training shards %s", worker, workers, mine)
+    steps = pipeline.training_steps(
+        datasets.train,
+        datasets.preprocessing,
+        shards=mine,
+        seed=config.seed,
+        shuffle=config.shuffle,
+        batch=plan.local_batch,
+        accum=plan.grad_accum_steps,
+        steps_per_epoch=plan.steps_per_epoch,
+        dtype=dtype,
+    )
+    return StreamFeed(steps, plan)
