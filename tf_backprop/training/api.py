@@ -303,15 +303,10 @@ def load_datasets(
         return streaming.load(config, strategy, stream_dir or streaming.default_directory(config))
     return data_lib.load(
         config.data,
-        target=config.target,
-        task=config.task,
-        loss=config.loss,
-        val_split=config.val_split,
-        test_split=config.test_split,
         seed=config.seed,
         n_samples=config.n_samples,
         noise=config.noise,
-        standardize=config.standardize,
+        **config.split_options(),
     )
 
 

@@ -352,6 +352,18 @@ class TrainConfig:
             return self.verify_tolerance
         return 1e-9 if self.dtype == "float64" else 1e-4
 
+    def split_options(self) -> dict:
+        """What data.load and data.load_streamed take from this config besides the source:
+        target, task, loss, the held-out fractions and standardization."""
+        return {
+            "target": self.target,
+            "task": self.task,
+            "loss": self.loss,
+            "val_split": self.val_split,
+            "test_split": self.test_split,
+            "standardize": self.standardize,
+        }
+
     def model_spec(self, n_features: int, n_outputs: int) -> model.MLPSpec:
         """The MLP for data with n_features inputs and n_outputs outputs; ConfigError if
         `layers` does not fit them."""

@@ -98,16 +98,7 @@ def load(config: TrainConfig, strategy, directory: str) -> data_lib.Datasets:
 
 def merged(config: TrainConfig, directory: str) -> data_lib.Datasets:
     """Every shard's scan in `directory` merged (data.load_streamed)."""
-    return data_lib.load_streamed(
-        config.data,
-        target=config.target,
-        task=config.task,
-        loss=config.loss,
-        val_split=config.val_split,
-        test_split=config.test_split,
-        standardize=config.standardize,
-        directory=directory,
-    )
+    return data_lib.load_streamed(config.data, directory=directory, **config.split_options())
 
 
 def default_directory(config: TrainConfig) -> str:
