@@ -5,13 +5,14 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import checkpoint_files
 import numpy as np
 import tensorflow as tf
 
 from tf_backprop import backprop, training
-from tf_backprop.training import config, monitor
+from tf_backprop.training import config, engine, monitor
 
 DEEP = [2] + [32] * 9 + [1]  # a 10-layer MLP
 
@@ -64,6 +65,36 @@ class EventFileTest(tf.test.TestCase):
         validation = _events(workdir, "validation")
         self.assertEqual(set(validation), {"loss", "rmse", "mae"})
         self.assertAllClose(validation["loss"][0][1], result.history[0]["val_loss"], rtol=1e-6)
+
+    def test_measuring_the_last_step_after_the_loop_changes_nothing(self):
+        # Long runs measure a call's last step as a step of its own after the loop (no cond at
+        # every step): the same events, history and weights as deciding at every step.
+        runs = []
+        for peel in (False, True):
+            workdir = self.create_tempdir().full_path
+            cfg = config.TrainConfig(
+                workdir=workdir,
+                n_samples=400,
+                epochs=3,
+                dtype="float64",
+                histogram_every=10,
+                steps_per_call=7,
+            )
+            with mock.patch.object(engine, "PEEL_MIN_STEPS", 0 if peel else 10**9):
+                trainer = training.build(cfg)
+                self.assertEqual(trainer.engine.peels_measured_step, peel)
+                result = training.train(cfg, progress=False)
+            runs.append((_events(workdir, "train"), result))
+        (events, result), (peeled_events, peeled) = runs
+        self.assertEqual(result.history, peeled.history)
+        for a, b in zip(result.model.get_weights(), peeled.model.get_weights()):
+            self.assertAllEqual(a, b)
+        self.assertCountEqual(events, peeled_events)
+        self.assertGreater(len(events["gradient_norm/dense_1/kernel"]), 5)
+        for tag, values in events.items():
+            self.assertEqual([s for s, _ in values], [s for s, _ in peeled_events[tag]], tag)
+            for (_, a), (_, b) in zip(values, peeled_events[tag]):
+                self.assertAllEqual(a, b, tag)
 
     def test_monitor_off_writes_no_events(self):
         workdir = self.create_tempdir().full_path
