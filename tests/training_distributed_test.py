@@ -370,7 +370,9 @@ class MultiWorkerTest(tf.test.TestCase):
                 survivor = cluster.wait(1 - victim, timeout=_LOST_WITHIN)
                 waited = time.monotonic() - killed_at
                 cluster.finish()
-                self.assertIsNotNone(progressed, "the victim never logged epoch 2")
+                self.assertIsNotNone(
+                    progressed, "the victim never logged epoch 2; its log:\n" + "\n".join(cluster.lines[-40:])
+                )
                 self.assertLess(waited, _LOST_WITHIN, survivor.describe())
                 self.assertNotIn(survivor.returncode, (0, -signal.SIGKILL), survivor.describe())
                 self.assertRegex(survivor.stderr[-1], _ERROR_LINE)
