@@ -172,7 +172,7 @@ class OptimizationTest(parameterized.TestCase, tf.test.TestCase):
         evaluator = training.build(_config("x"), result.datasets)
         for target, source in zip(evaluator.model.weights, result.model.weights):
             target.assign(source)
-        restored = evaluator.engine.evaluate(result.datasets.validation)
+        restored = evaluator.engine.evaluator.evaluate(result.datasets.validation)
         self.assertAllClose(restored["loss"], best, rtol=1e-5)
 
     def test_learning_rate_schedules_build(self):

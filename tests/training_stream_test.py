@@ -90,7 +90,7 @@ class StreamedTrainingTest(CsvTestCase):
         test = pipeline.read_split(result.datasets.test, result.datasets.preprocessing)
         trainer = training.build(_config(self.pattern, workdir, epochs=30))
         trainer.model.set_weights(result.model.get_weights())
-        expected = trainer.engine.evaluate(test)
+        expected = trainer.engine.evaluator.evaluate(test)
         for name in ("loss", "rmse", "mae"):
             self.assertAllClose(result.final_metrics[name], expected[name], rtol=1e-12)
         self.assertContainsSubset(["stream", "ckpt", "data.json"], os.listdir(workdir))

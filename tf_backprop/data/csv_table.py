@@ -15,7 +15,6 @@ import codecs
 import contextlib
 import csv
 import dataclasses
-import hashlib
 import re
 import sys
 import zlib
@@ -78,19 +77,26 @@ def read_table(path: str) -> Table:
         raise DataError(f"{path}:{header_line}: no data rows after the header")
     lines, rows = [line for line, _ in data], [row for _, row in data]
     check_widths(path, len(header), lines, rows)
-    return Table(path, header, header_line, rows, lines, size=hashed.size, sha256=hashed.digest.hexdigest())
+    return Table(
+        path,
+        header,
+        header_line,
+        rows,
+        lines,
+        size=hashed.digest.size,
+        sha256=hashed.digest.sha256.hexdigest(),
+    )
 
 
 class _Hashed:
     """A binary handle's lines, hashed (SHA-256) and counted as they are read."""
 
     def __init__(self, handle: IO[bytes]):
-        self.handle, self.digest, self.size = handle, hashlib.sha256(), 0
+        self.handle, self.digest = handle, shards.Digest()
 
     def __iter__(self) -> Iterator[bytes]:
         for line in self.handle:
             self.digest.update(line)
-            self.size += len(line)
             yield line
 
 

@@ -69,13 +69,16 @@ class Batch:
         return cell.decode("utf-8") if isinstance(cell, bytes) else cell
 
 
-def batches(path: str, header_line: int, n_fields: int, target: int) -> Iterator[Batch]:
+def batches(
+    path: str, header_line: int, n_fields: int, target: int, digest: shards.Digest | None = None
+) -> Iterator[Batch]:
     """The data rows after line `header_line`, in file order; NeedsExactReader when the fast
-    path cannot take the shard (raised before or after some batches were yielded)."""
+    path cannot take the shard (raised before or after some batches were yielded).  `digest`,
+    if given, is fed every byte read: complete once the batches are exhausted."""
     parse = _parser(n_fields, target)
     with concurrent.futures.ThreadPoolExecutor(PARSE_THREADS) as pool:
         pending = collections.deque()
-        for chunk, first_line in _chunks(path, header_line):
+        for chunk, first_line in _chunks(path, header_line, digest):
             pending.append(pool.submit(parse, tf.constant(chunk), tf.constant(first_line, tf.int64)))
             if len(pending) > PARSE_THREADS:
                 yield _batch(pending.popleft())
@@ -101,13 +104,15 @@ def _batch(future: concurrent.futures.Future) -> Batch:
     )
 
 
-def _chunks(path: str, header_line: int) -> Iterator[tuple[bytes, int]]:
+def _chunks(path: str, header_line: int, digest: shards.Digest | None) -> Iterator[tuple[bytes, int]]:
     """(bytes of whole lines, the first one's number) after the header, checked by `_check`."""
     try:
         with shards.open_binary(path) as handle:
             data, line = b"", 1
             while True:
                 block = handle.read(CHUNK_BYTES)
+                if digest is not None:
+                    digest.update(block)
                 data += block
                 while line <= header_line and (end := data.find(b"\n")) >= 0:  # the header and above
                     if b"\r" in data[: max(end - 1, 0)]:

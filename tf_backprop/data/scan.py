@@ -23,7 +23,6 @@ seed, fractions and target, is not read again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -150,11 +149,12 @@ def scan_shard(path: str, index: int, key: ScanKey, directory: str) -> ShardScan
             logging.info("%s: scanned before (%d rows), not read again", path, sum(saved.rows.values()))
             return saved
     started = time.perf_counter()
+    digest = shards.Digest()  # of the bytes the fast reader reads, or read again for the exact one
     try:
         accumulator = _Accumulator(path, index, key, directory, *_read_header(path))
         with accumulator:
             for batch in fastcsv.batches(
-                path, accumulator.header_line, len(accumulator.header), accumulator.target_column
+                path, accumulator.header_line, len(accumulator.header), accumulator.target_column, digest
             ):
                 accumulator.add(batch)
         reader = "fast"
@@ -164,8 +164,8 @@ def scan_shard(path: str, index: int, key: ScanKey, directory: str) -> ShardScan
         with accumulator:
             for batch in _exact_batches(path, accumulator):
                 accumulator.add(batch)
-        reader = "exact"
-    scan = accumulator.finish(stat, reader, _digest(path))
+        reader, digest = "exact", shards.Digest.of_file(path)
+    scan = accumulator.finish(stat, reader, digest)
     files.write_json(scan_file(directory, index), scan.to_dict())
     seconds = time.perf_counter() - started
     logging.info(
@@ -173,16 +173,6 @@ def scan_shard(path: str, index: int, key: ScanKey, directory: str) -> ShardScan
         path, sum(scan.rows.values()), reader, seconds, stat.st_size / 1e6 / max(seconds, 1e-9),
     )  # fmt: skip
     return scan
-
-
-def _digest(path: str) -> tuple[int, str]:
-    """(bytes, SHA-256 hex) of the shard's bytes as read: its part of the data's fingerprint."""
-    digest, size = hashlib.sha256(), 0
-    with shards.open_binary(path) as handle:
-        while block := handle.read(fastcsv.CHUNK_BYTES):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()
 
 
 class _HeaderUnread(Exception):
@@ -328,7 +318,7 @@ class _Accumulator:
             return np.full(len(batch.lines), -1.0)
         return local[batch.index].astype(np.float64)
 
-    def finish(self, stat: os.stat_result, reader: str, digest: tuple[int, str]) -> ShardScan:
+    def finish(self, stat: os.stat_result, reader: str, digest: shards.Digest) -> ShardScan:
         """Renames the caches into place; the scan.  DataError for a shard without data rows."""
         if not sum(self.rows):
             for temporary in self.temporary:
@@ -352,6 +342,6 @@ class _Accumulator:
             first_non_integer=self.first_non_integer,
             first_non_finite=self.first_non_finite,
             reader=reader,
-            data_bytes=digest[0],
-            sha256=digest[1],
+            data_bytes=digest.size,
+            sha256=digest.sha256.hexdigest(),
         )

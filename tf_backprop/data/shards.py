@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import hashlib
 import os
 import struct
 
@@ -65,3 +66,24 @@ def open_binary(path: str):
     """The file opened for reading bytes, through gzip for a .gz name (OSError as open's)."""
     expanded = os.path.expanduser(path)
     return gzip.open(expanded, "rb") if is_gzip(path) else open(expanded, "rb")
+
+
+class Digest:
+    """The SHA-256 and length of a file's bytes as read (a .gz file's: uncompressed), fed
+    block by block by whoever reads it."""
+
+    def __init__(self):
+        self.sha256, self.size = hashlib.sha256(), 0
+
+    def update(self, block: bytes) -> None:
+        self.sha256.update(block)
+        self.size += len(block)
+
+    @classmethod
+    def of_file(cls, path: str, block_bytes: int = 4 << 20) -> Digest:
+        """A file's digest, read for it alone."""
+        digest = cls()
+        with open_binary(path) as handle:
+            while block := handle.read(block_bytes):
+                digest.update(block)
+        return digest

@@ -43,21 +43,19 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_backprop import backprop
-from tf_backprop import data as data_lib
 from tf_backprop import losses as losses_lib
 from tf_backprop.model import MLP
 from tf_backprop.training import permutation as permutation_lib
 from tf_backprop.training.checkpoint import RunState
+from tf_backprop.training.evaluation import Evaluator
 from tf_backprop.training.plan import Plan
-from tf_backprop.training.step import TINY, Step
+from tf_backprop.training.step import Step, norms, update_ratios
 
 # Call stop codes.
 RUNNING, NON_FINITE, DISAGREE = 0, 1, 2
 # One record per completed epoch: [epoch (1-based), global step at its end, training loss,
 # training metric sums (3), validation loss, validation metric sums (3)], float64.
 RECORD_WIDTH = 10
-EVAL_BATCH = 8192  # rows per evaluation batch
 PEEL_MIN_STEPS = 400_000  # see Engine.peels_measured_step
 
 
@@ -119,6 +117,7 @@ class Engine:
         )
         if self.runner.jit_gradients:
             self.step.gradients = tf.function(self.step.gradients, jit_compile=True)
+        self.evaluator = Evaluator(model, loss, config.l2, self.step.metric_sums)
         self.variables = model.trainable_variables
         self.optimizer.build(self.variables)
         # What a call changes: the training state (checked to be finite at a fast call's end),
@@ -143,7 +142,6 @@ class Engine:
         self._fast_call = compiled(functools.partial(self._call, checked=False, measure=False))
         self._checked_call = compiled(functools.partial(self._call, checked=True, measure=False))
         self._measured_call = compiled(functools.partial(self._call, checked=True, measure=True))
-        self._evaluate = tf.function(self._evaluate_split, autograph=False)
 
     @property
     def measures_in_loop(self) -> bool:
@@ -337,7 +335,7 @@ class Engine:
         if x_val is None:
             validation = tf.fill([4], tf.constant(np.nan, tf.float64))
         else:
-            validation = self._evaluate_split(x_val, y_val)  # [loss, metric sums (3)]
+            validation = self.evaluator.split_totals(x_val, y_val)  # [loss, metric sums (3)]
             self._track_best(validation[0])
         record = tf.concat([head, metric_sums, validation], axis=0)  # [RECORD_WIDTH]
         records = tf.tensor_scatter_nd_update(records, [[count]], [record])
@@ -430,45 +428,6 @@ class Engine:
         poison = [tf.cast(tf.reduce_sum(t * 0), tf.float64) for t in tensors]  # NaN if any is not
         return tf.math.is_finite(loss_sum * 0 + tf.add_n(poison))
 
-    # --- evaluation --------------------------------------------------------------------
-    def _evaluate_split(self, x, y):
-        """[mean loss, metric sums (3)] of a whole split, float64, in batches of EVAL_BATCH rows."""
-        rows = int(x.shape[0])
-        full, rest = divmod(rows, EVAL_BATCH)
-        totals = tf.zeros([4], tf.float64)
-        if full:
-            totals = tf.while_loop(
-                lambda i, t: i < full,
-                lambda i, t: (i + 1, t + self._evaluate_batch(x, y, i * EVAL_BATCH, EVAL_BATCH)),
-                (tf.constant(0), totals),
-            )[1]
-        if rest:
-            totals += self._evaluate_batch(x, y, full * EVAL_BATCH, rest)
-        return tf.concat([[totals[0] / rows], totals[1:]], axis=0)
-
-    def _evaluate_batch(self, x, y, start, size: int):
-        """[Σ loss × rows, metric sums...] of rows start .. start + size, float64."""
-        x, y = x[start : start + size], y[start : start + size]
-        forward = self.model.forward(x, keep_intermediates=True)
-        value = backprop.total_loss(self.model, forward, y, self.loss, self.config.l2)
-        head = tf.cast(value, tf.float64) * size
-        return tf.concat([[head], self.step.metric_sums(forward.output, y)], axis=0)
-
-    def evaluate(self, split: data_lib.Split) -> dict[str, float]:
-        """Loss and metrics over a whole split (loss averaged per row)."""
-        dtype = self.model.compute_dtype
-        totals = self._evaluate(tf.constant(split.x, dtype), targets_tensor(split.y, dtype)).numpy()
-        return metrics_from_sums(totals[0], totals[1:], self.loss)
-
-    def evaluate_batches(self, batches) -> dict[str, float]:
-        """Loss and metrics over (x, y) batches of a streamed split, summed in float64."""
-        loss, sums, rows = 0.0, np.zeros(3), 0
-        for x, y in batches:
-            totals = self._evaluate(x, y).numpy()  # [mean loss, metric sums]
-            count = int(x.shape[0])
-            loss, sums, rows = loss + totals[0] * count, sums + totals[1:], rows + count
-        return metrics_from_sums(loss / max(rows, 1), sums, self.loss)
-
 
 def _inline(fn):
     """No compilation of its own: the function runs inside the caller's graph."""
@@ -489,31 +448,3 @@ def _numpy(out: dict) -> dict:
     if "count" in result:
         result["records"] = result["records"][: int(result.pop("count"))]
     return result
-
-
-def norms(tensors) -> tf.Tensor:
-    """‖t‖ of each tensor, [n] float64."""
-    return tf.stack([tf.norm(tf.cast(t, tf.float64)) for t in tensors])
-
-
-def update_ratios(before, after) -> tf.Tensor:
-    """‖after − before‖ / ‖before‖ per tensor, [n] float64."""
-    return tf.stack(
-        [
-            tf.norm(tf.cast(a - b, tf.float64)) / tf.maximum(tf.norm(tf.cast(b, tf.float64)), TINY)
-            for b, a in zip(before, after)
-        ]
-    )
-
-
-def targets_tensor(y: np.ndarray, dtype) -> tf.Tensor:
-    """Class ids stay int32; regression and binary targets take the model's dtype."""
-    return tf.constant(y, tf.int32 if np.issubdtype(y.dtype, np.integer) else dtype)
-
-
-def metrics_from_sums(loss: float, sums: np.ndarray, loss_fn: losses_lib.Loss) -> dict[str, float]:
-    """Turns [Σ sq, Σ abs, count] or [Σ correct, 0, count] into named metrics."""
-    count = max(float(sums[2]), 1.0)
-    if loss_fn.on_logits:
-        return {"loss": float(loss), "accuracy": float(sums[0]) / count}
-    return {"loss": float(loss), "rmse": math.sqrt(float(sums[0]) / count), "mae": float(sums[1]) / count}

@@ -29,6 +29,7 @@ from absl import logging
 from tf_backprop import data as data_lib
 from tf_backprop.data import pipeline
 from tf_backprop.training import engine as engine_lib
+from tf_backprop.training import evaluation
 from tf_backprop.training.checkpoint import RunState
 from tf_backprop.training.errors import Interrupted, TrainingError
 from tf_backprop.training.plan import Plan
@@ -159,9 +160,9 @@ class Loop:
     def end_epoch(self, row: np.ndarray) -> dict:
         """One epoch's record [engine.RECORD_WIDTH] into the history and the log; the record."""
         epoch, loss = int(row[0]), row[2]
-        record = {"epoch": epoch, **engine_lib.metrics_from_sums(loss, row[3:6], self.engine.loss)}
+        record = {"epoch": epoch, **evaluation.metrics_from_sums(loss, row[3:6], self.engine.loss)}
         if self.validation is not None:
-            validation = engine_lib.metrics_from_sums(row[6], row[7:10], self.engine.loss)
+            validation = evaluation.metrics_from_sums(row[6], row[7:10], self.engine.loss)
             record.update({f"val_{k}": v for k, v in validation.items()})
         self.state.append_history(record)
         self.progress.log_epoch(record)
@@ -171,7 +172,7 @@ class Loop:
         """The running training loss and metrics of the current (unfinished) epoch."""
         position = max(int(self.state.step_in_epoch.numpy()), 1)
         loss = float(self.state.epoch_loss_sum.numpy()) / position
-        return engine_lib.metrics_from_sums(loss, self.state.epoch_metric_sums.numpy(), self.engine.loss)
+        return evaluation.metrics_from_sums(loss, self.state.epoch_metric_sums.numpy(), self.engine.loss)
 
     def stop_early(self) -> None:
         """After the epoch that used up the patience: log it and, with restore_best, end on the
@@ -246,15 +247,15 @@ class Loop:
             split = getattr(self.datasets, name)
             if isinstance(split, data_lib.StreamedSplit):
                 dtype = self.engine.model.compute_dtype
-                rows = pipeline.batches(split, self.datasets.preprocessing, engine_lib.EVAL_BATCH, dtype)
-                return {"split": name, **self.engine.evaluate_batches(rows)}
+                rows = pipeline.batches(split, self.datasets.preprocessing, evaluation.EVAL_BATCH, dtype)
+                return {"split": name, **self.engine.evaluator.evaluate_batches(rows)}
             if split is not None:
-                return {"split": name, **self.engine.evaluate(split)}
+                return {"split": name, **self.engine.evaluator.evaluate(split)}
         raise AssertionError("no data")
 
 
 def _tensors(split: data_lib.Split, dtype) -> tuple[tf.Tensor, tf.Tensor]:
-    return tf.constant(split.x, dtype), engine_lib.targets_tensor(split.y, dtype)
+    return tf.constant(split.x, dtype), evaluation.targets_tensor(split.y, dtype)
 
 
 @contextlib.contextmanager

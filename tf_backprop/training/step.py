@@ -174,3 +174,18 @@ def not_finite_flags(value, grads) -> tf.Tensor:
     poison = tf.stack([tf.reduce_sum(g * 0) for g in grads])  # [n_vars]
     healthy = tf.math.is_finite(value * 0 + tf.reduce_sum(poison))
     return tf.concat([[tf.logical_not(healthy)], tf.math.is_nan(poison)], axis=0)
+
+
+def norms(tensors) -> tf.Tensor:
+    """‖t‖ of each tensor, [n] float64."""
+    return tf.stack([tf.norm(tf.cast(t, tf.float64)) for t in tensors])
+
+
+def update_ratios(before, after) -> tf.Tensor:
+    """‖after − before‖ / ‖before‖ per tensor, [n] float64."""
+    return tf.stack(
+        [
+            tf.norm(tf.cast(a - b, tf.float64)) / tf.maximum(tf.norm(tf.cast(b, tf.float64)), TINY)
+            for b, a in zip(before, after)
+        ]
+    )
