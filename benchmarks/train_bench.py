@@ -41,14 +41,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SHAPES = [
     ("default job: 2-3-3-1, b10, 80-step epochs + validation", None, 10, "mse", None, 59),
     ("2-3-3-1, b10, 200-step epochs", [2, 3, 3, 1], 10, "mse", 2_000, 500),
-    ("64-256-256-1, b256, 40-step epochs", [64, 256, 256, 1], 256, "mse", 256 * 40, 6),
+    ("64-256-256-1, b256, 40-step epochs", [64, 256, 256, 1], 256, "mse", 256 * 40, 60),
     (
         "1024-1024-1024-10, b512, 30-step epochs",
         [1024, 1024, 1024, 10],
         512,
         "categorical_crossentropy",
         512 * 30,
-        2,
+        6,
     ),
 ]
 END_TO_END = len(SHAPES)

@@ -178,7 +178,9 @@ class TrainConfig:
         resumable=True,
     )
     steps_per_call: int = _field(
-        0, "Updates per compiled call (0: auto, about 1e10 FLOPs, 20 to 10000 steps).", resumable=True
+        0,
+        "Updates per compiled call (0: auto, about 1e11 FLOPs, 20 to 100000 steps, at most 1000 epochs).",
+        resumable=True,
     )
     workdir: str | None = _field(
         None,

@@ -15,8 +15,9 @@ from tf_backprop.training import permutation
 from tf_backprop.training.config import DEFAULT_EPOCHS, TrainConfig
 from tf_backprop.training.errors import ConfigError
 
-MIN_AUTO_CHUNK, MAX_AUTO_CHUNK = 20, 10_000
-AUTO_CHUNK_FLOPS = 1e10  # ≈ 0.1–0.5 s of a CPU per compiled call
+MIN_AUTO_CHUNK, MAX_AUTO_CHUNK = 20, 100_000
+AUTO_CHUNK_FLOPS = 1e11  # ≈ 0.25–1 s of a 2-core CPU per compiled call
+MAX_AUTO_EPOCHS = 1_000  # epochs one automatic call may complete (each ends in Python once)
 MAX_BLOCK_ROWS = 1 << 18  # streamed rows one call takes (its block, ~20 MB of 20 float32 features)
 
 
@@ -99,7 +100,7 @@ def make_plan(
     workers = 1 if worker_rows is None else len(worker_rows)
     if worker_rows is not None:
         steps_per_epoch = _streamed_steps_per_epoch(per_step // workers, worker_rows)
-    steps_per_call = config.steps_per_call or auto_steps_per_call(per_step, layer_sizes)
+    steps_per_call = config.steps_per_call or auto_steps_per_call(per_step, layer_sizes, steps_per_epoch)
     if worker_rows is not None:  # a call's block of rows stays within MAX_BLOCK_ROWS
         steps_per_call = min(steps_per_call, max(1, MAX_BLOCK_ROWS // (per_step // workers)))
     return Plan(
@@ -136,13 +137,17 @@ def step_flops(rows_per_step: int, layer_sizes) -> int:
     return 6 * rows_per_step * weights
 
 
-def auto_steps_per_call(rows_per_step: int, layer_sizes) -> int:
-    """About AUTO_CHUNK_FLOPS per call, between MIN_AUTO_CHUNK and MAX_AUTO_CHUNK steps.
+def auto_steps_per_call(rows_per_step: int, layer_sizes, steps_per_epoch: int) -> int:
+    """About AUTO_CHUNK_FLOPS per call, between MIN_AUTO_CHUNK and MAX_AUTO_CHUNK steps, and
+    at most MAX_AUTO_EPOCHS epochs.
 
-    Small nets get long calls (per-call overhead amortized), large nets short ones (progress,
-    signals and checkpoints stay responsive); MIN_AUTO_CHUNK because monitoring measures the
-    last step of each call with an extra forward pass.  It depends on the config only, so an
-    interrupted and a resumed run cut their calls at the same steps.
+    Small nets get long calls (per-call overhead amortized: at 10,000 steps, a tenth of the
+    article's net's 200-step epochs went to it), large nets short ones (progress, signals and
+    checkpoints stay responsive); MIN_AUTO_CHUNK because monitoring measures the last step of
+    each call.  Tiny epochs cap the call at MAX_AUTO_EPOCHS epochs: each completed epoch is a
+    record the call returns and Python logs.  It depends on the config and data size only, so
+    an interrupted and a resumed run cut their calls at the same steps.
     """
     steps = AUTO_CHUNK_FLOPS // step_flops(rows_per_step, layer_sizes)
-    return int(min(MAX_AUTO_CHUNK, max(MIN_AUTO_CHUNK, steps)))
+    steps = min(MAX_AUTO_CHUNK, MAX_AUTO_EPOCHS * steps_per_epoch, max(MIN_AUTO_CHUNK, steps))
+    return int(max(1, steps))
