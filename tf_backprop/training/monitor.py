@@ -239,6 +239,7 @@ class Monitor:
             learning_rate,
             tf.constant(verified_step, tf.int64),
             out["verify_error"],
+            verified=bool(verify_every),
         )
         if self.histogram_every and step // self.histogram_every > self.last_histogram:
             self.last_histogram = step // self.histogram_every
@@ -248,19 +249,20 @@ class Monitor:
         self.detector.observe(step, np.asarray(out["health"])[0, 0::2])  # kernels sit at even indices
 
     # Compiled (not XLA): one call writes every tag of an engine call; eager writes cost ~100 µs each.
-    @tf.function
-    def _write_scalars(self, step, health, learning_rate, verified_step, verify_error):
+    # Traced without autograph (its conversion of the summary code cost ~0.3 s of the default run).
+    @functools.partial(tf.function, autograph=False)
+    def _write_scalars(self, step, health, learning_rate, verified_step, verify_error, verified: bool):
         with self.train_writer.as_default(step=step):
             _scalar("learning_rate", learning_rate)
             for index, name in enumerate(self.variable_names):
                 _scalar(f"gradient_norm/{name}", health[0, index])
                 _scalar(f"weight_norm/{name}", health[1, index])
                 _scalar(f"update_ratio/{name}", health[2, index])
-            if verified_step >= 0:
+            if verified:  # the run verifies (a Python bool: one trace per run)
                 for index, name in enumerate(self.variable_names):
                     _scalar(f"verify/max_rel_error/{name}", verify_error[index], step=verified_step)
 
-    @tf.function
+    @functools.partial(tf.function, autograph=False)
     def _write_histograms(self, step, gradients, variables, activations):
         with self.train_writer.as_default(step=step):
             for name, gradient, variable in zip(self.variable_names, gradients, variables):
