@@ -96,6 +96,14 @@ class EventFileTest(tf.test.TestCase):
             for (_, a), (_, b) in zip(values, peeled_events[tag]):
                 self.assertAllEqual(a, b, tag)
 
+    def test_large_nets_measure_after_the_loop_sooner(self):
+        article, large = 25, 2_109_450  # weights of 2-3-3-1 and of 1024-1024-1024-10
+        self.assertFalse(engine.peels(4_800, article))  # the default run keeps the cond
+        self.assertFalse(engine.peels(200_000, article))
+        self.assertTrue(engine.peels(800_000, article))
+        self.assertFalse(engine.peels(200, large))
+        self.assertTrue(engine.peels(300, large))
+
     def test_monitor_off_writes_no_events(self):
         workdir = self.create_tempdir().full_path
         training.train(
