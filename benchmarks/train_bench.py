@@ -4,7 +4,7 @@ Shapes (each in its own child process; steps/s, compilation or warm-up excluded)
 
   0  the default job as `tf-backprop-train` runs it: the article's 2-3-3-1 net, batch 10, 800
      training rows (80-step epochs), validation after every epoch, default checkpointing and
-     monitoring, 59 timed epochs (the first one compiles);
+     monitoring, 59 timed epochs (the first one compiles), best of 5 turns of every contender;
   1  the article's net on 2,000 rows: 200-step epochs, no validation (ours timed over 4,000
      epochs, the others over 500);
   2  64-256-256-1, batch 256, 40-step epochs;
@@ -56,6 +56,9 @@ END_TO_END = len(SHAPES)
 # Our loop's timed epochs where the shape's count would time it for under a second (too short a
 # window to be stable); the contenders keep the shape's count (Keras fit would take minutes).
 OURS_EPOCHS = {1: 4_000}
+# Best of several turns where a window is short: the default job's training phase is ~40 ms of
+# ours and ~20 ms of JAX, and one hiccup of the machine halves it.
+REPEATS = {0: 5}
 BIN = os.path.dirname(sys.executable)
 
 
@@ -115,13 +118,19 @@ def child(index: int) -> dict:
     overrides, datasets = _datasets(index)
     task = _task(index, datasets)
     result = {"shape": task.name}
-    for source in ("tape", "manual"):
-        result[f"ours_{source}"] = _ours(index, datasets, overrides, source, True)
-    result["ours_tape_no_monitor"] = _ours(index, datasets, overrides, "tape", False)
-    result["keras_fit"] = contenders.keras_steps_per_second(task, fast=False)
-    result["keras_fit_jit"] = contenders.keras_steps_per_second(task, fast=True)
-    result["torch"] = contenders.torch_steps_per_second(task)
-    result["jax"] = contenders.jax_steps_per_second(task)
+    measurements = {
+        "ours_tape": lambda: _ours(index, datasets, overrides, "tape", True),
+        "ours_manual": lambda: _ours(index, datasets, overrides, "manual", True),
+        "ours_tape_no_monitor": lambda: _ours(index, datasets, overrides, "tape", False),
+        "keras_fit": lambda: contenders.keras_steps_per_second(task, fast=False),
+        "keras_fit_jit": lambda: contenders.keras_steps_per_second(task, fast=True),
+        "torch": lambda: contenders.torch_steps_per_second(task),
+        "jax": lambda: contenders.jax_steps_per_second(task),
+    }
+    for _ in range(REPEATS.get(index, 1)):  # taking turns, the best of each
+        for name, measure in measurements.items():
+            value = measure()
+            result[name] = None if value is None else max(value, result.get(name) or 0.0)
     if task.layers[0] == 1024:
         flops_per_step = 6 * task.batch * sum(a * b for a, b in zip(task.layers[:-1], task.layers[1:]))
         result["ours_flops"] = result["ours_tape"] * flops_per_step
