@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import planted_faults
@@ -11,6 +12,7 @@ import tensorflow as tf
 from training_runs import small_config as _config
 
 from tf_backprop import backprop, training
+from tf_backprop.training import engine as engine_lib
 
 _SENTINEL = 50.0  # a finite feature value that no standardized row of the default task reaches
 
@@ -139,6 +141,30 @@ class MultiEpochCallTest(tf.test.TestCase):
         self.assertEqual(long.history, short.history)
         self.assertEqual(long.steps, short.steps)
         for a, b in zip(long.model.get_weights(), short.model.get_weights()):
+            self.assertAllEqual(a, b)
+
+    def test_gathering_each_steps_rows_in_the_loop_changes_nothing(self):
+        # Large nets gather each step's rows inside the loop, small ones the epoch's rows before
+        # it: the same history and weights, bit for bit, with monitoring, across calls and
+        # accumulated micro-batches.
+        results = []
+        for each_step in (False, True):
+            cfg = _config(
+                self.create_tempdir().full_path,
+                dtype="float64",
+                epochs=4,
+                steps_per_call=7,
+                grad_accum_steps=2,
+                histogram_every=5,
+            )
+            threshold = 0 if each_step else 10**12
+            with mock.patch.object(engine_lib, "GATHER_EACH_STEP_WEIGHTS", threshold):
+                trainer = training.build(cfg)
+                self.assertEqual(trainer.engine.gathers_each_step, each_step)
+                results.append(training.train(cfg, progress=False))
+        before, inside = results
+        self.assertEqual(inside.history, before.history)
+        for a, b in zip(inside.model.get_weights(), before.model.get_weights()):
             self.assertAllEqual(a, b)
 
     def test_the_training_call_is_traced_once(self):

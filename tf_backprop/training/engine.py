@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import typing
 from collections.abc import Callable, Mapping
 
 import keras
@@ -60,6 +61,7 @@ RECORD_WIDTH = 10
 # runs of PEEL_MIN_STEPS steps or more; a larger net's sooner, by 1 + weights / COND_WEIGHTS.
 PEEL_MIN_STEPS = 400_000
 COND_WEIGHTS = 1_250
+GATHER_EACH_STEP_WEIGHTS = 100_000  # see Engine.gathers_each_step
 
 
 class SingleDevice:
@@ -294,9 +296,13 @@ class Engine:
         loop — compiled with XLA on one device."""
         if self.plan.streaming:
             xs, ys = self.runner.place(x_train), self.runner.place(y_train)
+        elif self.gathers_each_step:
+            order = self._epoch_order(epoch)  # [spe, accum, global_batch]
+            xs, ys, offset = _Rows(x_train, order), _Rows(y_train, order), 0
         else:
-            xs, ys = self._epoch_rows(x_train, y_train, epoch)  # [spe, accum, global_batch, ...]
-            offset = 0
+            order = self._epoch_order(epoch)
+            xs, ys = (self.runner.place(tf.gather(t, order)) for t in (x_train, y_train))
+            offset = 0  # xs [spe, accum, global_batch, ...]
         if measure or not self.measures_in_loop:
             return self._step_loop(xs, ys, offset, end, stop, carry, check, measure)
         if not self.peels_measured_step:  # a cond at each step decides whether it is the last
@@ -316,18 +322,26 @@ class Engine:
             carry,
         )
 
-    def _epoch_rows(self, x_train, y_train, epoch):
-        """The epoch's rows in its order, once per replica device: [spe, accum, global_batch, ...]."""
+    @property
+    def gathers_each_step(self) -> bool:
+        """Whether each step gathers its own rows from the split inside the loop (one device, a
+        net of GATHER_EACH_STEP_WEIGHTS weights or more), rather than the loop taking the epoch's
+        rows gathered before it: that gather writes the whole epoch's rows for the steps of one
+        call, while gathering from the whole split inside the loop costs a tiny net's step
+        time that grows with the split."""
+        weights = sum(int(np.prod(v.shape)) for v in self.variables)
+        return self.runner.jit and weights >= GATHER_EACH_STEP_WEIGHTS
+
+    def _epoch_order(self, epoch):
+        """The epoch's row indices in its order: [spe, accum, global_batch]."""
         plan = self.plan
         order = tf.range(plan.n_train)
         if plan.shuffle:
             order = permutation_lib.permutation(plan.n_train, plan.seed, epoch)
-        used = tf.reshape(
+        return tf.reshape(
             order[: plan.steps_per_epoch * plan.rows_per_step],
             [plan.steps_per_epoch, plan.grad_accum_steps, plan.global_batch],
         )
-        # (Gathering from the whole split inside the step loop slows XLA's loop with the split's size.)
-        return self.runner.place(tf.gather(x_train, used)), self.runner.place(tf.gather(y_train, used))
 
     def _end_epoch(self, epoch, steps, loss_sum, metric_sums, records, count, x_val, y_val):
         """Validation, the epoch's record, early stopping; the next epoch's counters."""
@@ -395,7 +409,7 @@ class Engine:
         # A gather, not xs[i]: XLA takes a slice's start computed from the call's arguments
         # (`first` of a streamed block, `stop` for a measured step after the loop) for a
         # compile-time constant, and would compile the loop anew for each value.
-        report = self.step(tf.gather(xs, i), tf.gather(ys, i), check, measure)
+        report = self.step(_row(xs, i), _row(ys, i), check, measure)
         if check:
             report["flags"] = tf.cast(report["flags"], report["value"].dtype)
         return report
@@ -439,6 +453,21 @@ def peels(total_steps: int, weights: int) -> bool:
     weights peel from ~240 steps, the article's 25 from ~390,000.
     """
     return total_steps * (1 + weights / COND_WEIGHTS) >= PEEL_MIN_STEPS
+
+
+class _Rows(typing.NamedTuple):
+    """A split and the epoch's order of its rows, [spe, accum, global_batch]: step i's rows are
+    gathered inside the loop."""
+
+    split: tf.Tensor
+    order: tf.Tensor
+
+
+def _row(xs, i):
+    """Step i's rows [accum, global_batch, ...] of xs (gathered rows, or a `_Rows`)."""
+    if isinstance(xs, _Rows):
+        return tf.gather(xs.split, tf.gather(xs.order, i))
+    return tf.gather(xs, i)
 
 
 def _inline(fn):
