@@ -70,8 +70,8 @@ def child(index: int) -> dict:
     from tf_backprop.training import evaluation
 
     shape = SHAPES[index]
-    overrides, datasets = train_bench._datasets(shape)
-    task = train_bench._task(shape, datasets)
+    overrides, datasets = train_bench.datasets_for(shape)
+    task = train_bench.task_for(shape, datasets)
     steps = task.epochs * task.steps_per_epoch
     cfg = training.TrainConfig(**overrides, monitor=False, epochs=2)
     trainer = training.build(cfg, datasets)
@@ -109,9 +109,11 @@ def child(index: int) -> dict:
             run()
             best[name] = max(best[name], steps / (time.perf_counter() - start))
     train_bench.OURS_EPOCHS[shape] = task.epochs
-    best["run"] = max(train_bench._ours(shape, datasets, overrides, "tape", True) for _ in range(WINDOWS))
+    best["run"] = max(
+        train_bench.ours_steps_per_second(shape, datasets, overrides, "tape", True) for _ in range(WINDOWS)
+    )
     best["run_nomon"] = max(
-        train_bench._ours(shape, datasets, overrides, "tape", False) for _ in range(WINDOWS)
+        train_bench.ours_steps_per_second(shape, datasets, overrides, "tape", False) for _ in range(WINDOWS)
     )
     best["jax"] = max((contenders.jax_steps_per_second(task) or 0.0) for _ in range(WINDOWS)) or None
     return {"shape": task.name, **best}

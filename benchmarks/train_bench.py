@@ -66,7 +66,7 @@ ONCE = {1: {"keras_fit", "keras_fit_jit", "torch"}}
 BIN = os.path.dirname(sys.executable)
 
 
-def _datasets(index: int):
+def datasets_for(index: int):
     """(TrainConfig overrides, Datasets): the CLI's own data for the default job, else random."""
     from tf_backprop import training
 
@@ -77,7 +77,7 @@ def _datasets(index: int):
     return overrides, per_model.random_datasets(layers, loss, rows)
 
 
-def _task(index: int, datasets) -> contenders.Task:
+def task_for(index: int, datasets) -> contenders.Task:
     name, layers, batch, loss, rows, epochs = SHAPES[index]
     layers = layers or [datasets.n_features, 3, 3, datasets.n_outputs]
     val = datasets.validation
@@ -94,7 +94,7 @@ def _task(index: int, datasets) -> contenders.Task:
     )
 
 
-def _ours(index: int, datasets, overrides: dict, grad_source: str, monitor: bool) -> float:
+def ours_steps_per_second(index: int, datasets, overrides: dict, grad_source: str, monitor: bool) -> float:
     """Steps/s of training.train's loop after its first epoch (which compiles)."""
     from tf_backprop import training
     from tf_backprop.training import checkpoint
@@ -119,13 +119,13 @@ def child(index: int) -> dict:
     """Measures one shape (or the end-to-end times); returns its figures."""
     if index == END_TO_END:
         return _end_to_end()
-    overrides, datasets = _datasets(index)
-    task = _task(index, datasets)
+    overrides, datasets = datasets_for(index)
+    task = task_for(index, datasets)
     result = {"shape": task.name}
     measurements = {
-        "ours_tape": lambda: _ours(index, datasets, overrides, "tape", True),
-        "ours_manual": lambda: _ours(index, datasets, overrides, "manual", True),
-        "ours_tape_no_monitor": lambda: _ours(index, datasets, overrides, "tape", False),
+        "ours_tape": lambda: ours_steps_per_second(index, datasets, overrides, "tape", True),
+        "ours_manual": lambda: ours_steps_per_second(index, datasets, overrides, "manual", True),
+        "ours_tape_no_monitor": lambda: ours_steps_per_second(index, datasets, overrides, "tape", False),
         "keras_fit": lambda: contenders.keras_steps_per_second(task, fast=False),
         "keras_fit_jit": lambda: contenders.keras_steps_per_second(task, fast=True),
         "torch": lambda: contenders.torch_steps_per_second(task),

@@ -12,7 +12,7 @@ import tensorflow as tf
 from training_runs import small_config as _config
 
 from tf_backprop import backprop, training
-from tf_backprop.training import engine as engine_lib
+from tf_backprop.training import plan as plan_lib
 
 _SENTINEL = 50.0  # a finite feature value that no standardized row of the default task reaches
 
@@ -158,7 +158,7 @@ class MultiEpochCallTest(tf.test.TestCase):
                 histogram_every=5,
             )
             threshold = 0 if each_step else 10**12
-            with mock.patch.object(engine_lib, "GATHER_EACH_STEP_WEIGHTS", threshold):
+            with mock.patch.object(plan_lib, "GATHER_EACH_STEP_WEIGHTS", threshold):
                 trainer = training.build(cfg)
                 self.assertEqual(trainer.engine.gathers_each_step, each_step)
                 results.append(training.train(cfg, progress=False))

@@ -1,4 +1,4 @@
-"""The plan: how long an automatic compiled call is."""
+"""The plan: how long an automatic compiled call is, and how the compiled loop is shaped."""
 
 import tensorflow as tf
 
@@ -8,9 +8,16 @@ from tf_backprop.training import plan as plan_lib
 ARTICLE = (2, 3, 3, 1)
 
 
-def _steps_per_call(n_train: int, layers=ARTICLE, batch_size: int = 10, **overrides) -> int:
+LARGE = (1024, 1024, 1024, 10)
+
+
+def _plan(n_train: int, layers=ARTICLE, batch_size: int = 10, **overrides) -> plan_lib.Plan:
     cfg = training.TrainConfig(layers=layers, batch_size=batch_size, **overrides)
-    return training.make_plan(cfg, n_train, layers).steps_per_call
+    return training.make_plan(cfg, n_train, layers)
+
+
+def _steps_per_call(n_train: int, layers=ARTICLE, batch_size: int = 10, **overrides) -> int:
+    return _plan(n_train, layers, batch_size, **overrides).steps_per_call
 
 
 class AutoStepsPerCallTest(tf.test.TestCase):
@@ -35,3 +42,21 @@ class AutoStepsPerCallTest(tf.test.TestCase):
 
     def test_an_explicit_steps_per_call_is_kept(self):
         self.assertEqual(_steps_per_call(10, steps_per_call=7), 7)
+
+
+class LoopShapeTest(tf.test.TestCase):
+    def test_weights_count_kernels_and_biases(self):
+        self.assertEqual(_plan(1_000).weights, 25)
+        self.assertEqual(_plan(512 * 30, LARGE, 512).weights, 2_109_450)
+
+    def test_large_nets_measure_after_the_loop_sooner(self):
+        self.assertFalse(_plan(1_000, steps=4_800).peels_measured_step)  # the default run keeps the cond
+        self.assertFalse(_plan(1_000, steps=200_000).peels_measured_step)
+        self.assertTrue(_plan(1_000, steps=800_000).peels_measured_step)
+        self.assertFalse(_plan(512 * 30, LARGE, 512, steps=200).peels_measured_step)
+        self.assertTrue(_plan(512 * 30, LARGE, 512, steps=300).peels_measured_step)
+
+    def test_only_large_nets_gather_each_steps_rows(self):
+        self.assertFalse(_plan(100_000).gathers_each_step)
+        self.assertFalse(_plan(256 * 40, (64, 256, 256, 1), 256).gathers_each_step)  # 82,945 weights
+        self.assertTrue(_plan(512 * 30, LARGE, 512).gathers_each_step)

@@ -46,7 +46,6 @@ from absl import logging
 
 from tf_backprop import losses as losses_lib
 from tf_backprop.model import MLP
-from tf_backprop.training import permutation as permutation_lib
 from tf_backprop.training.checkpoint import RunState
 from tf_backprop.training.evaluation import Evaluator
 from tf_backprop.training.plan import Plan
@@ -57,11 +56,6 @@ RUNNING, NON_FINITE, DISAGREE = 0, 1, 2
 # One record per completed epoch: [epoch (1-based), global step at its end, training loss,
 # training metric sums (3), validation loss, validation metric sums (3)], float64.
 RECORD_WIDTH = 10
-# When a call's last step is measured after the loop (see peels_measured_step): a tiny net's
-# runs of PEEL_MIN_STEPS steps or more; a larger net's sooner, by 1 + weights / COND_WEIGHTS.
-PEEL_MIN_STEPS = 400_000
-COND_WEIGHTS = 1_250
-GATHER_EACH_STEP_WEIGHTS = 100_000  # see Engine.gathers_each_step
 
 
 class SingleDevice:
@@ -155,10 +149,13 @@ class Engine:
 
     @property
     def peels_measured_step(self) -> bool:
-        """Whether the loop measures a call's last step as a step of its own after the loop,
-        rather than deciding at every step with a cond (see `peels`)."""
-        weights = sum(int(np.prod(v.shape)) for v in self.variables)
-        return self.measures_in_loop and peels(self.plan.total_steps, weights)
+        """Whether the loop measures a call's last step after the loop (`Plan.peels_measured_step`)."""
+        return self.measures_in_loop and self.plan.peels_measured_step
+
+    @property
+    def gathers_each_step(self) -> bool:
+        """Whether each step gathers its rows inside the loop (`Plan.gathers_each_step`)."""
+        return self.runner.jit and self.plan.gathers_each_step
 
     # --- the Python side ---------------------------------------------------------------
     def run(self, train, validation, stop: int, total: int, first: int = 0) -> dict[str, np.ndarray]:
@@ -297,10 +294,10 @@ class Engine:
         if self.plan.streaming:
             xs, ys = self.runner.place(x_train), self.runner.place(y_train)
         elif self.gathers_each_step:
-            order = self._epoch_order(epoch)  # [spe, accum, global_batch]
+            order = self.plan.epoch_order(epoch)  # [spe, accum, global_batch]
             xs, ys, offset = _Rows(x_train, order), _Rows(y_train, order), 0
         else:
-            order = self._epoch_order(epoch)
+            order = self.plan.epoch_order(epoch)
             xs, ys = (self.runner.place(tf.gather(t, order)) for t in (x_train, y_train))
             offset = 0  # xs [spe, accum, global_batch, ...]
         if measure or not self.measures_in_loop:
@@ -320,27 +317,6 @@ class Engine:
             lambda i, status, *_: tf.logical_and(i < end, tf.equal(status, RUNNING)),
             lambda *c: self._train_step(xs, ys, c, offset, stop, check, measure),
             carry,
-        )
-
-    @property
-    def gathers_each_step(self) -> bool:
-        """Whether each step gathers its own rows from the split inside the loop (one device, a
-        net of GATHER_EACH_STEP_WEIGHTS weights or more), rather than the loop taking the epoch's
-        rows gathered before it: that gather writes the whole epoch's rows for the steps of one
-        call, while gathering from the whole split inside the loop costs a tiny net's step
-        time that grows with the split."""
-        weights = sum(int(np.prod(v.shape)) for v in self.variables)
-        return self.runner.jit and weights >= GATHER_EACH_STEP_WEIGHTS
-
-    def _epoch_order(self, epoch):
-        """The epoch's row indices in its order: [spe, accum, global_batch]."""
-        plan = self.plan
-        order = tf.range(plan.n_train)
-        if plan.shuffle:
-            order = permutation_lib.permutation(plan.n_train, plan.seed, epoch)
-        return tf.reshape(
-            order[: plan.steps_per_epoch * plan.rows_per_step],
-            [plan.steps_per_epoch, plan.grad_accum_steps, plan.global_batch],
         )
 
     def _end_epoch(self, epoch, steps, loss_sum, metric_sums, records, count, x_val, y_val):
@@ -441,18 +417,6 @@ class Engine:
         tensors = [t for t in self._training_state if tf.as_dtype(t.dtype).is_floating]
         poison = [tf.cast(tf.reduce_sum(t * 0), tf.float64) for t in tensors]  # NaN if any is not
         return tf.math.is_finite(loss_sum * 0 + tf.add_n(poison))
-
-
-def peels(total_steps: int, weights: int) -> bool:
-    """Whether a run of total_steps on a net of `weights` weights measures each call's last step
-    after the loop: when the cond it saves costs more over the run than the second copy of the
-    step costs to compile (~0.2 s).
-
-    The cond costs a tiny net ~0.5 µs a step (~20% of the article's), plus, at the steps it does
-    not measure, a zero fill of every weight (~6% of a 1024-1024-1024-10 net's step): 2.1M
-    weights peel from ~240 steps, the article's 25 from ~390,000.
-    """
-    return total_steps * (1 + weights / COND_WEIGHTS) >= PEEL_MIN_STEPS
 
 
 class _Rows(typing.NamedTuple):

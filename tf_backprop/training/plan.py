@@ -10,6 +10,7 @@ import dataclasses
 import math
 
 import numpy as np
+import tensorflow as tf
 
 from tf_backprop.training import permutation
 from tf_backprop.training.config import DEFAULT_EPOCHS, TrainConfig
@@ -19,6 +20,11 @@ MIN_AUTO_CHUNK, MAX_AUTO_CHUNK = 20, 100_000
 AUTO_CHUNK_FLOPS = 1e11  # ≈ 0.25–1 s of a 2-core CPU per compiled call
 MAX_AUTO_EPOCHS = 1_000  # epochs one automatic call may complete (each ends in Python once)
 MAX_BLOCK_ROWS = 1 << 18  # streamed rows one call takes (its block, ~20 MB of 20 float32 features)
+# When a call's last step is measured after the loop (see Plan.peels_measured_step): a tiny
+# net's runs of PEEL_MIN_STEPS steps or more; a larger net's sooner, by 1 + weights / COND_WEIGHTS.
+PEEL_MIN_STEPS = 400_000
+COND_WEIGHTS = 1_250
+GATHER_EACH_STEP_WEIGHTS = 100_000  # see Plan.gathers_each_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +73,43 @@ class Plan:
         """Epochs the run touches (the last one may be partial)."""
         return math.ceil(self.total_steps / self.steps_per_epoch)
 
-    def epoch_indices(self, epoch: int) -> np.ndarray:
-        """Sample indices of one epoch, [steps, accum, global_batch]: a pure function of (seed, epoch)."""
-        order = np.arange(self.n_train)
-        if self.shuffle:  # the engine's own order (it computes it in the graph)
-            order = permutation.permutation(self.n_train, self.seed, epoch).numpy()
+    @property
+    def weights(self) -> int:
+        """Trainable numbers of the net (kernels and biases)."""
+        return sum(a * b + b for a, b in zip(self.layer_sizes, self.layer_sizes[1:]))
+
+    @property
+    def peels_measured_step(self) -> bool:
+        """Whether a call's measured last step runs after the loop, rather than a cond at every
+        step picking it out: when the cond costs more over the run than the second copy of the
+        step costs to compile (~0.2 s).
+
+        The cond costs a tiny net ~0.5 µs a step (~20% of the article's), plus, at the steps it
+        does not measure, a zero fill of every weight (~6% of a 1024-1024-1024-10 net's step):
+        2.1M weights peel from ~240 steps, the article's 25 from ~390,000.
+        """
+        return self.total_steps * (1 + self.weights / COND_WEIGHTS) >= PEEL_MIN_STEPS
+
+    @property
+    def gathers_each_step(self) -> bool:
+        """Whether (on one device) each step gathers its own rows from the split inside the loop,
+        rather than the loop taking the epoch's rows gathered before it: that gather writes a
+        whole epoch's rows for the steps of one call (~4% of a 1024-1024-1024-10 net's time),
+        while gathering inside the loop costs a tiny net's step more the larger the split."""
+        return self.weights >= GATHER_EACH_STEP_WEIGHTS
+
+    def epoch_order(self, epoch) -> tf.Tensor:
+        """Sample indices of one epoch, [steps, accum, global_batch]: a pure function of (seed,
+        epoch), the same in the engine's graph, under XLA and eagerly."""
+        order = tf.range(self.n_train)
+        if self.shuffle:
+            order = permutation.permutation(self.n_train, self.seed, epoch)
         used = order[: self.steps_per_epoch * self.rows_per_step]
-        return used.reshape(self.steps_per_epoch, self.grad_accum_steps, self.global_batch).astype(np.int32)
+        return tf.reshape(used, [self.steps_per_epoch, self.grad_accum_steps, self.global_batch])
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """`epoch_order` as NumPy int32."""
+        return self.epoch_order(epoch).numpy().astype(np.int32)
 
 
 def make_plan(
@@ -149,5 +185,4 @@ def auto_steps_per_call(rows_per_step: int, layer_sizes, steps_per_epoch: int) -
     an interrupted and a resumed run cut their calls at the same steps.
     """
     steps = AUTO_CHUNK_FLOPS // step_flops(rows_per_step, layer_sizes)
-    steps = min(MAX_AUTO_CHUNK, MAX_AUTO_EPOCHS * steps_per_epoch, max(MIN_AUTO_CHUNK, steps))
-    return int(max(1, steps))
+    return int(min(MAX_AUTO_CHUNK, MAX_AUTO_EPOCHS * steps_per_epoch, max(MIN_AUTO_CHUNK, steps)))
