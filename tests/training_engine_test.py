@@ -167,6 +167,62 @@ class MultiEpochCallTest(tf.test.TestCase):
         for a, b in zip(inside.model.get_weights(), before.model.get_weights()):
             self.assertAllEqual(a, b)
 
+    def _whole_and_split_runs(self, step_functions=None):
+        """The same float64 SGD run with each micro-batch whole and split in two halves (the
+        halves' shapes recorded): mid-size steps split (Plan.splits_batch); here forced."""
+        results, rows_seen = [], []
+
+        def recording(model, x, y, loss, l2=0.0, loss_scale=1.0):
+            rows_seen.append(int(x.shape[0]))  # at trace time
+            return (step_functions or backprop.STEP_FUNCTIONS)["tape"](model, x, y, loss, l2, loss_scale)
+
+        for split in (False, True):
+            cfg = _config(
+                self.create_tempdir().full_path,
+                dtype="float64",
+                optimizer="sgd",
+                epochs=4,
+                grad_accum_steps=2,
+                histogram_every=5,
+                l2=1e-3,
+            )
+            limits = {"SPLIT_MIN_ROWS": 2, "SPLIT_MIN_MACS": 0} if split else {"SPLIT_MIN_ROWS": 10**9}
+            with mock.patch.multiple(plan_lib, **limits):
+                trainer = training.build(cfg)
+                self.assertEqual(trainer.engine.step.halves, 2 if split else 1)
+                functions = {"tape": recording, "manual": backprop.manual_step}
+                results.append(training.train(cfg, progress=False, step_functions=functions))
+        return results, rows_seen, cfg.batch_size
+
+    def _assert_same_run(self, whole, split):
+        self.assertEqual(len(split.history), len(whole.history))
+        for a, b in zip(split.history, whole.history):
+            self.assertAllClose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], rtol=1e-12, atol=0)
+        for a, b in zip(split.model.get_weights(), whole.model.get_weights()):
+            self.assertAllClose(a, b, rtol=1e-12, atol=1e-15)
+
+    def test_splitting_the_batch_in_halves_computes_the_same_run(self):
+        # The mean of two halves' losses and gradients is the batch's, summed in another order:
+        # the same run up to float64 rounding, metrics included.
+        (whole, split), rows_seen, batch = self._whole_and_split_runs()
+        self.assertIn(batch, rows_seen)
+        self.assertIn(batch // 2, rows_seen)  # the split run's step saw halves
+        self._assert_same_run(whole, split)
+
+    def test_the_halves_check_catches_a_half_computed_wrongly(self):
+        # A planted fault that only a split run meets: a half-size batch's loss and gradients
+        # come out doubled (a sum over the halves where the mean belongs).
+        def doubled_on_halves(model, x, y, loss, l2=0.0, loss_scale=1.0):
+            value, grads, output = backprop.tape_step(model, x, y, loss, l2, loss_scale)
+            if x.shape[0] == 5:  # the small config's batch of 10, halved
+                value, grads = 2 * value, [2 * g for g in grads]
+            return value, grads, output
+
+        (whole, split), _, batch = self._whole_and_split_runs({"tape": doubled_on_halves})
+        self.assertEqual(batch, 10)
+        with self.assertRaises(AssertionError):
+            self._assert_same_run(whole, split)
+
     def test_the_training_call_is_traced_once(self):
         cfg = _config(self.create_tempdir().full_path, epochs=5, steps_per_call=30, checkpoint_every=45)
         trainer = training.build(cfg)

@@ -60,3 +60,16 @@ class LoopShapeTest(tf.test.TestCase):
         self.assertFalse(_plan(100_000).gathers_each_step)
         self.assertFalse(_plan(256 * 40, (64, 256, 256, 1), 256).gathers_each_step)  # 82,945 weights
         self.assertTrue(_plan(512 * 30, LARGE, 512).gathers_each_step)
+
+    def test_mid_size_steps_split_their_batch_in_halves(self):
+        mid = (64, 256, 256, 1)  # 82,945 weights
+        self.assertTrue(_plan(256 * 40, mid, 256).splits_batch)  # 21M multiply-adds a step
+        self.assertTrue(_plan(128 * 40, mid, 128).splits_batch)
+        self.assertFalse(_plan(64 * 40, mid, 64).splits_batch)  # halves of 32 rows
+        self.assertFalse(_plan(130 * 40, (20, 64, 64, 1), 130).splits_batch)  # 0.7M
+        self.assertFalse(_plan(1_000, ARTICLE, 200).splits_batch)  # the article's net: 5,000
+        self.assertFalse(_plan(512 * 30, LARGE, 512).splits_batch)  # 1.1G: both cores already busy
+        self.assertFalse(_plan(255 * 40, mid, 255).splits_batch)  # odd: no equal halves
+        # Under a strategy, a replica's own batch decides.
+        cfg = training.TrainConfig(layers=mid, batch_size=512)
+        self.assertEqual(training.make_plan(cfg, 512 * 40, mid, replicas=2).replica_batch, 256)

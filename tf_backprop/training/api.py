@@ -38,7 +38,7 @@ from tf_backprop.training import monitor as monitor_lib
 from tf_backprop.training import workdir as workdir_lib
 from tf_backprop.training.checkpoint import RunState, load_model
 from tf_backprop.training.config import TrainConfig
-from tf_backprop.training.engine import Engine
+from tf_backprop.training.engine import Engine, SingleDevice
 from tf_backprop.training.feed import InputKeeper, StreamFeed
 from tf_backprop.training.loop import Loop, signals_recorded
 from tf_backprop.training.optimizers import build_optimizer
@@ -139,7 +139,10 @@ def build(
     with tf.device(device or "/CPU:0"):
         state = RunState(model)
     with distributed.scope(strategy, device):
-        runner = None if strategy is None else distributed.Replicas(strategy, jit_gradients)
+        if strategy is None:
+            runner = SingleDevice(device)
+        else:
+            runner = distributed.Replicas(strategy, jit_gradients)
         std = datasets.preprocessing.target_std
         target_std = None if std is None else np.asarray(std, np.float64)
         engine = Engine(model, optimizer, loss, config, plan, state, target_std, step_functions, runner)
@@ -167,7 +170,8 @@ def train(
       restart: move a previous run in the workdir aside (into previous-<time>/) and start over.
       progress: show a progress bar (None: when stdout is a terminal).
       step_functions: {"tape": fn, "manual": fn} overriding backprop.STEP_FUNCTIONS, e.g. to
-        check a custom gradient path with verify_every (fn signature as backprop.tape_step).
+        check a custom gradient path with verify_every (fn signature as backprop.tape_step;
+        with Plan.splits_batch it is called on each half of a micro-batch's rows).
 
     Raises:
       ConfigError / data.DataError: bad configuration or data (nothing trained).

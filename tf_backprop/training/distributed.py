@@ -330,6 +330,7 @@ class Replicas:
 
     jit = False  # XLA cannot compile the optimizer's cross-replica update on CPU strategies
     replays = False  # every step is checked: restoring distributed state is not attempted
+    splits_batch = False  # the replicas already split it (Plan.splits_batch is for one device)
 
     def __init__(self, strategy: tf.distribute.Strategy, jit_gradients: bool | None = None):
         self.strategy = strategy

@@ -65,6 +65,11 @@ class SingleDevice:
     jit_gradients = False  # (the call already is)
     replays = True  # a failed call is restored and replayed step by step
 
+    def __init__(self, device: str = "/CPU:0"):
+        # XLA's CPU runtime runs a step's two halves on two cores at once (Plan.splits_batch);
+        # a GPU would only run twice the kernels.
+        self.splits_batch = "GPU" not in device.upper()
+
     def place(self, tensor):
         return tensor
 
@@ -113,6 +118,7 @@ class Engine:
             step_functions,
             replica_batch=plan.replica_batch,
             block_replicas=block_replicas,
+            halves=2 if plan.splits_batch and self.runner.splits_batch else 1,
         )
         if self.runner.jit_gradients:
             self.step.gradients = tf.function(self.step.gradients, jit_compile=True)

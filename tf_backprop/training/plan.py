@@ -25,6 +25,10 @@ MAX_BLOCK_ROWS = 1 << 18  # streamed rows one call takes (its block, ~20 MB of 2
 PEEL_MIN_STEPS = 400_000
 COND_WEIGHTS = 1_250
 GATHER_EACH_STEP_WEIGHTS = 100_000  # see Plan.gathers_each_step
+# Micro-batches of steps this size are computed as two halves of their rows (Plan.splits_batch):
+# at least SPLIT_MIN_ROWS rows, SPLIT_MIN_MACS..SPLIT_MAX_MACS multiply-adds (rows × weights).
+SPLIT_MIN_ROWS = 128
+SPLIT_MIN_MACS, SPLIT_MAX_MACS = 1e6, 5e7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +101,19 @@ class Plan:
         whole epoch's rows for the steps of one call (~4% of a 1024-1024-1024-10 net's time),
         while gathering inside the loop costs a tiny net's step more the larger the split."""
         return self.weights >= GATHER_EACH_STEP_WEIGHTS
+
+    @property
+    def splits_batch(self) -> bool:
+        """Whether (with XLA on a CPU) each micro-batch's loss and gradients are computed as two
+        independent halves of its rows and averaged — the same mean gradient, summed in another
+        order.  XLA's CPU runtime runs the two halves on two cores at once, where a mid-sized
+        step's matmuls keep one core busy at a time: on the 2-core CI machine 64-256-256-1 at
+        batch 256 ran +40%, 20-64-64-1 at 256 +68%; tiny steps lose to the extra ops (2-3-3-1
+        at batch 10: −19%, 20-64-64-1 at 32: −18%) and large ones already fill both cores
+        (1024-1024-1024-10 at 512: −3%, 256-512-512-10 at 256: −5%)."""
+        rows = self.replica_batch
+        macs = rows * self.weights
+        return rows >= SPLIT_MIN_ROWS and rows % 2 == 0 and SPLIT_MIN_MACS <= macs <= SPLIT_MAX_MACS
 
     def epoch_order(self, epoch) -> tf.Tensor:
         """Sample indices of one epoch, [steps, accum, global_batch]: a pure function of (seed,

@@ -34,6 +34,7 @@ class Step:
       replica_batch: rows of a micro-batch on one replica (default config.batch_size: one replica).
       block_replicas: how many replicas' columns a step's batch holds (default: all of them);
         fewer when each worker feeds its own part of the global batch.
+      halves: 2 to compute each micro-batch as two halves of its rows (`Plan.splits_batch`).
     """
 
     def __init__(
@@ -46,8 +47,10 @@ class Step:
         step_functions: Mapping[str, Callable] | None = None,
         replica_batch: int | None = None,
         block_replicas: int | None = None,
+        halves: int = 1,
     ):
         self.model, self.optimizer, self.loss, self.config = model, optimizer, loss, config
+        self.halves = halves
         self.replica_batch = replica_batch or config.batch_size
         self.block_replicas = block_replicas
         step_functions = step_functions or backprop.STEP_FUNCTIONS
@@ -120,7 +123,17 @@ class Step:
         return value / accum, [g / accum for g in grads], sums
 
     def micro_step(self, x, y):
-        """Loss, gradients and metric sums of one micro-batch (x [b, n_0]).
+        """Loss, gradients and metric sums of one micro-batch (x [b, n_0]); with `halves`, the
+        mean of its halves' losses and gradients (each a mean over b / 2 rows) and their sums."""
+        if self.halves == 1:
+            return self.rows_step(x, y)
+        parts = [self.rows_step(a, b) for a, b in zip(tf.split(x, self.halves), tf.split(y, self.halves))]
+        values, grads, sums = zip(*parts)
+        mean_grads = [tf.add_n(list(g)) / self.halves for g in zip(*grads)]
+        return tf.add_n(list(values)) / self.halves, mean_grads, tf.add_n(list(sums))
+
+    def rows_step(self, x, y):
+        """Loss, gradients and metric sums of rows x [b, n_0].
 
         The loss (L2 term included) is scaled by 1 / replicas exactly once, here: the optimizer
         sums the replicas' gradients, so the update is the global batch's mean gradient.
