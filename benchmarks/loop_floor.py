@@ -8,7 +8,9 @@ in one process each, steps/s of
              and gather, the metric sums), without the call around it (replay snapshot,
              finiteness check, monitoring, epoch ends, Python);
   bare       the floor TensorFlow gives this step: a tf.while_loop under jit_compile of
-             gather → forward → tape gradient → Keras Adam, nothing else;
+             gather → forward → tape gradient → Keras Adam, nothing else — the batch in two
+             halves when the engine splits it (Plan.splits_batch);
+  bare_whole the bare loop with the batch whole (only where the engine splits it);
   jax        contenders.jax_steps_per_second (lax.scan under jit, as in train_bench).
 Each is timed over the same steps, best of 3 windows, taking turns.
 
@@ -32,8 +34,9 @@ SHAPES = [2, 3]  # train_bench's shape indices
 WINDOWS = 3
 
 
-def _bare_loop(model, optimizer, x, y, task, loss: str):
-    """A jit-compiled while loop of `n` plain steps over a fixed order of the split's rows."""
+def _bare_loop(model, optimizer, x, y, task, loss: str, halves: int = 1):
+    """A jit-compiled while loop of `n` plain steps over a fixed order of the split's rows (each
+    step's loss the mean of its `halves` parts' mean losses)."""
     import numpy as np
     import tensorflow as tf
 
@@ -43,6 +46,9 @@ def _bare_loop(model, optimizer, x, y, task, loss: str):
     variables = model.trainable_variables
 
     def loss_of(rows):
+        return tf.add_n([part_loss(part) for part in tf.split(rows, halves)]) / halves
+
+    def part_loss(rows):
         output = model.forward(tf.gather(x, rows))
         target = tf.gather(y, rows)
         if loss == "mse":
@@ -97,9 +103,13 @@ def child(index: int) -> dict:
             )
         out[2].numpy()
 
-    bare = _bare_loop(trainer.model, trainer.optimizer, x, y, task, cfg.loss)
+    halves = 2 if trainer.plan.splits_batch else 1
+    bare = _bare_loop(trainer.model, trainer.optimizer, x, y, task, cfg.loss, halves)
     n = tf.constant(steps)
     timed = {"step_loop": step_loop, "bare": lambda: bare(n)[0].numpy()}
+    if halves > 1:
+        whole = _bare_loop(trainer.model, trainer.optimizer, x, y, task, cfg.loss)
+        timed["bare_whole"] = lambda: whole(n)[0].numpy()
     for run in timed.values():
         run()  # compile
     best = dict.fromkeys(timed, 0.0)
@@ -121,14 +131,16 @@ def child(index: int) -> dict:
 
 def _print_table(rows: list[dict]) -> None:
     print(
-        "| shape | run | run, no monitoring | step loop alone | bare TF loop | JAX scan | run ÷ bare | bare ÷ JAX |"
+        "| shape | run | run, no monitoring | step loop alone | bare TF loop | bare, batch whole | JAX scan "
+        "| run ÷ bare | bare ÷ JAX |"
     )
-    print("|---|" + "---|" * 7)
+    print("|---|" + "---|" * 8)
     for r in rows:
         jax = f"{r['bare'] / r['jax']:.2f}" if r["jax"] else "-"
+        whole = f"{r['bare_whole']:,.0f}" if "bare_whole" in r else "-"
         print(
             f"| {r['shape']} | {r['run']:,.0f} | {r['run_nomon']:,.0f} | {r['step_loop']:,.0f} | {r['bare']:,.0f} "
-            f"| {r['jax'] or 0:,.0f} | {r['run'] / r['bare']:.2f} | {jax} |"
+            f"| {whole} | {r['jax'] or 0:,.0f} | {r['run'] / r['bare']:.2f} | {jax} |"
         )
     print("\n(steps/s, best of 3 windows each, one process per shape)")
 
