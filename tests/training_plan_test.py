@@ -70,6 +70,9 @@ class LoopShapeTest(tf.test.TestCase):
         self.assertFalse(_plan(1_000, ARTICLE, 200).splits_batch)  # the article's net: 5,000
         self.assertFalse(_plan(512 * 30, LARGE, 512).splits_batch)  # 1.1G: both cores already busy
         self.assertFalse(_plan(255 * 40, mid, 255).splits_batch)  # odd: no equal halves
+        # A streamed plan keeps its batches whole: its input pipeline has the second core.
+        cfg = training.TrainConfig(layers=mid, batch_size=256)
+        self.assertFalse(training.make_plan(cfg, 256 * 40, mid, worker_rows=[256 * 40]).splits_batch)
         # Under a strategy, a replica's own batch decides.
         cfg = training.TrainConfig(layers=mid, batch_size=512)
         self.assertEqual(training.make_plan(cfg, 512 * 40, mid, replicas=2).replica_batch, 256)

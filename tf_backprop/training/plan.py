@@ -110,10 +110,12 @@ class Plan:
         step's matmuls keep one core busy at a time: on the 2-core CI machine 64-256-256-1 at
         batch 256 ran +40%, 20-64-64-1 at 256 +68%; tiny steps lose to the extra ops (2-3-3-1
         at batch 10: −19%, 20-64-64-1 at 32: −18%) and large ones already fill both cores
-        (1024-1024-1024-10 at 512: −3%, 256-512-512-10 at 256: −5%)."""
+        (1024-1024-1024-10 at 512: −3%, 256-512-512-10 at 256: −5%).  A streamed plan keeps
+        its batches whole: its input pipeline already runs on the second core."""
         rows = self.replica_batch
         macs = rows * self.weights
-        return rows >= SPLIT_MIN_ROWS and rows % 2 == 0 and SPLIT_MIN_MACS <= macs <= SPLIT_MAX_MACS
+        mid_size = rows >= SPLIT_MIN_ROWS and rows % 2 == 0 and SPLIT_MIN_MACS <= macs <= SPLIT_MAX_MACS
+        return mid_size and not self.streaming
 
     def epoch_order(self, epoch) -> tf.Tensor:
         """Sample indices of one epoch, [steps, accum, global_batch]: a pure function of (seed,
