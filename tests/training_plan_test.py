@@ -61,6 +61,16 @@ class LoopShapeTest(tf.test.TestCase):
         self.assertFalse(_plan(256 * 40, (64, 256, 256, 1), 256).gathers_each_step)  # 82,945 weights
         self.assertTrue(_plan(512 * 30, LARGE, 512).gathers_each_step)
 
+    def test_a_stream_prefetches_one_call_at_most_max_prefetch_steps(self):
+        mid = (20, 64, 64, 1)
+        cfg = training.TrainConfig(layers=mid, batch_size=256)
+        self.assertEqual(
+            training.make_plan(cfg, 256 * 10_000, mid, worker_rows=[256 * 10_000]).prefetch_steps, 1_024
+        )
+        self.assertEqual(_plan(10_000, steps_per_call=100).prefetch_steps, 100)  # one call
+        self.assertEqual(_plan(10_000, steps=30).prefetch_steps, 30)  # no more than the run
+        self.assertEqual(_plan(10_000_000).prefetch_steps, plan_lib.MAX_PREFETCH_STEPS)
+
     def test_mid_size_steps_split_their_batch_in_halves(self):
         mid = (64, 256, 256, 1)  # 82,945 weights
         self.assertTrue(_plan(256 * 40, mid, 256).splits_batch)  # 21M multiply-adds a step
@@ -70,9 +80,8 @@ class LoopShapeTest(tf.test.TestCase):
         self.assertFalse(_plan(1_000, ARTICLE, 200).splits_batch)  # the article's net: 5,000
         self.assertFalse(_plan(512 * 30, LARGE, 512).splits_batch)  # 1.1G: both cores already busy
         self.assertFalse(_plan(255 * 40, mid, 255).splits_batch)  # odd: no equal halves
-        # A streamed plan keeps its batches whole: its input pipeline has the second core.
-        cfg = training.TrainConfig(layers=mid, batch_size=256)
-        self.assertFalse(training.make_plan(cfg, 256 * 40, mid, worker_rows=[256 * 40]).splits_batch)
+        cfg = training.TrainConfig(layers=mid, batch_size=256)  # streamed: the same rule
+        self.assertTrue(training.make_plan(cfg, 256 * 40, mid, worker_rows=[256 * 40]).splits_batch)
         # Under a strategy, a replica's own batch decides.
         cfg = training.TrainConfig(layers=mid, batch_size=512)
         self.assertEqual(training.make_plan(cfg, 512 * 40, mid, replicas=2).replica_batch, 256)

@@ -9,7 +9,9 @@ order is a pure function of the seed and the epoch:
   in turn;
 * the rows are permuted within windows of WINDOW_ROWS consecutive rows by (seed, epoch,
   window) — a shuffle buffer of that many rows, stateless;
-* the epoch ends after `steps_per_epoch` steps; its remaining rows are dropped, as in memory.
+* the epoch ends after `steps_per_epoch` steps; its remaining rows are dropped, as in memory;
+* up to `prefetch` steps are prepared ahead by tf.data's background threads — the engine asks
+  for a whole call's steps, so that the next call's rows are read while the current call trains.
 
 Every stage is deterministic and stateless, so `tf.train.Checkpoint` restores an iterator at
 the exact row where it was saved.  `batches` yields a split's rows in file order, for
@@ -79,8 +81,10 @@ def training_steps(
     accum: int,
     steps_per_epoch: int,
     dtype,
+    prefetch: int = 2,
 ) -> tf.data.Dataset:
-    """(x [accum, batch, n], y [accum, batch, ...]) per step from `shards` of the split, forever."""
+    """(x [accum, batch, n], y [accum, batch, ...]) per step from `shards` of the split, forever;
+    `prefetch` steps prepared ahead (an iterator's checkpoint holds them)."""
     decode = _decoder(split, preprocessing, dtype)
     shards = [s for s in shards if split.shard_rows[s]]
 
@@ -95,7 +99,7 @@ def training_steps(
         steps = rows.rebatch(batch, drop_remainder=True).batch(accum, drop_remainder=True)
         return steps.take(steps_per_epoch)
 
-    dataset = tf.data.Dataset.range(_EPOCHS).flat_map(epoch).prefetch(2)
+    dataset = tf.data.Dataset.range(_EPOCHS).flat_map(epoch).prefetch(prefetch)
     return dataset.with_options(_options())
 
 

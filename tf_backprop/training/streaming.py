@@ -125,5 +125,6 @@ def make_feed(config: TrainConfig, plan: Plan, datasets: data_lib.Datasets, stra
         accum=plan.grad_accum_steps,
         steps_per_epoch=plan.steps_per_epoch,
         dtype=dtype,
+        prefetch=plan.prefetch_steps,
     )
     return StreamFeed(steps, plan)
