@@ -138,10 +138,8 @@ class MultiEpochCallTest(tf.test.TestCase):
         short, long = results
         self.assertTrue(long.stopped_early)
         self.assertLess(len(long.history), 40)
-        self.assertEqual(long.history, short.history)
         self.assertEqual(long.steps, short.steps)
-        for a, b in zip(long.model.get_weights(), short.model.get_weights()):
-            self.assertAllEqual(a, b)
+        self._assert_same_run(long, short)
 
     def test_gathering_each_steps_rows_in_the_loop_changes_nothing(self):
         # Large nets gather each step's rows inside the loop, small ones the epoch's rows before
@@ -163,9 +161,7 @@ class MultiEpochCallTest(tf.test.TestCase):
                 self.assertEqual(trainer.engine.gathers_each_step, each_step)
                 results.append(training.train(cfg, progress=False))
         before, inside = results
-        self.assertEqual(inside.history, before.history)
-        for a, b in zip(inside.model.get_weights(), before.model.get_weights()):
-            self.assertAllEqual(a, b)
+        self._assert_same_run(inside, before)
 
     def _whole_and_split_runs(self, step_functions=None):
         """The same float64 SGD run with each micro-batch whole and split in two halves (the
@@ -194,12 +190,20 @@ class MultiEpochCallTest(tf.test.TestCase):
                 results.append(training.train(cfg, progress=False, step_functions=functions))
         return results, rows_seen, cfg.batch_size
 
-    def _assert_same_run(self, whole, split):
-        self.assertEqual(len(split.history), len(whole.history))
-        for a, b in zip(split.history, whole.history):
-            self.assertAllClose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], rtol=1e-12, atol=0)
-        for a, b in zip(split.model.get_weights(), whole.model.get_weights()):
-            self.assertAllClose(a, b, rtol=1e-12, atol=1e-15)
+    def _assert_same_run(self, first, second, rtol: float = 0.0):
+        """Two runs' histories and weights: bit for bit (rtol 0), or equal to rtol."""
+        first_weights, second_weights = first.model.get_weights(), second.model.get_weights()
+        self.assertEqual(len(first_weights), len(second_weights))
+        if not rtol:
+            self.assertEqual(first.history, second.history)
+            for a, b in zip(first_weights, second_weights):
+                self.assertAllEqual(a, b)
+            return
+        self.assertEqual(len(first.history), len(second.history))
+        for a, b in zip(first.history, second.history):
+            self.assertAllClose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], rtol=rtol, atol=0)
+        for a, b in zip(first_weights, second_weights):
+            self.assertAllClose(a, b, rtol=rtol, atol=1e-15)
 
     def test_splitting_the_batch_in_halves_computes_the_same_run(self):
         # The mean of two halves' losses and gradients is the batch's, summed in another order:
@@ -207,7 +211,7 @@ class MultiEpochCallTest(tf.test.TestCase):
         (whole, split), rows_seen, batch = self._whole_and_split_runs()
         self.assertIn(batch, rows_seen)
         self.assertIn(batch // 2, rows_seen)  # the split run's step saw halves
-        self._assert_same_run(whole, split)
+        self._assert_same_run(split, whole, rtol=1e-12)
 
     def test_the_halves_check_catches_a_half_computed_wrongly(self):
         # A planted fault that only a split run meets: a half-size batch's loss and gradients
@@ -221,7 +225,7 @@ class MultiEpochCallTest(tf.test.TestCase):
         (whole, split), _, batch = self._whole_and_split_runs({"tape": doubled_on_halves})
         self.assertEqual(batch, 10)
         with self.assertRaises(AssertionError):
-            self._assert_same_run(whole, split)
+            self._assert_same_run(split, whole, rtol=1e-12)
 
     def test_the_training_call_is_traced_once(self):
         cfg = _config(self.create_tempdir().full_path, epochs=5, steps_per_call=30, checkpoint_every=45)
