@@ -97,6 +97,15 @@ class FailureTest(tf.test.TestCase):
         with self.assertRaisesRegex(training.TrainingError, r"^step 7: .*dense_2/bias"):
             self._run_with_an_infinite_gradient_at(7, clip_value=1.0)
 
+    def test_a_whole_compiled_call_replays_to_the_failing_step_too(self):
+        # A long run compiles its whole call with XLA (Plan.compiles_whole_call); its failed
+        # call is restored and replayed step by step all the same.
+        with mock.patch.object(plan_lib, "WHOLE_CALL_FLOPS", 0):
+            with self.assertRaisesRegex(
+                training.TrainingError, r"^step 7: non-finite value in the gradient of dense_2/bias"
+            ):
+                self._run_with_an_infinite_gradient_at(7)
+
 
 class FastCallTest(tf.test.TestCase):
     def test_the_fast_call_runs_the_same_steps_as_the_checked_replay(self):
@@ -162,6 +171,53 @@ class MultiEpochCallTest(tf.test.TestCase):
                 results.append(training.train(cfg, progress=False))
         before, inside = results
         self._assert_same_run(inside, before)
+
+    def test_compiling_the_whole_call_changes_nothing(self):
+        # Long runs compile the whole call with XLA, short ones each epoch's step loop with the
+        # epoch ends in a plain graph: the same training, bit for bit, with validation, early
+        # stopping, monitoring and calls that end mid-epoch; the validation figures, summed by
+        # XLA's reduction rather than TensorFlow's, to float64 rounding.
+        results = []
+        for whole in (False, True):
+            cfg = _config(
+                self.create_tempdir().full_path,
+                dtype="float64",
+                epochs=40,
+                patience=2,
+                learning_rate=0.05,
+                steps_per_call=7,
+                histogram_every=5,
+            )
+            with mock.patch.object(plan_lib, "WHOLE_CALL_FLOPS", 0 if whole else 1e30):
+                trainer = training.build(cfg)
+                self.assertEqual(trainer.engine.compiles_whole_call, whole)
+                results.append(training.train(cfg, progress=False))
+        loops, whole = results
+        self.assertTrue(whole.stopped_early)
+        self.assertEqual(whole.steps, loops.steps)
+        self._assert_same_run(whole, loops, rtol=1e-15)
+        for a, b in zip(whole.history, loops.history):
+            self.assertEqual(
+                {k: a[k] for k in a if not k.startswith("val_")},
+                {k: b[k] for k in b if not k.startswith("val_")},
+            )
+        for a, b in zip(whole.model.get_weights(), loops.model.get_weights()):
+            self.assertAllEqual(a, b)
+
+    def test_running_the_last_step_after_the_loop_changes_nothing(self):
+        # Long runs stop each call's loop one step short and run its last step after it
+        # (Plan.peels_last_step), monitored or not: the same history and weights, bit for bit.
+        results = []
+        for peel in (False, True):
+            cfg = _config(
+                self.create_tempdir().full_path, dtype="float64", epochs=4, steps_per_call=7, monitor=False
+            )
+            with mock.patch.object(plan_lib, "PEEL_MIN_STEPS", 0 if peel else 10**9):
+                trainer = training.build(cfg)
+                self.assertEqual(trainer.engine.peels_last_step, peel)
+                results.append(training.train(cfg, progress=False))
+        inside, after = results
+        self._assert_same_run(after, inside)
 
     def _whole_and_split_runs(self, step_functions=None):
         """The same float64 SGD run with each micro-batch whole and split in two halves (the
@@ -236,6 +292,17 @@ class MultiEpochCallTest(tf.test.TestCase):
         self.assertEqual(trainer.engine._fast_call.experimental_get_tracing_count(), 1)
         # and its XLA-compiled step loop, once
         self.assertEqual(trainer.engine._step_loops[(False, False)].experimental_get_tracing_count(), 1)
+        self.assertEqual(trainer.engine._checked_call.experimental_get_tracing_count(), 0)
+
+    def test_a_whole_compiled_call_is_traced_once(self):
+        cfg = _config(self.create_tempdir().full_path, epochs=5, steps_per_call=30, checkpoint_every=45)
+        with mock.patch.object(plan_lib, "WHOLE_CALL_FLOPS", 0):
+            trainer = training.build(cfg)
+        loop = trainer.loop()
+        loop.run()
+        self.assertGreater(loop.calls, 5)
+        self.assertTrue(trainer.engine.compiles_whole_call)
+        self.assertEqual(trainer.engine._fast_call.experimental_get_tracing_count(), 1)
         self.assertEqual(trainer.engine._checked_call.experimental_get_tracing_count(), 0)
 
     def test_the_epoch_order_is_a_permutation_of_seed_and_epoch(self):

@@ -83,7 +83,7 @@ class EventFileTest(tf.test.TestCase):
             )
             with mock.patch.object(plan_lib, "PEEL_MIN_STEPS", 0 if peel else 10**9):
                 trainer = training.build(cfg)
-                self.assertEqual(trainer.engine.peels_measured_step, peel)
+                self.assertEqual(trainer.engine.peels_last_step, peel)
                 result = training.train(cfg, progress=False)
             runs.append((_events(workdir, "train"), result))
         (events, result), (peeled_events, peeled) = runs

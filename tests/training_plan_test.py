@@ -50,11 +50,11 @@ class LoopShapeTest(tf.test.TestCase):
         self.assertEqual(_plan(512 * 30, LARGE, 512).weights, 2_109_450)
 
     def test_large_nets_measure_after_the_loop_sooner(self):
-        self.assertFalse(_plan(1_000, steps=4_800).peels_measured_step)  # the default run keeps the cond
-        self.assertFalse(_plan(1_000, steps=200_000).peels_measured_step)
-        self.assertTrue(_plan(1_000, steps=800_000).peels_measured_step)
-        self.assertFalse(_plan(512 * 30, LARGE, 512, steps=200).peels_measured_step)
-        self.assertTrue(_plan(512 * 30, LARGE, 512, steps=300).peels_measured_step)
+        self.assertFalse(_plan(1_000, steps=4_800).peels_last_step)  # the default run keeps the cond
+        self.assertFalse(_plan(1_000, steps=200_000).peels_last_step)
+        self.assertTrue(_plan(1_000, steps=800_000).peels_last_step)
+        self.assertFalse(_plan(512 * 30, LARGE, 512, steps=200).peels_last_step)
+        self.assertTrue(_plan(512 * 30, LARGE, 512, steps=300).peels_last_step)
 
     def test_only_large_nets_gather_each_steps_rows(self):
         self.assertFalse(_plan(100_000).gathers_each_step)
@@ -70,6 +70,14 @@ class LoopShapeTest(tf.test.TestCase):
         self.assertEqual(_plan(10_000, steps_per_call=100).prefetch_steps, 100)  # one call
         self.assertEqual(_plan(10_000, steps=30).prefetch_steps, 30)  # no more than the run
         self.assertEqual(_plan(10_000_000).prefetch_steps, plan_lib.MAX_PREFETCH_STEPS)
+
+    def test_long_runs_compile_the_whole_call(self):
+        mid = (64, 256, 256, 1)  # 126M FLOPs a step at batch 256
+        self.assertFalse(_plan(1_000, ARTICLE, 10, epochs=60).compiles_whole_call)  # the default job
+        self.assertFalse(_plan(2_000, ARTICLE, 10, epochs=4_001).compiles_whole_call)  # 8.6e8
+        self.assertFalse(_plan(256 * 40, mid, 256, epochs=10).compiles_whole_call)  # 400 steps, 5e10
+        self.assertTrue(_plan(256 * 40, mid, 256, epochs=61).compiles_whole_call)  # train_bench's
+        self.assertEqual(_plan(256 * 40, mid, 256, steps=7).run_flops, 7 * plan_lib.step_flops(256, mid))
 
     def test_mid_size_steps_split_their_batch_in_halves(self):
         mid = (64, 256, 256, 1)  # 82,945 weights

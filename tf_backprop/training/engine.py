@@ -14,7 +14,8 @@ of its steps' rows [steps_per_call, accum, local_batch, ...] (`feed.StreamFeed`)
 takes row s − first of it; everything else is the same call.
 
 The same engine runs with or without a `tf.distribute` strategy: a *runner* says how a step
-reaches the replicas — `SingleDevice` calls it directly and compiles the call with XLA;
+reaches the replicas — `SingleDevice` calls it directly and compiles with XLA each epoch's step
+loop, or for a long run the whole call (`Plan.compiles_whole_call`);
 `distributed.Replicas` runs it with `strategy.run` in a compiled (non-XLA) loop, since XLA cannot
 compile the optimizer's cross-replica update on CPU strategies.
 
@@ -61,8 +62,8 @@ RECORD_WIDTH = 10
 class SingleDevice:
     """The engine's runner without a strategy: the step runs as it is, under XLA."""
 
-    jit = True  # compile the whole call with XLA
-    jit_gradients = False  # (the call already is)
+    jit = True  # compile the step loops (or the whole call) with XLA
+    jit_gradients = False  # (the loop already is)
     replays = True  # a failed call is restored and replayed step by step
 
     def __init__(self, device: str = "/CPU:0"):
@@ -132,13 +133,16 @@ class Engine:
         # The call is traced once (its inputs have fixed shapes) and without autograph: it uses
         # tf.while_loop / tf.cond explicitly, and autograph's conversion of Keras's optimizer
         # code triples the tracing time.
-        # On one device only the step loop is compiled with XLA; the epochs around it (data
-        # order, validation, records, early stopping) run once an epoch in a plain graph, which
-        # costs microseconds there but would cost a second of XLA compilation.
-        compiled = functools.partial(tf.function, autograph=False, reduce_retracing=True)
-        steps = (
-            functools.partial(tf.function, jit_compile=True, autograph=False) if self.runner.jit else _inline
+        # On one device XLA compiles either the whole call (a long run: Plan.compiles_whole_call)
+        # or each epoch's step loop alone, the epoch ends (validation, records, early stopping)
+        # running between in a plain graph: microseconds there, ~0.1 s more XLA compilation.
+        self.compiles_whole_call = self.runner.jit and plan.compiles_whole_call
+        compiled = functools.partial(
+            tf.function, autograph=False, reduce_retracing=True, jit_compile=self.compiles_whole_call or None
         )
+        steps = _inline
+        if self.runner.jit and not self.compiles_whole_call:
+            steps = functools.partial(tf.function, jit_compile=True, autograph=False)
         self._step_loops = {
             (check, measure): steps(functools.partial(self._steps, check=check, measure=measure))
             for check in (False, True)
@@ -154,9 +158,10 @@ class Engine:
         return bool(self.config.monitor) and self.runner.jit
 
     @property
-    def peels_measured_step(self) -> bool:
-        """Whether the loop measures a call's last step after the loop (`Plan.peels_measured_step`)."""
-        return self.measures_in_loop and self.plan.peels_measured_step
+    def peels_last_step(self) -> bool:
+        """Whether a call's last step runs after the loop (`Plan.peels_last_step`), measured
+        there with monitoring."""
+        return self.runner.jit and self.plan.peels_last_step
 
     @property
     def gathers_each_step(self) -> bool:
@@ -306,16 +311,18 @@ class Engine:
             order = self.plan.epoch_order(epoch)
             xs, ys = (self.runner.place(tf.gather(t, order)) for t in (x_train, y_train))
             offset = 0  # xs [spe, accum, global_batch, ...]
-        if measure or not self.measures_in_loop:
+        if measure or not self.runner.jit:  # under a strategy: every step, or the measured one
             return self._step_loop(xs, ys, offset, end, stop, carry, check, measure)
-        if not self.peels_measured_step:  # a cond at each step decides whether it is the last
-            return self._step_loop(xs, ys, offset, end, stop, carry, check, None)
+        if not self.peels_last_step:  # with monitoring, a cond at each step: is it the last?
+            return self._step_loop(
+                xs, ys, offset, end, stop, carry, check, None if self.measures_in_loop else False
+            )
         last = carry[0] + (stop - self.optimizer.iterations) - 1  # the call's last step's position
         carry = self._step_loop(xs, ys, offset, tf.minimum(end, last), stop, carry, check, False)
         i, status = carry[0], carry[1]
         due = tf.logical_and(tf.logical_and(tf.equal(i, last), i < end), tf.equal(status, RUNNING))
-        measured = lambda: self._train_step(xs, ys, carry, offset, stop, check, True)  # noqa: E731
-        return tf.cond(due, measured, lambda: carry)
+        last_step = lambda: self._train_step(xs, ys, carry, offset, stop, check, self.measures_in_loop)  # noqa: E731
+        return tf.cond(due, last_step, lambda: carry)
 
     def _step_loop(self, xs, ys, offset, end, stop, carry, check: bool, measure: bool | None):
         """Steps carry[0] .. end (positions in the epoch), stopping at a failing one."""

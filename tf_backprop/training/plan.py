@@ -20,12 +20,13 @@ MIN_AUTO_CHUNK, MAX_AUTO_CHUNK = 20, 100_000
 AUTO_CHUNK_FLOPS = 1e11  # ≈ 0.25–1 s of a 2-core CPU per compiled call
 MAX_AUTO_EPOCHS = 1_000  # epochs one automatic call may complete (each ends in Python once)
 MAX_BLOCK_ROWS = 1 << 18  # streamed rows one call takes (its block, ~20 MB of 20 float32 features)
-# When a call's last step is measured after the loop (see Plan.peels_measured_step): a tiny
+# When a call's last step runs after the loop (see Plan.peels_last_step): a tiny
 # net's runs of PEEL_MIN_STEPS steps or more; a larger net's sooner, by 1 + weights / COND_WEIGHTS.
 PEEL_MIN_STEPS = 400_000
 COND_WEIGHTS = 1_250
 GATHER_EACH_STEP_WEIGHTS = 100_000  # see Plan.gathers_each_step
 MAX_PREFETCH_STEPS = 1_024  # see Plan.prefetch_steps
+WHOLE_CALL_FLOPS = 1e11  # see Plan.compiles_whole_call
 # Micro-batches of steps this size are computed as two halves of their rows (Plan.splits_batch):
 # at least SPLIT_MIN_ROWS rows, SPLIT_MIN_MACS..SPLIT_MAX_MACS multiply-adds (rows × weights).
 SPLIT_MIN_ROWS = 128
@@ -84,14 +85,19 @@ class Plan:
         return sum(a * b + b for a, b in zip(self.layer_sizes, self.layer_sizes[1:]))
 
     @property
-    def peels_measured_step(self) -> bool:
-        """Whether a call's measured last step runs after the loop, rather than a cond at every
-        step picking it out: when the cond costs more over the run than the second copy of the
-        step costs to compile (~0.2 s).
+    def peels_last_step(self) -> bool:
+        """Whether (on one device) a call's last step runs after the loop, in a cond of its own,
+        rather than inside it — with monitoring, a cond at every step then picks out the step to
+        measure: when that cond costs more over the run than the second copy of the step costs
+        to compile (~0.2 s on the article's net, ~0.35 s on 64-256-256-1).
 
         The cond costs a tiny net ~0.5 µs a step (~20% of the article's), plus, at the steps it
         does not measure, a zero fill of every weight (~6% of a 1024-1024-1024-10 net's step):
-        2.1M weights peel from ~240 steps, the article's 25 from ~390,000.
+        2.1M weights peel from ~240 steps, the article's 25 from ~390,000.  Peeling pays without
+        monitoring too, for a reason not pinned down: the loop of a peeled call ran faster on
+        64-256-256-1 without monitoring (2,471–2,509 against 2,260–2,274 steps/s, in one
+        process on the 2-core CI machine), while a loop stopped one step short with the last
+        step in a second loop did not.
         """
         return self.total_steps * (1 + self.weights / COND_WEIGHTS) >= PEEL_MIN_STEPS
 
@@ -102,6 +108,26 @@ class Plan:
         whole epoch's rows for the steps of one call (~4% of a 1024-1024-1024-10 net's time),
         while gathering inside the loop costs a tiny net's step more the larger the split."""
         return self.weights >= GATHER_EACH_STEP_WEIGHTS
+
+    @property
+    def run_flops(self) -> int:
+        """Floating-point operations of the whole run's matmuls (`step_flops` × total steps)."""
+        return self.total_steps * step_flops(self.rows_per_step, self.layer_sizes)
+
+    @property
+    def compiles_whole_call(self) -> bool:
+        """Whether (on one device) XLA compiles the whole call — its epochs' step loops and their
+        ends (validation, record, early stopping) — rather than each epoch's step loop alone,
+        launched once per epoch segment with the epoch ends in a plain graph between.
+
+        Each launch of a compiled loop costs the steps after it more than the launch itself: on
+        the 2-core CI machine a bare 64-256-256-1 loop launched every 40 steps ran ~10% slower
+        than one launch.  Compiling the epoch end too costs the default run ~0.1 s more
+        compilation for ~0.01 s of training saved, so a run does it from WHOLE_CALL_FLOPS
+        (about one automatic call's work, 0.25–1 s of a 2-core CPU); the results are the same,
+        bit for bit (tested).
+        """
+        return self.run_flops >= WHOLE_CALL_FLOPS
 
     @property
     def prefetch_steps(self) -> int:
