@@ -74,7 +74,8 @@ class LoopShapeTest(tf.test.TestCase):
     def test_long_runs_compile_the_whole_call(self):
         mid = (64, 256, 256, 1)  # 126M FLOPs a step at batch 256
         self.assertFalse(_plan(1_000, ARTICLE, 10, epochs=60).compiles_whole_call)  # the default job
-        self.assertFalse(_plan(2_000, ARTICLE, 10, epochs=4_001).compiles_whole_call)  # 8.6e8
+        self.assertFalse(_plan(2_000, ARTICLE, 10, epochs=599).compiles_whole_call)
+        self.assertTrue(_plan(2_000, ARTICLE, 10, epochs=600).compiles_whole_call)  # 1.3e8 FLOPs
         self.assertFalse(_plan(256 * 40, mid, 256, epochs=10).compiles_whole_call)  # 400 steps, 5e10
         self.assertTrue(_plan(256 * 40, mid, 256, epochs=61).compiles_whole_call)  # train_bench's
         self.assertEqual(_plan(256 * 40, mid, 256, steps=7).run_flops, 7 * plan_lib.step_flops(256, mid))

@@ -159,9 +159,9 @@ class Engine:
 
     @property
     def peels_last_step(self) -> bool:
-        """Whether a call's last step runs after the loop (`Plan.peels_last_step`), measured
-        there with monitoring."""
-        return self.runner.jit and self.plan.peels_last_step
+        """Whether a call's last step runs after the loop (`Plan.peels_last_step`): to measure it
+        there, or without monitoring in a whole-call run."""
+        return self.plan.peels_last_step and (self.measures_in_loop or self.compiles_whole_call)
 
     @property
     def gathers_each_step(self) -> bool:

@@ -26,7 +26,7 @@ PEEL_MIN_STEPS = 400_000
 COND_WEIGHTS = 1_250
 GATHER_EACH_STEP_WEIGHTS = 100_000  # see Plan.gathers_each_step
 MAX_PREFETCH_STEPS = 1_024  # see Plan.prefetch_steps
-WHOLE_CALL_FLOPS = 1e11  # see Plan.compiles_whole_call
+WHOLE_CALL_EPOCHS, WHOLE_CALL_FLOPS = 600, 1e11  # see Plan.compiles_whole_call
 # Micro-batches of steps this size are computed as two halves of their rows (Plan.splits_batch):
 # at least SPLIT_MIN_ROWS rows, SPLIT_MIN_MACS..SPLIT_MAX_MACS multiply-adds (rows × weights).
 SPLIT_MIN_ROWS = 128
@@ -93,9 +93,9 @@ class Plan:
 
         The cond costs a tiny net ~0.5 µs a step (~20% of the article's), plus, at the steps it
         does not measure, a zero fill of every weight (~6% of a 1024-1024-1024-10 net's step):
-        2.1M weights peel from ~240 steps, the article's 25 from ~390,000.  Peeling pays without
-        monitoring too, for a reason not pinned down: the loop of a peeled call ran faster on
-        64-256-256-1 without monitoring (2,471–2,509 against 2,260–2,274 steps/s, in one
+        2.1M weights peel from ~240 steps, the article's 25 from ~390,000.  A whole-call run
+        (`compiles_whole_call`) peels without monitoring too, for a reason not pinned down: its
+        peeled loop ran 64-256-256-1 faster (2,471–2,509 against 2,260–2,274 steps/s, in one
         process on the 2-core CI machine), while a loop stopped one step short with the last
         step in a second loop did not.
         """
@@ -120,14 +120,15 @@ class Plan:
         ends (validation, record, early stopping) — rather than each epoch's step loop alone,
         launched once per epoch segment with the epoch ends in a plain graph between.
 
-        Each launch of a compiled loop costs the steps after it more than the launch itself: on
-        the 2-core CI machine a bare 64-256-256-1 loop launched every 40 steps ran ~10% slower
-        than one launch.  Compiling the epoch end too costs the default run ~0.1 s more
-        compilation for ~0.01 s of training saved, so a run does it from WHOLE_CALL_FLOPS
-        (about one automatic call's work, 0.25–1 s of a 2-core CPU); the results are the same,
-        bit for bit (tested).
+        Compiling the epoch end too costs the default run (60 epochs) ~0.1 s more compilation for
+        ~0.01 s of training saved.  Each launch costs a tiny net ~0.17 ms (200-step epochs of the
+        article's net: 417,000–428,000 steps/s launched per epoch, 645,000–650,000 in one
+        launch), hence WHOLE_CALL_EPOCHS; and it slows a mid-size net's steps after it (a bare
+        64-256-256-1 loop launched every 40 steps ran ~10% slower than in one launch), hence
+        WHOLE_CALL_FLOPS, about one automatic call's work.  The training is the same bit for
+        bit either way (tested).
         """
-        return self.run_flops >= WHOLE_CALL_FLOPS
+        return self.epochs >= WHOLE_CALL_EPOCHS or self.run_flops >= WHOLE_CALL_FLOPS
 
     @property
     def prefetch_steps(self) -> int:
