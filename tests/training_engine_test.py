@@ -150,26 +150,31 @@ class MultiEpochCallTest(tf.test.TestCase):
         self.assertEqual(long.steps, short.steps)
         self._assert_same_run(long, short)
 
+    def _runs_either_way(self, limits, engine_property: str, **overrides):
+        """The same float64 run of the small config with `overrides`, with plan_lib's constants
+        patched to `limits(on)` for on = False, True, the engine's `engine_property` following
+        on: (the off run, the on run)."""
+        results = []
+        for on in (False, True):
+            cfg = _config(self.create_tempdir().full_path, dtype="float64", **overrides)
+            with mock.patch.multiple(plan_lib, **limits(on)):
+                trainer = training.build(cfg)
+                self.assertEqual(getattr(trainer.engine, engine_property), on)
+                results.append(training.train(cfg, progress=False))
+        return results
+
     def test_gathering_each_steps_rows_in_the_loop_changes_nothing(self):
         # Large nets gather each step's rows inside the loop, small ones the epoch's rows before
         # it: the same history and weights, bit for bit, with monitoring, across calls and
         # accumulated micro-batches.
-        results = []
-        for each_step in (False, True):
-            cfg = _config(
-                self.create_tempdir().full_path,
-                dtype="float64",
-                epochs=4,
-                steps_per_call=7,
-                grad_accum_steps=2,
-                histogram_every=5,
-            )
-            threshold = 0 if each_step else 10**12
-            with mock.patch.object(plan_lib, "GATHER_EACH_STEP_WEIGHTS", threshold):
-                trainer = training.build(cfg)
-                self.assertEqual(trainer.engine.gathers_each_step, each_step)
-                results.append(training.train(cfg, progress=False))
-        before, inside = results
+        before, inside = self._runs_either_way(
+            lambda on: {"GATHER_EACH_STEP_WEIGHTS": 0 if on else 10**12},
+            "gathers_each_step",
+            epochs=4,
+            steps_per_call=7,
+            grad_accum_steps=2,
+            histogram_every=5,
+        )
         self._assert_same_run(inside, before)
 
     def test_compiling_the_whole_call_changes_nothing(self):
@@ -177,22 +182,15 @@ class MultiEpochCallTest(tf.test.TestCase):
         # epoch ends in a plain graph: the same training, bit for bit, with validation, early
         # stopping, monitoring and calls that end mid-epoch; the validation figures, summed by
         # XLA's reduction rather than TensorFlow's, to float64 rounding.
-        results = []
-        for whole in (False, True):
-            cfg = _config(
-                self.create_tempdir().full_path,
-                dtype="float64",
-                epochs=40,
-                patience=2,
-                learning_rate=0.05,
-                steps_per_call=7,
-                histogram_every=5,
-            )
-            with mock.patch.object(plan_lib, "WHOLE_CALL_FLOPS", 0 if whole else 1e30):
-                trainer = training.build(cfg)
-                self.assertEqual(trainer.engine.compiles_whole_call, whole)
-                results.append(training.train(cfg, progress=False))
-        loops, whole = results
+        loops, whole = self._runs_either_way(
+            lambda on: {"WHOLE_CALL_FLOPS": 0 if on else 1e30},
+            "compiles_whole_call",
+            epochs=40,
+            patience=2,
+            learning_rate=0.05,
+            steps_per_call=7,
+            histogram_every=5,
+        )
         self.assertTrue(whole.stopped_early)
         self.assertEqual(whole.steps, loops.steps)
         self._assert_same_run(whole, loops, rtol=1e-15)
@@ -208,17 +206,13 @@ class MultiEpochCallTest(tf.test.TestCase):
         # Long runs stop each call's loop one step short and run its last step after it
         # (Plan.peels_last_step), unmonitored ones when they compile the whole call: the same
         # history and weights, bit for bit.
-        results = []
-        for peel in (False, True):
-            cfg = _config(
-                self.create_tempdir().full_path, dtype="float64", epochs=4, steps_per_call=7, monitor=False
-            )
-            limits = {"PEEL_MIN_STEPS": 0 if peel else 10**9, "WHOLE_CALL_FLOPS": 0}
-            with mock.patch.multiple(plan_lib, **limits):
-                trainer = training.build(cfg)
-                self.assertEqual(trainer.engine.peels_last_step, peel)
-                results.append(training.train(cfg, progress=False))
-        inside, after = results
+        inside, after = self._runs_either_way(
+            lambda on: {"PEEL_MIN_STEPS": 0 if on else 10**9, "WHOLE_CALL_FLOPS": 0},
+            "peels_last_step",
+            epochs=4,
+            steps_per_call=7,
+            monitor=False,
+        )
         self._assert_same_run(after, inside)
 
     def _whole_and_split_runs(self, step_functions=None):

@@ -6,6 +6,7 @@ training_stream_distributed_test.py.
 
 import json
 import os
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -14,6 +15,7 @@ from csv_files import CsvTestCase
 from tf_backprop import data, training
 from tf_backprop.data import pipeline
 from tf_backprop.training import checkpoint, config
+from tf_backprop.training import plan as plan_lib
 
 _FEATURES = 3
 
@@ -80,6 +82,30 @@ class StreamedTrainingTest(CsvTestCase):
         self.assertEqual(streamed.steps, loaded.steps)
         self.assertEqual(streamed.history, loaded.history)
         for a, b in zip(streamed.model.get_weights(), loaded.model.get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+    def test_a_streamed_run_compiling_its_whole_call_trains_the_same(self):
+        # A long streamed run compiles its whole call with XLA (Plan.compiles_whole_call), the
+        # call's block of rows as its argument: the same training, bit for bit; the validation
+        # figures, summed by XLA's reduction, to float64 rounding.
+        runs = []
+        for whole in (False, True):
+            common = {"steps_per_call": 7, "val_split": 0.2}
+            with mock.patch.object(plan_lib, "WHOLE_CALL_FLOPS", 0 if whole else 1e30):
+                trainer = training.build(_config(self.pattern, None, **common))  # a temporary folder
+                self.assertEqual(trainer.engine.compiles_whole_call, whole)
+                cfg = _config(self.pattern, self.create_tempdir().full_path, **common)
+                runs.append(training.train(cfg, progress=False))
+        loops, whole = runs
+        self.assertEqual(whole.steps, loops.steps)
+        self.assertLen(whole.history, 3)
+        for a, b in zip(whole.history, loops.history):
+            self.assertEqual(
+                {k: v for k, v in a.items() if not k.startswith("val_")},
+                {k: v for k, v in b.items() if not k.startswith("val_")},
+            )
+            self.assertAllClose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], rtol=1e-15, atol=0)
+        for a, b in zip(whole.model.get_weights(), loops.model.get_weights()):
             np.testing.assert_array_equal(a, b)
 
     def test_a_streamed_run_learns_and_is_evaluated_on_its_streamed_test_split(self):
