@@ -9,6 +9,7 @@ from unittest import mock
 import numpy as np
 import planted_faults
 import tensorflow as tf
+from training_runs import assert_same_training
 from training_runs import small_config as _config
 
 from tf_backprop import backprop, training
@@ -193,14 +194,7 @@ class MultiEpochCallTest(tf.test.TestCase):
         )
         self.assertTrue(whole.stopped_early)
         self.assertEqual(whole.steps, loops.steps)
-        self._assert_same_run(whole, loops, rtol=1e-15)
-        for a, b in zip(whole.history, loops.history):
-            self.assertEqual(
-                {k: a[k] for k in a if not k.startswith("val_")},
-                {k: b[k] for k in b if not k.startswith("val_")},
-            )
-        for a, b in zip(whole.model.get_weights(), loops.model.get_weights()):
-            self.assertAllEqual(a, b)
+        assert_same_training(self, whole, loops)
 
     def test_running_the_last_step_after_the_loop_changes_nothing(self):
         # Long runs stop each call's loop one step short and run its last step after it
@@ -280,26 +274,23 @@ class MultiEpochCallTest(tf.test.TestCase):
             self._assert_same_run(split, whole, rtol=1e-12)
 
     def test_the_training_call_is_traced_once(self):
-        cfg = _config(self.create_tempdir().full_path, epochs=5, steps_per_call=30, checkpoint_every=45)
-        trainer = training.build(cfg)
-        loop = trainer.loop()
-        loop.run()
-        self.assertGreater(loop.calls, 5)  # calls of 30 and 15 steps, across epochs
-        self.assertEqual(trainer.engine._fast_call.experimental_get_tracing_count(), 1)
-        # and its XLA-compiled step loop, once
-        self.assertEqual(trainer.engine._step_loops[(False, False)].experimental_get_tracing_count(), 1)
-        self.assertEqual(trainer.engine._checked_call.experimental_get_tracing_count(), 0)
-
-    def test_a_whole_compiled_call_is_traced_once(self):
-        cfg = _config(self.create_tempdir().full_path, epochs=5, steps_per_call=30, checkpoint_every=45)
-        with mock.patch.object(plan_lib, "WHOLE_CALL_FLOPS", 0):
-            trainer = training.build(cfg)
-        loop = trainer.loop()
-        loop.run()
-        self.assertGreater(loop.calls, 5)
-        self.assertTrue(trainer.engine.compiles_whole_call)
-        self.assertEqual(trainer.engine._fast_call.experimental_get_tracing_count(), 1)
-        self.assertEqual(trainer.engine._checked_call.experimental_get_tracing_count(), 0)
+        # Launching its XLA step loop per epoch segment, or compiling the whole call with XLA.
+        for whole in (False, True):
+            with self.subTest(whole_call=whole):
+                cfg = _config(
+                    self.create_tempdir().full_path, epochs=5, steps_per_call=30, checkpoint_every=45
+                )
+                with mock.patch.object(plan_lib, "WHOLE_CALL_FLOPS", 0 if whole else 1e30):
+                    trainer = training.build(cfg)
+                self.assertEqual(trainer.engine.compiles_whole_call, whole)
+                loop = trainer.loop()
+                loop.run()
+                self.assertGreater(loop.calls, 5)  # calls of 30 and 15 steps, across epochs
+                self.assertEqual(trainer.engine._fast_call.experimental_get_tracing_count(), 1)
+                if not whole:  # and its XLA-compiled step loop, once
+                    step_loop = trainer.engine._step_loops[(False, False)]
+                    self.assertEqual(step_loop.experimental_get_tracing_count(), 1)
+                self.assertEqual(trainer.engine._checked_call.experimental_get_tracing_count(), 0)
 
     def test_the_epoch_order_is_a_permutation_of_seed_and_epoch(self):
         plan = training.build(_config(self.create_tempdir().full_path)).plan

@@ -11,6 +11,7 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 from csv_files import CsvTestCase
+from training_runs import assert_same_training
 
 from tf_backprop import data, training
 from tf_backprop.data import pipeline
@@ -99,14 +100,7 @@ class StreamedTrainingTest(CsvTestCase):
         loops, whole = runs
         self.assertEqual(whole.steps, loops.steps)
         self.assertLen(whole.history, 3)
-        for a, b in zip(whole.history, loops.history):
-            self.assertEqual(
-                {k: v for k, v in a.items() if not k.startswith("val_")},
-                {k: v for k, v in b.items() if not k.startswith("val_")},
-            )
-            self.assertAllClose([a[k] for k in sorted(a)], [b[k] for k in sorted(b)], rtol=1e-15, atol=0)
-        for a, b in zip(whole.model.get_weights(), loops.model.get_weights()):
-            np.testing.assert_array_equal(a, b)
+        assert_same_training(self, whole, loops)
 
     def test_a_streamed_run_learns_and_is_evaluated_on_its_streamed_test_split(self):
         workdir = self.create_tempdir().full_path
