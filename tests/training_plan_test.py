@@ -36,9 +36,18 @@ class AutoStepsPerCallTest(tf.test.TestCase):
         flops = plan_lib.step_flops(batch, layers)
         self.assertBetween(steps * flops, plan_lib.AUTO_CHUNK_FLOPS - flops, plan_lib.AUTO_CHUNK_FLOPS)
 
-    def test_a_large_net_gets_min_auto_chunk(self):
-        layers, batch = (1024, 1024, 1024, 10), 512
-        self.assertEqual(_steps_per_call(512 * 30, layers, batch), plan_lib.MIN_AUTO_CHUNK)
+    def test_a_large_net_trains_on_min_call_rows_a_call(self):
+        # 1e11 FLOPs would be 15 steps: the call's state copies would cost ~5%.
+        steps = _steps_per_call(512 * 30, LARGE, 512)
+        self.assertEqual(steps, plan_lib.MIN_CALL_ROWS // 512)
+        self.assertLessEqual(steps * plan_lib.step_flops(512, LARGE), plan_lib.MAX_AUTO_CALL_FLOPS)
+
+    def test_max_auto_call_flops_bounds_the_rows_and_min_auto_chunk_the_flops(self):
+        layers = (1024, 4096, 4096, 10)  # 1.6e10 FLOPs a step at batch 128
+        flops = plan_lib.step_flops(128, layers)
+        self.assertEqual(_steps_per_call(128 * 30, layers, 128), plan_lib.MAX_AUTO_CALL_FLOPS // flops)
+        huge = (4096, 4096, 4096, 10)  # 2e11 FLOPs a step at batch 1024
+        self.assertEqual(_steps_per_call(1024 * 30, huge, 1024), plan_lib.MIN_AUTO_CHUNK)
 
     def test_an_explicit_steps_per_call_is_kept(self):
         self.assertEqual(_steps_per_call(10, steps_per_call=7), 7)
