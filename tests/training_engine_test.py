@@ -316,6 +316,34 @@ class OverflowTest(tf.test.TestCase):
         self.assertTrue(1e29 < result.final_metrics["rmse"] < 1e32, result.final_metrics)
 
 
+class BoundedCallTest(tf.test.TestCase):
+    def test_a_call_whose_steps_stop_advancing_fails_instead_of_spinning(self):
+        # A planted fault in the engine's step arithmetic: each epoch's step loop returns without
+        # running a step.  The call's epoch loop is bounded, so the call ends and the run fails
+        # with an internal error.  (In a child process with a hard timeout: without the bound
+        # the compiled call never ends, and it cannot be interrupted in-process.)
+        for whole in (False, True):
+            with self.subTest(whole_call=whole):
+                script = (
+                    "from unittest import mock\n"
+                    "from tf_backprop import training\n"
+                    "from tf_backprop.training import engine, plan\n"
+                    f"cfg = training.TrainConfig(n_samples=400, workdir={self.create_tempdir().full_path!r})\n"
+                    "no_steps = lambda self, *args, **flags: args[6]  # (x, y, epoch, offset, end, stop, carry)\n"
+                    f"with mock.patch.object(plan, 'WHOLE_CALL_FLOPS', {0 if whole else 1e30}), "
+                    "mock.patch.object(engine.Engine, '_steps', no_steps):\n"
+                    "    training.train(cfg, progress=False)\n"
+                )
+                done = subprocess.run(
+                    [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+                )
+                self.assertNotEqual(done.returncode, 0)
+                self.assertRegex(
+                    done.stderr,
+                    r"RuntimeError: internal error: the engine's call ended at step 0, not at \d+",
+                )
+
+
 class PartialEpochTest(tf.test.TestCase):
     def test_a_run_longer_than_its_partial_last_epoch_resumes_and_ends(self):
         # --steps=100 ends inside epoch 3 (32 steps an epoch); resumed with --steps=290 the run

@@ -24,7 +24,10 @@ optimizer state are finite (a per-step check of every gradient costs the article
 when that check or a verification fails, everything the call changed is restored and the call
 replayed with every step checked, which stops right after the first failing step.  Under a
 strategy every step is checked (the flags are summed over the replicas).  Either way the failing
-update exists only in memory; the run then fails, so it is never saved.
+update exists only in memory; the run then fails, so it is never saved.  A call that did not
+fail ends at its stop step or by an early stop; one that ends elsewhere (a fault in the step
+arithmetic) fails the run with an internal error — the call's loop over epochs is bounded by the
+epochs a call can touch, so such a fault cannot spin forever.
 
 Monitoring measures the last step of each call: its gradients' norms, the weights' norms and
 the update ratios ‖Δθ‖/‖θ‖ (and, with histograms, the gradients and the first micro-batch's
@@ -190,16 +193,30 @@ class Engine:
             tf.constant(total, tf.int64),
         )
         with self.runner.errors(lambda: f"step {int(self.optimizer.iterations.numpy()) + 1}"):
-            if not self.runner.replays:
-                return self._run_checked_then_measured(args, stop)
-            out = self._fast_call(*args)
-            if int(out["status"]) == RUNNING:
-                return _numpy(out)
-            self._restore(out["start_state"])
-            out = self._checked_call(*args)
+            out = self._run_call(args, stop)
+        self._check_reached(stop, int(out["status"]))
+        return out
+
+    def _run_call(self, args, stop: int) -> dict[str, np.ndarray]:
+        """The fast call, and its checked replay when it fails (under a strategy: checked)."""
+        if not self.runner.replays:
+            return self._run_checked_then_measured(args, stop)
+        out = self._fast_call(*args)
+        if int(out["status"]) == RUNNING:
+            return _numpy(out)
+        self._restore(out["start_state"])
+        out = self._checked_call(*args)
         if int(out["status"]) == RUNNING:  # the replay's arithmetic may differ in the last bits
             logging.warning("a call failed its end-of-call check but not its step-by-step replay")
         return _numpy(out)
+
+    def _check_reached(self, stop: int, status: int) -> None:
+        """RuntimeError when a call that did not fail ended neither at `stop` nor by an early
+        stop: a fault in the engine's step arithmetic (the call's epoch loop is bounded, so such
+        a fault ends the call instead of spinning forever)."""
+        step = int(self.optimizer.iterations.numpy())
+        if status == RUNNING and step != stop and not bool(self.state.stopped.numpy()):
+            raise RuntimeError(f"internal error: the engine's call ended at step {step}, not at {stop}")
 
     def _run_checked_then_measured(self, args, stop: int) -> dict[str, np.ndarray]:
         """Under a strategy: the call up to stop − 1, then the measured last step."""
@@ -232,6 +249,7 @@ class Engine:
             lambda *c: self._epochs_continue(c, stop),
             lambda *c: self._epoch(c, x_train, y_train, x_val, y_val, first, stop, total, check, measure),
             self._initial_carry(),
+            maximum_iterations=self._max_records(),  # a call touches fewer epochs (see run)
         )
         epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured = carry
         self.state.epoch.assign(epoch)
@@ -266,7 +284,7 @@ class Engine:
         )
 
     def _max_records(self) -> int:
-        """Epochs one call can complete: a call is at most steps_per_call steps long."""
+        """Epochs one call can complete, or touch: a call is at most steps_per_call steps long."""
         return math.ceil(self.plan.steps_per_call / self.plan.steps_per_epoch) + 2
 
     def _epochs_continue(self, carry, stop):
