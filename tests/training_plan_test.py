@@ -42,6 +42,12 @@ class AutoStepsPerCallTest(tf.test.TestCase):
         self.assertEqual(steps, plan_lib.MIN_CALL_ROWS // 512)
         self.assertLessEqual(steps * plan_lib.step_flops(512, LARGE), plan_lib.MAX_AUTO_CALL_FLOPS)
 
+    def test_a_streamed_large_net_keeps_the_flops_rule(self):
+        # Its call's rows are a block in memory: 128 steps of 1,024 features would be 268 MB.
+        cfg = training.TrainConfig(layers=LARGE, batch_size=512)
+        plan = training.make_plan(cfg, 512 * 30, LARGE, worker_rows=[512 * 30])
+        self.assertEqual(plan.steps_per_call, plan_lib.MIN_AUTO_CHUNK)
+
     def test_max_auto_call_flops_bounds_the_rows_and_min_auto_chunk_the_flops(self):
         layers = (1024, 4096, 4096, 10)  # 1.6e10 FLOPs a step at batch 128
         flops = plan_lib.step_flops(128, layers)

@@ -179,8 +179,8 @@ class TrainConfig:
     )
     steps_per_call: int = _field(
         0,
-        "Updates per compiled call (0: auto, about 1e11 FLOPs, or for a large net at least 65536 "
-        "rows up to 1e12 FLOPs; 20 to 100000 steps, at most 1000 epochs).",
+        "Updates per compiled call (0: auto, about 1e11 FLOPs, or for a large net in memory at "
+        "least 65536 rows up to 1e12 FLOPs; 20 to 100000 steps, at most 1000 epochs).",
         resumable=True,
     )
     workdir: str | None = _field(

@@ -18,7 +18,7 @@ from tf_backprop.training.errors import ConfigError
 
 MIN_AUTO_CHUNK, MAX_AUTO_CHUNK = 20, 100_000
 AUTO_CHUNK_FLOPS = 1e11  # ≈ 0.25–1 s of a 2-core CPU per compiled call
-# A large net's automatic call also trains on at least MIN_CALL_ROWS rows, as far as
+# A large net's automatic call in memory also trains on at least MIN_CALL_ROWS rows, as far as
 # MAX_AUTO_CALL_FLOPS allows (see auto_steps_per_call).
 MIN_CALL_ROWS, MAX_AUTO_CALL_FLOPS = 1 << 16, 1e12
 MAX_AUTO_EPOCHS = 1_000  # epochs one automatic call may complete (each ends in Python once)
@@ -195,7 +195,11 @@ def make_plan(
     workers = 1 if worker_rows is None else len(worker_rows)
     if worker_rows is not None:
         steps_per_epoch = _streamed_steps_per_epoch(per_step // workers, worker_rows)
-    steps_per_call = config.steps_per_call or auto_steps_per_call(per_step, layer_sizes, steps_per_epoch)
+    # A streamed call holds its rows as a block (and the next one is read ahead): no rows floor.
+    min_rows = 0 if worker_rows is not None else MIN_CALL_ROWS
+    steps_per_call = config.steps_per_call or auto_steps_per_call(
+        per_step, layer_sizes, steps_per_epoch, min_rows
+    )
     if worker_rows is not None:  # a call's block of rows stays within MAX_BLOCK_ROWS
         steps_per_call = min(steps_per_call, max(1, MAX_BLOCK_ROWS // (per_step // workers)))
     return Plan(
@@ -232,9 +236,11 @@ def step_flops(rows_per_step: int, layer_sizes) -> int:
     return 6 * rows_per_step * weights
 
 
-def auto_steps_per_call(rows_per_step: int, layer_sizes, steps_per_epoch: int) -> int:
+def auto_steps_per_call(
+    rows_per_step: int, layer_sizes, steps_per_epoch: int, min_rows: int = MIN_CALL_ROWS
+) -> int:
     """About AUTO_CHUNK_FLOPS per call, between MIN_AUTO_CHUNK and MAX_AUTO_CHUNK steps, and
-    at most MAX_AUTO_EPOCHS epochs; for a large net, at least MIN_CALL_ROWS rows (up to
+    at most MAX_AUTO_EPOCHS epochs; for a large net, at least min_rows rows (up to
     MAX_AUTO_CALL_FLOPS).
 
     Small nets get long calls (per-call overhead amortized: at 10,000 steps, a tenth of the
@@ -242,13 +248,15 @@ def auto_steps_per_call(rows_per_step: int, layer_sizes, steps_per_epoch: int) -
     checkpoints stay responsive); MIN_AUTO_CHUNK because monitoring measures the last step of
     each call.  A call also copies and reads its whole state a few times (the replay snapshot,
     the finiteness check, the measured step): ~8 ns per weight on the 2-core CI machine, where
-    a weight's compute over MIN_CALL_ROWS rows takes ~1 µs, so ~1% of the call.  In 20-step
+    a weight's compute over MIN_CALL_ROWS rows takes ~1 µs, so ~1% of the call.  A streamed
+    run passes min_rows 0: its call's rows are a block in memory, [steps, accum, batch,
+    features] (65,536 rows of 1,024 features: 268 MB), and the next block is read ahead.  In 20-step
     calls a 1024-1024-1024-10 net at batch 512 lost ~5% to it: 63.3 steps/s, against 65.3 in
     60-step calls and 66.4 in 180-step ones (in one process).  Tiny epochs cap the call at MAX_AUTO_EPOCHS epochs:
     each completed epoch is a record the call returns and Python logs.  It depends on the config
     and data size only, so an interrupted and a resumed run cut their calls at the same steps.
     """
     flops = step_flops(rows_per_step, layer_sizes)
-    by_rows = min(-(-MIN_CALL_ROWS // rows_per_step), MAX_AUTO_CALL_FLOPS // flops)
+    by_rows = min(-(-min_rows // rows_per_step), MAX_AUTO_CALL_FLOPS // flops)
     steps = max(MIN_AUTO_CHUNK, AUTO_CHUNK_FLOPS // flops, by_rows)
     return int(min(MAX_AUTO_CHUNK, MAX_AUTO_EPOCHS * steps_per_epoch, steps))
