@@ -244,17 +244,18 @@ def auto_steps_per_call(
     MAX_AUTO_CALL_FLOPS).
 
     Small nets get long calls (per-call overhead amortized: at 10,000 steps, a tenth of the
-    article's net's 200-step epochs went to it), large nets short ones (progress, signals and
+    article's net's 200-step epochs went to it), large nets shorter ones (progress, signals and
     checkpoints stay responsive); MIN_AUTO_CHUNK because monitoring measures the last step of
     each call.  A call also copies and reads its whole state a few times (the replay snapshot,
     the finiteness check, the measured step): ~8 ns per weight on the 2-core CI machine, where
-    a weight's compute over MIN_CALL_ROWS rows takes ~1 µs, so ~1% of the call.  A streamed
-    run passes min_rows 0: its call's rows are a block in memory, [steps, accum, batch,
-    features] (65,536 rows of 1,024 features: 268 MB), and the next block is read ahead.  In 20-step
+    a weight's compute over MIN_CALL_ROWS rows takes ~1 µs, so ~1% of the call.  In 20-step
     calls a 1024-1024-1024-10 net at batch 512 lost ~5% to it: 63.3 steps/s, against 65.3 in
-    60-step calls and 66.4 in 180-step ones (in one process).  Tiny epochs cap the call at MAX_AUTO_EPOCHS epochs:
-    each completed epoch is a record the call returns and Python logs.  It depends on the config
-    and data size only, so an interrupted and a resumed run cut their calls at the same steps.
+    60-step calls and 66.4 in 180-step ones (in one process).  A streamed run passes min_rows
+    0: its call's rows are a block in memory, [steps, accum, batch, features] (65,536 rows of
+    1,024 features: 268 MB), and the next block is read ahead.  Tiny epochs cap the call at
+    MAX_AUTO_EPOCHS epochs: each completed epoch is a record the call returns and Python logs.
+    It depends on the config and data size only, so an interrupted and a resumed run cut their
+    calls at the same steps.
     """
     flops = step_flops(rows_per_step, layer_sizes)
     by_rows = min(-(-min_rows // rows_per_step), MAX_AUTO_CALL_FLOPS // flops)
