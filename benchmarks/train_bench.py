@@ -123,12 +123,14 @@ def ours_steps_per_second(index: int, datasets, overrides: dict, grad_source: st
 def step_flops(layers, batch: int) -> tuple[int, int]:
     """(model, executed) FLOPs of one training step of an MLP, weight matmuls only.
 
-    Model FLOPs are the usual 6 · batch · weights: the forward product, the weight gradient and
-    the input gradient of every layer. The step executes all but the first layer's input
-    gradient (nothing uses the data's gradient, and XLA drops it).
+    Model FLOPs are the plan's count, 6 · batch · weights: the forward product, the weight
+    gradient and the input gradient of every layer. The step executes all but the first layer's
+    input gradient (nothing uses the data's gradient, and XLA drops it).
     """
-    pairs = [a * b for a, b in zip(layers[:-1], layers[1:])]
-    return 6 * batch * sum(pairs), 2 * batch * (3 * sum(pairs) - pairs[0])
+    from tf_backprop.training import plan
+
+    model = plan.step_flops(batch, layers)
+    return model, model - 2 * batch * layers[0] * layers[1]
 
 
 def child(index: int) -> dict:
