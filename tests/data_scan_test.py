@@ -207,6 +207,8 @@ class ScanErrorTest(StreamTestCase, parameterized.TestCase):
         ("real_target_with_bce", "x1,y\n1,0\n2,0.5\n", {"loss": "binary_crossentropy"}),
         ("binary_with_three_classes", "x1,y\n1,a\n2,b\n3,c\n", {"task": "binary"}),
         ("task_conflicts_with_loss", "x1,y\n1,2\n", {"task": "binary", "loss": "mse"}),
+        ("feature_spread_overflows", _HEADER + "1,1e200,3\n4,-1e200,6\n", {}),
+        ("target_spread_overflows", "x1,y\n1,1e200\n2,-1e200\n3,5\n", {}),
     )
     def test_same_message_as_the_in_memory_loader(self, text, kwargs):
         folder = self.write_shards({"bad.csv": text})
@@ -214,6 +216,32 @@ class ScanErrorTest(StreamTestCase, parameterized.TestCase):
         kwargs = {**_ALL_TRAIN, **kwargs}
         expected = self.loaded_error(path, **kwargs)
         self.assertEqual(self.streamed_error(path, **kwargs), expected)
+
+    @parameterized.named_parameters(
+        ("feature", _HEADER + "1,1e200,3\n4,-1e200,6\n", "x2"),
+        ("target", "x1,y\n1,1e200\n2,-1e200\n3,5\n", "y"),
+    )
+    def test_a_spread_that_overflows_is_an_error_not_a_column_of_zeros(self, text, column):
+        # Standardizing by an infinite std would make the column all zeros, silently.
+        path = os.path.join(self.write_shards({"big.csv": text}), "big.csv")
+        self.assertEqual(
+            self.loaded_error(path, **_ALL_TRAIN),
+            f'{path} (column "{column}"): its standard deviation overflows float64 (values too large to '
+            "standardize); rescale the column, e.g. divide it by a power of ten",
+        )
+        loaded = data.load("csv:" + path, target="y", standardize=False, **_ALL_TRAIN)
+        self.assertEqual(loaded.train.x.shape[0], len(text.splitlines()) - 1)  # without standardizing
+
+    def test_values_near_the_float_limit_standardize_as_in_the_streamed_pass(self):
+        # NumPy's mean of 1.5e308 twice overflows; relative to a row it is 1.5e308, spread 0.
+        path = os.path.join(
+            self.write_shards({"near.csv": _HEADER + "1.5e308,1,3\n1.5e308,2,4\n"}), "near.csv"
+        )
+        loaded = data.load("csv:" + path, target="y", **_ALL_TRAIN).preprocessing
+        streamed = self.streamed(path, **_ALL_TRAIN).preprocessing
+        self.assertEqual(loaded.feature_mean, [1.5e308, 1.5])
+        self.assertEqual(loaded.feature_std[0], 1.0)  # a constant column
+        self.assertEqual(streamed.to_dict(), loaded.to_dict())
 
     def test_a_later_shard_is_named_with_its_own_line_and_column(self):
         folder = self.write_shards({"a.csv": _HEADER + "1,2,3\n", "b.csv.gz": _HEADER + "1,2,3\n\n4,x,6\n"})

@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from tf_backprop import text
+from tf_backprop.data import moments
 from tf_backprop.data.containers import RawSource
 from tf_backprop.data.tasks import CLASSIFICATION
 
@@ -27,7 +28,7 @@ _MAX_LISTED = 10  # names listed in one warning
 
 def constant_columns(values: np.ndarray) -> np.ndarray:
     """[k] bool: which columns of [m, k] are constant (their std is rounding noise)."""
-    return constant_std(values.mean(axis=0), values.std(axis=0))
+    return constant_std(*moments.mean_and_std(values))
 
 
 def constant_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:

@@ -36,9 +36,10 @@ class Moments:
         if len(values) == 0:
             return cls.empty(values.shape[1])
         shift = values[0]
-        relative = values - shift
-        centered = relative.mean(axis=0)
-        return cls(len(values), shift, centered, np.square(relative - centered).sum(axis=0))
+        with np.errstate(over="ignore"):  # an overflow stays inf, reported by column at the end
+            relative = values - shift
+            centered = relative.mean(axis=0)
+            return cls(len(values), shift, centered, np.square(relative - centered).sum(axis=0))
 
     def merge(self, other: Moments) -> Moments:
         """The moments of both sets of rows (relative to this one's shift)."""
@@ -47,10 +48,11 @@ class Moments:
         if self.count == 0:
             return other
         count = self.count + other.count
-        # Shifts are two rows of the data: their difference is exact where they are close.
-        delta = ((other.shift - self.shift) + other.centered) - self.centered
-        centered = self.centered + delta * (other.count / count)
-        m2 = self.m2 + other.m2 + np.square(delta) * (self.count * other.count / count)
+        with np.errstate(over="ignore", invalid="ignore"):  # as in `of`
+            # Shifts are two rows of the data: their difference is exact where they are close.
+            delta = ((other.shift - self.shift) + other.centered) - self.centered
+            centered = self.centered + delta * (other.count / count)
+            m2 = self.m2 + other.m2 + np.square(delta) * (self.count * other.count / count)
         return Moments(count, self.shift, centered, m2)
 
     @property
@@ -75,3 +77,15 @@ class Moments:
             k: np.array([float.fromhex(x) for x in d[k]], np.float64) for k in ("shift", "centered", "m2")
         }
         return cls(int(d["count"]), **arrays)
+
+
+def mean_and_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy's per-column mean and std of values [m, k] (m > 0); where NumPy's sums overflow,
+    near float64's limit, the moments relative to a row, as the streamed pass computes them
+    (still infinite when the spread itself overflows)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = values.mean(axis=0), values.std(axis=0)
+    if np.all(np.isfinite(mean)) and np.all(np.isfinite(std)):
+        return mean, std
+    moments = Moments.of(values)
+    return moments.mean, moments.std

@@ -11,7 +11,8 @@ import math
 import numpy as np
 from absl import logging
 
-from tf_backprop.data import checks
+from tf_backprop import text
+from tf_backprop.data import checks, moments
 from tf_backprop.data.containers import Datasets, Preprocessing, RawSource, Split
 from tf_backprop.data.errors import DataError
 
@@ -27,7 +28,7 @@ def make_datasets(
     n_train, n_val, n_test = _split_counts(m, val_split, test_split, where)
     order = np.random.default_rng(seed).permutation(m)
     test_rows, val_rows, train_rows = np.split(order, [n_test, n_test + n_val])
-    prep = _fit_preprocessing(raw, train_rows, standardize)
+    prep = _fit_preprocessing(raw, train_rows, standardize, where)
     checks.warn_about(raw, train_rows, where)
     logging.info(
         "Loaded %s: %d rows, %d features, task %s; train/validation/test = %d/%d/%d rows",
@@ -56,27 +57,46 @@ def _split_counts(m: int, val_split: float, test_split: float, where: str) -> tu
     return n_train, n_val, n_test
 
 
-def _column_stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _column_stats(values: np.ndarray, names, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and std of [m, k]; a (near-)zero std becomes 1 so constants stay finite."""
-    mean = values.mean(axis=0)
-    return mean, scaling_std(mean, values.std(axis=0))
+    mean, std = moments.mean_and_std(values)
+    return mean, scaling_std(mean, std, names, where)
 
 
-def scaling_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+def scaling_std(mean: np.ndarray, std: np.ndarray, names, where: str) -> np.ndarray:
     """The std standardization divides by: a (near-)zero one (a constant column) becomes 1
-    (dividing by rounding noise would blow it up to O(1) values)."""
+    (dividing by rounding noise would blow it up to O(1) values).
+
+    DataError naming the column when its mean or std overflowed float64: every value is finite,
+    but standardizing by an infinite std would turn the column into zeros, silently.
+    """
+    for name, column_mean, column_std in zip(names, mean, std):
+        if not (np.isfinite(column_mean) and np.isfinite(column_std)):
+            statistic = "mean" if not np.isfinite(column_mean) else "standard deviation"
+            raise DataError(
+                f"{where} (column {text.quote(name)}): its {statistic} overflows float64 (values too large "
+                "to standardize); rescale the column, e.g. divide it by a power of ten"
+            )
     return np.where(checks.constant_std(mean, std), 1.0, std)
 
 
-def _fit_preprocessing(raw: RawSource, train_rows: np.ndarray, standardize: bool) -> Preprocessing:
+def _fit_preprocessing(
+    raw: RawSource, train_rows: np.ndarray, standardize: bool, where: str
+) -> Preprocessing:
     """Preprocessing with statistics of the train rows (identity statistics if not standardizing)."""
     n = raw.x.shape[1]
-    mean, std = _column_stats(raw.x[train_rows]) if standardize else (np.zeros(n), np.ones(n))
+    mean, std = (
+        _column_stats(raw.x[train_rows], raw.feature_names, where)
+        if standardize
+        else (np.zeros(n), np.ones(n))
+    )
     target_mean = target_std = None
     if raw.task == "regression":
         k = raw.y.shape[1]
         target_mean, target_std = (
-            _column_stats(raw.y[train_rows]) if standardize else (np.zeros(k), np.ones(k))
+            _column_stats(raw.y[train_rows], [raw.target_name] * k, where)
+            if standardize
+            else (np.zeros(k), np.ones(k))
         )
         target_mean, target_std = list(target_mean), list(target_std)
     return Preprocessing(

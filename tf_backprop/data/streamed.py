@@ -95,7 +95,7 @@ def load_streamed(
     counts = {name: sum(s.rows[name] for s in scans) for name in scan.SPLITS}
     _check_counts(path, counts, val_split, test_split)
     features = [name for c, name in enumerate(first.header) if c != j]
-    preprocessing = _preprocessing(scans, resolved, summary, features, target, standardize)
+    preprocessing = _preprocessing(path, scans, resolved, summary, features, target, standardize)
     class_ids = _class_ids(scans, summary) if resolved in CLASSIFICATION else None
 
     def split(name: str) -> StreamedSplit | None:
@@ -171,7 +171,9 @@ def _check_counts(path: str, counts: dict[str, int], val_split: float, test_spli
         raise DataError(f"{path}: too few rows ({total}) for a non-empty train split after val/test")
 
 
-def _preprocessing(scans, task: str, summary: TargetSummary, features, target: str, standardize: bool):
+def _preprocessing(
+    path: str, scans, task: str, summary: TargetSummary, features, target: str, standardize: bool
+):
     """The standardization of the merged training moments, and the task's target fields."""
     moments = Moments.empty(len(features))
     target_moments = Moments.empty(1)
@@ -179,7 +181,7 @@ def _preprocessing(scans, task: str, summary: TargetSummary, features, target: s
         moments, target_moments = moments.merge(s.features), target_moments.merge(s.target)
     n = len(features)
     mean, std = (
-        (moments.mean, splits.scaling_std(moments.mean, moments.std))
+        (moments.mean, splits.scaling_std(moments.mean, moments.std, features, path))
         if standardize
         else (np.zeros(n), np.ones(n))
     )
@@ -189,7 +191,7 @@ def _preprocessing(scans, task: str, summary: TargetSummary, features, target: s
         target_mean, target_std = [0.0], [1.0]
         if standardize:
             target_mean = list(target_moments.mean)
-            target_std = list(splits.scaling_std(target_moments.mean, target_moments.std))
+            target_std = list(splits.scaling_std(target_moments.mean, target_moments.std, [target], path))
     return Preprocessing(
         task=task,
         feature_names=features,
