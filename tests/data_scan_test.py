@@ -209,6 +209,7 @@ class ScanErrorTest(StreamTestCase, parameterized.TestCase):
         ("task_conflicts_with_loss", "x1,y\n1,2\n", {"task": "binary", "loss": "mse"}),
         ("feature_spread_overflows", _HEADER + "1,1e200,3\n4,-1e200,6\n", {}),
         ("target_spread_overflows", "x1,y\n1,1e200\n2,-1e200\n3,5\n", {}),
+        ("spread_across_the_float_range", _HEADER + "1,1.7e308,3\n4,-1.7e308,6\n", {}),
     )
     def test_same_message_as_the_in_memory_loader(self, text, kwargs):
         folder = self.write_shards({"bad.csv": text})

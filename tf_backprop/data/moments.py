@@ -36,7 +36,7 @@ class Moments:
         if len(values) == 0:
             return cls.empty(values.shape[1])
         shift = values[0]
-        with np.errstate(over="ignore"):  # an overflow stays inf, reported by column at the end
+        with np.errstate(over="ignore", invalid="ignore"):  # stays inf or nan, reported by column
             relative = values - shift
             centered = relative.mean(axis=0)
             return cls(len(values), shift, centered, np.square(relative - centered).sum(axis=0))

@@ -72,7 +72,7 @@ def scaling_std(mean: np.ndarray, std: np.ndarray, names, where: str) -> np.ndar
     """
     for name, column_mean, column_std in zip(names, mean, std):
         if not (np.isfinite(column_mean) and np.isfinite(column_std)):
-            statistic = "mean" if not np.isfinite(column_mean) else "standard deviation"
+            statistic = "standard deviation" if not np.isfinite(column_std) else "mean"
             raise DataError(
                 f"{where} (column {text.quote(name)}): its {statistic} overflows float64 (values too large "
                 "to standardize); rescale the column, e.g. divide it by a power of ten"
