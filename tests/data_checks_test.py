@@ -46,6 +46,14 @@ class DataWarningsTest(CsvTestCase, parameterized.TestCase):
         self.assertRegex(messages[0], r'feature\(s\) "x2" constant in the training rows')
         self.assertRegex(messages[1], r'the target "y" is constant in the training rows \(3\.5\)')
 
+    def test_a_feature_beyond_float32_range_is_named(self):
+        # Trains (standardized in float64), but the float32 export could not score these rows.
+        rows = "x1,x2,y\n" + "".join(f"{i},{i % 5}e37,{i % 3}\n" for i in range(40))
+        (message,) = self.load_warnings(rows + "40,-3.5e38,1\n")
+        self.assertRegex(message, r'data\.csv: feature\(s\) "x2" hold values beyond float32\'s range')
+        self.assertEqual(self.load_warnings(rows), [])
+        self.assertEqual(self.load_warnings(rows + f"40,{float(np.finfo(np.float32).max)!r},1\n"), [])
+
     def test_synthetic_data_warns_nothing(self):
         with self.assertLogs("absl", level="WARNING") as logs:
             logging.warning("(loading)")

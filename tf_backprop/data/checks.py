@@ -5,7 +5,8 @@ Each is one absl warning line naming the source, never an error:
 * a class with fewer than two training rows (the model can hardly learn it);
 * more classes than a tenth of the rows (a numeric id or a measurement taken for a label?);
 * a constant regression target (nothing to learn; its scale is taken as 1);
-* a constant feature column (it carries no information).
+* a constant feature column (it carries no information);
+* a feature value beyond float32's range (the export's float32 signature cannot take it).
 
 "Constant" is one test for the warnings and the standardization alike: a std at or below
 1e-12 of the column's scale is rounding noise, not spread.
@@ -24,6 +25,7 @@ from tf_backprop.data.tasks import CLASSIFICATION
 _CONSTANT_RTOL = 1e-12
 _ROWS_PER_CLASS = 10  # fewer rows per class than this: warn
 _MAX_LISTED = 10  # names listed in one warning
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # the export's signature takes float32 features
 
 
 def constant_columns(values: np.ndarray) -> np.ndarray:
@@ -54,11 +56,22 @@ def _listed(names: list[str]) -> str:
 
 
 def _feature_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
+    messages = []
     constant = np.flatnonzero(constant_columns(raw.x[train_rows]))
-    if not constant.size:
-        return []
-    names = [raw.feature_names[j] for j in constant]
-    return [f"{where}: feature(s) {_listed(names)} constant in the training rows; they carry no information"]
+    if constant.size:
+        names = [raw.feature_names[j] for j in constant]
+        messages.append(
+            f"{where}: feature(s) {_listed(names)} constant in the training rows; they carry no information"
+        )
+    beyond = np.flatnonzero(np.abs(raw.x).max(axis=0, initial=0.0) > _FLOAT32_MAX)  # any split's rows
+    if beyond.size:
+        names = [raw.feature_names[j] for j in beyond]
+        messages.append(
+            f"{where}: feature(s) {_listed(names)} hold values beyond float32's range (±3.4e38): the "
+            "model trains on them standardized, but its export takes float32 features and cannot "
+            "score these rows; rescale the column(s) to serve the model"
+        )
+    return messages
 
 
 def _target_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
