@@ -8,15 +8,14 @@ from csv_files import CsvTestCase
 from tf_backprop import data
 from tf_backprop.data import checks
 
+_ALL_TRAIN = {"val_split": 0.0, "test_split": 0.0}
+
 
 class DataWarningsTest(CsvTestCase, parameterized.TestCase):
     def load_warnings(self, text: str, **kwargs) -> list[str]:
         """The absl warnings logged while loading a CSV of `text` (target column y)."""
         path = self.write_csv(text)
-        with self.assertLogs("absl", level="WARNING") as logs:
-            logging.warning("(loading)")  # assertLogs needs one record; this one is ours
-            data.load(f"csv:{path}", target="y", **kwargs)
-        return [record.getMessage() for record in logs.records[1:]]
+        return self.warnings_of(lambda: data.load(f"csv:{path}", target="y", **kwargs))
 
     def test_clean_data_warns_nothing(self):
         rows = "".join(f"{i},{(i * 7) % 5},{i % 3}\n" for i in range(60))
@@ -53,6 +52,37 @@ class DataWarningsTest(CsvTestCase, parameterized.TestCase):
         self.assertRegex(message, r'data\.csv: feature\(s\) "x2" hold values beyond float32\'s range')
         self.assertEqual(self.load_warnings(rows), [])
         self.assertEqual(self.load_warnings(rows + f"40,{float(np.finfo(np.float32).max)!r},1\n"), [])
+
+    def test_a_streamed_source_warns_about_constant_columns_as_in_memory(self):
+        path = self.write_csv("x1,x2,y\n" + "".join(f"{i},7,3.5\n" for i in range(40)))
+        streamed = self.warnings_of(lambda: self.load_streamed(path))
+        self.assertLen(streamed, 2)
+        self.assertEqual(
+            streamed, self.warnings_of(lambda: data.load(f"csv:{path}", target="y", **_ALL_TRAIN))
+        )
+        # A varying column and a class target: nothing to say.
+        path = self.write_csv("x1,x2,y\n" + "".join(f"{i},{i % 7},{'ab'[i % 2]}\n" for i in range(40)))
+        self.assertEqual(self.warnings_of(lambda: self.load_streamed(path)), [])
+
+    def warnings_of(self, load) -> list[str]:
+        """The absl warnings logged while `load()` runs."""
+        with self.assertLogs("absl", level="WARNING") as logs:
+            logging.warning("(loading)")  # assertLogs needs one record; this one is ours
+            load()
+        return [record.getMessage() for record in logs.records[1:]]
+
+    def load_streamed(self, path: str) -> data.Datasets:
+        directory = self.create_tempdir().full_path
+        data.scan_shards(f"csv:{path}", target="y", seed=0, directory=directory, **_ALL_TRAIN)
+        return data.load_streamed(
+            f"csv:{path}",
+            target="y",
+            task="auto",
+            loss=None,
+            standardize=True,
+            directory=directory,
+            **_ALL_TRAIN,
+        )
 
     def test_synthetic_data_warns_nothing(self):
         with self.assertLogs("absl", level="WARNING") as logs:

@@ -55,14 +55,40 @@ def _listed(names: list[str]) -> str:
     return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
 
 
+def warn_about_moments(features, moments_x, target: str, moments_y, where: str) -> list[str]:
+    """Logs the checks a streamed pass can make from its merged training moments — constant
+    features, and a constant regression target when `moments_y` is given — in the same words as
+    `warn_about`; returns them.  (Its scan keeps no per-class counts or column maxima.)"""
+    messages = _constant_features(features, constant_std(moments_x.mean, moments_x.std), where)
+    if moments_y is not None:
+        constant = constant_std(moments_y.mean, moments_y.std)
+        messages += _constant_target(target, moments_y.shift[constant], where)
+    for message in messages:
+        logging.warning("%s", message)
+    return messages
+
+
+def _constant_features(names, constant: np.ndarray, where: str) -> list[str]:
+    """The warning for the columns of `names` flagged in `constant` [k] bool, if any."""
+    if not constant.any():
+        return []
+    listed = _listed([name for name, flag in zip(names, constant) if flag])
+    return [f"{where}: feature(s) {listed} constant in the training rows; they carry no information"]
+
+
+def _constant_target(name: str, values: np.ndarray, where: str) -> list[str]:
+    """The warning for a regression target whose columns in `values` (one value each) are constant."""
+    if not len(values):
+        return []
+    shown = ", ".join(f"{v:g}" for v in values[:_MAX_LISTED])
+    return [
+        f"{where}: the target {text.quote(name)} is constant in the training rows ({shown}); "
+        f"there is nothing to learn, and its scale is taken as 1"
+    ]
+
+
 def _feature_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
-    messages = []
-    constant = np.flatnonzero(constant_columns(raw.x[train_rows]))
-    if constant.size:
-        names = [raw.feature_names[j] for j in constant]
-        messages.append(
-            f"{where}: feature(s) {_listed(names)} constant in the training rows; they carry no information"
-        )
+    messages = _constant_features(raw.feature_names, constant_columns(raw.x[train_rows]), where)
     beyond = np.flatnonzero(np.abs(raw.x).max(axis=0, initial=0.0) > _FLOAT32_MAX)  # any split's rows
     if beyond.size:
         names = [raw.feature_names[j] for j in beyond]
@@ -76,14 +102,7 @@ def _feature_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> lis
 
 def _target_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
     y = raw.y[train_rows]  # [m, k]
-    constant = np.flatnonzero(constant_columns(y))
-    if not constant.size:
-        return []
-    values = ", ".join(f"{y[0, k]:g}" for k in constant[:_MAX_LISTED])
-    return [
-        f"{where}: the target {text.quote(raw.target_name)} is constant in the training rows ({values}); "
-        f"there is nothing to learn, and its scale is taken as 1"
-    ]
+    return _constant_target(raw.target_name, y[0][constant_columns(y)], where)
 
 
 def _class_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:

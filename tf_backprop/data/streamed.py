@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from tf_backprop import text
-from tf_backprop.data import csv_source, csv_table, fingerprint, pipeline, scan, shards, splits
+from tf_backprop.data import checks, csv_source, csv_table, fingerprint, pipeline, scan, shards, splits
 from tf_backprop.data.containers import Datasets, Preprocessing, StreamedSplit
 from tf_backprop.data.errors import DataError
 from tf_backprop.data.moments import Moments
@@ -96,6 +96,7 @@ def load_streamed(
     _check_counts(path, counts, val_split, test_split)
     features = [name for c, name in enumerate(first.header) if c != j]
     preprocessing = _preprocessing(path, scans, resolved, summary, features, target, standardize)
+    _warn_about(path, scans, resolved, features, target)
     class_ids = _class_ids(scans, summary) if resolved in CLASSIFICATION else None
 
     def split(name: str) -> StreamedSplit | None:
@@ -175,10 +176,7 @@ def _preprocessing(
     path: str, scans, task: str, summary: TargetSummary, features, target: str, standardize: bool
 ):
     """The standardization of the merged training moments, and the task's target fields."""
-    moments = Moments.empty(len(features))
-    target_moments = Moments.empty(1)
-    for s in scans:  # in shard order: the same bits whoever scanned which shard
-        moments, target_moments = moments.merge(s.features), target_moments.merge(s.target)
+    moments, target_moments = _training_moments(scans)
     n = len(features)
     mean, std = (
         (moments.mean, splits.scaling_std(moments.mean, moments.std, features, path))
@@ -202,6 +200,20 @@ def _preprocessing(
         target_std=target_std,
         class_names=None if regression else summary.class_names,
     )
+
+
+def _training_moments(scans) -> tuple[Moments, Moments]:
+    """(features, target) moments of every shard's training rows, merged."""
+    moments, target_moments = Moments.empty(len(scans[0].features.shift)), Moments.empty(1)
+    for s in scans:  # in shard order: the same bits whoever scanned which shard
+        moments, target_moments = moments.merge(s.features), target_moments.merge(s.target)
+    return moments, target_moments
+
+
+def _warn_about(path: str, scans, task: str, features, target: str) -> None:
+    """The in-memory loader's data checks that the merged training moments allow."""
+    moments_x, moments_y = _training_moments(scans)
+    checks.warn_about_moments(features, moments_x, target, moments_y if task == "regression" else None, path)
 
 
 def _class_ids(scans, summary: TargetSummary) -> list[list[int]]:
