@@ -45,9 +45,7 @@ def warn_about(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
         messages += _class_warnings(raw, train_rows, where)
     else:
         messages += _target_warnings(raw, train_rows, where)
-    for message in messages:
-        logging.warning("%s", message)
-    return messages
+    return _logged(messages)
 
 
 def _listed(names: list[str]) -> str:
@@ -63,6 +61,10 @@ def warn_about_moments(features, moments_x, target: str, moments_y, where: str) 
     if moments_y is not None:
         constant = constant_std(moments_y.mean, moments_y.std)
         messages += _constant_target(target, moments_y.shift[constant], where)
+    return _logged(messages)
+
+
+def _logged(messages: list[str]) -> list[str]:
     for message in messages:
         logging.warning("%s", message)
     return messages

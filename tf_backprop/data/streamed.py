@@ -95,8 +95,12 @@ def load_streamed(
     counts = {name: sum(s.rows[name] for s in scans) for name in scan.SPLITS}
     _check_counts(path, counts, val_split, test_split)
     features = [name for c, name in enumerate(first.header) if c != j]
-    preprocessing = _preprocessing(path, scans, resolved, summary, features, target, standardize)
-    _warn_about(path, scans, resolved, features, target)
+    moments_x, moments_y = _training_moments(scans, len(features))
+    preprocessing = _preprocessing(
+        path, moments_x, moments_y, resolved, summary, features, target, standardize
+    )  # an overflow error comes before the warnings, as in memory
+    regression = resolved == "regression"
+    checks.warn_about_moments(features, moments_x, target, moments_y if regression else None, path)
     class_ids = _class_ids(scans, summary) if resolved in CLASSIFICATION else None
 
     def split(name: str) -> StreamedSplit | None:
@@ -173,10 +177,16 @@ def _check_counts(path: str, counts: dict[str, int], val_split: float, test_spli
 
 
 def _preprocessing(
-    path: str, scans, task: str, summary: TargetSummary, features, target: str, standardize: bool
+    path: str,
+    moments: Moments,
+    target_moments: Moments,
+    task: str,
+    summary: TargetSummary,
+    features,
+    target: str,
+    standardize: bool,
 ):
     """The standardization of the merged training moments, and the task's target fields."""
-    moments, target_moments = _training_moments(scans)
     n = len(features)
     mean, std = (
         (moments.mean, splits.scaling_std(moments.mean, moments.std, features, path))
@@ -202,18 +212,12 @@ def _preprocessing(
     )
 
 
-def _training_moments(scans) -> tuple[Moments, Moments]:
+def _training_moments(scans, n_features: int) -> tuple[Moments, Moments]:
     """(features, target) moments of every shard's training rows, merged."""
-    moments, target_moments = Moments.empty(len(scans[0].features.shift)), Moments.empty(1)
+    moments, target_moments = Moments.empty(n_features), Moments.empty(1)
     for s in scans:  # in shard order: the same bits whoever scanned which shard
         moments, target_moments = moments.merge(s.features), target_moments.merge(s.target)
     return moments, target_moments
-
-
-def _warn_about(path: str, scans, task: str, features, target: str) -> None:
-    """The in-memory loader's data checks that the merged training moments allow."""
-    moments_x, moments_y = _training_moments(scans)
-    checks.warn_about_moments(features, moments_x, target, moments_y if task == "regression" else None, path)
 
 
 def _class_ids(scans, summary: TargetSummary) -> list[list[int]]:
