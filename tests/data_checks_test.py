@@ -1,5 +1,7 @@
 """data.checks: one warning line per finding a data scientist would want, never an error."""
 
+import os
+
 import numpy as np
 from absl import logging
 from absl.testing import parameterized
@@ -53,14 +55,49 @@ class DataWarningsTest(CsvTestCase, parameterized.TestCase):
         self.assertEqual(self.load_warnings(rows), [])
         self.assertEqual(self.load_warnings(rows + f"40,{float(np.finfo(np.float32).max)!r},1\n"), [])
 
-    def test_a_streamed_source_warns_about_constant_columns_as_in_memory(self):
-        path = self.write_csv("x1,x2,y\n" + "".join(f"{i},7,3.5\n" for i in range(40)))
-        streamed = self.warnings_of(lambda: self.load_streamed(path))
-        self.assertLen(streamed, 2)
-        self.assertEqual(
-            streamed, self.warnings_of(lambda: data.load(f"csv:{path}", target="y", **_ALL_TRAIN))
-        )
-        # A varying column and a class target: nothing to say.
+    @parameterized.named_parameters(
+        ("constant_columns", "".join(f"{i},7,3.5\n" for i in range(40)), "auto", 2),
+        ("rare_and_many_classes", "".join(f"{i},{i % 7},c{i % 50}\n" for i in range(60)), "auto", 2),
+        (
+            "integer_classes",
+            "".join(f"{i},{i % 7},{i % 2}\n" for i in range(40)) + "9,1,7\n",
+            "multiclass",
+            1,
+        ),
+        (
+            "integer_cells_alike",
+            "".join(f"{i},{i % 7},{i % 2}\n" for i in range(40)) + "9,1,7\n9,2,7.0\n",
+            "multiclass",
+            0,
+        ),
+        (
+            "beyond_float32",
+            "".join(f"{i},{i % 5}e37,{i % 3}.5\n" for i in range(40)) + "4,-4e38,1\n",
+            "auto",
+            1,
+        ),
+    )
+    def test_a_streamed_source_warns_as_in_memory(self, rows: str, task: str, expected: int):
+        # Every row trains in both loaders, so they see the same rows and must say the same.
+        path = self.write_csv("x1,x2,y\n" + rows)
+        streamed = self.warnings_of(lambda: self.load_streamed(path, task))
+        self.assertLen(streamed, expected)
+        in_memory = lambda: data.load(f"csv:{path}", target="y", task=task, **_ALL_TRAIN)  # noqa: E731
+        self.assertEqual(streamed, self.warnings_of(in_memory))
+
+    def test_a_streamed_source_counts_classes_across_shards_and_cells(self):
+        # "1" and "1.0" are one class in two shards: 2 training rows, not two classes of 1.
+        folder = self.create_tempdir()
+        rows = "x1,x2,y\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(40))
+        folder.create_file("part-0.csv", rows + "7,1,3\n")
+        second = folder.create_file("part-1.csv", rows + "8,2,3.0\n")
+        pattern = os.path.join(folder.full_path, "part-*.csv")
+        self.assertEqual(self.warnings_of(lambda: self.load_streamed(pattern, "multiclass")), [])
+        second.write_text(rows + "8,2,4.0\n")  # now classes 3 and 4 have a row each
+        (message,) = self.warnings_of(lambda: self.load_streamed(pattern, "multiclass"))
+        self.assertRegex(message, r'2 of 4 classes have fewer than two training rows \("3", "4"\)')
+
+    def test_a_streamed_source_with_clean_data_warns_nothing(self):
         path = self.write_csv("x1,x2,y\n" + "".join(f"{i},{i % 7},{'ab'[i % 2]}\n" for i in range(40)))
         self.assertEqual(self.warnings_of(lambda: self.load_streamed(path)), [])
 
@@ -71,13 +108,13 @@ class DataWarningsTest(CsvTestCase, parameterized.TestCase):
             load()
         return [record.getMessage() for record in logs.records[1:]]
 
-    def load_streamed(self, path: str) -> data.Datasets:
+    def load_streamed(self, path: str, task: str = "auto") -> data.Datasets:
         directory = self.create_tempdir().full_path
         data.scan_shards(f"csv:{path}", target="y", seed=0, directory=directory, **_ALL_TRAIN)
         return data.load_streamed(
             f"csv:{path}",
             target="y",
-            task="auto",
+            task=task,
             loss=None,
             standardize=True,
             directory=directory,

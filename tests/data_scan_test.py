@@ -15,7 +15,7 @@ from absl.testing import parameterized
 from csv_files import CsvTestCase
 
 from tf_backprop import data
-from tf_backprop.data import csv_source, csv_table, pipeline, scan, streamed
+from tf_backprop.data import csv_source, csv_table, fastcsv, pipeline, scan, streamed
 from tf_backprop.data.moments import Moments
 
 _HEADER = "x1,x2,y\n"
@@ -173,6 +173,26 @@ class ScanValuesTest(StreamTestCase, parameterized.TestCase):
 
     def test_a_hexadecimal_looking_label_is_read_by_the_exact_reader(self):
         self.assert_same_as_in_memory_with_labels("x,y\n1,0x1F\n2,b\n3,0x1F\n", "exact")
+
+    @parameterized.named_parameters(("fast", "b", "fast"), ("exact", '"a\nb"', "exact"))
+    def test_label_counts_and_maxima_add_up_over_batches(self, odd_label: str, reader: str):
+        # Many small batches (by either reader): the counts and maxima are the whole file's.
+        labels = ["c", "d", odd_label, "c", "e"]
+        rows = [(60 - i, (-1) ** i * 0.5 * i, labels[i % 5]) for i in range(60)]  # maxima: first, last
+        folder = self.write_shards({"data.csv": _HEADER + "".join(f"{a},{b},{c}\n" for a, b, c in rows)})
+        directory = self.create_tempdir().full_path
+        with mock.patch.object(fastcsv, "CHUNK_BYTES", 40), mock.patch.object(scan, "EXACT_BATCH", 7):
+            self.streamed(os.path.join(folder, "data.csv"), directory, seed=3)
+        saved = scan.read_scan(directory, 0)
+        self.assertEqual(saved.reader, reader)
+        self.assertEqual(saved.abs_max, [60.0, 29.5])
+        lines = 2 + np.cumsum([0] + [label.count("\n") + 1 for _, _, label in rows[:-1]])  # each row's first
+        train = scan.split_ids(3, 0, lines, 0.1, 0.1) == 0
+        by_label = {label: 0 for label in saved.labels}
+        for (_, _, label), trains in zip(rows, train):
+            by_label[label.strip('"')] += int(trains)
+        self.assertEqual(dict(zip(saved.labels, saved.label_counts)), by_label)
+        self.assertEqual(sum(saved.label_counts), saved.rows["train"])
 
 
 class ScanErrorTest(StreamTestCase, parameterized.TestCase):

@@ -14,6 +14,8 @@ Each is one absl warning line naming the source, never an error:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from absl import logging
 
@@ -26,6 +28,21 @@ _CONSTANT_RTOL = 1e-12
 _ROWS_PER_CLASS = 10  # fewer rows per class than this: warn
 _MAX_LISTED = 10  # names listed in one warning
 _FLOAT32_MAX = float(np.finfo(np.float32).max)  # the export's signature takes float32 features
+
+
+@dataclasses.dataclass
+class SourceSummary:
+    """What a streamed pass knows of its rows, for the checks: the training rows' moments, each
+    feature's largest |value| over every split, and per class the training rows."""
+
+    feature_names: list[str]
+    features: moments.Moments  # of the training rows
+    abs_max: np.ndarray  # [k]
+    rows: int  # in every split
+    target_name: str
+    target: moments.Moments | None = None  # a regression target's, of the training rows
+    class_names: list[str] | None = None
+    class_counts: np.ndarray | None = None  # [K] training rows of each class (a classifier)
 
 
 def constant_columns(values: np.ndarray) -> np.ndarray:
@@ -53,14 +70,20 @@ def _listed(names: list[str]) -> str:
     return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
 
 
-def warn_about_moments(features, moments_x, target: str, moments_y, where: str) -> list[str]:
-    """Logs the checks a streamed pass can make from its merged training moments — constant
-    features, and a constant regression target when `moments_y` is given — in the same words as
-    `warn_about`; returns them.  (Its scan keeps no per-class counts or column maxima.)"""
-    messages = _constant_features(features, constant_std(moments_x.mean, moments_x.std), where)
-    if moments_y is not None:
-        constant = constant_std(moments_y.mean, moments_y.std)
-        messages += _constant_target(target, moments_y.shift[constant], where)
+def warn_about_summary(summary: SourceSummary, where: str) -> list[str]:
+    """Logs the checks of `warn_about` made from a streamed pass's summary of its rows, in the
+    same words; returns them."""
+    messages = _constant_features(
+        summary.feature_names, constant_std(summary.features.mean, summary.features.std), where
+    )
+    messages += _beyond_float32(summary.feature_names, summary.abs_max, where)
+    if summary.class_counts is not None:
+        messages += _class_messages(
+            summary.class_names, summary.class_counts, summary.rows, summary.target_name, where
+        )
+    elif summary.target is not None:
+        constant = constant_std(summary.target.mean, summary.target.std)
+        messages += _constant_target(summary.target_name, summary.target.shift[constant], where)
     return _logged(messages)
 
 
@@ -91,15 +114,21 @@ def _constant_target(name: str, values: np.ndarray, where: str) -> list[str]:
 
 def _feature_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
     messages = _constant_features(raw.feature_names, constant_columns(raw.x[train_rows]), where)
-    beyond = np.flatnonzero(np.abs(raw.x).max(axis=0, initial=0.0) > _FLOAT32_MAX)  # any split's rows
-    if beyond.size:
-        names = [raw.feature_names[j] for j in beyond]
-        messages.append(
-            f"{where}: feature(s) {_listed(names)} hold values beyond float32's range (±3.4e38): the "
-            "model trains on them standardized, but its export takes float32 features and cannot "
-            "score these rows; rescale the column(s) to serve the model"
-        )
-    return messages
+    abs_max = np.abs(raw.x).max(axis=0, initial=0.0)  # any split's rows
+    return messages + _beyond_float32(raw.feature_names, abs_max, where)
+
+
+def _beyond_float32(names, abs_max: np.ndarray, where: str) -> list[str]:
+    """The warning for the columns whose largest |value| (`abs_max` [k]) float32 cannot hold."""
+    beyond = np.flatnonzero(np.asarray(abs_max) > _FLOAT32_MAX)
+    if not beyond.size:
+        return []
+    listed = _listed([names[j] for j in beyond])
+    return [
+        f"{where}: feature(s) {listed} hold values beyond float32's range (±3.4e38): the model trains "
+        "on them standardized, but its export takes float32 features and cannot score these rows; "
+        "rescale the column(s) to serve the model"
+    ]
 
 
 def _target_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
@@ -108,20 +137,24 @@ def _target_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list
 
 
 def _class_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
-    names, messages = raw.class_names, []
-    counts = np.bincount(raw.y[train_rows], minlength=len(names))  # [K] training rows per class
-    rare = np.flatnonzero(counts < 2)
+    counts = np.bincount(raw.y[train_rows], minlength=len(raw.class_names))  # [K] training rows per class
+    return _class_messages(raw.class_names, counts, len(raw.y), raw.target_name, where)
+
+
+def _class_messages(names, counts: np.ndarray, rows: int, target: str, where: str) -> list[str]:
+    """The warnings about classes `names` with `counts` [K] training rows each, in `rows` rows."""
+    messages = []
+    rare = np.flatnonzero(np.asarray(counts) < 2)
     if rare.size:
         listed = _listed([names[k] for k in rare])
         messages.append(
             f"{where}: {rare.size} of {len(names)} classes have fewer than two training rows "
             f"({listed}); the model can hardly learn them"
         )
-    rows = len(raw.y)
     if len(names) * _ROWS_PER_CLASS > rows:
         messages.append(
             f"{where}: {len(names)} classes in {rows} rows (fewer than {_ROWS_PER_CLASS} rows per "
-            f"class); is {text.quote(raw.target_name)} really a class label? (--task=regression "
+            f"class); is {text.quote(target)} really a class label? (--task=regression "
             f"for a numeric target)"
         )
     return messages

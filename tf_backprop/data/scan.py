@@ -8,9 +8,10 @@ in-memory loader does) — and for every row:
 * assigns it to a split by a keyed hash of (seed, the shard's index in the sorted shard list,
   the row's line): the same whichever worker reads it, in whatever order (`split_ids`);
 * merges the training rows' moments (features, and numeric targets) batch by batch
-  (`moments.Moments`, float64, Chan's update);
+  (`moments.Moments`, float64, Chan's update), and every row's largest |feature| per column;
 * notes what decides the target's task — its first text cell, first non-integer and first
-  non-finite number — and its distinct cells (up to MAX_LABELS), the classes of a classifier;
+  non-finite number — and its distinct cells (up to MAX_LABELS), the classes of a classifier,
+  with the training rows of each (for the data checks);
 * appends the row to its split's cache file, a TFRecord file of float64 rows
   [features..., target value, target code] (code: the cell's index in this shard's `labels`),
   so training reads binary rows instead of parsing text again.
@@ -36,7 +37,7 @@ from tf_backprop.data import csv_source, csv_table, fastcsv, shards
 from tf_backprop.data.errors import DataError
 from tf_backprop.data.moments import Moments
 
-FORMAT = 2  # of the shard JSON and its caches
+FORMAT = 3  # of the shard JSON and its caches (3: abs_max and label_counts)
 SPLITS = ("train", "validation", "test")
 MAX_LABELS = 10_000  # distinct target cells kept per shard: the classes a streamed classifier may have
 EXACT_BATCH = 4096  # rows the exact reader parses at a time
@@ -73,6 +74,8 @@ class ShardScan:
     features: Moments  # of the training rows
     target: Moments  # of the training rows' finite numeric targets
     labels: list[str] | None  # distinct target cells in code order; None: more than MAX_LABELS
+    label_counts: list[int] | None  # training rows of each of `labels`
+    abs_max: list[float]  # per feature, max |x| over every split's rows (features are finite)
     first_text: list | None
     first_non_integer: list | None
     first_non_finite: list | None
@@ -260,7 +263,9 @@ class _Accumulator:
         self.header, self.header_line = header, header_line
         self.rows = [0, 0, 0]
         self.features, self.target = Moments.empty(len(header) - 1), Moments.empty(1)
+        self.abs_max = np.zeros(len(header) - 1)
         self.codes: dict[str, int] | None = {}
+        self.label_counts = np.zeros(0, np.int64)  # training rows per code
         self.first_text = self.first_non_integer = self.first_non_finite = None
         os.makedirs(directory, exist_ok=True)
         self.temporary = [files.hidden_sibling(cache_file(directory, s, index), "tmp") for s in SPLITS]
@@ -286,6 +291,8 @@ class _Accumulator:
         code = self._codes(batch)
         split = split_ids(self.key.seed, self.index, batch.lines, self.key.val_split, self.key.test_split)
         train = split == 0
+        self._count_labels(code[train])
+        self.abs_max = np.maximum(self.abs_max, np.abs(batch.x).max(axis=0, initial=0.0))
         self.features = self.features.merge(Moments.of(batch.x[train]))
         finite = batch.numeric & np.isfinite(batch.value)
         self.target = self.target.merge(Moments.of(batch.value[train & finite][:, None]))
@@ -318,6 +325,14 @@ class _Accumulator:
             return np.full(len(batch.lines), -1.0)
         return local[batch.index].astype(np.float64)
 
+    def _count_labels(self, train_codes: np.ndarray) -> None:
+        """Adds the training rows' codes (float, -1 once past MAX_LABELS) to label_counts."""
+        if self.codes is None:
+            return
+        counts = np.bincount(train_codes.astype(np.int64), minlength=len(self.codes))
+        counts[: len(self.label_counts)] += self.label_counts
+        self.label_counts = counts
+
     def finish(self, stat: os.stat_result, reader: str, digest: shards.Digest) -> ShardScan:
         """Renames the caches into place; the scan.  DataError for a shard without data rows."""
         if not sum(self.rows):
@@ -338,6 +353,8 @@ class _Accumulator:
             features=self.features,
             target=self.target,
             labels=None if self.codes is None else list(self.codes),
+            label_counts=None if self.codes is None else [int(c) for c in self.label_counts],
+            abs_max=[float(v) for v in self.abs_max],
             first_text=self.first_text,
             first_non_integer=self.first_non_integer,
             first_non_finite=self.first_non_finite,

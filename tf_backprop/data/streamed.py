@@ -99,9 +99,10 @@ def load_streamed(
     preprocessing = _preprocessing(
         path, moments_x, moments_y, resolved, summary, features, target, standardize
     )  # an overflow error comes before the warnings, as in memory
-    regression = resolved == "regression"
-    checks.warn_about_moments(features, moments_x, target, moments_y if regression else None, path)
     class_ids = _class_ids(scans, summary) if resolved in CLASSIFICATION else None
+    checks.warn_about_summary(
+        _source_summary(scans, features, moments_x, moments_y, target, summary, class_ids), path
+    )
 
     def split(name: str) -> StreamedSplit | None:
         if not counts[name]:
@@ -218,6 +219,25 @@ def _training_moments(scans, n_features: int) -> tuple[Moments, Moments]:
     for s in scans:  # in shard order: the same bits whoever scanned which shard
         moments, target_moments = moments.merge(s.features), target_moments.merge(s.target)
     return moments, target_moments
+
+
+def _source_summary(scans, features, moments_x, moments_y, target, summary, class_ids):
+    """What the checks need of every shard's scan: merged moments, maxima and class counts."""
+    result = checks.SourceSummary(
+        feature_names=features,
+        features=moments_x,
+        abs_max=np.max([s.abs_max for s in scans], axis=0),
+        rows=sum(sum(s.rows.values()) for s in scans),
+        target_name=target,
+    )
+    if class_ids is None:
+        result.target = moments_y
+    else:
+        result.class_names = summary.class_names
+        result.class_counts = np.zeros(len(summary.class_names), np.int64)
+        for s, ids in zip(scans, class_ids):  # a class may have several cells ("1", "1.0")
+            np.add.at(result.class_counts, ids, s.label_counts)
+    return result
 
 
 def _class_ids(scans, summary: TargetSummary) -> list[list[int]]:
