@@ -387,6 +387,21 @@ class MergeTest(StreamTestCase):
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
         self.assertNotEqual(self.streamed(path, directory, **_ALL_TRAIN).preprocessing.to_dict(), first)
 
+    def test_a_scan_of_an_older_format_is_read_again(self):
+        # A run folder from before format 3 (no label counts, no maxima): scanned again, once.
+        folder = self.write_shards({"a.csv": _HEADER + "".join(f"{i},{-i},{i % 2}\n" for i in range(50))})
+        path, directory = os.path.join(folder, "a.csv"), self.create_tempdir().full_path
+        first = self.streamed(path, directory, **_ALL_TRAIN).preprocessing.to_dict()
+        with open(scan.scan_file(directory, 0), encoding="utf-8") as handle:
+            saved = json.load(handle)
+        old = {k: v for k, v in saved.items() if k not in ("label_counts", "abs_max")}
+        with open(scan.scan_file(directory, 0), "w", encoding="utf-8") as handle:
+            json.dump({**old, "format": 2}, handle)
+        with self.assertLogs("absl", "INFO") as logs:
+            self.assertEqual(self.streamed(path, directory, **_ALL_TRAIN).preprocessing.to_dict(), first)
+        self.assertNotIn("not read again", "\n".join(logs.output))
+        self.assertEqual(scan.read_scan(directory, 0).abs_max, [49.0, 49.0])
+
 
 class WantsStreamTest(StreamTestCase):
     def test_the_flag_decides_else_the_size_of_the_files(self):
