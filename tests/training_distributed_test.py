@@ -510,6 +510,29 @@ class StreamedMultiWorkerTest(tf.test.TestCase):
         expected = checkpoint.load_model(reference)[0].get_weights()
         _assert_weights_close(self, expected, checkpoint.load_model(workdir)[0].get_weights(), "float64")
 
+    def test_a_bad_shard_stops_every_worker_with_its_line_at_once(self):
+        # Worker w scans part-w.csv; the other must not fail as if it had lost contact with it
+        # (exit 1, "restart every worker") nor wait out --worker_timeout: the data's line, exit 2.
+        for worker in (1, 0):
+            with self.subTest(bad_shard_of_worker=worker):
+                folder = self.create_tempdir().full_path
+                pattern = _write_stream_shards(folder)
+                bad = os.path.join(folder, f"part-{worker}.csv")
+                with open(bad) as handle:
+                    lines = handle.read().splitlines(keepends=True)
+                lines[4] = "three," + lines[4].split(",", 1)[1]
+                with open(bad, "w") as handle:
+                    handle.write("".join(lines))
+                root = self.create_tempdir().full_path
+                workdir = os.path.join(root, "run")
+                flags = (*_stream_flags(pattern), "--worker_timeout=60")
+                outcomes = _Cluster(root, workdir, flags, timeout=_LOST_WITHIN * 2).finish()
+                line = f'tf-backprop-train: error: {bad}:5:1 (column "x1"): expected a number, got "three"'
+                for outcome in outcomes:
+                    self.assertEqual(outcome.returncode, 2, outcome.describe())
+                    self.assertEqual(outcome.stderr[-1], line, outcome.describe())
+                self.assertFalse(os.path.exists(workdir))  # made for the run by the chief, removed
+
 
 class WorkerTimeoutTest(tf.test.TestCase):
     """--worker_timeout: a worker that never starts does not block the others forever."""

@@ -247,6 +247,27 @@ def barrier(strategy: tf.distribute.Strategy | None, what: str) -> None:
             _gather(strategy, [0.0])
 
 
+_FAILURE_BYTES = 2048  # of a failure's message that first_failure passes on
+
+
+def first_failure(strategy: tf.distribute.Strategy | None, message: str | None, what: str) -> str | None:
+    """The message of the first input pipeline (as `input_pipelines` counts them) that reports
+    one (`message` not None), or None: the same answer on every worker.  Under multi_worker a
+    collective (so a barrier); the message travels in it, at most _FAILURE_BYTES of UTF-8."""
+    if not is_multi_worker(strategy):
+        return message
+    _, mine = input_pipelines(strategy)
+    encoded = (message or "").encode()[:_FAILURE_BYTES]
+    row = [0.0 if message is None else float(mine + 1), *encoded, *[0] * (_FAILURE_BYTES - len(encoded))]
+    with worker_errors(lambda: what, strategy):
+        every = _gather(strategy, row)  # [replicas, 1 + _FAILURE_BYTES]
+    failing = every[every[:, 0] > 0]
+    if not len(failing):
+        return None
+    first = failing[np.argmin(failing[:, 0])]
+    return bytes(int(b) for b in first[1:]).rstrip(b"\0").decode(errors="ignore")
+
+
 def check_workers_agree(
     strategy: tf.distribute.Strategy | None,
     config: TrainConfig,

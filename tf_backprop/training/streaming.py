@@ -83,17 +83,36 @@ def load(config: TrainConfig, strategy, directory: str) -> data_lib.Datasets:
     data_lib.infer_task(config.task, config.loss)  # a task/loss conflict fails before any data is read
     workers, worker = distributed.input_pipelines(strategy)
     count = len(data_lib.source_shards(config.data))
-    data_lib.scan_shards(
-        config.data,
-        target=config.target,
-        val_split=config.val_split,
-        test_split=config.test_split,
-        seed=config.seed,
-        directory=directory,
-        indices=worker_shards(count, workers, worker),
-    )
-    distributed.barrier(strategy, "statistics pass")
+    failure = None
+    try:
+        data_lib.scan_shards(
+            config.data,
+            target=config.target,
+            val_split=config.val_split,
+            test_split=config.test_split,
+            seed=config.seed,
+            directory=directory,
+            indices=worker_shards(count, workers, worker),
+        )
+    except data_lib.DataError as error:
+        if workers == 1:
+            raise
+        failure = error
+    _share_failure(strategy, failure)
     return merged(config, directory)
+
+
+def _share_failure(strategy, failure: data_lib.DataError | None) -> None:
+    """After this worker's part of the statistics pass: a worker whose shards failed raises its
+    DataError; the others raise the first failing worker's, in its words, instead of waiting for
+    a worker that has stopped."""
+    message = distributed.first_failure(
+        strategy, None if failure is None else str(failure), "statistics pass"
+    )
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise data_lib.DataError(message)
 
 
 def merged(config: TrainConfig, directory: str) -> data_lib.Datasets:
