@@ -5,8 +5,10 @@ one-line errors — whether TensorFlow's fast parser or the exact Python reader 
 """
 
 import gzip
+import itertools
 import json
 import os
+import re
 from unittest import mock
 
 import numpy as np
@@ -401,6 +403,31 @@ class MergeTest(StreamTestCase):
             self.assertEqual(self.streamed(path, directory, **_ALL_TRAIN).preprocessing.to_dict(), first)
         self.assertNotIn("not read again", "\n".join(logs.output))
         self.assertEqual(scan.read_scan(directory, 0).abs_max, [49.0, 49.0])
+
+    def test_a_long_scan_logs_its_progress(self):
+        # A clock that advances 4 s at every reading: a progress line every third batch or so.
+        ticks = itertools.count(0.0, 4.0)
+        folder = self.write_shards({"data.csv": _HEADER + "".join(f"{i},{i},{i}\n" for i in range(300))})
+        path = os.path.join(folder, "data.csv")
+        with (
+            mock.patch.object(scan, "_clock", lambda: next(ticks)),
+            mock.patch.object(fastcsv, "CHUNK_BYTES", 200),
+            self.assertLogs("absl", "INFO") as logs,
+        ):
+            self.streamed(path, **_ALL_TRAIN)
+        found = re.findall(
+            r"data\.csv: (\d+) rows scanned so far by the fast reader \((\d+) s\)", "\n".join(logs.output)
+        )
+        rows, seconds = [int(r) for r, _ in found], [int(t) for _, t in found]
+        self.assertGreater(len(rows), 3)
+        self.assertEqual(rows, sorted(set(rows)))  # growing
+        self.assertLess(rows[-1], 300)
+        self.assertTrue(
+            all(later - earlier >= scan.PROGRESS_SECONDS for earlier, later in zip(seconds, seconds[1:]))
+        )
+        with self.assertLogs("absl", "INFO") as logs:  # a real, short scan: no progress lines
+            self.streamed(path, **_ALL_TRAIN)
+        self.assertNotIn("scanned so far", "\n".join(logs.output))
 
 
 class WantsStreamTest(StreamTestCase):

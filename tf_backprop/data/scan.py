@@ -41,6 +41,8 @@ FORMAT = 3  # of the shard JSON and its caches (3: abs_max and label_counts)
 SPLITS = ("train", "validation", "test")
 MAX_LABELS = 10_000  # distinct target cells kept per shard: the classes a streamed classifier may have
 EXACT_BATCH = 4096  # rows the exact reader parses at a time
+PROGRESS_SECONDS = 10.0  # a long scan logs how far it is this often
+_clock = time.monotonic
 _MASK32 = 0xFFFFFFFF
 _MIX = 0x45D9F3B
 
@@ -154,7 +156,7 @@ def scan_shard(path: str, index: int, key: ScanKey, directory: str) -> ShardScan
     started = time.perf_counter()
     digest = shards.Digest()  # of the bytes the fast reader reads, or read again for the exact one
     try:
-        accumulator = _Accumulator(path, index, key, directory, *_read_header(path))
+        accumulator = _Accumulator(path, index, key, directory, "fast", *_read_header(path))
         with accumulator:
             for batch in fastcsv.batches(
                 path, accumulator.header_line, len(accumulator.header), accumulator.target_column, digest
@@ -163,7 +165,7 @@ def scan_shard(path: str, index: int, key: ScanKey, directory: str) -> ShardScan
         reader = "fast"
     except (fastcsv.NeedsExactReader, _HeaderUnread) as reason:
         logging.info("%s: read by the exact reader (%s)", path, reason)
-        accumulator = _Accumulator(path, index, key, directory, *_check_structure(path))
+        accumulator = _Accumulator(path, index, key, directory, "exact", *_check_structure(path))
         with accumulator:
             for batch in _exact_batches(path, accumulator):
                 accumulator.add(batch)
@@ -256,10 +258,12 @@ class _Accumulator:
     """The running results of one shard's scan, and its cache writers (temporary names until
     `finish`; removed if the scan fails)."""
 
-    def __init__(self, path, index, key: ScanKey, directory, header_line, header):
+    def __init__(self, path, index, key: ScanKey, directory, reader: str, header_line, header):
         table = csv_table.Table(path, header, header_line, [], [])
         self.target_column = csv_source.target_column(table, key.target)
         self.path, self.index, self.key, self.directory = path, index, key, directory
+        self.reader, self.started = reader, _clock()
+        self.reported = self.started  # when progress was last logged
         self.header, self.header_line = header, header_line
         self.rows = [0, 0, 0]
         self.features, self.target = Moments.empty(len(header) - 1), Moments.empty(1)
@@ -302,6 +306,18 @@ class _Accumulator:
             if len(chosen):
                 writer.write(chosen.tobytes())
                 self.rows[s] += len(chosen)
+        self._log_progress()
+
+    def _log_progress(self) -> None:
+        """Every PROGRESS_SECONDS of a long scan, one line: the rows so far (the exact reader
+        takes minutes for a large shard)."""
+        now = _clock()
+        if now - self.reported >= PROGRESS_SECONDS:
+            self.reported = now
+            logging.info(
+                "%s: %d rows scanned so far by the %s reader (%.0f s)",
+                self.path, sum(self.rows), self.reader, now - self.started,
+            )  # fmt: skip
 
     def _note_target(self, batch: fastcsv.Batch) -> None:
         """The first text cell, non-integer and non-finite number (in file order)."""
