@@ -117,6 +117,15 @@ class StreamErrorTest(tf.test.TestCase):
         self.assertTrue(all(line.startswith("I") for line in lines[:-1]), result.stderr)  # absl log lines
         self.assertEqual(os.listdir(cwd), [])
 
+    def test_a_missing_file_exits_2_in_one_line_and_makes_no_folder(self):
+        result, cwd = self.run_cli("--data=csv:missing.csv", "--target=y", "--stream", "--workdir=a/run")
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(
+            result.stderr.strip().splitlines()[-1],
+            "tf-backprop-train: error: missing.csv: cannot read the file (No such file or directory)",
+        )
+        self.assertEqual(os.listdir(cwd), [])
+
     def test_stream_with_a_synthetic_source_exits_2_naming_the_flag(self):
         result, cwd = self.run_cli("--stream", "--data=xor")
         self.assertEqual(result.returncode, 2, result.stderr)

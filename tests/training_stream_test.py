@@ -48,6 +48,18 @@ def _config(pattern: str, workdir: str | None, **overrides) -> config.TrainConfi
     return config.TrainConfig(**{**values, **overrides})
 
 
+def _contents(folder: str) -> dict[str, bytes | None]:
+    """Every path below `folder` (relative) with its bytes (None for a folder)."""
+    found = {}
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            found[os.path.relpath(os.path.join(root, name), folder)] = None
+        for name in files:
+            with open(os.path.join(root, name), "rb") as handle:
+                found[os.path.relpath(os.path.join(root, name), folder)] = handle.read()
+    return found
+
+
 class StreamedTrainingTest(CsvTestCase):
     def setUp(self):
         super().setUp()
@@ -142,22 +154,48 @@ class StreamedTrainingTest(CsvTestCase):
         self.assertLen(loop.history, 1)
         self.assertTrue(os.path.isdir(os.path.dirname(trainer.datasets.train.files[0])))
 
-    def test_bad_data_leaves_no_new_run_folder_and_an_existing_one_as_it_was(self):
+    def test_bad_data_leaves_every_folder_as_it_was(self):
+        # The statistics pass writes into the run folder before the data is known to be good;
+        # bad data puts the folder back: made (with its parents) → gone, empty → empty, a
+        # finished run moved aside by restart → back in place, byte for byte.
         folder = self.create_tempdir().full_path
         with open(os.path.join(folder, "part-9.csv"), "w") as handle:  # sorts last
             handle.write("a,b,c,y\n1,2,3,4\n1,2,oops,4\n")
         _write_shards(folder)
-        new = os.path.join(self.create_tempdir().full_path, "run")
+        bad = os.path.join(folder, "part-*.csv")
+        parent = os.path.join(self.create_tempdir().full_path, "new")
         with self.assertRaises(data.DataError) as caught:
-            training.train(_config(os.path.join(folder, "part-*.csv"), new), progress=False)
+            training.train(_config(bad, os.path.join(parent, "deeper", "run")), progress=False)
         self.assert_one_line_error(
             caught.exception, 'part-9.csv:3:3 (column "c"): expected a number, got "oops"'
         )
-        self.assertFalse(os.path.exists(new))
-        existing = self.create_tempdir().full_path
+        self.assertFalse(os.path.exists(parent))
+        empty = self.create_tempdir().full_path
         with self.assertRaises(data.DataError):
-            training.train(_config(os.path.join(folder, "part-*.csv"), existing), progress=False)
-        self.assertTrue(os.path.isdir(existing))
+            training.train(_config(bad, empty), progress=False)
+        self.assertEqual(os.listdir(empty), [])
+        finished = self.create_tempdir().full_path
+        training.train(_config(self.pattern, finished, epochs=1), progress=False)
+        before = _contents(finished)
+        with self.assertRaises(data.DataError):
+            training.train(_config(bad, finished, epochs=1), restart=True, progress=False)
+        self.assertEqual(_contents(finished), before)
+
+    def test_a_missing_shard_fails_before_any_folder_is_made(self):
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        missing = os.path.join(self.create_tempdir().full_path, "missing.csv")
+        with self.assertRaises(data.DataError) as caught:
+            training.train(_config(missing, workdir), progress=False)
+        self.assertEqual(
+            str(caught.exception), f"{missing}: cannot read the file (No such file or directory)"
+        )
+        self.assertFalse(os.path.exists(workdir))
+
+    def test_build_writes_nothing_into_the_workdir(self):
+        workdir = self.create_tempdir().full_path  # any folder, not checked as a run folder by build
+        trainer = training.build(_config(self.pattern, workdir))
+        self.assertEqual(os.listdir(workdir), [])
+        self.assertNotEqual(os.path.commonpath([trainer.datasets.train.files[0], workdir]), workdir)
 
     def test_a_changed_shard_is_refused_on_resume_naming_the_data(self):
         workdir = os.path.join(self.create_tempdir().full_path, "run")

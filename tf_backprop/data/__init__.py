@@ -32,6 +32,7 @@ from tf_backprop.data.loading import check_arguments, load
 from tf_backprop.data.streamed import (
     MAX_VALIDATION_BYTES,
     STREAM_ABOVE_BYTES,
+    check_source_files,
     load_streamed,
     scan_shards,
     source_shards,
@@ -69,6 +70,7 @@ __all__ = [
     "default_loss",
     "infer_task",
     "load",
+    "check_source_files",
     "load_streamed",
     "scan_shards",
     "source_shards",

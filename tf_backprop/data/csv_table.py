@@ -189,7 +189,7 @@ def open_file(path: str) -> Iterator[IO[bytes]]:
     try:
         handle = shards.open_binary(path)
     except OSError as error:
-        raise _unreadable(path, error) from error
+        raise unreadable(path, error) from error
     with handle:
         yield handle
 
@@ -206,7 +206,7 @@ def _text_lines(path: str, handle: Iterable[bytes]) -> Iterator[str]:
             offset += len(line)
             yield decoded
     except _READ_ERRORS as error:
-        raise _unreadable(path, error) from error
+        raise unreadable(path, error) from error
 
 
 def _decode(path: str, line: bytes, number: int, offset: int) -> str:
@@ -228,7 +228,7 @@ def _split_lone_cr(chunks: Iterable[bytes]) -> Iterator[bytes]:
             yield from (part for part in _LONE_CR.split(chunk) if part)
 
 
-def _unreadable(path: str, error: Exception) -> DataError:
+def unreadable(path: str, error: Exception) -> DataError:
     return DataError(f"{path}: cannot read the file ({getattr(error, 'strerror', None) or error})")
 
 

@@ -48,6 +48,23 @@ def source_shards(source: str) -> list[str]:
     return shards.expand(source[len(CSV_PREFIX) :])
 
 
+def check_source_files(source: str) -> list[str]:
+    """The shard files of a csv: source, each checked to be a file that opens, with the
+    in-memory loader's errors (a missing path, a pattern matching nothing, an empty path), so a
+    streamed run can fail before it touches its folder."""
+    path = source[len(CSV_PREFIX) :]
+    if not path:
+        raise ValueError(f"source: {source!r} needs a file path after 'csv:'")
+    paths = shards.expand(path)
+    for shard in paths:
+        try:
+            with open(os.path.expanduser(shard), "rb"):
+                pass
+        except OSError as error:
+            raise csv_table.unreadable(shard, error) from None
+    return paths
+
+
 def scan_shards(
     source: str,
     *,

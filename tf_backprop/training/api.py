@@ -104,7 +104,7 @@ def build(
     stream_dir: str | None = None,
 ) -> Trainer:
     """The strategy, data, plan, model, optimizer and engine of `config`; writes nothing but a
-    streamed source's statistics pass (into stream_dir).
+    streamed source's statistics pass (into stream_dir, never into config.workdir unasked).
 
     Raises ConfigError / data.DataError for a bad configuration or data.  Call it before any
     other TensorFlow op when config.strategy needs logical CPU devices.
@@ -116,7 +116,8 @@ def build(
       jit_gradients: under a strategy, XLA-compile each replica's forward + gradient
         (None: on GPU replicas only).
       stream_dir: where a streamed source's statistics pass keeps its results and row caches;
-        None: <workdir>/stream, or without a workdir a temporary folder deleted at exit.
+        None: a temporary folder deleted at exit (`train` gives <workdir>/stream, once it has
+        checked the folder as a run folder).
     """
     if strategy is None:
         strategy = distributed.make_strategy(config)  # first: before any other TF call
@@ -196,14 +197,15 @@ def train(
 def _train_streamed(config: TrainConfig, restart: bool, progress: bool | None, step_functions) -> TrainResult:
     """`train` of a streamed source: its run folder first, for the statistics pass to write into."""
     strategy = distributed.make_strategy(config)  # first: before any other TF call
-    with streaming.opened(config, strategy, restart) as (config, new):
+    data_lib.check_source_files(config.data)  # a missing file: before the folder is touched
+    with streaming.opened(config, strategy, restart) as (config, before):
         try:
             stream_dir = os.path.join(config.workdir, workdir_lib.STREAM_DIR)
             trainer = build(config, step_functions=step_functions, strategy=strategy, stream_dir=stream_dir)
             streaming.finish(config, strategy, trainer.datasets)
-        except ValueError:  # bad data or config: a run folder made for it goes again
-            if new:
-                streaming.discard(config.workdir)
+        except (ValueError, OSError):  # bad data or config: the folder goes back as it was
+            if before is not None:
+                workdir_lib.put_back(config.workdir, before)
             raise
         distributed.barrier(strategy, "data")
         return _train_in(trainer, config.workdir, progress)
@@ -304,7 +306,7 @@ def load_datasets(
     """The data set named by config.data, split and standardized: in memory, or streamed
     (`data.wants_stream`) through the statistics pass into stream_dir (see `build`)."""
     if data_lib.wants_stream(config.data, config.stream):
-        return streaming.load(config, strategy, stream_dir or streaming.default_directory(config))
+        return streaming.load(config, strategy, stream_dir or streaming.temporary_directory())
     return data_lib.load(
         config.data,
         seed=config.seed,

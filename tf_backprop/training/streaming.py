@@ -2,8 +2,8 @@
 
 The statistics pass keeps its results and row caches in <workdir>/stream, so a streamed run
 opens its folder (made or checked as ours, locked, a previous run moved aside for --restart or
-its config checked for resuming) before reading any data, and a new folder goes again if the
-data turns out bad.  Under multi_worker the shards are divided by file,
+its config checked for resuming) before reading any data, and is put back as it was
+(`workdir.put_back`) if the data turns out bad.  Under multi_worker the shards are divided by file,
 as tf.data's FILE auto-sharding divides them: worker w of W scans, and then trains on, the shards
 whose index ≡ w (mod W); every worker then merges all the shards' scans (in shard order, so all
 get the same statistics) from the shared run folder.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from tf_backprop.training import workdir as workdir_lib
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.feed import StreamFeed
 from tf_backprop.training.plan import Plan
+from tf_backprop.training.workdir import Before
 
 
 def worker_shards(count: int, workers: int, worker: int) -> list[int]:
@@ -45,23 +45,24 @@ def worker_rows(split: data_lib.StreamedSplit, strategy: tf.distribute.Strategy 
 
 
 @contextlib.contextmanager
-def opened(config: TrainConfig, strategy, restart: bool) -> Iterator[tuple[TrainConfig, bool]]:
+def opened(config: TrainConfig, strategy, restart: bool) -> Iterator[tuple[TrainConfig, Before | None]]:
     """The run folder, ready for the statistics pass to write into, for the block: (the config
-    naming it, whether it is new).  The chief opens it (workdir.opened: checked as ours, locked
-    for the block, a previous run moved aside or its config checked) and writes config.json, so
-    a pass that is interrupted leaves a folder known as a run folder; the other workers wait for
-    it, then check it."""
+    naming it, on the chief what the folder was before, for `workdir.put_back` if the data
+    turns out bad).  The chief opens it (workdir.opened: checked as ours, locked for the block,
+    a previous run moved aside or its config checked) and writes config.json, so a pass that is
+    interrupted leaves a folder known as a run folder; the other workers wait for it, then
+    check it."""
     if not distributed.is_chief(strategy):
         distributed.barrier(strategy, "start-up")  # the chief has opened the folder
         workdir = workdir_lib.check_as_follower(config, None, restart)
-        yield dataclasses.replace(config, workdir=workdir), False
+        yield dataclasses.replace(config, workdir=workdir), None
         return
-    new = config.workdir is None or not os.path.exists(os.path.expanduser(config.workdir))
+    before = workdir_lib.before_opening(config.workdir)
     with workdir_lib.opened(config, restart) as workdir:
         config = dataclasses.replace(config, workdir=workdir)  # runs/<date>-<time> when none was given
         workdir_lib.write_config(workdir, config)
         distributed.barrier(strategy, "start-up")
-        yield config, new
+        yield config, before
 
 
 def finish(config: TrainConfig, strategy, datasets: data_lib.Datasets) -> None:
@@ -71,11 +72,6 @@ def finish(config: TrainConfig, strategy, datasets: data_lib.Datasets) -> None:
         workdir_lib.finish(config.workdir, config, datasets)
     else:
         checkpoint_lib.check_same_data(config.workdir, datasets)
-
-
-def discard(workdir: str) -> None:
-    """Removes a run folder made for a run whose data or config turned out bad."""
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def load(config: TrainConfig, strategy, directory: str) -> data_lib.Datasets:
@@ -120,10 +116,8 @@ def merged(config: TrainConfig, directory: str) -> data_lib.Datasets:
     return data_lib.load_streamed(config.data, directory=directory, **config.split_options())
 
 
-def default_directory(config: TrainConfig) -> str:
-    """<workdir>/stream, or without a workdir a temporary folder deleted at exit."""
-    if config.workdir is not None:
-        return os.path.join(config.workdir, workdir_lib.STREAM_DIR)
+def temporary_directory() -> str:
+    """A temporary folder for a statistics pass, deleted at exit."""
     directory = tempfile.mkdtemp(prefix="tf_backprop-stream-")
     atexit.register(shutil.rmtree, directory, True)
     return directory

@@ -26,6 +26,7 @@ source: `opened` before its statistics pass, then `finish`):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import json
@@ -89,6 +90,52 @@ def opened(config: TrainConfig, restart: bool) -> Iterator[str]:
             move_aside(workdir)
         checkpoint_lib.check_resumable(workdir, config)
         yield workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class Before:
+    """What a run folder was before a run opened it, to put it back (`put_back`) when the run's
+    data turns out bad after the folder was opened (a streamed source's statistics pass).
+
+    made: the folder did not exist; remove: then the topmost folder the run creates (the run
+    folder or a missing parent of it; None: the run folder itself); names: its entries."""
+
+    made: bool
+    remove: str | None
+    names: frozenset[str]
+
+
+def before_opening(workdir: str | None) -> Before:
+    """The state `put_back` restores, taken before `opened` (workdir None: a new runs/<time>)."""
+    if workdir is None:
+        runs = os.path.abspath("runs")
+        return Before(True, None if os.path.lexists(runs) else runs, frozenset())
+    path = os.path.abspath(os.path.expanduser(workdir))
+    top, probe = None, path
+    while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+        top, probe = probe, os.path.dirname(probe)
+    names = frozenset(os.listdir(path)) if os.path.isdir(path) else frozenset()
+    return Before(top is not None, top, names)
+
+
+def put_back(workdir: str, before: Before) -> None:
+    """Undoes what a run did to its folder since `before`: a folder it made goes (with the
+    parents it made), a folder that was empty is emptied, a previous run that `restart` moved
+    aside comes back.  A resumed run's folder keeps its files (its stream/ caches stay valid)."""
+    if before.made:
+        shutil.rmtree(before.remove or workdir, ignore_errors=True)
+        return
+    names = os.listdir(workdir)
+    asides = [n for n in names if _PREVIOUS.fullmatch(n) and n not in before.names]
+    for name in names:
+        if name not in asides and (name not in before.names or (asides and name in RUN_FILES)):
+            path = os.path.join(workdir, name)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    for aside in asides:
+        for name in os.listdir(os.path.join(workdir, aside)):
+            os.replace(os.path.join(workdir, aside, name), os.path.join(workdir, name))
+        os.rmdir(os.path.join(workdir, aside))
+        logging.info("restart undone: the previous run is back in %s", workdir)
 
 
 def write_config(workdir: str, config: TrainConfig) -> None:
