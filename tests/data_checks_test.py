@@ -7,7 +7,7 @@ from absl import logging
 from absl.testing import parameterized
 from csv_files import CsvTestCase
 
-from tf_backprop import data
+from tf_backprop import data, training
 from tf_backprop.data import checks
 
 _ALL_TRAIN = {"val_split": 0.0, "test_split": 0.0}
@@ -101,6 +101,27 @@ class DataWarningsTest(CsvTestCase, parameterized.TestCase):
         path = self.write_csv("x1,x2,y\n" + "".join(f"{i},{i % 7},{'ab'[i % 2]}\n" for i in range(40)))
         self.assertEqual(self.warnings_of(lambda: self.load_streamed(path)), [])
 
+    def test_unstandardized_features_beyond_float32_are_refused_for_a_float32_model(self):
+        rows = "x1,x2,y\n" + "".join(f"{i},{i % 5}e37,{i % 3}.5\n" for i in range(40)) + "4,-4e38,1\n"
+        path = self.write_csv(rows)
+        in_memory = lambda: data.load(f"csv:{path}", target="y", standardize=False, **_ALL_TRAIN)  # noqa: E731
+        (warning,) = self.warnings_of(in_memory)
+        self.assertIn(
+            '"x2" hold values beyond float32\'s range (±3.4e38): the model takes them as they are', warning
+        )
+        for datasets in (in_memory(), self.load_streamed(path, standardize=False)):
+            with self.assertRaisesRegex(
+                data.DataError,
+                r'data\.csv: feature\(s\) "x2" hold values beyond float32\'s range \(±3\.4e38\), and '
+                r"without standardization a float32 model cannot take them; .* \(--dtype=float64\)$",
+            ):
+                checks.check_features_fit(datasets, "float32", standardize=False)
+            checks.check_features_fit(datasets, "float64", standardize=False)  # fits
+            checks.check_features_fit(datasets, "float32", standardize=True)  # standardized in float64
+        cfg = training.TrainConfig(data=f"csv:{path}", target="y", standardize=False, **_ALL_TRAIN)
+        with self.assertRaisesRegex(data.DataError, "a float32 model cannot take them"):
+            training.build(cfg)  # before any model is made
+
     def warnings_of(self, load) -> list[str]:
         """The absl warnings logged while `load()` runs."""
         with self.assertLogs("absl", level="WARNING") as logs:
@@ -108,7 +129,7 @@ class DataWarningsTest(CsvTestCase, parameterized.TestCase):
             load()
         return [record.getMessage() for record in logs.records[1:]]
 
-    def load_streamed(self, path: str, task: str = "auto") -> data.Datasets:
+    def load_streamed(self, path: str, task: str = "auto", standardize: bool = True) -> data.Datasets:
         directory = self.create_tempdir().full_path
         data.scan_shards(f"csv:{path}", target="y", seed=0, directory=directory, **_ALL_TRAIN)
         return data.load_streamed(
@@ -116,7 +137,7 @@ class DataWarningsTest(CsvTestCase, parameterized.TestCase):
             target="y",
             task=task,
             loss=None,
-            standardize=True,
+            standardize=standardize,
             directory=directory,
             **_ALL_TRAIN,
         )

@@ -22,6 +22,7 @@ from absl import logging
 from tf_backprop import text
 from tf_backprop.data import moments
 from tf_backprop.data.containers import RawSource
+from tf_backprop.data.errors import DataError
 from tf_backprop.data.tasks import CLASSIFICATION
 
 _CONSTANT_RTOL = 1e-12
@@ -43,6 +44,7 @@ class SourceSummary:
     target: moments.Moments | None = None  # a regression target's, of the training rows
     class_names: list[str] | None = None
     class_counts: np.ndarray | None = None  # [K] training rows of each class (a classifier)
+    standardized: bool = True  # whether the features are standardized for training
 
 
 def constant_columns(values: np.ndarray) -> np.ndarray:
@@ -55,14 +57,32 @@ def constant_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return std <= _CONSTANT_RTOL * np.maximum(1.0, np.abs(mean))
 
 
-def warn_about(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
+def warn_about(raw: RawSource, train_rows: np.ndarray, where: str, standardize: bool = True) -> list[str]:
     """Logs one warning line per finding about `raw` and its training rows; returns them."""
-    messages = _feature_warnings(raw, train_rows, where)
+    messages = _feature_warnings(raw, train_rows, where, standardize)
     if raw.task in CLASSIFICATION:
         messages += _class_warnings(raw, train_rows, where)
     else:
         messages += _target_warnings(raw, train_rows, where)
     return _logged(messages)
+
+
+def check_features_fit(datasets, dtype: str, standardize: bool) -> None:
+    """DataError when unstandardized features hold values a model of `dtype` cannot represent
+    (they would train as infinities; standardized in float64, any finite value fits)."""
+    limit = float(np.finfo(dtype).max)
+    if standardize or datasets.feature_abs_max is None or limit >= np.finfo(np.float64).max:
+        return
+    beyond = np.flatnonzero(np.asarray(datasets.feature_abs_max) > limit)
+    if beyond.size:
+        names = _listed([datasets.preprocessing.feature_names[j] for j in beyond])
+        where = datasets.source.removeprefix("csv:")
+        shown = f"{limit:.1e}".replace("e+", "e")  # 3.4e38, as the warning writes it
+        raise DataError(
+            f"{where}: feature(s) {names} hold values beyond {dtype}'s range (±{shown}), and "
+            f"without standardization a {dtype} model cannot take them; standardize (drop "
+            f"--nostandardize), rescale the column(s), or train in float64 (--dtype=float64)"
+        )
 
 
 def _listed(names: list[str]) -> str:
@@ -76,7 +96,7 @@ def warn_about_summary(summary: SourceSummary, where: str) -> list[str]:
     messages = _constant_features(
         summary.feature_names, constant_std(summary.features.mean, summary.features.std), where
     )
-    messages += _beyond_float32(summary.feature_names, summary.abs_max, where)
+    messages += _beyond_float32(summary.feature_names, summary.abs_max, where, summary.standardized)
     if summary.class_counts is not None:
         messages += _class_messages(
             summary.class_names, summary.class_counts, summary.rows, summary.target_name, where
@@ -112,22 +132,27 @@ def _constant_target(name: str, values: np.ndarray, where: str) -> list[str]:
     ]
 
 
-def _feature_warnings(raw: RawSource, train_rows: np.ndarray, where: str) -> list[str]:
+def _feature_warnings(raw: RawSource, train_rows: np.ndarray, where: str, standardize: bool) -> list[str]:
     messages = _constant_features(raw.feature_names, constant_columns(raw.x[train_rows]), where)
-    abs_max = np.abs(raw.x).max(axis=0, initial=0.0)  # any split's rows
-    return messages + _beyond_float32(raw.feature_names, abs_max, where)
+    return messages + _beyond_float32(raw.feature_names, abs_max_of(raw.x), where, standardize)
 
 
-def _beyond_float32(names, abs_max: np.ndarray, where: str) -> list[str]:
+def abs_max_of(x: np.ndarray) -> np.ndarray:
+    """[k]: each column's largest |value| of x [m, k] (0 for no rows)."""
+    return np.abs(x).max(axis=0, initial=0.0)
+
+
+def _beyond_float32(names, abs_max: np.ndarray, where: str, standardized: bool) -> list[str]:
     """The warning for the columns whose largest |value| (`abs_max` [k]) float32 cannot hold."""
     beyond = np.flatnonzero(np.asarray(abs_max) > _FLOAT32_MAX)
     if not beyond.size:
         return []
     listed = _listed([names[j] for j in beyond])
+    how = "trains on them standardized" if standardized else "takes them as they are (not standardized)"
     return [
-        f"{where}: feature(s) {listed} hold values beyond float32's range (±3.4e38): the model trains "
-        "on them standardized, but its export takes float32 features and cannot score these rows; "
-        "rescale the column(s) to serve the model"
+        f"{where}: feature(s) {listed} hold values beyond float32's range (±3.4e38): the model {how}, "
+        "but its export takes float32 features and cannot score these rows; rescale the column(s) "
+        "to serve the model"
     ]
 
 

@@ -149,6 +149,7 @@ class Datasets:
     test: Split | StreamedSplit | None  # None when test_split == 0
     preprocessing: Preprocessing
     source: str  # e.g. "regression" or "csv:/abs/path.csv"
+    feature_abs_max: np.ndarray | None = None  # [n] max |x| of every split's rows as read (None: unknown)
 
     @property
     def task(self) -> str:

@@ -29,7 +29,7 @@ def make_datasets(
     order = np.random.default_rng(seed).permutation(m)
     test_rows, val_rows, train_rows = np.split(order, [n_test, n_test + n_val])
     prep = _fit_preprocessing(raw, train_rows, standardize, where)
-    checks.warn_about(raw, train_rows, where)
+    checks.warn_about(raw, train_rows, where, standardize)
     logging.info(
         "Loaded %s: %d rows, %d features, task %s; train/validation/test = %d/%d/%d rows",
         source, m, raw.x.shape[1], raw.task, n_train, n_val, n_test,
@@ -40,6 +40,7 @@ def make_datasets(
         test=_make_split(raw, test_rows, prep) if n_test else None,
         preprocessing=prep,
         source=source,
+        feature_abs_max=checks.abs_max_of(raw.x),
     )
 
 

@@ -117,9 +117,9 @@ def load_streamed(
         path, moments_x, moments_y, resolved, summary, features, target, standardize
     )  # an overflow error comes before the warnings, as in memory
     class_ids = _class_ids(scans, summary) if resolved in CLASSIFICATION else None
-    checks.warn_about_summary(
-        _source_summary(scans, features, moments_x, moments_y, target, summary, class_ids), path
-    )
+    source_summary = _source_summary(scans, features, moments_x, moments_y, target, summary, class_ids)
+    source_summary.standardized = standardize
+    checks.warn_about_summary(source_summary, path)
 
     def split(name: str) -> StreamedSplit | None:
         if not counts[name]:
@@ -142,7 +142,12 @@ def load_streamed(
         [s.data_bytes for s in scans], [s.sha256 for s in scans], total
     )
     return Datasets(
-        split("train"), validation, split("test"), preprocessing, CSV_PREFIX + os.path.abspath(path)
+        split("train"),
+        validation,
+        split("test"),
+        preprocessing,
+        CSV_PREFIX + os.path.abspath(path),
+        feature_abs_max=source_summary.abs_max,
     )
 
 

@@ -30,6 +30,7 @@ from absl import logging
 from tf_backprop import backprop, files
 from tf_backprop import data as data_lib
 from tf_backprop import losses as losses_lib
+from tf_backprop.data import checks as data_checks
 from tf_backprop.data import pipeline
 from tf_backprop.model import MLP
 from tf_backprop.serving import export as export_lib
@@ -125,6 +126,7 @@ def build(
     device = distributed.select_device(config.device) if strategy is None else None
     if datasets is None:
         datasets = load_datasets(config, strategy, stream_dir)
+    data_checks.check_features_fit(datasets, config.dtype, config.standardize)
     streamed = isinstance(datasets.train, data_lib.StreamedSplit)
     loss = resolve_loss(config, datasets)
     spec = config.model_spec(datasets.n_features, datasets.n_outputs)
