@@ -176,6 +176,25 @@ class ScanValuesTest(StreamTestCase, parameterized.TestCase):
     def test_a_hexadecimal_looking_label_is_read_by_the_exact_reader(self):
         self.assert_same_as_in_memory_with_labels("x,y\n1,0x1F\n2,b\n3,0x1F\n", "exact")
 
+    def test_integer_labels_are_named_exactly_at_any_size(self):
+        # float64 holds 12345678901234567890 and ...891 as one number: they stay two classes,
+        # named as written; 1, 01, 1.0 and 1e0 are one class "1"; classes sort numerically.
+        cells = ["12345678901234567890", "12345678901234567891", "3", "1", "01", "1.0", "1e0", "10"]
+        text = "x,y\n" + "".join(f"{i},{cell}\n" for i, cell in enumerate(cells * 2))
+        folder = self.write_shards({"data.csv": text})
+        path = os.path.join(folder, "data.csv")
+        names = ["1", "3", "10", "12345678901234567890", "12345678901234567891"]
+        ids = [3, 4, 1, 0, 0, 0, 0, 2] * 2
+        loaded = data.load("csv:" + path, target="y", task="multiclass", **_ALL_TRAIN)
+        got = self.streamed(path, task="multiclass", **_ALL_TRAIN)
+        for datasets in (loaded, got):
+            self.assertEqual(datasets.preprocessing.class_names, names)
+        order = np.argsort(loaded.train.x[:, 0], kind="stable")  # rows back in file order
+        np.testing.assert_array_equal(loaded.train.y[order], ids)
+        streamed_split = pipeline.read_split(got.train, got.preprocessing)
+        order = np.argsort(streamed_split.x[:, 0], kind="stable")
+        np.testing.assert_array_equal(streamed_split.y[order], ids)
+
     @parameterized.named_parameters(("fast", "b", "fast"), ("exact", '"a\nb"', "exact"))
     def test_label_counts_and_maxima_add_up_over_batches(self, odd_label: str, reader: str):
         # Many small batches (by either reader): the counts and maxima are the whole file's.

@@ -6,6 +6,7 @@ encoded for the task that the target column, the task flag and the loss resolve 
 
 from __future__ import annotations
 
+import decimal
 import math
 
 import numpy as np
@@ -25,10 +26,10 @@ def load_csv(path: str, target: str | None, task: str, loss: str | None) -> RawS
     j = target_column(table, target)
     features = [c for c in range(len(table.header)) if c != j]
     x = parse_features(table, features)
-    summary, parsed = _summarize_target(table, j)
+    summary, parsed, cells = _summarize_target(table, j)
     resolved = infer_task(task, loss, summary)
     classes = summary.class_names if resolved in CLASSIFICATION else None
-    y = _encode_targets(resolved, summary, parsed)
+    y = _encode_targets(resolved, summary, parsed, cells)
     names = [table.header[c] for c in features]
     identity = fingerprint.of_csv(table.size, table.sha256, len(table.rows))
     return RawSource(x, y, resolved, names, table.header[j], classes, identity)
@@ -91,20 +92,25 @@ def target_cells(table: Table, j: int) -> list[str]:
     return cells
 
 
-def _summarize_target(table: Table, j: int) -> tuple[TargetSummary, np.ndarray | list[str]]:
-    """Classifies the target column as real / integer / labels; returns it parsed accordingly."""
+def _summarize_target(table: Table, j: int) -> tuple[TargetSummary, np.ndarray | list[str], list[str]]:
+    """Classifies the target column as real / integer / labels; returns it parsed accordingly,
+    and its cells."""
     cells = target_cells(table, j)
     first_text = next((i for i, cell in enumerate(cells) if not is_number(cell)), None)
     if first_text is not None:
         names = sorted(set(cells))
-        return _summary(table, j, "labels", names, first_text, cells), cells
+        return _summary(table, j, "labels", names, first_text, cells), cells, cells
     values = np.array([_parse_number(table, i, j) for i in range(len(cells))])  # finite, checked per cell
     non_integer = np.flatnonzero(values != np.round(values))
     if non_integer.size:
-        return _summary(table, j, "real", None, int(non_integer[0]), cells), values
-    # Whole numbers sort numerically (2 before 10), so labels 0..K-1 keep their own ids.
-    names = [integer_name(v) for v in np.unique(values)]
-    return _summary(table, j, "integer", names, None, cells), values
+        return _summary(table, j, "real", None, int(non_integer[0]), cells), values, cells
+    return _summary(table, j, "integer", integer_names(cells), None, cells), values, cells
+
+
+def integer_names(cells) -> list[str]:
+    """The classes of whole-number label cells, in numeric order (2 before 10, so labels
+    0..K-1 keep their own ids)."""
+    return sorted({integer_name(cell) for cell in cells}, key=int)
 
 
 def _summary(
@@ -125,16 +131,23 @@ def is_number(cell: str) -> bool:
     return True
 
 
-def integer_name(value: float) -> str:
-    """3.0 -> '3': the class name of a whole-number label."""
-    return str(int(value))
+def integer_name(cell: str) -> str:
+    """'3', '3.0', '03', '3e0' -> '3': the class name of a whole-number label cell, exact at any
+    size (in float64, 12345678901234567890 and 12345678901234567891 are one number)."""
+    try:
+        value = decimal.Decimal(cell.strip())
+    except decimal.InvalidOperation:  # a form float() reads and Decimal does not
+        return str(int(float(cell)))
+    if value == value.to_integral_value():
+        return str(int(value))
+    return str(int(float(cell)))  # whole only once rounded to float64 (1.00000000000000000001)
 
 
-def _encode_targets(task: str, summary: TargetSummary, parsed: np.ndarray | list[str]) -> np.ndarray:
+def _encode_targets(task: str, summary: TargetSummary, parsed, cells: list[str]) -> np.ndarray:
     """Targets for the task: regression [m, 1] float64, classification [m] int64 ids into class_names."""
     if task == "regression":
         return np.asarray(parsed, dtype=np.float64)[:, None]
-    names = summary.class_names
-    labels = parsed if summary.kind == "labels" else [integer_name(v) for v in parsed]
-    index = {name: k for k, name in enumerate(names)}
-    return np.array([index[label] for label in labels], dtype=np.int64)
+    index = {name: k for k, name in enumerate(summary.class_names)}
+    if summary.kind != "labels":  # each distinct cell named once
+        index = {cell: index[integer_name(cell)] for cell in set(cells)}
+    return np.array([index[cell] for cell in cells], dtype=np.int64)

@@ -167,11 +167,7 @@ def _target_summary(path: str, scans: list[scan.ShardScan], j: int) -> TargetSum
         raise DataError(f"{bad[0]}: expected a finite number, got {bad[1]}")
     if (example := first("first_non_integer")) is not None:
         return TargetSummary("real", None, column, *example)
-    names = (
-        None
-        if labels is None
-        else [csv_source.integer_name(v) for v in np.unique([float(v) for v in labels])]
-    )
+    names = None if labels is None else csv_source.integer_names(labels)
     return TargetSummary("integer", names, column)
 
 
@@ -267,4 +263,4 @@ def _class_ids(scans, summary: TargetSummary) -> list[list[int]]:
     index = {name: k for k, name in enumerate(summary.class_names)}
     if summary.kind == "labels":
         return [[index[label] for label in s.labels] for s in scans]
-    return [[index[csv_source.integer_name(float(label))] for label in s.labels] for s in scans]
+    return [[index[csv_source.integer_name(label)] for label in s.labels] for s in scans]
