@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging as std_logging
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -59,12 +60,30 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
-        fail(str(error), EXIT_USAGE)
+        fail(flag_error_line(str(error)), EXIT_USAGE)
     except SystemExit:
         if any(arg.split("=", 1)[0] in _HELP_FLAGS for arg in argv[1:]):
             sys.stdout.flush()
             sys.exit(0)
         raise
+
+
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def flag_error_line(message: str) -> str:
+    """absl's message for a bad flag value, in the user's terms: "flag --batch_size: expected an
+    integer, got 'abc'" for Python's "invalid literal for int() with base 10: 'abc'", and "flag
+    --input is required" for "Flag --input must have a value other than None."."""
+    match = re.fullmatch(r"flag --([\w.]+)=(.*?): (.*)", message, re.S)
+    if match is None or match[1] not in flags.FLAGS:
+        return message
+    name, value, reason = match.groups()
+    if reason == f"Flag --{name} must have a value other than None.":
+        return f"flag --{name} is required"
+    expected = _EXPECTED.get(flags.FLAGS[name].flag_type())
+    parse_failure = reason.startswith(("invalid literal", "could not convert", "('Non-boolean"))
+    return f"flag --{name}: expected {expected}, got {value!r}" if expected and parse_failure else message
 
 
 def run(

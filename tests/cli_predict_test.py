@@ -334,3 +334,11 @@ class PredictCliTest(tf.test.TestCase):
             "tf-backprop-predict: error: .: is a folder; give the path of the CSV file to write",
         )
         self.assertEqual(os.listdir(cwd), ["in.csv"])
+
+    def test_a_missing_required_flag_is_named(self):
+        import subprocess
+
+        args = [PREDICT, f"--model={self.model}"]
+        result = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(result.stderr.strip(), "tf-backprop-predict: error: flag --input is required")

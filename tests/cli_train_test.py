@@ -274,6 +274,16 @@ class BadFlagTest(CliTestCase):
         self.assert_names(line, *names)
         self.assertEmpty(os.listdir(self.cwd))  # rejected before any run folder is made
 
+    def test_an_unparsable_flag_value_says_what_was_expected(self):
+        # absl's own words would be Python's: "invalid literal for int() with base 10: 'abc'".
+        for flag, line in (
+            ("--batch_size=abc", "flag --batch_size: expected an integer, got 'abc'"),
+            ("--learning_rate=fast", "flag --learning_rate: expected a number, got 'fast'"),
+            ("--stream=maybe", "flag --stream: expected true or false, got 'maybe'"),
+        ):
+            with self.subTest(flag=flag):
+                self.assertEqual(self.run_failing(flag, code=2), f"tf-backprop-train: error: {line}")
+
     def test_layers_that_do_not_fit_the_data_exit_2_writing_nothing(self):
         """Found once the data is loaded, but before config.json, which would block a fixed rerun."""
         line = self.run_failing("--layers=3,3,1", *_TINY, "--workdir=run", code=2, log_lines=True)
