@@ -301,7 +301,9 @@ class ScanErrorTest(StreamTestCase, parameterized.TestCase):
         folder = self.write_shards({"a.csv": _HEADER + "1,2,3\n4,5,6\n"})
         message = self.streamed_error(os.path.join(folder, "a.csv"), val_split=0.0, test_split=0.01)
         self.assertRegex(
-            message, r"a\.csv: too few rows \(2\) for test_split=0\.01: that split would be empty$"
+            message,
+            r"a\.csv: the test split drew none of the 2 rows \(test_split=0\.01 is each row's chance, "
+            r"by a hash of --seed, shard and line\); raise --test_split or try another --seed$",
         )
 
     def test_a_validation_split_too_large_for_memory_is_refused(self):

@@ -173,10 +173,15 @@ def scan_shard(path: str, index: int, key: ScanKey, directory: str) -> ShardScan
     scan = accumulator.finish(stat, reader, digest)
     files.write_json(scan_file(directory, index), scan.to_dict())
     seconds = time.perf_counter() - started
+    rate = f" ({stat.st_size / 1e6 / seconds:.0f} MB/s)" if seconds >= 1 else ""  # a rate of a long scan
     logging.info(
-        "%s: scanned %d rows by the %s reader in %.1f s (%.0f MB/s)",
-        path, sum(scan.rows.values()), reader, seconds, stat.st_size / 1e6 / max(seconds, 1e-9),
-    )  # fmt: skip
+        "%s: scanned %d rows by the %s reader in %.1f s%s",
+        path,
+        sum(scan.rows.values()),
+        reader,
+        seconds,
+        rate,
+    )
     return scan
 
 

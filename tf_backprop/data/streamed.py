@@ -189,7 +189,9 @@ def _check_counts(path: str, counts: dict[str, int], val_split: float, test_spli
     for name, fraction, split in (("test_split", test_split, "test"), ("val_split", val_split, "validation")):
         if fraction > 0 and counts[split] == 0:
             raise DataError(
-                f"{path}: too few rows ({total}) for {name}={fraction:g}: that split would be empty"
+                f"{path}: the {split} split drew none of the {total} rows ({name}={fraction:g} is "
+                f"each row's chance, by a hash of --seed, shard and line); raise --{name} or try "
+                f"another --seed"
             )
     if counts["train"] == 0:
         raise DataError(f"{path}: too few rows ({total}) for a non-empty train split after val/test")
