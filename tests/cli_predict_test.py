@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -167,6 +168,9 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
     def test_not_an_export(self):
         with self.assertRaisesRegex(export.ExportError, "not a SavedModel folder"):
             served_lib.load_export(self.dir)
+        missing = os.path.join(self.dir, "missing")
+        with self.assertRaisesRegex(export.ExportError, f"^{re.escape(missing)}: no such folder"):
+            served_lib.load_export(missing)
 
     def counting_predictions(self, task: str) -> list[int]:
         """Rows the served model of `task` is asked to predict during this test."""

@@ -42,12 +42,12 @@ class RecordsTest(CsvTestCase):
             read_all(_LATE_BAD_BYTE)
         self.assertEqual(
             str(caught.exception),
-            f"data.csv:72: not UTF-8 text (invalid continuation byte at byte {_BAD_OFFSET})",
+            f"data.csv:72: not UTF-8 text (invalid continuation byte at byte {_BAD_OFFSET} of the file)",
         )
 
     def test_offset_after_a_byte_order_mark_counts_the_mark(self):
         with self.assertRaisesRegex(
-            data.DataError, r"^data\.csv:2: not UTF-8 text \(invalid start byte at byte 9\)$"
+            data.DataError, r"^data\.csv:2: not UTF-8 text \(invalid start byte at byte 9 of the file\)$"
         ):
             read_all(b"\xef\xbb\xbfa,b\n1,\xff\n")
 
@@ -62,7 +62,7 @@ class RecordsTest(CsvTestCase):
             data.load("csv:" + path, target="y")
         self.assertEqual(
             str(caught.exception),
-            f"{path}:72: not UTF-8 text (invalid continuation byte at byte {_BAD_OFFSET})",
+            f"{path}:72: not UTF-8 text (invalid continuation byte at byte {_BAD_OFFSET} of the file)",
         )
 
     def test_reads_only_as_records_are_pulled(self):

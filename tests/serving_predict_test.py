@@ -49,7 +49,7 @@ class PredictCsvReaderTest(tf.test.TestCase):
             predict.predict_csv(self.served, source, output, batch_size=8)
         self.assertEqual(
             str(caught.exception),
-            f"{source}:72: not UTF-8 text (invalid continuation byte at byte {_BAD_OFFSET})",
+            f"{source}:72: not UTF-8 text (invalid continuation byte at byte {_BAD_OFFSET} of the file)",
         )
         self.assertEqual(os.listdir(folder), ["in.csv"])  # no output, no temporary
 

@@ -322,6 +322,12 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn("resume with changed epochs: 3 -> 9", _messages(logs))
         self.assertIn("resume with changed learning_rate: 0.01 -> 0.5", _messages(logs))
 
+    def test_the_same_folder_given_relative_is_no_change(self):
+        cfg = _config(os.path.relpath(self.workdir), epochs=9)
+        with self.assertLogs("absl", level="INFO") as logs:
+            checkpoint.check_resumable(self.workdir, cfg)
+        self.assertNotIn("changed workdir", _messages(logs))
+
 
 class MoveAsideTest(tf.test.TestCase):
     def test_empty_workdir(self):

@@ -215,7 +215,9 @@ def _decode(path: str, line: bytes, number: int, offset: int) -> str:
         return line.decode("utf-8")
     except UnicodeDecodeError as error:
         at = offset + error.start
-        raise DataError(f"{path}:{number}: not UTF-8 text ({error.reason} at byte {at})") from None
+        raise DataError(
+            f"{path}:{number}: not UTF-8 text ({error.reason} at byte {at} of the file)"
+        ) from None
 
 
 def _split_lone_cr(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -25,6 +25,8 @@ class ServedModel:
     """An export loaded with tf.saved_model.load: its metadata and a batch predict function."""
 
     def __init__(self, path: str):
+        if not os.path.exists(path):
+            raise ExportError(f"{path}: no such folder (give the export folder, e.g. <workdir>/export)")
         if not is_saved_model(path):
             raise ExportError(f"{path}: not a SavedModel folder (no saved_model.pb)")
         self.path = path

@@ -273,7 +273,7 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
         )
     # A field added to TrainConfig after that run was saved (e.g. strategy) had its default then.
     saved = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **saved}
-    new = config.to_dict()
+    new = {**config.to_dict(), "workdir": workdir}  # the folder as resolved, not as given
     differing = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
     harmful = [k for k in differing if k not in RESUMABLE_FIELDS]
     if harmful:
