@@ -9,7 +9,9 @@ Each is one absl warning line naming the source, never an error:
 * a feature value beyond float32's range (the export's float32 signature cannot take it).
 
 "Constant" is one test for the warnings and the standardization alike: a std at or below
-1e-12 of the column's scale is rounding noise, not spread.
+1e-12 of the column's scale is rounding noise, not spread.  One check is an error instead
+(`check_features_fit`, made once the model's dtype is known): unstandardized features beyond
+the model dtype's range, which would train as infinities.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from absl import logging
 
 from tf_backprop import text
 from tf_backprop.data import moments
-from tf_backprop.data.containers import RawSource
+from tf_backprop.data.containers import Datasets, RawSource
 from tf_backprop.data.errors import DataError
 from tf_backprop.data.tasks import CLASSIFICATION
 
@@ -67,7 +69,7 @@ def warn_about(raw: RawSource, train_rows: np.ndarray, where: str, standardize: 
     return _logged(messages)
 
 
-def check_features_fit(datasets, dtype: str, standardize: bool) -> None:
+def check_features_fit(datasets: Datasets, dtype: str, standardize: bool) -> None:
     """DataError when unstandardized features hold values a model of `dtype` cannot represent
     (they would train as infinities; standardized in float64, any finite value fits)."""
     limit = float(np.finfo(dtype).max)

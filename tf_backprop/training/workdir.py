@@ -127,10 +127,13 @@ def put_back(workdir: str, before: Before) -> None:
         return
     names = os.listdir(workdir)
     asides = [n for n in names if _PREVIOUS.fullmatch(n) and n not in before.names]
-    for name in names:
+    for name in names:  # what this run added, and with an aside the run files it replaces
         if name not in asides and (name not in before.names or (asides and name in RUN_FILES)):
             path = os.path.join(workdir, name)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
     for aside in asides:
         for name in os.listdir(os.path.join(workdir, aside)):
             os.replace(os.path.join(workdir, aside, name), os.path.join(workdir, name))
