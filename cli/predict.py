@@ -40,6 +40,10 @@ flags.DEFINE_integer(
     "batch_size", predict.PREDICT_BATCH_SIZE, "Rows read and predicted at a time.", lower_bound=1
 )
 flags.mark_flags_as_required(["model", "input"])
+flags.register_validator("model", lambda value: value != "", "expected the export's folder, got nothing")
+flags.register_validator(
+    "input", lambda value: value != "", "expected a CSV path, a glob pattern, or - for stdin, got nothing"
+)
 
 
 def warn(message: str) -> None:

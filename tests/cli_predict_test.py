@@ -346,3 +346,10 @@ class PredictCliTest(tf.test.TestCase):
         result = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT)
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertEqual(result.stderr.strip(), "tf-backprop-predict: error: flag --input is required")
+        result = subprocess.run([*args, "--input="], capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(
+            result.stderr.strip(),
+            "tf-backprop-predict: error: flag --input=: expected a CSV path, a glob pattern, or - for "
+            "stdin, got nothing",
+        )
