@@ -201,6 +201,21 @@ class OutputsTest(tf.test.TestCase, parameterized.TestCase):
                 training.train(cfg, progress=False)
 
 
+class PutBackTest(tf.test.TestCase):
+    def test_a_new_parent_another_run_uses_meanwhile_is_kept(self):
+        root = self.create_tempdir().full_path
+        mine = os.path.join(root, "new", "deeper", "mine")
+        before = workdir_lib.before_opening(mine)
+        os.makedirs(mine)
+        os.makedirs(os.path.join(root, "new", "theirs"))  # another run, started meanwhile
+        workdir_lib.put_back(mine, before)
+        self.assertEqual(os.listdir(os.path.join(root, "new")), ["theirs"])  # "deeper" was empty: gone
+        before = workdir_lib.before_opening(os.path.join(root, "other", "run"))
+        os.makedirs(os.path.join(root, "other", "run"))
+        workdir_lib.put_back(os.path.join(root, "other", "run"), before)
+        self.assertFalse(os.path.exists(os.path.join(root, "other")))
+
+
 class LockTest(tf.test.TestCase):
     def test_a_locked_folder_is_refused_naming_the_holder(self):
         folder = self.create_tempdir().full_path

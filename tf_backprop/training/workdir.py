@@ -98,7 +98,8 @@ class Before:
     data turns out bad after the folder was opened (a streamed source's statistics pass).
 
     made: the folder did not exist; remove: then the topmost folder the run creates (the run
-    folder or a missing parent of it; None: the run folder itself); names: its entries."""
+    folder or a missing parent of it), whose part above the run folder goes only while empty;
+    names: its entries."""
 
     made: bool
     remove: str | None
@@ -123,7 +124,8 @@ def put_back(workdir: str, before: Before) -> None:
     parents it made), a folder that was empty is emptied, a previous run that `restart` moved
     aside comes back.  A resumed run's folder keeps its files (its stream/ caches stay valid)."""
     if before.made:
-        shutil.rmtree(before.remove or workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        _remove_empty_parents(workdir, before.remove)
         return
     names = os.listdir(workdir)
     asides = [n for n in names if _PREVIOUS.fullmatch(n) and n not in before.names]
@@ -139,6 +141,18 @@ def put_back(workdir: str, before: Before) -> None:
             os.replace(os.path.join(workdir, aside, name), os.path.join(workdir, name))
         os.rmdir(os.path.join(workdir, aside))
         logging.info("restart undone: the previous run is back in %s", workdir)
+
+
+def _remove_empty_parents(workdir: str, top: str | None) -> None:
+    """Removes the parents of `workdir` up to `top` that the run made, while they are empty (a
+    run started meanwhile in the same new parent keeps it)."""
+    parent = os.path.dirname(workdir)
+    while top is not None and (parent == top or parent.startswith(top + os.sep)):
+        try:
+            os.rmdir(parent)
+        except OSError:
+            return
+        parent = os.path.dirname(parent)
 
 
 def write_config(workdir: str, config: TrainConfig) -> None:
