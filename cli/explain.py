@@ -14,6 +14,8 @@ tf.GradientTape, 1 one did not, 2 bad flags or input (one line on stderr).
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
 from tf_backprop import explaining, files, losses
@@ -71,6 +73,9 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_enum("format", "text", tuple(RENDERERS), "text (aligned tables), md, json, or svg (a picture).")
 flags.DEFINE_string("output", None, "Write to this file (atomically) instead of stdout.")
+flags.DEFINE_bool(
+    "overwrite", False, "Replace an existing --output file (only once the new one is complete)."
+)
 
 
 def _check_exclusive() -> None:
@@ -119,8 +124,20 @@ def _explain_net() -> tuple[explaining.Trace, str]:
     return trace, f"{spec.initializer} weights, seed {spec.seed}"
 
 
+def check_output() -> None:
+    """UsageError unless --output may be written: not a folder, and new unless --overwrite."""
+    if FLAGS.output is None:
+        return
+    path = os.path.expanduser(FLAGS.output)
+    if os.path.isdir(path):
+        raise common.UsageError(f"--output: {FLAGS.output} is a folder; give the path of the file to write")
+    if os.path.lexists(path) and not FLAGS.overwrite:
+        raise common.UsageError(f"--output: {FLAGS.output} already exists; pass --overwrite to replace it")
+
+
 def main(argv) -> int:
     del argv
+    check_output()  # before the work, and never a file of the user's replaced unasked
     trace, title = explain_from_flags()
     output = RENDERERS[FLAGS.format](trace, title)
     if FLAGS.output is None:

@@ -50,6 +50,23 @@ class ExplainCliTest(tf.test.TestCase):
             self.assertEqual(drawn, handle.read())
         self.assertEqual([n for n in os.listdir(self.cwd) if n.startswith(".")], [])  # no temporary left
 
+    def test_an_existing_output_is_replaced_only_with_overwrite(self):
+        path = os.path.join(self.cwd, "mine.svg")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("my own picture")
+        result = _run("--format=svg", "--output=mine.svg", cwd=self.cwd)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(
+            result.stderr.strip(),
+            "tf-backprop-explain: error: --output: mine.svg already exists; pass --overwrite to replace it",
+        )
+        with open(path, encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "my own picture")
+        result = _run("--format=svg", "--output=mine.svg", "--overwrite", cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(path, encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), svg.render(default_trace(), DEFAULT_TITLE))
+
     def test_json_and_markdown_of_a_given_sample(self):
         result = _run("--x=0.5,-1.2", "--y=0.3", "--seed=0", "--format=json", cwd=self.cwd)
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -65,6 +82,8 @@ class ExplainCliTest(tf.test.TestCase):
         self.assertNotIn("errata", result.stdout)
 
     def test_bad_flags_exit_2_with_one_line(self):
+        with open(os.path.join(self.cwd, "mine.txt"), "w", encoding="utf-8") as handle:
+            handle.write("not a run folder")
         cases = {
             ("--x=1,abc",): "--x: expected comma-separated finite numbers like 0.5,-1.2, got '1,abc'",
             ("--x=1,2,3",): "--x: expected 2 numbers (the net's inputs), got 3",
@@ -76,6 +95,8 @@ class ExplainCliTest(tf.test.TestCase):
             ("--workdir=missing",): "config.json: not found",
             ("--workdir=missing", "--layers=2,3,1"): "--layers: only without --workdir",
             ("--format=svg", "--output=no/such/dir/net.svg"): "--output: cannot write no/such/dir/net.svg",
+            ("--output=.",): "--output: . is a folder; give the path of the file to write",
+            ("--workdir=mine.txt",): "mine.txt: is a file, not a run folder",
         }
         for flags, expected in cases.items():
             with self.subTest(flags=flags):

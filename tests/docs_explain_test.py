@@ -2,7 +2,7 @@
 
 The text block after `OUTPUT_MARKER` is `tf-backprop-explain`'s default output, and
 docs/article_net.svg its `--format=svg` picture (regenerate it with
-`tf-backprop-explain --format=svg --output=docs/article_net.svg`); both are compared with what
+`tf-backprop-explain --format=svg --output=docs/article_net.svg --overwrite`); both are compared with what
 the library renders now.  tests/cli_explain_test.py checks the CLI prints the same.
 """
 

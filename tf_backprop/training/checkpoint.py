@@ -351,6 +351,8 @@ def load_model(
 
     Raises CheckpointError when a file is missing or the checkpoint cannot be read.
     """
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise CheckpointError(f"{workdir}: is a file, not a run folder")
     config = _read_json(workdir, CONFIG_FILE, lambda saved: TrainConfig.from_dict(config_fields(saved)))
     preprocessing = _read_json(workdir, DATA_FILE, data_lib.Preprocessing.from_dict)
     model = config.model_spec(len(preprocessing.feature_names), preprocessing.n_outputs).build()
