@@ -139,6 +139,13 @@ class TargetsTest(tf.test.TestCase, parameterized.TestCase):
             column = backprop.manual_gradients(model, x, y[:, None], loss)
             self.assertAllEqual(vector[0], column[0])
 
+    def test_a_softmax_over_one_output_is_refused(self):
+        # Constant: the loss is 0 and every gradient 0, so a gradient check would pass on nothing.
+        model, x = self.model_and_x(outputs=1)
+        regex = r"^loss: 'categorical_crossentropy' is a softmax over the output units, constant with one"
+        self.assert_both_raise(regex, model, x, np.zeros(M, np.int64), "categorical_crossentropy")
+        backprop.manual_gradients(model, x, np.zeros((M, 1)), "binary_crossentropy")  # one sigmoid: fine
+
     def test_label_column_is_read_as_labels(self):
         model, x = self.model_and_x()
         labels = np.array([0, 2, 1, 1, 0])

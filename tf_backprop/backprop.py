@@ -45,6 +45,12 @@ def check_loss_fits(model: MLP, loss: str | losses_lib.Loss) -> losses_lib.Loss:
             f"output_activation: {loss.name!r} takes logits, so the output activation must be "
             f"'linear', got {model.output_activation.name!r}"
         )
+    if loss.task == "multiclass" and model.layer_sizes[-1] < 2:
+        # A softmax over one unit is 1 whatever the logit: the loss is 0, every gradient 0.
+        raise ValueError(
+            f"loss: {loss.name!r} is a softmax over the output units, constant with one "
+            f"(every gradient 0); give at least 2 outputs, or binary_crossentropy for one"
+        )
     return loss
 
 
