@@ -34,24 +34,15 @@ flags.DEFINE_float("exploding_threshold", _DEFAULTS.exploding_threshold, "Explod
 flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
 
 
-def verdicts(report: dict, vanishing_ratio: float, exploding_threshold: float) -> list[str]:
-    """'ok', 'vanishing' or 'exploding' per layer."""
-    out = []
-    for norm, ratio in zip(report["gradient_norm"], report["ratio_to_output"]):
-        if not norm < exploding_threshold:
-            out.append("exploding")
-        elif ratio < vanishing_ratio:
-            out.append("vanishing")
-        else:
-            out.append("ok")
-    return out
-
-
 def main(argv):
     del argv
     layers = common.parse_int_list("layers", FLAGS.layers)
     config_lib.TrainConfig(
-        layers=layers, activation=FLAGS.activation, initializer=FLAGS.initializer
+        layers=layers,
+        activation=FLAGS.activation,
+        initializer=FLAGS.initializer,
+        vanishing_ratio=FLAGS.vanishing_ratio,
+        exploding_threshold=FLAGS.exploding_threshold,
     )  # validates
     report = monitor.gradient_norms_at_init(
         layers,
@@ -62,7 +53,7 @@ def main(argv):
         batch_size=FLAGS.batch_size,
         seed=FLAGS.seed,
     )
-    report["verdict"] = verdicts(report, FLAGS.vanishing_ratio, FLAGS.exploding_threshold)
+    report["verdict"] = monitor.health_verdicts(report, FLAGS.vanishing_ratio, FLAGS.exploding_threshold)
     if FLAGS.json:
         print(files.dumps(report))  # strict: a non-finite norm is null, named in "non_finite"
     else:

@@ -198,10 +198,23 @@ class InspectCliTest(tf.test.TestCase):
         self.assertEqual(report["verdict"][-1], "ok")
 
     def test_bad_flag_exit_2(self):
-        done = self._run("--activation=nope")
-        self.assertEqual(done.returncode, 2)
-        self.assertNotIn("Traceback", done.stderr)
-        self.assertIn("activation", done.stderr)
+        for flag, name in (
+            ("--activation=nope", "activation"),
+            ("--exploding_threshold=-1", "exploding_threshold: expected a number > 0"),
+            ("--vanishing_ratio=nan", "vanishing_ratio: expected a number > 0"),
+        ):
+            with self.subTest(flag=flag):
+                done = self._run(flag)
+                self.assertEqual(done.returncode, 2, done.stderr)
+                self.assertNotIn("Traceback", done.stderr)
+                self.assertIn(name, done.stderr)
+
+    def test_no_gradient_at_all_is_vanishing(self):
+        report = {"gradient_norm": [0.0, 0.0, 5.0, 2e3], "ratio_to_output": [float("nan"), 0.0, 2.5, 1.0]}
+        self.assertEqual(
+            monitor.health_verdicts(report, vanishing_ratio=1e-3, exploding_threshold=1e3),
+            ["vanishing", "vanishing", "ok", "exploding"],
+        )
 
 
 class ResumedEventsTest(tf.test.TestCase):

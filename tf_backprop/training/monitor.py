@@ -337,7 +337,7 @@ def gradient_norms_at_init(
     return {
         "layers": [layer.name for layer in model.dense_layers],
         "gradient_norm": norms.tolist(),
-        "ratio_to_output": (norms / norms[-1]).tolist(),
+        "ratio_to_output": _ratios(norms, norms[-1]).tolist(),
     }
 
 
@@ -358,3 +358,24 @@ def from_config(config, workdir: str, model: MLP, start_step: int = 0) -> Monito
         config.vanishing_ratio, config.vanishing_floor, config.exploding_threshold, config.health_patience
     )
     return Monitor(workdir, model, thresholds, config.histogram_every, start_step)
+
+
+def _ratios(norms: np.ndarray, output: float) -> np.ndarray:
+    """norms ÷ the output layer's; 0 ÷ 0 is NaN (no gradient at all), without NumPy's warning."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return norms / output
+
+
+def health_verdicts(report: dict, vanishing_ratio: float, exploding_threshold: float) -> list[str]:
+    """'ok', 'vanishing' or 'exploding' per layer of a `gradient_norms_at_init` report: exploding
+    at or above the threshold (or not finite), vanishing below the ratio to the output layer's
+    norm — or with no gradient at all (0 ÷ 0)."""
+    out = []
+    for norm, ratio in zip(report["gradient_norm"], report["ratio_to_output"]):
+        if not norm < exploding_threshold:
+            out.append("exploding")
+        elif not ratio >= vanishing_ratio:  # NaN: 0 ÷ 0
+            out.append("vanishing")
+        else:
+            out.append("ok")
+    return out
