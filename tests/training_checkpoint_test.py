@@ -322,10 +322,22 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn("resume with changed epochs: 3 -> 9", _messages(logs))
         self.assertIn("resume with changed learning_rate: 0.01 -> 0.5", _messages(logs))
 
-    def test_the_same_folder_given_relative_is_no_change(self):
-        cfg = _config(os.path.relpath(self.workdir), epochs=9)
+    def test_the_same_folder_given_relative_or_absolute_is_no_change(self):
+        # config.json holds --workdir as given (a streamed run: resolved); either may be relative.
+        for given in (os.path.relpath(self.workdir), self.workdir):
+            with self.subTest(given=given):
+                cfg = _config(given, epochs=9)
+                with self.assertLogs("absl", level="INFO") as logs:
+                    checkpoint.check_resumable(self.workdir, cfg)
+                self.assertNotIn("changed workdir", _messages(logs))
+        saved = os.path.join(self.workdir, checkpoint.CONFIG_FILE)
+        with open(saved, encoding="utf-8") as handle:
+            document = json.load(handle)
+        document["workdir"] = os.path.relpath(self.workdir)  # saved relative, given absolute
+        with open(saved, "w", encoding="utf-8") as handle:
+            json.dump(document, handle)
         with self.assertLogs("absl", level="INFO") as logs:
-            checkpoint.check_resumable(self.workdir, cfg)
+            checkpoint.check_resumable(self.workdir, _config(self.workdir, epochs=9))
         self.assertNotIn("changed workdir", _messages(logs))
 
 

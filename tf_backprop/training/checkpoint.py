@@ -273,8 +273,10 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
         )
     # A field added to TrainConfig after that run was saved (e.g. strategy) had its default then.
     saved = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **saved}
-    new = {**config.to_dict(), "workdir": workdir}  # the folder as resolved, not as given
+    new = config.to_dict()
     differing = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
+    if "workdir" in differing and _resolved(saved.get("workdir")) == _resolved(new.get("workdir")):
+        differing.remove("workdir")  # the same folder, given relative once and absolute once
     harmful = [k for k in differing if k not in RESUMABLE_FIELDS]
     if harmful:
         describe = config_lib.describe
@@ -338,6 +340,10 @@ def remove_temporaries(workdir: str) -> list[str]:
             "removed what an interrupted checkpoint save left in %s: %s", directory, ", ".join(names)
         )
     return names
+
+
+def _resolved(path: str | None) -> str | None:
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
 
 
 def load_model(
