@@ -144,7 +144,8 @@ def main(argv) -> int:
         print(output, end="")
     else:
         try:
-            with files.atomic_text(FLAGS.output) as handle:
+            # Without --overwrite, a file that appeared since check_output is not replaced either.
+            with files.atomic_text(FLAGS.output, overwrite=FLAGS.overwrite) as handle:
                 handle.write(output)
         except OSError as error:
             raise common.UsageError(f"--output: cannot write {FLAGS.output} ({error.strerror})") from None

@@ -117,8 +117,9 @@ def load_streamed(
         path, moments_x, moments_y, resolved, summary, features, target, standardize
     )  # an overflow error comes before the warnings, as in memory
     class_ids = _class_ids(scans, summary) if resolved in CLASSIFICATION else None
-    source_summary = _source_summary(scans, features, moments_x, moments_y, target, summary, class_ids)
-    source_summary.standardized = standardize
+    source_summary = _source_summary(
+        scans, features, moments_x, moments_y, target, summary, class_ids, standardize
+    )
     checks.warn_about_summary(source_summary, path)
 
     def split(name: str) -> StreamedSplit | None:
@@ -241,7 +242,7 @@ def _training_moments(scans, n_features: int) -> tuple[Moments, Moments]:
     return moments, target_moments
 
 
-def _source_summary(scans, features, moments_x, moments_y, target, summary, class_ids):
+def _source_summary(scans, features, moments_x, moments_y, target, summary, class_ids, standardized):
     """What the checks need of every shard's scan: merged moments, maxima and class counts."""
     result = checks.SourceSummary(
         feature_names=features,
@@ -249,6 +250,7 @@ def _source_summary(scans, features, moments_x, moments_y, target, summary, clas
         abs_max=np.max([s.abs_max for s in scans], axis=0),
         rows=sum(sum(s.rows.values()) for s in scans),
         target_name=target,
+        standardized=standardized,
     )
     if class_ids is None:
         result.target = moments_y
