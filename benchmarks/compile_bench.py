@@ -37,7 +37,8 @@ def child(overrides: dict) -> dict:
     start = time.perf_counter()
     datasets = training.load_datasets(training.TrainConfig(**overrides))
     loaded = time.perf_counter()
-    cfg = training.TrainConfig(**overrides, workdir=tempfile.mkdtemp(prefix="compile_bench-"))
+    folder = tempfile.TemporaryDirectory(prefix="compile_bench-")  # removed when collected
+    cfg = training.TrainConfig(**overrides, workdir=folder.name)
     trainer = training.build(cfg, datasets)
     loop = trainer.loop()
     built = time.perf_counter()

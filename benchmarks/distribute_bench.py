@@ -56,6 +56,7 @@ class _Setup:
     def __init__(self, layers, batch, datasets, grad_source, setup):
         from tf_backprop import training
 
+        self._folder = tempfile.TemporaryDirectory(prefix="distribute_bench-")  # goes with self
         batch = 2 * batch if setup == "none 2b" or setup.startswith("mirrored 2") else batch  # global
         cfg = training.TrainConfig(
             layers=tuple(layers),
@@ -65,7 +66,7 @@ class _Setup:
             grad_source=grad_source,
             monitor=False,
             steps_per_call=1000,
-            workdir=tempfile.mkdtemp(),
+            workdir=self._folder.name,
             val_split=0.0,
             test_split=0.0,
         )

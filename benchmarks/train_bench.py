@@ -106,7 +106,8 @@ def ours_steps_per_second(index: int, datasets, overrides: dict, grad_source: st
     from tf_backprop.training import monitor as monitor_lib
 
     epochs = OURS_EPOCHS.get(index, SHAPES[index][5]) + 1
-    workdir = tempfile.mkdtemp(prefix="train_bench-")
+    folder = tempfile.TemporaryDirectory(prefix="train_bench-")  # removed when collected
+    workdir = folder.name
     cfg = training.TrainConfig(
         **overrides, grad_source=grad_source, monitor=monitor, epochs=epochs, workdir=workdir
     )
@@ -188,14 +189,14 @@ def _end_to_end(rounds: int = 3) -> dict:
     best = dict.fromkeys(commands, float("inf"))
     for _ in range(rounds):
         for name, command in commands.items():
-            folder = tempfile.mkdtemp(prefix="train_bench-e2e-")
-            if name == "ours_cli":
-                command = [*command, f"--workdir={folder}/run"]
-            elif name == "keras_script":
-                command = [*command, _KERAS_JOB.format(folder=folder)]
-            start = time.perf_counter()
-            subprocess.run(command, cwd=folder, check=True, capture_output=True, timeout=600)
-            best[name] = min(best[name], time.perf_counter() - start)
+            with tempfile.TemporaryDirectory(prefix="train_bench-e2e-") as folder:
+                if name == "ours_cli":
+                    command = [*command, f"--workdir={folder}/run"]
+                elif name == "keras_script":
+                    command = [*command, _KERAS_JOB.format(folder=folder)]
+                start = time.perf_counter()
+                subprocess.run(command, cwd=folder, check=True, capture_output=True, timeout=600)
+                best[name] = min(best[name], time.perf_counter() - start)
     return {"shape": "end to end", **best}
 
 

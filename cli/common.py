@@ -45,6 +45,7 @@ def fail(message: str, code: int, at_once: bool = False) -> None:
         logging.flush()
         sys.stdout.flush()
         sys.stderr.flush()
+        remove_autograph_sources()
         os._exit(code)
     sys.exit(code)
 
@@ -128,7 +129,27 @@ def exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     std_logging.shutdown()
+    remove_autograph_sources()
     os._exit(code)
+
+
+_AUTOGRAPH_MODULE = "__autograph_generated_file"
+
+
+def remove_autograph_sources() -> None:
+    """Deletes the source files AutoGraph wrote to the temp folder for each converted function.
+
+    TensorFlow removes them in atexit handlers, which os._exit skips: without this, every run
+    would leave a few dozen __autograph_generated_file*.py files in /tmp. AutoGraph registers
+    each such module in sys.modules under its file's base name.
+    """
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name.startswith(_AUTOGRAPH_MODULE) and path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass  # already gone (a temp-folder cleaner) or not ours to remove
 
 
 class _TensorFlowInfo(std_logging.Filter):

@@ -160,6 +160,13 @@ class EndToEndTest(CliTestCase):
             self.assertNotIn(internal, result.stderr)
         self.assertIn("exported SavedModel", result.stderr)
 
+    def test_leaves_nothing_in_the_temp_folder(self):
+        """AutoGraph's generated sources go with the process, though the CLI skips atexit."""
+        temp = self.create_tempdir().full_path
+        result = _run(*_TINY, "--grad_source=manual", "--workdir=run", cwd=self.cwd, TMPDIR=temp)
+        self.assertEqual(result.returncode, 0, _describe(result))
+        self.assertEqual(os.listdir(temp), [])
+
     def test_verbosity_shows_tensorflow_lines(self):
         result = self.run_ok(*_TINY, "--verbosity=0", f"--workdir={os.path.join(self.cwd, 'run')}")
         self.assertIn("Sharding callback", result.stderr)
