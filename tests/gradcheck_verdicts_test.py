@@ -6,6 +6,8 @@ eps, any fault at eps = 1e10.  The planted faults run at eps from 1e-6 to 1e10 a
 PASS: they FAIL, or the eps is refused.
 """
 
+import json
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -130,7 +132,8 @@ class KinkRuleTest(tf.test.TestCase):
         sides = kinks.Sides(
             np.array([0]), *(np.array([v], float) for v in (d_plus, d_minus, a_plus, a_minus))
         )
-        kink, unchecked = kinks.examine(np.array([a]), 1, sides, self.TOL, continuous)
+        kink, unchecked, beyond = kinks.examine(np.array([a]), 1, sides, self.TOL, continuous)
+        self.assertFalse(beyond[0])  # only rule 2 finds values beyond the slopes
         return bool(kink[0]), bool(unchecked[0])
 
     def test_relu_at_its_kink(self):
@@ -161,14 +164,22 @@ class KinkRuleTest(tf.test.TestCase):
         # Rule 1 fails (both ends' slopes differ from a), rule 2 uses the midpoints.
         sides = kinks.Sides(np.array([0]), *(np.array([v], float) for v in (d_plus, d_minus, 5.0, -5.0)))
         midpoint = lambda at, t: np.array([m_plus if t > 0 else m_minus])  # noqa: E731
-        kink, unchecked = kinks.examine(np.array([a]), 1, sides, self.TOL, True, midpoint)
-        return bool(kink[0]), bool(unchecked[0])
+        kink, unchecked, beyond = kinks.examine(np.array([a]), 1, sides, self.TOL, True, midpoint)
+        return bool(kink[0]), bool(unchecked[0]), bool(beyond[0])
 
     def test_kink_at_the_point_shown_by_midpoints(self):
-        self.assertEqual(self._examine_at_the_point(1.0, 1.0, -1.0, 1.0, -1.0), (True, False))  # a: one side
-        self.assertEqual(self._examine_at_the_point(0.0, 1.0, -1.0, 1.0, -1.0), (False, True))  # a: neither
-        self.assertEqual(self._examine_at_the_point(0.0, 1.0, -0.5, 1.0, -1.0), (False, False))  # not clean
-        self.assertEqual(self._examine_at_the_point(1.0, 1.0, 1.0, 1.0, 1.0), (False, False))  # no jump
+        at_the_point = self._examine_at_the_point
+        self.assertEqual(at_the_point(1.0, 1.0, -1.0, 1.0, -1.0), (True, False, False))  # a: one side
+        self.assertEqual(at_the_point(0.0, 1.0, -1.0, 1.0, -1.0), (False, True, False))  # a: between
+        self.assertEqual(at_the_point(0.0, 1.0, -0.5, 1.0, -1.0), (False, False, False))  # not clean
+        self.assertEqual(at_the_point(1.0, 1.0, 1.0, 1.0, 1.0), (False, False, False))  # no jump
+
+    def test_value_at_the_point_beyond_the_slopes(self):
+        at_the_point = self._examine_at_the_point
+        self.assertEqual(at_the_point(1.5, 1.0, -1.0, 1.0, -1.0), (False, True, True))
+        self.assertEqual(at_the_point(-1.5, 1.0, -1.0, 1.0, -1.0), (False, True, True))
+        self.assertEqual(at_the_point(np.nan, 1.0, -1.0, 1.0, -1.0), (False, True, True))
+        self.assertEqual(at_the_point(-1.0 - 1e-9, 1.0, -1.0, 1.0, -1.0), (True, False, False))  # agrees
 
 
 class InconclusiveTest(GradientCheckMixin, tf.test.TestCase):
@@ -224,6 +235,36 @@ class InconclusiveTest(GradientCheckMixin, tf.test.TestCase):
         report = gradcheck.gradcheck(self._relu_nan_off_the_points(x), x)
         self.assertEqual(report.verdict, "PASS", report.to_text())
         self.assertEqual(report.unchecked, 1)
+
+    def test_a_wrong_value_at_a_single_kink_is_never_a_pass(self):
+        """A custom ReLU gradient of 1e6 at 0: 1 of 25 Jacobian values, outside the slopes 0 and 1."""
+
+        @tf.custom_gradient
+        def relu_wrong_at_zero(t):
+            slope = tf.where(t > 0, tf.ones_like(t), tf.zeros_like(t))
+            return tf.nn.relu(t), lambda dy: dy * tf.where(tf.equal(t, 0.0), 1e6 * tf.ones_like(t), slope)
+
+        x = np.array([-1.0, 0.5, 2.0, 0.0, 1.5])
+        report = gradcheck.gradcheck(relu_wrong_at_zero, x)
+        comparison = report.entries[0].comparisons[0]
+        self.assertEqual(report.verdict, "INCONCLUSIVE", report.to_text())
+        self.assertEqual((comparison.unchecked, comparison.beyond_slopes, comparison.failures), (1, 1, 0))
+        self.assertEqual(
+            comparison.reason, "1 of 25 unchecked, 1 of them outside the slopes on either side of their kink"
+        )
+        self.assertEqual(
+            (comparison.worst_unchecked.a, comparison.worst_unchecked.location.index), (1e6, (3,))
+        )
+        self.assertIn("1 of them outside the slopes on either side of their kink", report.to_text())
+        self.assertEqual(json.loads(report.to_json())["entries"][0]["comparisons"][0]["beyond_slopes"], 1)
+
+    def test_a_convention_between_the_slopes_still_passes(self):
+        # relu(t) + relu(−t)/2: at 0 the tape gives 0 + 0, between the slopes −1/2 and 1.
+        x = np.array([0.0, 1.0, 2.0, 3.0, -4.0])
+        report = gradcheck.gradcheck(lambda t: tf.nn.relu(t) + tf.nn.relu(-t) / 2, x)
+        self.assertEqual(report.verdict, "PASS", report.to_text())
+        comparison = report.entries[0].comparisons[0]
+        self.assertEqual((comparison.unchecked, comparison.beyond_slopes), (1, 0))
 
     def test_compare_counts_unchecked_apart(self):
         result = gradcheck.compare([1.0, 0.0], [1.0, 0.5], self.TOL, unchecked=[False, True])

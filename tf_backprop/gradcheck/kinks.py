@@ -21,7 +21,10 @@ ways to show one:
    (D± ≈ m±, the midpoint rule: exact to second order inside one piece) and the slopes differ
    (m+ ≠ m−).  The kink is shown; a is checked only if it agrees with m+ or m− (TensorFlow's
    kernels take one side's derivative at a kink); otherwise the value is *unchecked*: no
-   difference along v can check a value chosen at a kink.
+   difference along v can check a value chosen at a kink.  An unchecked value outside the
+   slopes' range [min(m±), max(m±)] is moreover *beyond* them: a convention can give one (ReLU'(0)
+   = 0 in 2·relu(t) − relu(−t) gives 0, the slopes are 2 and 1), but so does a wrong derivative
+   at a single kink, so a comparison with one is never PASS.
 
 At order 2, f is a gradient, which itself jumps at a ReLU kink, so the "between" test of 1 is
 skipped.  "Agrees" is the comparison's own tolerance.  A value whose one-sided analytic values
@@ -72,12 +75,13 @@ def candidates(a, b, tolerance: Tolerance, allowed=None) -> np.ndarray:
 def examine(
     a, size: int, sides: Sides, tolerance: Tolerance, continuous: bool = True, midpoint: AtSide | None = None
 ):
-    """(kink, unchecked): bool masks of length `size` over the compared values (see the module).
+    """(kink, unchecked, beyond): bool masks of length `size` over the compared values (see the module).
 
+    beyond marks the unchecked values at the point that lie outside [min(m±), max(m±)].
     midpoint(positions, ±0.5) gives m± for rule 2; without it only rule 1 applies.
     """
     a = np.asarray(a, np.float64).reshape(-1)[sides.at]
-    kink, unchecked = np.zeros(size, bool), np.zeros(size, bool)
+    kink, unchecked, beyond = np.zeros(size, bool), np.zeros(size, bool), np.zeros(size, bool)
     available = np.isfinite(sides.a_plus) & np.isfinite(sides.a_minus)
     plus = _shown(a, sides.d_minus, sides.a_minus, sides.d_plus, sides.a_plus, tolerance, continuous)
     minus = _shown(a, sides.d_plus, sides.a_plus, sides.d_minus, sides.a_minus, tolerance, continuous)
@@ -94,7 +98,9 @@ def examine(
         one_side = _agree(a[rest], m_plus, tolerance) | _agree(a[rest], m_minus, tolerance)
         kink[at] = at_the_point & one_side
         unchecked[at] = (at_the_point & ~one_side) | ~(np.isfinite(m_plus) & np.isfinite(m_minus))
-    return kink, unchecked
+        between = (np.minimum(m_plus, m_minus) <= a[rest]) & (a[rest] <= np.maximum(m_plus, m_minus))
+        beyond[at] = at_the_point & ~one_side & ~between
+    return kink, unchecked, beyond
 
 
 def _shown(a, d_smooth, a_smooth, d_jump, a_jump, tolerance: Tolerance, continuous: bool) -> np.ndarray:
@@ -137,11 +143,13 @@ def compare_with_differences(
     a = np.asarray(a, np.float64).reshape(-1)
     central, d_plus, d_minus = (np.asarray(d, np.float64).reshape(-1) for d in differences)
     at = candidates(a, central, tolerance, allowed)
-    kink = unchecked = None
+    kink = unchecked = beyond = None
     if at.size:
         sides = Sides(at, d_plus[at], d_minus[at], at_side(at, 1.0), at_side(at, -1.0))
-        kink, unchecked = examine(a, a.size, sides, tolerance, continuous, midpoint=at_side)
-    return compare(a, central, tolerance, sources=sources, kink=kink, unchecked=unchecked, locate=locate)
+        kink, unchecked, beyond = examine(a, a.size, sides, tolerance, continuous, midpoint=at_side)
+    return compare(
+        a, central, tolerance, sources=sources, kink=kink, unchecked=unchecked, beyond=beyond, locate=locate
+    )
 
 
 def guarded(at_side: AtSide) -> AtSide:

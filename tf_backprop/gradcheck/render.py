@@ -88,9 +88,15 @@ def _details(report) -> list[str]:
         if c.unchecked:
             inconclusive = c.verdict == "INCONCLUSIVE" and not c.unresolved
             u, verdict = c.worst_unchecked, "INCONCLUSIVE" if inconclusive else "unchecked"
+            beyond = (
+                f"; {c.beyond_slopes} of them outside the slopes on either side of their kink, as a "
+                "wrong derivative would be"
+                if c.beyond_slopes
+                else ""
+            )
             lines.append(
                 f"{verdict} {entry.name} {c.label}: {c.unchecked} of {c.checked} unchecked (at a kink: no "
-                "one-sided values, or a value at the point that is neither side's); e.g. at "
+                f"one-sided values, or a value at the point that is neither side's){beyond}; e.g. at "
                 f"{u.location}: {c.sources[0]} {u.a:.6g}, {c.sources[1]} {u.b:.6g}"
             )
     return ["", *lines] if lines else []

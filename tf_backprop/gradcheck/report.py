@@ -17,8 +17,9 @@ largest ‖u ⊙ f‖).
 Verdicts.  A comparison is FAIL when an element fails (or a source could not be computed at
 all: `error`); INCONCLUSIVE when too little of it was checked: more than MAX_UNCHECKED_FRACTION
 of its values, or all of them, unchecked (at a kink: its one-sided values could not be
-computed, or its value at the point is neither side's, `kinks`), or when the round-off floor exceeds MAX_ROUNDOFF_FRACTION of the largest
-compared value (or of the zero floor atol/rtol it replaced, if larger), so that errors of that
+computed, or its value at the point is neither side's, `kinks`), or any one of them outside
+the slopes on either side of its kink (`kinks`), or when the round-off floor exceeds
+MAX_ROUNDOFF_FRACTION of the largest compared value (or of the zero floor atol/rtol it replaced, if larger), so that errors of that
 size go unseen (eps too small for the dtype); else ok.  A report is FAIL if any comparison fails, else INCONCLUSIVE if any
 is inconclusive, else PASS; only PASS is `passed`.
 
@@ -159,6 +160,7 @@ class Comparison:
     worst_kink: Element | None = None
     unchecked: int = 0
     worst_unchecked: Element | None = None
+    beyond_slopes: int = 0  # of the unchecked: values at a kink outside its one-sided slopes
     error: str | None = None
     unresolved: bool = False  # the round-off floor exceeds MAX_ROUNDOFF_FRACTION of every value
 
@@ -169,8 +171,9 @@ class Comparison:
             return "FAIL"
         if self.unresolved:
             return "INCONCLUSIVE"
-        if self.unchecked and (
-            self.unchecked > MAX_UNCHECKED_FRACTION * self.checked or self.unchecked == self.checked
+        if self.beyond_slopes or (
+            self.unchecked
+            and (self.unchecked > MAX_UNCHECKED_FRACTION * self.checked or self.unchecked == self.checked)
         ):
             return "INCONCLUSIVE"
         return "ok"
@@ -190,6 +193,11 @@ class Comparison:
             return (
                 f"the finite differences' round-off floor (atol {self.tolerance.atol:.1e}) exceeds "
                 f"{MAX_ROUNDOFF_FRACTION:.0%} of every compared value: eps too small for the dtype"
+            )
+        if self.beyond_slopes:
+            return (
+                f"{self.unchecked} of {self.checked} unchecked, {self.beyond_slopes} of them outside the "
+                "slopes on either side of their kink"
             )
         if self.verdict == "INCONCLUSIVE":
             limit = (
@@ -213,6 +221,7 @@ class Comparison:
             "failures": self.failures,
             "kinks": self.kinks,
             "unchecked": self.unchecked,
+            "beyond_slopes": self.beyond_slopes,
             "unresolved": self.unresolved,
             "verdict": self.verdict,
             "reason": self.reason,
@@ -332,6 +341,7 @@ def compare(
     sources: tuple[str, str] = ("analytic", "numeric"),
     kink=None,
     unchecked=None,
+    beyond=None,
     locate: Callable[[int], Location] | None = None,
 ) -> Comparison:
     """Compares two arrays of gradient values element by element.
@@ -344,6 +354,8 @@ def compare(
         shown (`kinks.examine`); a failing element there counts as a kink, not a failure.
       unchecked: optional bool array, True where a disagreement could not be examined; a
         failing element there counts as unchecked (see `Comparison.verdict`).
+      beyond: optional bool array, True where an unchecked value at a kink lies outside the
+        slopes on either side (`kinks.examine`); one such value makes the verdict INCONCLUSIVE.
       locate: flat position -> `Location` (default: the flat index).
     """
     a, b = (np.asarray(v, np.float64).reshape(-1) for v in (a, b))
@@ -356,6 +368,7 @@ def compare(
     bad = rel_error > tolerance.rtol
     kinks = bad & _mask(kink, bad)
     unexamined = bad & _mask(unchecked, bad) & ~kinks
+    beyond_slopes = unexamined & _mask(beyond, bad)
     counted = ~kinks & ~unexamined
 
     def element(mask):
@@ -375,7 +388,8 @@ def compare(
         worst=element(counted),
         worst_kink=element(kinks),
         unchecked=int(unexamined.sum()),
-        worst_unchecked=element(unexamined),
+        worst_unchecked=element(beyond_slopes if beyond_slopes.any() else unexamined),
+        beyond_slopes=int(beyond_slopes.sum()),
         unresolved=_unresolved(a, b, tolerance),
     )
 
