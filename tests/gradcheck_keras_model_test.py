@@ -86,12 +86,28 @@ class CheckModelTest(tf.test.TestCase):
         self.assertEqual(report.dtype, "float32")
         self.assertIn("could not clone", report.notes[0])
 
+    def test_targets_the_loss_pairs_as_they_are(self):
+        x = RNG.standard_normal((5, 4))
+        one_output = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        for y in (RNG.standard_normal(5), RNG.standard_normal((5, 1))):
+            report = gradcheck.check_model(one_output, x, y, keras.losses.MeanSquaredError())
+            self.assertTrue(report.passed, report.to_text())
+        classes = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        for labels in (np.array([0, 2, 1, 1, 0]), np.array([[0], [2], [1], [1], [0]])):
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            self.assertTrue(gradcheck.check_model(classes, x, labels, loss).passed)
+
     def test_bad_arguments(self):
         x, y = RNG.standard_normal((5, 4)), RNG.standard_normal((5, 2))
         with self.assertRaisesRegex(ValueError, "^model: "):
             gradcheck.check_model(lambda t: t, x, y, keras.losses.MeanSquaredError())
         with self.assertRaisesRegex(ValueError, "^loss_fn: "):
             gradcheck.check_model(self._model(), x, y, "mse")
+        one_output = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        with self.assertRaisesRegex(ValueError, r"^y: shape \[5, 6\] does not fit .* \[5, 1\]; .* \[5, 6\]$"):
+            gradcheck.check_model(one_output, x, np.zeros((5, 6)), keras.losses.MeanSquaredError())
+        with self.assertRaisesRegex(ValueError, r"^y: shape \[5, 1, 2\] does not fit"):
+            gradcheck.check_model(self._model(), x, y[:, None], keras.losses.MeanSquaredError())
         x[0, 0] = np.nan
         with self.assertRaisesRegex(ValueError, "^x: expected finite"):
             gradcheck.check_model(self._model(), x, y, keras.losses.MeanSquaredError())

@@ -73,6 +73,7 @@ def check_model(
     x, y = check_finite("x", x), check_finite("y", y)
     if not model.trainable_variables:
         raise ValueError("model: has no trainable variables (build it first, e.g. by calling it on x)")
+    _check_target_shape(y, model(x))
     target, notes = _float64_keras(model, x)
     if target.compute_dtype == "float64":
         loss_fn = _float64_loss(loss_fn)
@@ -81,6 +82,31 @@ def check_model(
     names = [v.path for v in model.trainable_variables]
     title = f"gradcheck: Keras model {model.name!r}, batch {len(x)}: {describe(options)}"
     return check_function(fn, values, names, options, title=title, notes=notes, source="tape")
+
+
+def _check_target_shape(y: np.ndarray, outputs) -> None:
+    """ValueError when y would broadcast the model's output up: Keras's losses do so silently
+    (a (4, 3) target against a (4, 1) output gives a loss over 12 pairs) and check another loss.
+
+    Ranks are first matched as Keras's losses match them (a trailing axis of 1 dropped or added);
+    shapes that cannot broadcast (sparse class labels) are left to the loss.
+    """
+    if not hasattr(outputs, "shape"):
+        return  # several outputs: the loss pairs them with the targets
+    output, target = tuple(outputs.shape), tuple(y.shape)
+    if len(target) == len(output) - 1 and output[-1] == 1:
+        target = (*target, 1)
+    elif len(target) == len(output) + 1 and target[-1] == 1:
+        target = target[:-1]
+    try:
+        paired = np.broadcast_shapes(target, output)
+    except ValueError:
+        return
+    if np.prod(paired) > np.prod(output):
+        raise ValueError(
+            f"y: shape {list(y.shape)} does not fit the model's output shape {list(output)}; the "
+            f"loss would broadcast them to {list(paired)}"
+        )
 
 
 def _stateless_loss(model: keras.Model, x: np.ndarray, y: np.ndarray, loss_fn, training: bool) -> Callable:
