@@ -97,6 +97,31 @@ class CorrectFunctionsPassTest(tf.test.TestCase, parameterized.TestCase):
         self.assertTrue(report.passed, report.to_text())
         self.assertEqual(report.kinks, 1)  # at 0, the gradient 2 relu(x) jumps in slope from 0 to 2
 
+    def test_plain_relu_kink_at_order_2_is_a_jump_of_the_gradient_itself(self):
+        # ∇ Σ relu(x) is the step 0 → 1; the second derivative is 0 on both sides, so only the
+        # jump side's difference (1/ε there) shows the jump, at the point or inside the step.
+        for kinked in (0.0, 3e-7):
+            x = np.array([kinked, 1.5, -2.0])
+            report = gradcheck.gradcheck(lambda t: tf.reduce_sum(tf.nn.relu(t)), x, order=2)
+            self.assertEqual(report.verdict, "PASS", report.to_text())
+            self.assertEqual(report.kinks, 1)
+
+    def test_a_wrong_second_derivative_at_a_jump_of_the_gradient_still_fails(self):
+        @tf.custom_gradient
+        def doubled_slope(t):  # the value t, the derivative claimed 2
+            return tf.identity(t), lambda dy: 2.0 * dy
+
+        @tf.custom_gradient
+        def half_square(t):  # t²/2, its gradient t right, the gradient's derivative 2 wrong
+            return t * t / 2, lambda dy: dy * doubled_slope(t)
+
+        x = np.array([0.0, 1.5, -2.0])
+        fn = lambda t: tf.reduce_sum(tf.nn.relu(t) + half_square(t))  # noqa: E731
+        self.assertEqual(gradcheck.gradcheck(fn, x).verdict, "PASS")
+        report = gradcheck.gradcheck(fn, x, order=2)
+        self.assertEqual(report.verdict, "FAIL", report.to_text())
+        self.assertEqual((report.failures, report.kinks), (3, 0))  # the kinked element included
+
 
 class SecondOrderFaultsTest(tf.test.TestCase, parameterized.TestCase):
     """First derivative right, second wrong: passes at order 1, fails at order 2 naming the element."""

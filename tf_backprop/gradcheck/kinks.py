@@ -27,7 +27,8 @@ ways to show one:
    at a single kink, so a comparison with one is never PASS.
 
 At order 2, f is a gradient, which itself jumps at a ReLU kink, so the "between" test of 1 is
-skipped.  "Agrees" is the comparison's own tolerance.  A value whose one-sided analytic values
+skipped, and the jump side's jump may be in f alone (the second derivatives on both sides equal,
+0 for ReLU): D_s' disagreeing with its own trapezoid (a + a_s')/2 shows it.  "Agrees" is the comparison's own tolerance.  A value whose one-sided analytic values
 cannot be computed (not finite, or the source raised at x ± εv) is *unchecked* too; everything
 else that disagreed is a failure.  The MLP checker also requires a pre-activation of a
 `has_kink` activation to sit at 0 or to change sign along the step.
@@ -108,7 +109,9 @@ def _shown(a, d_smooth, a_smooth, d_jump, a_jump, tolerance: Tolerance, continuo
     smooth = _agree(d_smooth, (a + a_smooth) / 2, tolerance)
     jump = ~_agree(a_jump, a, tolerance)
     if not continuous:
-        return smooth & jump
+        # f itself may jump (a ReLU's gradient, 0 then 1): a derivative sees no jump in the
+        # analytic values, only in the difference, which then disagrees with its own side's.
+        return smooth & (jump | ~_agree(d_jump, (a + a_jump) / 2, tolerance))
     # Slopes drift within each piece too: by about as much as over the smooth side's step.
     slack = np.maximum(tolerance.atol, tolerance.rtol * np.maximum(np.abs(a), np.abs(a_jump)))
     slack = slack + np.abs(a_smooth - a)
