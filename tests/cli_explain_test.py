@@ -88,6 +88,7 @@ class ExplainCliTest(tf.test.TestCase):
             ("--x=1,abc",): "--x: expected comma-separated finite numbers like 0.5,-1.2, got '1,abc'",
             ("--x=1,2,3",): "--x: expected 2 numbers (the net's inputs), got 3",
             ("--y=1,2",): "y: one sample takes 1 target(s) (one per output), got shape [2]",
+            ("--y=1e308",): "x, y: the loss L is not finite in float64 (the pass overflows)",
             ("--row=1",): "--row: only with --workdir",
             ("--layers=2,4,1", "--errata=on"): "errata: the article's errata do not apply here",
             ("--activation=nope",): "activation: unknown name 'nope'",

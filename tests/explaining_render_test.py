@@ -1,5 +1,6 @@
 """explaining.render: the text and Markdown tables carry the trace's numbers; JSON is strict and complete."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -108,8 +109,21 @@ class JsonTest(tf.test.TestCase):
         self.assertEqual(data["errata"][0]["step"]["rate"], 0.01)
 
     def test_non_finite_values_are_null_and_listed(self):
+        # explain refuses a pass that overflows; an erratum's wrong formula, or a trace built by
+        # hand, can still hold inf and NaN.
         model = article_net(output_activation="linear")
-        trace = explaining.explain(model, [1e308, 1e308], 0.0, "half_mse", errata="off")
+        trace = explaining.explain(model, [1.0, 1.0], 0.0, "half_mse", errata="off")
+        layer = trace.layers[0]
+        term = layer.terms[4]
+        bad = dataclasses.replace(
+            term,
+            value=np.where(term.value == 0, np.nan, np.inf),
+            per_row=np.full_like(term.per_row, np.inf),
+            check=dataclasses.replace(term.check, tape=np.full_like(term.check.tape, np.nan), agreed=False),
+        )
+        terms = (*layer.terms[:4], bad, *layer.terms[5:])
+        layers = (dataclasses.replace(layer, terms=terms), *trace.layers[1:])
+        trace = dataclasses.replace(trace, loss_value=float("inf"), layers=layers)
         text = render.to_json(trace)  # allow_nan=False: would raise on a NaN left in
         data = json.loads(text)
         self.assertIn("loss", data["non_finite"])

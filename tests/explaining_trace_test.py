@@ -199,6 +199,15 @@ class InputErrorsTest(tf.test.TestCase):
             "errata: expected one of auto, on, off": lambda: explaining.explain(
                 model, [0, 0], 0, "mse", errata="x"
             ),
+            "x, y: the loss L is not finite in float64": lambda: explaining.explain(
+                model, [0.5, 0.5], 1e308, "mse"
+            ),
+            "x, y: z_1 is not finite in float32": lambda: explaining.explain(
+                MLPSpec((2, 3, 1), "relu", "linear", "random_normal", "float32", 0).build(),
+                [1e300, 0],
+                0,
+                "mse",
+            ),
         }
         for message, call in cases.items():
             with self.subTest(message=message):

@@ -173,6 +173,7 @@ def build(model: MLP, x, y, loss: str | losses_lib.Loss, l2: float = 0.0) -> Tra
     forward = model.forward(x, keep_intermediates=True)
     value = backprop.total_loss(model, forward, y, loss, l2)
     manual = _manual_terms(model, forward, y, loss, float(l2))
+    _check_finite(model, forward, float(value), manual)
     tape = _tape_terms(model, x, y, loss, float(l2))
     tolerance = AGREEMENT[model.compute_dtype]
     scale = max(float(np.max(np.abs(v), initial=0.0)) for v in tape.values())
@@ -267,6 +268,24 @@ def _layer_trace(model: MLP, index: int, forward, loss, manual, tape, tolerance,
     return LayerTrace(
         index + 1, activation.name, layer.kernel.numpy(), layer.bias.numpy(), tuple(terms), slope
     )
+
+
+def _check_finite(model: MLP, forward, loss_value: float, manual: dict) -> None:
+    """ValueError naming the pass's first quantity that overflows: no derivative to show then
+    (inf − inf is NaN, and the tape check could only disagree)."""
+    values = [(_symbol("z", i + 1), z) for i, z in enumerate(forward.zs)]
+    values += [(_symbol("h", i + 1), h) for i, h in enumerate(forward.hs)]
+    values.append(("the loss L", loss_value))
+    values += [(_symbol(key, index + 1), value) for (key, index), value in manual.items() if key in _SYMBOLS]
+    for name, value in values:
+        if not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"x, y: {name} is not finite in {model.compute_dtype} (the pass overflows); give "
+                "features and targets of smaller magnitude"
+            )
+
+
+_SYMBOLS = ("dL_dh", "delta", "dL_dW", "dL_db")
 
 
 def _check(value: np.ndarray, tape: np.ndarray, tolerance, scale: float) -> TapeCheck:
