@@ -284,11 +284,23 @@ class CheckInputsTest(tf.test.TestCase, parameterized.TestCase):
         ("unknown_loss", "loss", lambda x, y: {"loss": "hinge"}),
         ("no_directions", "directions", lambda x, y: {"directions": 0}),
         ("negative_seed", "seed", lambda x, y: {"seed": -1}),
+        ("zero_atol", "atol", lambda x, y: {"atol": 0.0}),
+        ("negative_rtol", "rtol", lambda x, y: {"rtol": -1e-5}),
+        ("rtol_of_one", "rtol", lambda x, y: {"rtol": 1.0}),  # any gradient of the right sign passes
         ("not_an_mlp", "model", lambda x, y: {"model": tf.keras.Sequential([tf.keras.layers.Dense(2)])}),
     )
     def test_bad_input_names_the_argument(self, argument, change):
         with self.assertRaisesRegex(ValueError, f"^{argument}: "):
             self._with(**change(self.x, self.y))
+
+    def test_rtol_must_leave_room_to_fail(self):
+        for check in (
+            lambda: self._with(rtol=2.0),
+            lambda: gradcheck.gradcheck(tf.sin, np.array([0.5]), rtol=2.0),
+        ):
+            with self.assertRaisesRegex(ValueError, r"^rtol: expected a number below 1 .*, got 2\.0$"):
+                check()
+        self.assertTrue(self._with(rtol=0.5).passed)
 
     def test_nan_message_says_what_is_wrong(self):
         x = self.x.copy()

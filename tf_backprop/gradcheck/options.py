@@ -46,6 +46,10 @@ class Options:
             raise ValueError(f"order: expected 1 or 2, got {self.order!r}")
         if not isinstance(self.check_forward, (bool, np.bool_)):
             raise ValueError(f"check_forward: expected True or False, got {self.check_forward!r}")
+        if self.atol is not None:
+            check_positive("atol", self.atol)
+        if self.rtol is not None:
+            check_rtol(self.rtol)
         return self
 
 
@@ -65,6 +69,18 @@ def check_positive(name: str, value, default: float | None = None) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
     return float(value)
+
+
+def check_rtol(value, default: float | None = None) -> float:
+    """value as a relative tolerance: positive and below 1.  At rtol ≥ 1 a gradient of the right
+    sign passes whatever its size (|a − b| ≤ max(|a|, |b|)); at 2 a flipped one does too."""
+    rtol = check_positive("rtol", value, default)
+    if rtol >= 1:
+        raise ValueError(
+            f"rtol: expected a number below 1 (at 1 a gradient of the right sign passes whatever its "
+            f"size), got {value!r}"
+        )
+    return rtol
 
 
 def check_count(name: str, value, minimum: int) -> int:
@@ -90,7 +106,7 @@ def override_tolerance(tolerance: Tolerance, atol, rtol) -> Tolerance:
     """tolerance with the given atol and rtol (each positive and finite) in place of its own."""
     return Tolerance(
         check_positive("atol", atol, tolerance.atol),
-        check_positive("rtol", rtol, tolerance.rtol),
+        check_rtol(rtol, tolerance.rtol),
     )
 
 
