@@ -10,6 +10,7 @@ import tensorflow as tf
 from explain_examples import DEFAULT_TITLE, default_trace
 from training_runs import small_config
 
+from tf_backprop import data as data_lib
 from tf_backprop import training
 from tf_backprop.explaining import render, svg
 
@@ -147,6 +148,27 @@ class WorkdirTest(tf.test.TestCase):
         result = _run(f"--workdir={self.workdir}", "--row=99", cwd=self.get_temp_dir())
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertIn("row: expected an integer in [0, 20)", result.stderr)
+
+    def test_a_relative_data_path_is_relative_to_where_the_run_trained(self):
+        folder = self.create_tempdir().full_path
+        rows = np.random.default_rng(0).uniform(-1, 1, (60, 2))
+        with open(os.path.join(folder, "d.csv"), "w", encoding="utf-8") as handle:
+            handle.write("a,b,y\n" + "".join(f"{a!r},{b!r},{a - b!r}\n" for a, b in rows.tolist()))
+        previous = os.getcwd()
+        os.chdir(folder)
+        try:
+            cfg = small_config("run", data="csv:d.csv", target="y", epochs=1, export=False)
+            training.train(cfg, progress=False)
+            self.assertLen(training.run_sample("run").x, 1)  # from the folder it trained in
+        finally:
+            os.chdir(previous)
+        with self.assertRaisesRegex(
+            data_lib.DataError,
+            r"^d\.csv: cannot read the file \(No such file or directory\): the run's data, as \S+/run/"
+            r"config\.json names it, relative to the folder it was trained in; run from that folder, or "
+            r"put the data back$",
+        ):
+            training.run_sample(os.path.join(folder, "run"))
 
 
 if __name__ == "__main__":

@@ -489,5 +489,13 @@ class ConcurrentRunTest(ResumeCliTestCase):
         self.assertEqual(killed.returncode, -signal.SIGKILL, killed.describe())
         config = checkpoint_files.read_json(self.workdir, "config.json")
         self.assertEqual(config["learning_rate"], 0.01)  # the refused run wrote nothing
-        rerun = self.run_ok(*_replace(flags, "steps", "--steps=40"))  # resumes past its end: no training
+        # The lock is gone. Fewer steps than the killed run trained are refused, naming the
+        # count; with that count the run resumes at its end and trains nothing.
+        refused = self.run_cli(*_replace(flags, "steps", "--steps=40"))
+        match = self.assert_error_line(
+            refused,
+            2,
+            r"--steps=40: \S+/run has already trained (\d+) steps .*resume it with --steps=\1 or more",
+        )
+        rerun = self.run_ok(*_replace(flags, "steps", f"--steps={match[1]}"))
         self.assertEqual(len([line for line in rerun.lines if _RESUMING_LINE.match(line)]), 1)

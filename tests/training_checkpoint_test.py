@@ -322,6 +322,24 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
         self.assertIn("resume with changed epochs: 3 -> 9", _messages(logs))
         self.assertIn("resume with changed learning_rate: 0.01 -> 0.5", _messages(logs))
 
+    def test_the_same_net_given_by_layers_or_hidden_is_no_change(self):
+        # Saved with the default widths (2, 3, 3, 1 on this data).
+        for same in ({"hidden": (3, 3)}, {"layers": (2, 3, 3, 1)}):
+            with self.subTest(**same):
+                checkpoint.check_resumable(self.workdir, _config(self.workdir, **same))
+        with self.assertRaisesRegex(
+            checkpoint.ConfigMismatchError, r"\blayers: saved the default .*, given \[2, 4, 1\]"
+        ):
+            checkpoint.check_resumable(self.workdir, _config(self.workdir, layers=(2, 4, 1)))
+        resaved = _config(self.workdir, layers=(2, 3, 3, 1))
+        with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump(resaved.to_dict(), handle)
+        checkpoint.check_resumable(self.workdir, _config(self.workdir, hidden=(3, 3)))
+        with self.assertRaisesRegex(
+            checkpoint.ConfigMismatchError, r"\blayers: saved \[2, 3, 3, 1\], given \[5, 3, 3, 1\]"
+        ):
+            checkpoint.check_resumable(self.workdir, _config(self.workdir, layers=(5, 3, 3, 1)))
+
     def test_the_same_folder_given_relative_or_absolute_is_no_change(self):
         # config.json holds --workdir as given (a streamed run: resolved); either may be relative.
         for given in (os.path.relpath(self.workdir), self.workdir):
@@ -444,6 +462,28 @@ class ResumeTest(ExactTestCase):
         with self.assertRaisesRegex(checkpoint.ConfigMismatchError, rf"\b{field}: saved "):
             _train(_config(workdir, **overrides))
         self.assertEqual(_run_file_states(workdir), before)
+
+    @parameterized.named_parameters(
+        (
+            "epochs",
+            {"epochs": 2},
+            r"--epochs=2: \S+ has already trained 48 steps \(3 epochs of 16 steps\); resume it with --epochs=3 or more, or start over with --restart",
+        ),
+        (
+            "steps",
+            {"epochs": None, "steps": 40},
+            r"--steps=40: \S+ has already trained 48 steps .* --steps=48 or more, or start over with --restart",
+        ),
+    )
+    def test_fewer_steps_than_trained_are_refused_and_leave_the_run_alone(self, overrides, message):
+        # Resuming would train nothing and rewrite config.json to contradict the history.
+        workdir = self.copy_of_base()
+        before = _run_file_states(workdir)
+        with self.assertRaisesRegex(checkpoint.ConfigMismatchError, f"^{message}$"):
+            _train(_config(workdir, **overrides))
+        self.assertEqual(_run_file_states(workdir), before)
+        self.assertEqual(checkpoint.latest_step(workdir), 48)
+        self.assertIsNone(checkpoint.latest_step(self.create_tempdir().full_path))
 
     def test_restart_moves_the_run_aside_and_starts_at_step_0(self):
         workdir = self.copy_of_base()

@@ -32,12 +32,13 @@ from tf_backprop import data as data_lib
 from tf_backprop import losses as losses_lib
 from tf_backprop.data import checks as data_checks
 from tf_backprop.data import pipeline
+from tf_backprop.data.streamed import CSV_PREFIX
 from tf_backprop.model import MLP
 from tf_backprop.serving import export as export_lib
 from tf_backprop.training import distributed, streaming
 from tf_backprop.training import monitor as monitor_lib
 from tf_backprop.training import workdir as workdir_lib
-from tf_backprop.training.checkpoint import RunState, load_model
+from tf_backprop.training.checkpoint import CONFIG_FILE, RunState, load_model
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.engine import Engine, SingleDevice
 from tf_backprop.training.feed import InputKeeper, StreamFeed
@@ -204,7 +205,7 @@ def _train_streamed(config: TrainConfig, restart: bool, progress: bool | None, s
         try:
             stream_dir = os.path.join(config.workdir, workdir_lib.STREAM_DIR)
             trainer = build(config, step_functions=step_functions, strategy=strategy, stream_dir=stream_dir)
-            streaming.finish(config, strategy, trainer.datasets)
+            streaming.finish(config, strategy, trainer.datasets, trainer.plan)
         except (ValueError, OSError):  # bad data or config: the folder goes back as it was
             if before is not None:
                 workdir_lib.put_back(config.workdir, before)
@@ -261,10 +262,10 @@ def _run_folder(trainer: Trainer, restart: bool) -> Iterator[str]:
     """The chief prepares the workdir and locks it for the whole run (workdir.prepared); the
     other workers check it and wait for the chief."""
     if distributed.is_chief(trainer.strategy):
-        folder = workdir_lib.prepared(trainer.config, trainer.datasets, restart)
+        folder = workdir_lib.prepared(trainer.config, trainer.datasets, restart, trainer.plan)
     else:
         folder = contextlib.nullcontext(
-            workdir_lib.check_as_follower(trainer.config, trainer.datasets, restart)
+            workdir_lib.check_as_follower(trainer.config, trainer.datasets, restart, trainer.plan)
         )
     with folder as workdir:
         distributed.barrier(trainer.strategy, "start-up")
@@ -339,6 +340,22 @@ def check_splits(model: MLP, datasets: data_lib.Datasets, loss: losses_lib.Loss)
             raise data_lib.DataError(f"{datasets.source}, {name} split: {error}") from None
 
 
+def _check_run_data_found(workdir: str, source: str) -> None:
+    """data.DataError when a run's CSV is not where its config.json says, saying where the path
+    came from: given relative, it is relative to the folder the run was trained in."""
+    if not source.startswith(CSV_PREFIX):
+        return
+    try:
+        data_lib.check_source_files(source)
+    except data_lib.DataError as error:
+        path = os.path.expanduser(source[len(CSV_PREFIX) :])
+        relative = "" if os.path.isabs(path) else ", relative to the folder it was trained in"
+        raise data_lib.DataError(
+            f"{error}: the run's data, as {os.path.join(workdir, CONFIG_FILE)} names it"
+            f"{relative}; run from that folder, or put the data back"
+        ) from None
+
+
 SPLIT_ORDER = ("test", "validation", "train")  # run_sample's default: the first split the run has
 
 
@@ -364,6 +381,7 @@ def run_sample(
     they do not fit, and data.DataError when the data no longer matches the run's data.json.
     """
     model, config, preprocessing = load_model(workdir, checkpoint)
+    _check_run_data_found(workdir, config.data)
     if data_lib.wants_stream(config.data, config.stream):  # the run's own statistics pass
         datasets = streaming.merged(config, os.path.join(workdir, workdir_lib.STREAM_DIR))
     else:

@@ -277,6 +277,8 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
     differing = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
     if "workdir" in differing and _resolved(saved.get("workdir")) == _resolved(new.get("workdir")):
         differing.remove("workdir")  # the same folder, given relative once and absolute once
+    if {"layers", "hidden"} & set(differing) and _same_net(saved, new):
+        differing = [k for k in differing if k not in ("layers", "hidden")]  # --hidden=8 = --layers=3,8,1
     harmful = [k for k in differing if k not in RESUMABLE_FIELDS]
     if harmful:
         describe = config_lib.describe
@@ -295,6 +297,55 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
             config_lib.describe(key, new.get(key)),
         )
     return TrainConfig.from_dict(saved)
+
+
+def _same_net(saved: dict, new: dict) -> bool:
+    """Whether two configs' layers/hidden give the same widths: the hidden ones agree, and the
+    ends where both give `layers` (the data fixes them otherwise, and it is checked apart)."""
+
+    def hidden(fields: dict) -> tuple:
+        if fields.get("layers") is not None:
+            return tuple(fields["layers"][1:-1])
+        return tuple(fields["hidden"]) if fields.get("hidden") is not None else config_lib.DEFAULT_HIDDEN
+
+    if hidden(saved) != hidden(new):
+        return False
+    ends = [(f["layers"][0], f["layers"][-1]) for f in (saved, new) if f.get("layers") is not None]
+    return len(set(ends)) <= 1
+
+
+def check_not_past(workdir: str, config: TrainConfig, total_steps: int, steps_per_epoch: int) -> None:
+    """ConfigMismatchError when the run in workdir has trained past total_steps.
+
+    Resuming it would train nothing and leave a config.json (--epochs=2) that contradicts the
+    history (3 epochs); refused before anything is written.  The step is the newest listed
+    checkpoint's number (`Keeper.save` numbers them by the global step).
+    """
+    step = latest_step(workdir)
+    if step is None or step <= total_steps:
+        return
+    if config.steps:
+        given, needed = f"--steps={config.steps}", f"--steps={step}"
+    else:
+        given, needed = f"--epochs={config.epochs}", f"--epochs={-(-step // steps_per_epoch)}"
+    raise ConfigMismatchError(
+        f"{given}: {workdir} has already trained {step} steps ({step / steps_per_epoch:g} epochs of "
+        f"{steps_per_epoch} steps); resume it with {needed} or more, or start over with --restart"
+    )
+
+
+def latest_step(workdir: str) -> int | None:
+    """The newest checkpoint's global step, from ckpt/checkpoint (None: no checkpoint listed, or
+    the list unreadable: restoring then says why)."""
+    try:
+        state = tf.train.get_checkpoint_state(os.path.join(workdir, CHECKPOINT_DIR))
+    except (ValueError, OSError, tf.errors.OpError):
+        return None
+    if state is None:
+        return None
+    names = (os.path.basename(path) for path in state.all_model_checkpoint_paths)
+    steps = [int(match[1]) for name in names if (match := re.fullmatch(r"ckpt-(\d+)", name))]
+    return max(steps, default=None)
 
 
 def check_same_data(workdir: str, datasets: data_lib.Datasets) -> None:

@@ -65,13 +65,14 @@ def opened(config: TrainConfig, strategy, restart: bool) -> Iterator[tuple[Train
         yield config, before
 
 
-def finish(config: TrainConfig, strategy, datasets: data_lib.Datasets) -> None:
+def finish(config: TrainConfig, strategy, datasets: data_lib.Datasets, plan: Plan) -> None:
     """After the statistics pass: the chief finishes preparing the folder (workdir.finish), the
-    other workers check the data against it."""
+    other workers check the data and the steps trained against it."""
     if distributed.is_chief(strategy):
-        workdir_lib.finish(config.workdir, config, datasets)
+        workdir_lib.finish(config.workdir, config, datasets, plan)
     else:
         checkpoint_lib.check_same_data(config.workdir, datasets)
+        checkpoint_lib.check_not_past(config.workdir, config, plan.total_steps, plan.steps_per_epoch)
 
 
 def load(config: TrainConfig, strategy, directory: str) -> data_lib.Datasets:

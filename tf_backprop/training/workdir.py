@@ -45,6 +45,7 @@ from tf_backprop.serving import export as export_lib
 from tf_backprop.training import checkpoint as checkpoint_lib
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.errors import WorkdirError
+from tf_backprop.training.plan import Plan
 
 LOCK_FILE = ".lock"
 METRICS_FILE = "metrics.json"
@@ -68,14 +69,17 @@ _MAX_LISTED = 5
 
 
 @contextlib.contextmanager
-def prepared(config: TrainConfig, datasets: data_lib.Datasets, restart: bool) -> Iterator[str]:
+def prepared(
+    config: TrainConfig, datasets: data_lib.Datasets, restart: bool, plan: Plan | None = None
+) -> Iterator[str]:
     """The run folder's absolute path, ready and locked for the block (module docstring).
 
     Raises WorkdirError (nothing written), ConfigMismatchError (the folder holds a run of
-    another model or other data; nothing written but the lock file).
+    another model or other data, or one trained past plan.total_steps; nothing written but the
+    lock file).  plan: the run's; None skips the steps check (tests of the folder alone).
     """
     with opened(config, restart) as workdir:
-        finish(workdir, config, datasets)
+        finish(workdir, config, datasets, plan)
         yield workdir
 
 
@@ -162,26 +166,35 @@ def write_config(workdir: str, config: TrainConfig) -> None:
     )
 
 
-def finish(workdir: str, config: TrainConfig, datasets: data_lib.Datasets) -> None:
-    """Steps 3–6 for an opened folder: the data checked for resuming, leftovers removed, outputs
-    checked, config.json (the marker: first) and data.json written."""
+def finish(workdir: str, config: TrainConfig, datasets: data_lib.Datasets, plan: Plan | None = None) -> None:
+    """Steps 3–6 for an opened folder: the data and the steps trained checked for resuming,
+    leftovers removed, outputs checked, config.json (the marker: first) and data.json written."""
     checkpoint_lib.check_same_data(workdir, datasets)
+    _check_not_past(workdir, config, plan)
     remove_leftovers(workdir)
     check_outputs(workdir, config)
     write_config(workdir, config)
     files.write_json(os.path.join(workdir, checkpoint_lib.DATA_FILE), datasets.preprocessing.to_dict())
 
 
-def check_as_follower(config: TrainConfig, datasets: data_lib.Datasets | None, restart: bool) -> str:
-    """A non-chief worker's checks of the run folder the chief prepares (of its data too, unless
-    datasets is None); writes nothing."""
+def check_as_follower(
+    config: TrainConfig, datasets: data_lib.Datasets | None, restart: bool, plan: Plan | None = None
+) -> str:
+    """A non-chief worker's checks of the run folder the chief prepares (of its data and the
+    steps trained, each unless None); writes nothing."""
     workdir = os.path.abspath(os.path.expanduser(config.workdir))
     check_owned(workdir)
     if not restart:
         checkpoint_lib.check_resumable(workdir, config)
         if datasets is not None:
             checkpoint_lib.check_same_data(workdir, datasets)
+        _check_not_past(workdir, config, plan)
     return workdir
+
+
+def _check_not_past(workdir: str, config: TrainConfig, plan: Plan | None) -> None:
+    if plan is not None:
+        checkpoint_lib.check_not_past(workdir, config, plan.total_steps, plan.steps_per_epoch)
 
 
 # ----------------------------------------------------------------------------- ownership
