@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 
-from absl import flags
+from absl import flags, logging
 
 from tf_backprop import files, training
 from tf_backprop.cli import common
 from tf_backprop.training import cluster
 from tf_backprop.training import config as config_lib
+from tf_backprop.training import unused as unused_lib
 
 FLAGS = flags.FLAGS
 
@@ -68,6 +69,9 @@ def main(argv):
     if FLAGS.strategy == "multi_worker":  # TF_CONFIG's errors first: it configures everything else
         cluster.parse_tf_config(os.environ.get("TF_CONFIG"))
     config = config_from_flags()
+    given = [field.name for field in config_lib.fields() if FLAGS[field.name].present]
+    for name, reason in unused_lib.unused(config, given):
+        logging.warning("flag --%s has no effect: %s", name, reason)
     try:
         result = training.train(config, restart=FLAGS.restart)
     except training.Interrupted as interrupted:

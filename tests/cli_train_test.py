@@ -167,6 +167,13 @@ class EndToEndTest(CliTestCase):
         self.assertEqual(result.returncode, 0, _describe(result))
         self.assertEqual(os.listdir(temp), [])
 
+    def test_flags_without_effect_are_named(self):
+        result = _run(*_TINY, "--momentum=0.5", "--norestore_best", "--workdir=run", cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, _describe(result))
+        self.assertRegex(result.stderr, r"flag --momentum has no effect: optimizer 'adam' takes none")
+        self.assertRegex(result.stderr, r"flag --restore_best has no effect: there is no early stopping")
+        self.assertNotIn("--epochs has no effect", result.stderr)
+
     def test_verbosity_shows_tensorflow_lines(self):
         result = self.run_ok(*_TINY, "--verbosity=0", f"--workdir={os.path.join(self.cwd, 'run')}")
         self.assertIn("Sharding callback", result.stderr)

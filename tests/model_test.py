@@ -134,6 +134,11 @@ class BadArgumentTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, r"^layer_sizes:"):
             MLP(sizes)
 
+    def test_softmax_over_one_output_is_refused(self):
+        with self.assertRaisesRegex(ValueError, r"^output_activation: 'softmax' over one output unit is 1"):
+            MLP((2, 3, 1), output_activation="softmax")
+        self.assertEqual(MLP((2, 3, 2), output_activation="softmax").layer_sizes, (2, 3, 2))
+
     @parameterized.named_parameters(
         ("activation", {"activation": "swish"}, "activation", activations.HIDDEN_ACTIVATIONS),
         ("softmax_hidden", {"activation": "softmax"}, "activation", activations.HIDDEN_ACTIVATIONS),

@@ -340,6 +340,18 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
         ):
             checkpoint.check_resumable(self.workdir, _config(self.workdir, layers=(5, 3, 3, 1)))
 
+    def test_the_same_csv_spelled_another_way_is_no_change(self):
+        saved = _config(self.workdir, data="csv:x.csv", target="y")
+        with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump(saved.to_dict(), handle)
+        for same in ("csv:./x.csv", f"csv:{os.path.abspath('x.csv')}"):
+            with self.subTest(data=same):
+                checkpoint.check_resumable(self.workdir, _config(self.workdir, data=same, target="y"))
+        with self.assertRaisesRegex(
+            checkpoint.ConfigMismatchError, r"\bdata: saved 'csv:x.csv', given 'csv:y.csv'"
+        ):
+            checkpoint.check_resumable(self.workdir, _config(self.workdir, data="csv:y.csv", target="y"))
+
     def test_the_same_folder_given_relative_or_absolute_is_no_change(self):
         # config.json holds --workdir as given (a streamed run: resolved); either may be relative.
         for given in (os.path.relpath(self.workdir), self.workdir):
@@ -602,7 +614,8 @@ class DataChangeTest(ExactTestCase):
 
 
 class EarlyStopResumeTest(ExactTestCase):
-    """A run that stopped early is finished: rerunning it, even with more epochs, changes nothing."""
+    """A run that stopped early is finished: rerunning it changes nothing; rerunning it with more
+    epochs or another patience is refused (they would not apply), leaving it as it was."""
 
     def test_resumed_early_stopped_run_trains_nothing(self):
         workdir = self.create_tempdir().full_path
@@ -612,14 +625,26 @@ class EarlyStopResumeTest(ExactTestCase):
         self.assertLess(stopped.steps, 60 * 16)
         metrics = checkpoint_files.read_json(workdir, "metrics.json")
         checkpoints = checkpoint_files.file_states(checkpoint_files.ckpt_dir(workdir))
-        for again in (cfg, _config(workdir, epochs=80, patience=1, learning_rate=0.05, checkpoint_every=0)):
-            resumed = _train(again)
-            self.assertTrue(resumed.stopped_early)
-            self.assert_same_run(resumed, stopped)
-            self.assertEqual(checkpoint_files.read_json(workdir, "metrics.json"), metrics)
-            self.assertEqual(
-                checkpoint_files.file_states(checkpoint_files.ckpt_dir(workdir)), checkpoints
-            )  # not even rewritten
+        resumed = _train(cfg)
+        self.assertTrue(resumed.stopped_early)
+        self.assert_same_run(resumed, stopped)
+        self.assertEqual(checkpoint_files.read_json(workdir, "metrics.json"), metrics)
+        self.assertEqual(
+            checkpoint_files.file_states(checkpoint_files.ckpt_dir(workdir)), checkpoints
+        )  # not even rewritten
+        before = _run_file_states(workdir)
+        for changed, named in (({"epochs": 80}, "--epochs"), ({"patience": 5}, "--patience")):
+            again = _config(
+                workdir, **{**dict(epochs=60, patience=1, learning_rate=0.05, checkpoint_every=0), **changed}
+            )
+            with self.assertRaisesRegex(
+                checkpoint.ConfigMismatchError,
+                rf"^\S+ stopped early at step {stopped.steps} \(no better validation loss for 1 epochs\): "
+                rf"resuming it trains nothing, so {named} would not apply; rerun it as it was, or start "
+                r"over with --restart$",
+            ):
+                _train(again)
+            self.assertEqual(_run_file_states(workdir), before)
 
 
 class DivergenceResumeTest(ExactTestCase):

@@ -32,6 +32,10 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
         ({"device": "tpu"}, "device"),
         ({"worker_timeout": 0.0}, "^worker_timeout: expected a number > 0"),
         ({"worker_timeout": float("inf")}, "^worker_timeout: expected a number > 0"),
+        (
+            {"patience": 2, "val_split": 0.0},
+            "^patience: early stopping watches the validation loss, and val_split is 0",
+        ),
     )
     def test_bad_values_name_the_field(self, values, pattern):
         with self.assertRaisesRegex(config.ConfigError, pattern):

@@ -117,6 +117,12 @@ class MLP(keras.Model):
         self.output_activation = activations.get(
             output_activation, activations.OUTPUT_ACTIVATIONS, what="output_activation"
         )
+        if self.output_activation.name == "softmax" and self.layer_sizes[-1] == 1:
+            # softmax(z) = e^z / e^z: the net's output would be 1 whatever its input and weights.
+            raise ValueError(
+                "output_activation: 'softmax' over one output unit is 1 whatever the input (every "
+                "gradient 0); use it with 2 or more outputs, or 'sigmoid' or 'linear' for one"
+            )
         if kernel_initializer not in INITIALIZERS:
             raise ValueError(
                 f"kernel_initializer: unknown name {kernel_initializer!r}; "

@@ -277,6 +277,8 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
     differing = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
     if "workdir" in differing and _resolved(saved.get("workdir")) == _resolved(new.get("workdir")):
         differing.remove("workdir")  # the same folder, given relative once and absolute once
+    if "data" in differing and _csv_path(saved.get("data")) == _csv_path(new.get("data")) is not None:
+        differing.remove("data")  # csv:x.csv, csv:./x.csv and its absolute path: the same file
     if {"layers", "hidden"} & set(differing) and _same_net(saved, new):
         differing = [k for k in differing if k not in ("layers", "hidden")]  # --hidden=8 = --layers=3,8,1
     harmful = [k for k in differing if k not in RESUMABLE_FIELDS]
@@ -297,6 +299,13 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
             config_lib.describe(key, new.get(key)),
         )
     return TrainConfig.from_dict(saved)
+
+
+def _csv_path(source) -> str | None:
+    """A csv: source's path resolved against the current folder; None for other sources."""
+    if not isinstance(source, str) or not source.startswith("csv:"):
+        return None
+    return _resolved(source[len("csv:") :])
 
 
 def _same_net(saved: dict, new: dict) -> bool:
@@ -332,6 +341,46 @@ def check_not_past(workdir: str, config: TrainConfig, total_steps: int, steps_pe
         f"{given}: {workdir} has already trained {step} steps ({step / steps_per_epoch:g} epochs of "
         f"{steps_per_epoch} steps); resume it with {needed} or more, or start over with --restart"
     )
+
+
+# What a resumed run's training would follow: changed on a run that stopped early, none applies.
+_TRAINING_FIELDS = (
+    "epochs", "steps", "patience", "restore_best", "learning_rate", "clip_norm", "clip_global_norm",
+    "clip_value", "verify_every", "verify_tolerance",
+)  # fmt: skip
+_STOPPED_KEY = "state/stopped/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def check_not_stopped(workdir: str, config: TrainConfig) -> None:
+    """ConfigMismatchError when the run in workdir stopped early and `config` changes how it
+    trains: resuming a stopped run trains nothing, so the change would not apply (and config.json
+    would record it beside a history that never followed it).  The same command stays a no-op."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        saved = {
+            **{f.name: f.default for f in dataclasses.fields(TrainConfig)},
+            **config_fields(json.load(handle)),
+        }
+    new = config.to_dict()
+    changed = [name for name in _TRAINING_FIELDS if saved.get(name) != new.get(name)]
+    if not changed or not _stopped_early(workdir):
+        return
+    raise ConfigMismatchError(
+        f"{workdir} stopped early at step {latest_step(workdir)} (no better validation loss for "
+        f"{saved['patience']} epochs): resuming it trains nothing, so {', '.join('--' + n for n in changed)} "
+        f"would not apply; rerun it as it was, or start over with --restart"
+    )
+
+
+def _stopped_early(workdir: str) -> bool:
+    """Whether the newest checkpoint says the run stopped early (False if none is readable)."""
+    try:
+        latest = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+        return latest is not None and bool(tf.train.load_checkpoint(latest).get_tensor(_STOPPED_KEY))
+    except (ValueError, OSError, tf.errors.OpError):
+        return False
 
 
 def latest_step(workdir: str) -> int | None:

@@ -116,7 +116,9 @@ class TrainConfig:
     learning_rate: float = _field(0.01, "Initial learning rate (> 0).", resumable=True)
     lr_schedule: str = _field("constant", "Learning-rate schedule.", choices=optimizers.LR_SCHEDULES)
     lr_decay_steps: int = _field(
-        1000, "exponential/step: steps per decay; cosine: decay length (0 = whole run)."
+        1000,
+        "exponential/step: steps per decay; cosine: decay length (0 = whole run; a shorter one holds "
+        "the final rate from then on, with a warning).",
     )
     lr_decay_rate: float = _field(0.5, "exponential/step: factor per lr_decay_steps.")
     lr_alpha: float = _field(0.0, "cosine: final learning rate as a fraction of the initial one.")
@@ -204,7 +206,8 @@ class TrainConfig:
     # --- monitoring (TensorBoard under <workdir>/tb, gradient health) ---
     monitor: bool = _field(
         True,
-        "Per-layer gradient statistics to <workdir>/tb (TensorBoard) and health warnings.",
+        "TensorBoard under <workdir>/tb (per-epoch metrics, per-layer gradient statistics) and "
+        "health warnings; --nomonitor writes none of it.",
         resumable=True,
     )
     # Off by default, as in Keras's TensorBoard callback: each costs ~4 ms of TF ops for the
@@ -306,6 +309,11 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
         _at_least("patience", self.patience, 0)
+        if self.patience and self.val_split == 0:
+            raise ConfigError(
+                "patience: early stopping watches the validation loss, and val_split is 0 (no "
+                "validation split); give val_split > 0, or patience 0"
+            )
 
     def _validate_run(self) -> None:
         _choice("grad_source", self.grad_source, GRAD_SOURCES)

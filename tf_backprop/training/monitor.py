@@ -17,7 +17,7 @@ Tags (TensorBoard):
 ``gradient_norm/<layer>/<kernel|bias>``  ‖∂L/∂θ‖ at the measured step
 ``weight_norm/<layer>/<kernel|bias>``    ‖θ‖ after that step's update
 ``update_ratio/<layer>/<kernel|bias>``   ‖Δθ‖/‖θ‖ of that update (healthy: roughly 1e-4..1e-2)
-``verify/max_rel_error/<layer>/<var>``   tape↔manual disagreement at each --verify_every step
+``verify/max_rel_error/<layer>/<var>``   tape↔manual disagreement at each call's last verified step
 ``weights/…``, ``gradients/…``, ``activations/<layer>``  histograms every histogram_every steps
 ====================================  ===========================================================
 

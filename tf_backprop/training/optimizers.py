@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+from absl import logging
 
 # Each optimizer name, and how to build it from (config, the shared keyword arguments).
 _FACTORIES: dict[str, Callable[[Any, dict], keras.optimizers.Optimizer]] = {
@@ -29,6 +30,12 @@ def build_schedule(config, total_steps: int) -> float | keras.optimizers.schedul
     lr = config.learning_rate
     if config.lr_schedule == "cosine":
         decay_steps = config.lr_decay_steps or total_steps
+        if decay_steps < total_steps:
+            logging.warning(
+                "cosine: the learning rate reaches lr_alpha × %g at step %d of the run's %d and stays "
+                "there (--lr_decay_steps=0: decay over the whole run)",
+                lr, decay_steps, total_steps,
+            )  # fmt: skip
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=config.lr_alpha)
     if config.lr_schedule in ("exponential", "step"):
         return keras.optimizers.schedules.ExponentialDecay(

@@ -73,6 +73,7 @@ def finish(config: TrainConfig, strategy, datasets: data_lib.Datasets, plan: Pla
     else:
         checkpoint_lib.check_same_data(config.workdir, datasets)
         checkpoint_lib.check_not_past(config.workdir, config, plan.total_steps, plan.steps_per_epoch)
+        checkpoint_lib.check_not_stopped(config.workdir, config)
 
 
 def load(config: TrainConfig, strategy, directory: str) -> data_lib.Datasets:

@@ -193,8 +193,10 @@ def check_as_follower(
 
 
 def _check_not_past(workdir: str, config: TrainConfig, plan: Plan | None) -> None:
+    """A resume that would train nothing refused: the run trained past the plan, or stopped early."""
     if plan is not None:
         checkpoint_lib.check_not_past(workdir, config, plan.total_steps, plan.steps_per_epoch)
+    checkpoint_lib.check_not_stopped(workdir, config)
 
 
 # ----------------------------------------------------------------------------- ownership
