@@ -76,9 +76,12 @@ def flag_error_line(message: str) -> str:
     """absl's message for a bad flag value, in the user's terms: "flag --batch_size: expected an
     integer, got 'abc'" for Python's "invalid literal for int() with base 10: 'abc'", and "flag
     --input is required" for "Flag --input must have a value other than None."."""
+    flagfile = re.fullmatch(r"ERROR:: Unable to open flagfile: \[Errno \d+\] (.+?): '(.*)'", message, re.S)
+    if flagfile is not None:
+        return f"flag --flagfile: cannot read {flagfile[2]} ({flagfile[1]})"
     match = re.fullmatch(r"flag --([\w.]+)=(.*?): (.*)", message, re.S)
     if match is None or match[1] not in flags.FLAGS:
-        return message
+        return message.removeprefix("ERROR:: ")
     name, value, reason = match.groups()
     if reason == f"Flag --{name} must have a value other than None.":
         return f"flag --{name} is required"

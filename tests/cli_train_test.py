@@ -294,6 +294,7 @@ class BadFlagTest(CliTestCase):
             ("--batch_size=abc", "flag --batch_size: expected an integer, got 'abc'"),
             ("--learning_rate=fast", "flag --learning_rate: expected a number, got 'fast'"),
             ("--stream=maybe", "flag --stream: expected true or false, got 'maybe'"),
+            ("--flagfile=nope.flags", "flag --flagfile: cannot read nope.flags (No such file or directory)"),
         ):
             with self.subTest(flag=flag):
                 self.assertEqual(self.run_failing(flag, code=2), f"tf-backprop-train: error: {line}")

@@ -107,7 +107,9 @@ class DataWarningsTest(CsvTestCase, parameterized.TestCase):
         in_memory = lambda: data.load(f"csv:{path}", target="y", standardize=False, **_ALL_TRAIN)  # noqa: E731
         (warning,) = self.warnings_of(in_memory)
         self.assertIn(
-            '"x2" hold values beyond float32\'s range (±3.4e38): the model takes them as they are', warning
+            '"x2" hold values beyond float32\'s range (±3.4e38): a float64 model takes them as they are '
+            "(not standardized; a float32 one cannot)",
+            warning,
         )
         for datasets in (in_memory(), self.load_streamed(path, standardize=False)):
             with self.assertRaisesRegex(

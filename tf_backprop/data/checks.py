@@ -150,9 +150,13 @@ def _beyond_float32(names, abs_max: np.ndarray, where: str, standardized: bool) 
     if not beyond.size:
         return []
     listed = _listed([names[j] for j in beyond])
-    how = "trains on them standardized" if standardized else "takes them as they are (not standardized)"
+    how = (
+        "the model trains on them standardized"
+        if standardized
+        else "a float64 model takes them as they are (not standardized; a float32 one cannot)"
+    )
     return [
-        f"{where}: feature(s) {listed} hold values beyond float32's range (±3.4e38): the model {how}, "
+        f"{where}: feature(s) {listed} hold values beyond float32's range (±3.4e38): {how}, "
         "but its export takes float32 features and cannot score these rows; rescale the column(s) "
         "to serve the model"
     ]
