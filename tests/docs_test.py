@@ -67,11 +67,11 @@ class FaultsTest(tf.test.TestCase):
         folder = docs_run.new_folder("fault")
         result = docs_run.python(step.code, {}, folder, "docs/gradcheck.md")
         self.assertEqual(docs_run.check_step(page.name, step, result), [])
-        line = next(i for i, text in enumerate(step.output.lines) if "1.15e-09" in text)
-        step.output.lines[line] = step.output.lines[line].replace("1.15e-09", "1.16e-09")
+        line = next(i for i, text in enumerate(step.output.lines) if "4.87e-10" in text)
+        step.output.lines[line] = step.output.lines[line].replace("4.87e-10", "4.88e-10")
         (problem,) = docs_run.check_step(page.name, step, result)
         self.assertIn(
-            f"docs/gradcheck.md:{step.output.line + line}: shown 1.16e-09, printed 1.15e-09", problem
+            f"docs/gradcheck.md:{step.output.line + line}: shown 4.88e-10, printed 4.87e-10", problem
         )
 
     def test_a_wrong_flag_fails(self):

@@ -72,6 +72,19 @@ class TensorFlowOpsPassTest(tf.test.TestCase, parameterized.TestCase):
         self.assertTrue(report.passed, report.to_text())
         self.assertEqual(report.entries[0].comparisons[0].checked, 8)
 
+    def test_large_inputs_divide_by_the_step_really_taken(self):
+        # At 1e8, x ± 1e-6 moves x by 9.984e-7: dividing by 2e-6 was 0.16% off, a false FAIL.
+        x = np.array([1e8, -3e7, 5e6, 0.3])
+        for mode in ("full", "fast"):
+            report = gradcheck.gradcheck(tf.sin, x, mode=mode, check_forward=True)
+            self.assertEqual(report.verdict, "PASS", report.to_text())
+        wide = np.linspace(1e7, 2e7, 40)  # fast mode's random directions too
+        report = gradcheck.gradcheck(
+            lambda t: tf.reduce_sum(tf.sin(t)), wide, mode="fast", check_forward=True
+        )
+        self.assertEqual(report.verdict, "PASS", report.to_text())
+        self.assertLess(report.entries[0].comparisons[0].max_rel, 1e-7)
+
     def test_names_label_the_inputs(self):
         report = gradcheck.gradcheck(tf.matmul, [A, B], names=["x", "w"])
         self.assertEqual([e.name for e in report.entries], ["x", "w"])
@@ -182,6 +195,14 @@ class BadInputsTest(tf.test.TestCase, parameterized.TestCase):
         ("empty_input", tf.tanh, np.zeros((0, 3)), {}, r"^x: expected a non-empty"),
         ("bad_mode", tf.tanh, A, {"mode": "exact"}, r"^mode: expected one of 'full', 'fast'"),
         ("bad_eps", tf.tanh, A, {"eps": -1.0}, r"^eps: expected a positive"),
+        (
+            "eps_lost_to_rounding",
+            tf.sin,
+            np.array([1.0, 1e12]),
+            {},
+            r"^eps: 1e-06 does not move x\[1\] = 1e\+12 in float64, whose values there are 0\.000122 apart; "
+            r"use eps >= 0\.000488$",
+        ),
         ("bad_names", tf.tanh, A, {"names": ["a", "b"]}, r"^names: expected 1 names"),
         ("not_callable", "tanh", A, {}, r"^fn: expected a callable"),
         ("too_big_for_full", lambda x: x * 2.0, np.zeros(10_000), {}, r"^mode: 'full' would compare"),

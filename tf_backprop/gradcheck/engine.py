@@ -64,14 +64,15 @@ def full_jacobian(p: Problem) -> list[Entry]:
     plus, minus = perturb.run_plans([target], [perturb.full_plan(n)], p.eps)[0]
     plus, minus = (v.astype(np.float64).T for v in (plus, minus))  # [n_out, n]
     f0 = p.f0[:, None]
+    up, down = element_steps(p)
     tolerance = p.tolerance.with_roundoff(p.dtype, float(np.abs(p.f0).max()), p.eps)
     entries = []
     for i in range(len(p.xs)):
         span = p.layout.span(i)
         numeric = _Numeric(
-            ((plus - minus) / (2 * p.eps))[:, span].ravel(),
-            ((plus - f0) / p.eps)[:, span].ravel(),
-            ((f0 - minus) / p.eps)[:, span].ravel(),
+            ((plus - minus) / (up + down))[:, span].ravel(),
+            ((plus - f0) / up)[:, span].ravel(),
+            ((f0 - minus) / down)[:, span].ravel(),
         )
         sources = {p.source: _Source(reverse[:, span].ravel(), _reverse_at_element(p, i))}
         if forward is not None:
@@ -102,6 +103,30 @@ def projections(p: Problem, options: Options) -> list[Entry]:
         _projection_entry(p, i, plan, us, reverse, value, tolerance)
         for i, (plan, value) in enumerate(zip(plans, values))
     ]
+
+
+def element_steps(p: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """The steps θ ± ε·e_j really take in p's dtype, (up, down) [n]: fl(θ_j + ε) − θ_j and
+    θ_j − fl(θ_j − ε).  They differ from ε once |θ_j| is large (at 1e8, ε = 1e-6 moves θ by
+    9.984e-7), so the differences divide by them (`options.check_step` refuses a zero one)."""
+    theta = np.asarray(p.theta)
+    step = theta.dtype.type(p.eps)
+    exact = theta.astype(np.float64)
+    return (theta + step).astype(np.float64) - exact, exact - (theta - step).astype(np.float64)
+
+
+def _realized_rows(p: Problem, i: int, plan: perturb.Plan) -> np.ndarray:
+    """The direction each row of input i's plan really takes: ((θ + εv) − (θ − εv)) / 2ε in p's
+    dtype for the random directions [k, n_i], then e_j for the elements (their differences
+    divide by their own steps instead); [k + s, n_i]."""
+    unit_rows = plan.rows(0, plan.count, 1.0)
+    k = len(plan.directions)
+    if k:
+        theta = np.asarray(p.theta)[p.layout.span(i)]
+        step = (theta.dtype.type(p.eps) * plan.directions).astype(theta.dtype)  # [k, n_i]
+        both = (theta + step).astype(np.float64) - (theta - step).astype(np.float64)
+        unit_rows[:k] = both / (2 * p.eps)
+    return unit_rows
 
 
 # --- comparisons -------------------------------------------------------------------------------
@@ -194,15 +219,19 @@ def _forward_at_element(p: Problem, i: int) -> Callable:
 def _projection_entry(p: Problem, i: int, plan: perturb.Plan, us, reverse, value, tolerance) -> Entry:
     u = _row_cotangents(us, plan)  # [k + s, n_out]
     plus, minus, base = (np.sum(u * f.astype(np.float64), axis=1) for f in (*value, p.f0[None]))
-    numeric = _Numeric((plus - minus) / (2 * p.eps), (plus - base) / p.eps, (base - minus) / p.eps)
-    unit_rows = plan.rows(0, plan.count, 1.0)  # [k + s, n_i]: v_d or e_j
-    reverse_values = _project_rows(reverse[:, p.layout.span(i)], plan)
-    sources = {p.source: _Source(reverse_values, _reverse_at_row(p, i, u, unit_rows))}
+    up, down = _row_steps(p, i, plan)
+    numeric = _Numeric((plus - minus) / (up + down), (plus - base) / up, (base - minus) / down)
+    unit_rows = plan.rows(0, plan.count, 1.0)  # [k + s, n_i]: v_d or e_j, the steps' directions
+    realized = _realized_rows(p, i, plan)  # the directions the analytic values are taken along
+    reverse_values = np.sum(_row_gradients(reverse[:, p.layout.span(i)], plan) * realized, axis=1)
+    sources = {p.source: _Source(reverse_values, _reverse_at_row(p, i, u, unit_rows, realized))}
     error = None
     if p.forward:
         try:
-            jv = run_chunked(lambda rows: runner(p, "jvp")(rows, int(p.layout.offsets[i])), unit_rows)
-            sources["forward"] = _Source(np.sum(u * jv, axis=1), _forward_at_row(p, i, u, unit_rows))
+            jv = run_chunked(lambda rows: runner(p, "jvp")(rows, int(p.layout.offsets[i])), realized)
+            sources["forward"] = _Source(
+                np.sum(u * jv, axis=1), _forward_at_row(p, i, u, unit_rows, realized)
+            )
         except Exception as caught:  # noqa: BLE001 - any failure of forward mode is the verdict
             error = _forward_failure(caught)
     locate = plan.locate(p.layout.shapes[i])
@@ -218,23 +247,27 @@ def _row_points(p: Problem, i: int, unit_rows: np.ndarray, at: np.ndarray, t: fl
     return points
 
 
-def _reverse_at_row(p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray) -> Callable:
-    """(rows, t) -> u_rᵀ J(θ + tε v_r) v_r, reverse mode."""
+def _reverse_at_row(
+    p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray, realized: np.ndarray
+) -> Callable:
+    """(rows, t) -> u_rᵀ J(θ + tε v_r) w_r, reverse mode (w_r: the realized direction)."""
 
     def at_side(at: np.ndarray, t: float) -> np.ndarray:
         rows = np.concatenate([_row_points(p, i, unit_rows, at, t), u[at]], axis=1)
         grads = run_chunked(runner(p, "vjp_at"), rows)[:, p.layout.span(i)]
-        return np.sum(grads * unit_rows[at], axis=1)
+        return np.sum(grads * realized[at], axis=1)
 
     return kinks.guarded(at_side)
 
 
-def _forward_at_row(p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray) -> Callable:
-    """(rows, t) -> u_rᵀ J(θ + tε v_r) v_r, forward mode."""
+def _forward_at_row(
+    p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray, realized: np.ndarray
+) -> Callable:
+    """(rows, t) -> u_rᵀ J(θ + tε v_r) w_r, forward mode."""
 
     def at_side(at: np.ndarray, t: float) -> np.ndarray:
         tangents = np.zeros((len(at), p.layout.size))
-        tangents[:, p.layout.span(i)] = unit_rows[at]
+        tangents[:, p.layout.span(i)] = realized[at]
         rows = np.concatenate([_row_points(p, i, unit_rows, at, t), tangents], axis=1)
         return np.sum(u[at] * run_chunked(runner(p, "jvp_at"), rows), axis=1)
 
@@ -247,7 +280,16 @@ def _row_cotangents(us: np.ndarray, plan: perturb.Plan) -> np.ndarray:
     return np.concatenate([us[:k], np.repeat(us[:1], len(plan.elements), axis=0)])
 
 
-def _project_rows(grads: np.ndarray, plan: perturb.Plan) -> np.ndarray:
-    """Analytic values of the plan's rows from uᵀJ per direction [k, n_i]: [k + s]."""
+def _row_gradients(grads: np.ndarray, plan: perturb.Plan) -> np.ndarray:
+    """uᵀJ for each row of the plan, from uᵀJ per direction [k, n_i]: u_d's for direction d,
+    u_0's for the sampled elements; [k + s, n_i]."""
     k = len(plan.directions)
-    return np.concatenate([np.sum(grads[:k] * plan.directions, axis=1), grads[0, plan.elements]])
+    return np.concatenate([grads[:k], np.repeat(grads[:1], len(plan.elements), axis=0)])
+
+
+def _row_steps(p: Problem, i: int, plan: perturb.Plan) -> tuple[np.ndarray, np.ndarray]:
+    """(up, down) [k + s]: ε for the directions (their analytic side takes the realized
+    direction), `element_steps` for the sampled elements."""
+    up, down = (s[p.layout.span(i)][plan.elements] for s in element_steps(p))
+    k = np.full(len(plan.directions), p.eps)
+    return np.concatenate([k, up]), np.concatenate([k, down])

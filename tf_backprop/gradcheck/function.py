@@ -111,7 +111,7 @@ def check_function(
     arrays = [_check_input(name, x) for name, x in zip(names, inputs)]
     dtype, output, dtype_note = _probe(fn, arrays, names)
     eps = check_positive("eps", options.eps, EPS[dtype])
-    check_step(eps, names, arrays)
+    check_step(eps, names, arrays, dtype)
     tolerance = override_tolerance(NUMERIC_TOLERANCES[dtype], options.atol, options.rtol)
     xs = [tf.constant(a, dtype) for a in arrays]
     layout = perturb.Layout(names, [a.shape for a in arrays])

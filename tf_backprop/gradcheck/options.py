@@ -110,9 +110,11 @@ def override_tolerance(tolerance: Tolerance, atol, rtol) -> Tolerance:
     )
 
 
-def check_step(eps: float, names, arrays) -> None:
-    """ValueError unless eps ≤ MAX_STEP_FRACTION · max(1, max |x|) for every input x (named)."""
+def check_step(eps: float, names, arrays, dtype: str = "float64") -> None:
+    """ValueError unless eps ≤ MAX_STEP_FRACTION · max(1, max |x|) for every input x (named), and
+    x ± eps, in `dtype`, differs from x in every element (a step lost to rounding measures 0/0)."""
     for name, array in zip(names, arrays):
+        _check_moves(eps, name, np.asarray(array).astype(dtype))
         values = np.abs(np.asarray(array, np.float64))
         scale = max(1.0, float(values.max(initial=0.0)))
         if eps > MAX_STEP_FRACTION * scale:
@@ -121,3 +123,17 @@ def check_step(eps: float, names, arrays) -> None:
                 f"scale {scale:.3g} (max(1, largest |element|)); a finite difference with such a step is "
                 f"not a derivative: use eps <= {MAX_STEP_FRACTION * scale:.3g}"
             )
+
+
+def _check_moves(eps: float, name: str, values: np.ndarray) -> None:
+    step = values.dtype.type(eps)
+    with np.errstate(over="ignore"):
+        stuck = (values + step == values) | (values - step == values)
+    if stuck.any():
+        index = tuple(int(i) for i in np.argwhere(stuck)[0])
+        value = values[index]
+        spacing = float(np.spacing(np.abs(value)))
+        raise ValueError(
+            f"eps: {eps:g} does not move {name}{list(index) if index else ''} = {float(value):g} in "
+            f"{values.dtype.name}, whose values there are {spacing:.3g} apart; use eps >= {4 * spacing:.3g}"
+        )
