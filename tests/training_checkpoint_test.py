@@ -469,11 +469,17 @@ class ResumeTest(ExactTestCase):
         ("loss", "loss", {"loss": "half_mse"}),
     )
     def test_mismatch_raises_and_leaves_the_run_alone(self, field, overrides):
+        self.assert_refused_leaving_the_run_alone(rf"\b{field}: saved ", overrides)
+
+    def assert_refused_leaving_the_run_alone(self, pattern: str, overrides: dict) -> str:
+        """Resuming a copy of the base run with `overrides` raises ConfigMismatchError matching
+        `pattern` and changes none of its files; the copy's workdir."""
         workdir = self.copy_of_base()
         before = _run_file_states(workdir)
-        with self.assertRaisesRegex(checkpoint.ConfigMismatchError, rf"\b{field}: saved "):
+        with self.assertRaisesRegex(checkpoint.ConfigMismatchError, pattern):
             _train(_config(workdir, **overrides))
         self.assertEqual(_run_file_states(workdir), before)
+        return workdir
 
     @parameterized.named_parameters(
         (
@@ -489,11 +495,7 @@ class ResumeTest(ExactTestCase):
     )
     def test_fewer_steps_than_trained_are_refused_and_leave_the_run_alone(self, overrides, message):
         # Resuming would train nothing and rewrite config.json to contradict the history.
-        workdir = self.copy_of_base()
-        before = _run_file_states(workdir)
-        with self.assertRaisesRegex(checkpoint.ConfigMismatchError, f"^{message}$"):
-            _train(_config(workdir, **overrides))
-        self.assertEqual(_run_file_states(workdir), before)
+        workdir = self.assert_refused_leaving_the_run_alone(f"^{message}$", overrides)
         self.assertEqual(checkpoint.latest_step(workdir), 48)
         self.assertIsNone(checkpoint.latest_step(self.create_tempdir().full_path))
 
