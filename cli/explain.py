@@ -129,7 +129,7 @@ def check_output() -> None:
     if FLAGS.output is None:
         return
     path = os.path.expanduser(FLAGS.output)
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.endswith(os.sep):
         raise common.UsageError(f"--output: {FLAGS.output} is a folder; give the path of the file to write")
     if os.path.lexists(path) and not FLAGS.overwrite:
         raise common.UsageError(f"--output: {FLAGS.output} already exists; pass --overwrite to replace it")

@@ -98,6 +98,7 @@ class ExplainCliTest(tf.test.TestCase):
             ("--workdir=missing", "--layers=2,3,1"): "--layers: only without --workdir",
             ("--format=svg", "--output=no/such/dir/net.svg"): "--output: cannot write no/such/dir/net.svg",
             ("--output=.",): "--output: . is a folder; give the path of the file to write",
+            ("--output=adir/",): "--output: adir/ is a folder; give the path of the file to write",
             ("--workdir=mine.txt",): "mine.txt: is a file, not a run folder",
         }
         for flags, expected in cases.items():

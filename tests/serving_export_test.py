@@ -288,6 +288,18 @@ class AtomicityTest(tf.test.TestCase):
         self.assertAllClose(self.predictions(), self.expected(0), atol=1e-6)
         self.assertEqual(listing(self.folder), ["export"])
 
+    def test_a_parent_that_is_a_file_is_named(self):
+        with open(os.path.join(self.folder, "afile"), "w") as handle:
+            handle.write("mine")
+        model, _ = make_model("regression", seed=0)
+        target = os.path.join(self.folder, "afile", "export")
+        with self.assertRaisesRegex(
+            export.ExportError,
+            rf"^{re.escape(target)}: cannot write the export there \({re.escape(self.folder)}/afile is a file, not a folder\)$",
+        ):
+            export.export_saved_model(model, self.preprocessing, None, target)
+        self.assertEqual(listing(self.folder), ["afile"])
+
     def test_overwrite_replaces_the_export(self):
         self.write(seed=0)
         self.write(seed=1, overwrite=True)

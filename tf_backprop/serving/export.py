@@ -228,9 +228,7 @@ def export_saved_model(
     path = os.path.abspath(os.path.expanduser(path))
     _check_target(path, overwrite)
     _check_compatible(model, preprocessing)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    staging = files.hidden_sibling(path, "tmp")
-    os.mkdir(staging)
+    staging = _staging_folder(path)
     try:
         _write_saved_model(model, preprocessing, config, staging)
         _check_target(path, overwrite)  # again: something may have appeared while we were writing
@@ -241,6 +239,29 @@ def export_saved_model(
         "exported SavedModel (%s, %d features) to %s", preprocessing.task, model.layer_sizes[0], path
     )
     return path
+
+
+def _staging_folder(path: str) -> str:
+    """A new hidden folder beside `path` (its parents made); ExportError naming `path` and why
+    when it cannot be made (a parent that is a file, no permission)."""
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = files.hidden_sibling(path, "tmp")
+        os.mkdir(staging)
+    except OSError as error:
+        blocking = next((p for p in _ancestors(parent) if os.path.lexists(p) and not os.path.isdir(p)), None)
+        why = f"{blocking} is a file, not a folder" if blocking else (error.strerror or str(error))
+        raise ExportError(f"{path}: cannot write the export there ({why})") from None
+    return staging
+
+
+def _ancestors(folder: str) -> list[str]:
+    """folder and the folders above it, from the top down."""
+    chain = [folder]
+    while os.path.dirname(chain[-1]) != chain[-1]:
+        chain.append(os.path.dirname(chain[-1]))
+    return chain[::-1]
 
 
 def export_run(
