@@ -29,6 +29,7 @@ caches the rows as binary; `pipeline` reads the caches with tf.data.
 from tf_backprop.data.containers import Datasets, Preprocessing, RawSource, Split, StreamedSplit
 from tf_backprop.data.errors import DataError
 from tf_backprop.data.loading import check_arguments, load
+from tf_backprop.data.shards import CSV_PREFIX, csv_path
 from tf_backprop.data.streamed import (
     MAX_VALIDATION_BYTES,
     STREAM_ABOVE_BYTES,
@@ -52,6 +53,7 @@ from tf_backprop.data.tasks import (
 
 __all__ = [
     "CLASSIFICATION",
+    "CSV_PREFIX",
     "DEFAULT_LOSSES",
     "LOSS_TASKS",
     "SYNTHETIC",
@@ -67,6 +69,7 @@ __all__ = [
     "StreamedSplit",
     "TargetSummary",
     "check_arguments",
+    "csv_path",
     "default_loss",
     "infer_task",
     "load",

@@ -7,12 +7,10 @@ import os
 
 import numpy as np
 
-from tf_backprop.data import splits, synthetic
+from tf_backprop.data import shards, splits, synthetic
 from tf_backprop.data.containers import Datasets
 from tf_backprop.data.csv_source import load_csv
 from tf_backprop.data.tasks import infer_task
-
-_CSV_PREFIX = "csv:"
 
 
 def check_arguments(*, val_split: float, test_split: float, seed: int, n_samples: int, noise: float) -> None:
@@ -64,12 +62,12 @@ def load(
     """
     check_arguments(val_split=val_split, test_split=test_split, seed=seed, n_samples=n_samples, noise=noise)
     infer_task(task, loss)  # a task/loss conflict fails before any data is read
-    if source.startswith(_CSV_PREFIX):
-        path = source[len(_CSV_PREFIX) :]
+    path = shards.csv_path(source)
+    if path is not None:
         if not path:
             raise ValueError(f"source: {source!r} needs a file path after 'csv:'")
         raw = load_csv(path, target, task, loss)
-        source, where = _CSV_PREFIX + os.path.abspath(os.path.expanduser(path)), path
+        source, where = shards.CSV_PREFIX + os.path.abspath(os.path.expanduser(path)), path
     else:
         if target:
             raise ValueError(

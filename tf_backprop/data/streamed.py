@@ -26,7 +26,7 @@ from tf_backprop.data.errors import DataError
 from tf_backprop.data.moments import Moments
 from tf_backprop.data.tasks import CLASSIFICATION, TargetSummary, infer_task
 
-CSV_PREFIX = "csv:"
+CSV_PREFIX = shards.CSV_PREFIX
 STREAM_ABOVE_BYTES = 64 << 20  # CSV bytes above which a source streams unless --nostream
 MAX_VALIDATION_BYTES = 256 << 20  # a streamed validation split's rows in memory (float64)
 

@@ -32,7 +32,6 @@ from tf_backprop import data as data_lib
 from tf_backprop import losses as losses_lib
 from tf_backprop.data import checks as data_checks
 from tf_backprop.data import pipeline
-from tf_backprop.data.streamed import CSV_PREFIX
 from tf_backprop.model import MLP
 from tf_backprop.serving import export as export_lib
 from tf_backprop.training import distributed, streaming
@@ -343,13 +342,15 @@ def check_splits(model: MLP, datasets: data_lib.Datasets, loss: losses_lib.Loss)
 def _check_run_data_found(workdir: str, source: str) -> None:
     """data.DataError when a run's CSV is not where its config.json says, saying where the path
     came from: given relative, it is relative to the folder the run was trained in."""
-    if not source.startswith(CSV_PREFIX):
+    path = data_lib.csv_path(source)
+    if path is None:
         return
     try:
         data_lib.check_source_files(source)
     except data_lib.DataError as error:
-        path = os.path.expanduser(source[len(CSV_PREFIX) :])
-        relative = "" if os.path.isabs(path) else ", relative to the folder it was trained in"
+        relative = (
+            "" if os.path.isabs(os.path.expanduser(path)) else ", relative to the folder it was trained in"
+        )
         raise data_lib.DataError(
             f"{error}: the run's data, as {os.path.join(workdir, CONFIG_FILE)} names it"
             f"{relative}; run from that folder, or put the data back"

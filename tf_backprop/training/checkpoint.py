@@ -303,9 +303,8 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
 
 def _csv_path(source) -> str | None:
     """A csv: source's path resolved against the current folder; None for other sources."""
-    if not isinstance(source, str) or not source.startswith("csv:"):
-        return None
-    return _resolved(source[len("csv:") :])
+    path = data_lib.csv_path(source)
+    return None if path is None else _resolved(path)
 
 
 def _same_net(saved: dict, new: dict) -> bool:

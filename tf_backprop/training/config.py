@@ -273,11 +273,11 @@ class TrainConfig:
             )
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        if self.data.startswith("csv:") and not self.target:
+        if data_lib.csv_path(self.data) is not None and not self.target:
             raise ConfigError("target: required with --data=csv:PATH (the column to predict)")
         if self.stream is not None and not isinstance(self.stream, bool):
             raise ConfigError(f"stream: expected true, false or unset, got {self.stream!r}")
-        if self.stream and not self.data.startswith("csv:"):
+        if self.stream and data_lib.csv_path(self.data) is None:
             raise ConfigError(f"stream: only CSV sources stream, got --data={self.data}")
 
     def _validate_optimization(self) -> None:

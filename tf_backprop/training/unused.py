@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from tf_backprop import data as data_lib
 from tf_backprop.training.config import TrainConfig
 
 _MOMENTUM_OPTIMIZERS = ("momentum", "nesterov", "rmsprop")
@@ -36,8 +37,8 @@ _RULES: dict[str, Callable[[TrainConfig], str | None]] = {
     "lr_alpha": lambda c: None if c.lr_schedule == "cosine" else "only the cosine schedule has a final rate",
     "verify_tolerance": lambda c: None if c.verify_every else "nothing is verified (verify_every is 0)",
     "restore_best": lambda c: None if c.patience else "there is no early stopping (patience is 0)",
-    "n_samples": lambda c: None if not c.data.startswith("csv:") else "the data is a CSV file",
-    "noise": lambda c: None if not c.data.startswith("csv:") else "the data is a CSV file",
+    "n_samples": lambda c: None if data_lib.csv_path(c.data) is None else "the data is a CSV file",
+    "noise": lambda c: None if data_lib.csv_path(c.data) is None else "the data is a CSV file",
     "checkpoint_seconds": lambda c: (
         None
         if not c.checkpoint_every
