@@ -106,6 +106,22 @@ class CorrectFunctionsPassTest(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual(report.verdict, "PASS", report.to_text())
             self.assertEqual(report.kinks, 1)
 
+    def test_a_wrong_second_derivative_whose_error_flips_sign_is_no_kink(self):
+        @tf.custom_gradient
+        def hundred_t(t):  # the value 100t, its derivative claimed 100 ± 1e6 (sign of t)
+            sign = tf.where(t >= 0, tf.ones_like(t), -tf.ones_like(t))
+            return 100.0 * t, lambda dy: dy * (100.0 + 1e6 * sign)
+
+        @tf.custom_gradient
+        def fifty_t_squared(t):
+            return 50.0 * t * t, lambda dy: dy * hundred_t(t)
+
+        for point in (0.0, 4e-7):
+            fn = lambda t: tf.reduce_sum(fifty_t_squared(t))  # noqa: E731
+            report = gradcheck.gradcheck(fn, np.array([point]), order=2)
+            self.assertEqual(report.verdict, "FAIL", report.to_text())
+            self.assertEqual(report.kinks, 0)
+
     def test_a_wrong_second_derivative_at_a_jump_of_the_gradient_still_fails(self):
         @tf.custom_gradient
         def doubled_slope(t):  # the value t, the derivative claimed 2

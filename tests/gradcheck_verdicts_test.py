@@ -157,6 +157,14 @@ class KinkRuleTest(tf.test.TestCase):
             self._examine(0.0, 3.0, 0.0, 1.0, 0.0, continuous=False), (True, False)
         )  # a jump of G
 
+    def test_a_smooth_side_must_agree_with_its_midpoint_too(self):
+        # a = 1, a− = −1: the trapezoid 0 matches D− = 0, the midpoint −1 does not; the right
+        # side's a₊ = 1.0001 "jumps" and its D₊ lies within the slack: a kink by trapezoids alone.
+        sides = kinks.Sides(np.array([0]), *(np.array([v], float) for v in (1e-4, 0.0, 1.0001, -1.0)))
+        midpoint = lambda at, t: np.array([1.00005 if t > 0 else -1.00005])  # noqa: E731
+        kink, unchecked, _ = kinks.examine(np.array([1.0]), 1, sides, self.TOL, True, midpoint)
+        self.assertEqual((bool(kink[0]), bool(unchecked[0])), (False, False))
+
     def test_unavailable_side_is_unchecked(self):
         self.assertEqual(self._examine(0.0, 1.0, 0.0, np.nan, 0.0), (False, True))
 
@@ -257,6 +265,22 @@ class InconclusiveTest(GradientCheckMixin, tf.test.TestCase):
         )
         self.assertIn("1 of them outside the slopes on either side of their kink", report.to_text())
         self.assertEqual(json.loads(report.to_json())["entries"][0]["comparisons"][0]["beyond_slopes"], 1)
+
+    def test_a_wrong_gradient_whose_error_flips_sign_is_no_kink(self):
+        """50t² with its gradient written 100t ± 1 (sign of t): at and near 0 the trapezoid of
+        the smooth-looking side cancels the error ((1 + −1)/2 = 0 = D−); its midpoint does not."""
+
+        @tf.custom_gradient
+        def off_by_its_sign(t):
+            sign = tf.where(t >= 0, tf.ones_like(t), -tf.ones_like(t))
+            return 50.0 * t * t, lambda dy: dy * (100.0 * t + sign)
+
+        for point in (0.0, 2e-7):
+            for mode in ("full", "fast"):
+                x = np.array([point, 1.0, 2.0, 3.0, -1.5, 0.7])
+                report = gradcheck.gradcheck(off_by_its_sign, x, mode=mode)
+                self.assertEqual(report.verdict, "FAIL", report.to_text())
+                self.assertEqual(report.kinks, 0)
 
     def test_a_convention_between_the_slopes_still_passes(self):
         # relu(t) + relu(−t)/2: at 0 the tape gives 0 + 0, between the slopes −1/2 and 1.

@@ -11,8 +11,10 @@ and the analytic source's own derivative along v: a at x, a± at x ± εv, m± a
 ways to show one:
 
 1. A kink inside one step, or at x with the analytic value one side's: on one side s the
-   function is smooth and a is right — D_s agrees with the trapezoid (a + a_s)/2, exact to
-   second order between two points of one smooth piece, as accurate as the central difference;
+   function is smooth and a is right — D_s agrees with the trapezoid (a + a_s)/2 and with the
+   midpoint m_s, each exact to second order between two points of one smooth piece, as accurate
+   as the central difference (both: a wrong a whose error flips sign across x cancels in the
+   trapezoid alone);
    on the other side s' the derivative jumps (a_s' ≠ a) and, for a continuous f (order 1), D_s'
    lies between a and a_s', the slopes it averaged (widened by |a_s − a|: slopes drift within a
    piece by about as much as over the smooth side's step).  a is checked, one-sided.
@@ -84,14 +86,19 @@ def examine(
     a = np.asarray(a, np.float64).reshape(-1)[sides.at]
     kink, unchecked, beyond = np.zeros(size, bool), np.zeros(size, bool), np.zeros(size, bool)
     available = np.isfinite(sides.a_plus) & np.isfinite(sides.a_minus)
-    plus = _shown(a, sides.d_minus, sides.a_minus, sides.d_plus, sides.a_plus, tolerance, continuous)
-    minus = _shown(a, sides.d_plus, sides.a_plus, sides.d_minus, sides.a_minus, tolerance, continuous)
+    middles = (None, None) if midpoint is None else (midpoint(sides.at, 0.5), midpoint(sides.at, -0.5))
+    plus = _shown(
+        a, (sides.d_minus, sides.a_minus, middles[1]), (sides.d_plus, sides.a_plus), tolerance, continuous
+    )
+    minus = _shown(
+        a, (sides.d_plus, sides.a_plus, middles[0]), (sides.d_minus, sides.a_minus), tolerance, continuous
+    )
     shown = available & (plus | minus)
     kink[sides.at], unchecked[sides.at] = shown, ~available
     rest = available & ~shown
     if midpoint is not None and rest.any():
         at = sides.at[rest]
-        m_plus, m_minus = midpoint(at, 0.5), midpoint(at, -0.5)
+        m_plus, m_minus = middles[0][rest], middles[1][rest]
         clean = _agree(sides.d_plus[rest], m_plus, tolerance) & _agree(
             sides.d_minus[rest], m_minus, tolerance
         )
@@ -104,9 +111,18 @@ def examine(
     return kink, unchecked, beyond
 
 
-def _shown(a, d_smooth, a_smooth, d_jump, a_jump, tolerance: Tolerance, continuous: bool) -> np.ndarray:
-    """Rule 1 with the kink on the jump side: the other side smooth and checking a, the derivative jumping."""
+def _shown(a, smooth_side, jump_side, tolerance: Tolerance, continuous: bool) -> np.ndarray:
+    """Rule 1 with the kink on the jump side: the other side smooth and checking a, the derivative jumping.
+
+    smooth_side: (D, a at its end, m at its middle or None); jump_side: (D, a at its end).  The
+    smooth side's difference must agree with both its trapezoid and its midpoint: two second-order
+    rules agree on a smooth piece, while a wrong a whose error changes sign across the point
+    (a = 1, a− = −1 on 50t²) cancels in the trapezoid alone.
+    """
+    (d_smooth, a_smooth, m_smooth), (d_jump, a_jump) = smooth_side, jump_side
     smooth = _agree(d_smooth, (a + a_smooth) / 2, tolerance)
+    if m_smooth is not None:
+        smooth &= _agree(d_smooth, m_smooth, tolerance)
     jump = ~_agree(a_jump, a, tolerance)
     if not continuous:
         # f itself may jump (a ReLU's gradient, 0 then 1): a derivative sees no jump in the
