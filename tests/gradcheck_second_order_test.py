@@ -106,6 +106,16 @@ class CorrectFunctionsPassTest(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual(report.verdict, "PASS", report.to_text())
             self.assertEqual(report.kinks, 1)
 
+    def test_an_op_without_a_second_order_gradient_is_a_fail_naming_it(self):
+        fn = lambda t: tf.reduce_sum(tf.nn.softsign(t))  # noqa: E731 - TF registers no SoftsignGrad gradient
+        x = np.array([0.3, -1.2, 2.0])
+        self.assertEqual(gradcheck.gradcheck(fn, x).verdict, "PASS")
+        for mode in ("full", "fast"):
+            report = gradcheck.gradcheck(fn, x, order=2, mode=mode)
+            self.assertEqual(report.verdict, "FAIL", report.to_text())
+            self.assertIn("analytic values could not be computed", report.to_text())
+            self.assertIn("gradient registry has no entry for: SoftsignGrad", report.to_text())
+
     def test_a_wrong_second_derivative_whose_error_flips_sign_is_no_kink(self):
         @tf.custom_gradient
         def hundred_t(t):  # the value 100t, its derivative claimed 100 ± 1e6 (sign of t)

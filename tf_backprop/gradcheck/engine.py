@@ -58,7 +58,10 @@ def full_jacobian(p: Problem) -> list[Entry]:
     n, n_out = p.layout.size, p.output.size
     if n * n_out > MAX_FULL_JACOBIAN:
         raise ValueError(f"mode: 'full' would compare a {n_out} x {n} Jacobian; use mode='fast'")
-    reverse = run_identity(runner(p, "vjp"), n_out, n)  # [n_out, n]
+    try:
+        reverse = run_identity(runner(p, "vjp"), n_out, n)  # [n_out, n]
+    except Exception as error:  # noqa: BLE001 - e.g. an op without a second-order gradient
+        return _unavailable(p, error)
     forward, error = _forward_full(p) if p.forward else (None, None)
     target = perturb.Target(runner(p, "pair"), n, 0, n_out)
     plus, minus = perturb.run_plans([target], [perturb.full_plan(n)], p.eps)[0]
@@ -89,7 +92,10 @@ def projections(p: Problem, options: Options) -> list[Entry]:
     rng = np.random.default_rng(options.seed)
     us = rng.standard_normal((options.directions, p.output.size))
     us /= np.linalg.norm(us, axis=1, keepdims=True)  # [k, n_out], unit rows
-    reverse = run_chunked(runner(p, "vjp"), us)  # uᵀJ: [k, n]
+    try:
+        reverse = run_chunked(runner(p, "vjp"), us)  # uᵀJ: [k, n]
+    except Exception as error:  # noqa: BLE001 - e.g. an op without a second-order gradient
+        return _unavailable(p, error)
     plans = perturb.plans(p.layout, options, unit=False, rng=rng)
     cost = max(p.layout.size, p.output.size)
     targets = [
@@ -166,6 +172,17 @@ def _forward_vs_reverse(p: Problem, sources, locate, error) -> Comparison:
     forward, reverse = sources["forward"].values, sources[p.source].values
     scale = float(max(np.abs(forward).max(initial=0.0), np.abs(reverse).max(initial=0.0)))
     return compare(forward, reverse, exact.scaled(scale), sources=labels, locate=locate)
+
+
+def _unavailable(p: Problem, error: BaseException) -> list[Entry]:
+    """Entries whose one comparison FAILs naming why the reverse-mode values could not be computed."""
+    line = error_line(error)
+    why = f"{p.source} values could not be computed: {type(error).__name__}" + (f": {line}" if line else "")
+    comparison = failed_source((p.source, "numeric"), p.tolerance, why)
+    return [
+        Entry(name, shape, {p.source: None, "numeric": None}, (comparison,))
+        for name, shape in zip(p.layout.names, p.layout.shapes)
+    ]
 
 
 def _forward_failure(error: BaseException) -> str:
