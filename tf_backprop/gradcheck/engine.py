@@ -68,7 +68,9 @@ def full_jacobian(p: Problem) -> list[Entry]:
     plus, minus = (v.astype(np.float64).T for v in (plus, minus))  # [n_out, n]
     f0 = p.f0[:, None]
     up, down = element_steps(p)
-    tolerance = p.tolerance.with_roundoff(p.dtype, float(np.abs(p.f0).max()), p.eps)
+    # f's own rounding: of its value (|f|) and of intermediates that scale with the input (|θ|·|J|).
+    scale = float(np.abs(p.f0).max()) + _theta_max(p) * float(np.abs(reverse).max(initial=0.0))
+    tolerance = p.tolerance.with_roundoff(p.dtype, scale, p.eps)
     entries = []
     for i in range(len(p.xs)):
         span = p.layout.span(i)
@@ -104,11 +106,18 @@ def projections(p: Problem, options: Options) -> list[Entry]:
     ]
     values = perturb.run_plans(targets, plans, p.eps)
     scale = float(np.max(np.linalg.norm(us * p.f0, axis=1)))  # round-off of uᵀf, errors independent
+    scale += _theta_max(p) * float(np.abs(reverse).sum(axis=1).max(initial=0.0))  # intermediates: |θ|·‖uᵀJ‖₁
     tolerance = p.tolerance.with_roundoff(p.dtype, scale, p.eps)
     return [
         _projection_entry(p, i, plan, us, reverse, value, tolerance)
         for i, (plan, value) in enumerate(zip(plans, values))
     ]
+
+
+def _theta_max(p: Problem) -> float:
+    """max |θ|: an intermediate of f that scales with its input rounds by about u·|θ|·|∂f/∂θ|,
+    which the differences divide by ε (t/7 at 10⁸ moves sin(t/7) by ~1% of its slope)."""
+    return float(np.abs(np.asarray(p.theta, np.float64)).max(initial=0.0))
 
 
 def element_steps(p: Problem) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,8 @@ atol / rtol is the scale below which a gradient counts as zero.
 tape ↔ manual (`EXACT`): the two paths sum in different orders, which leaves round-off residue
 proportional to the gradient's scale (max |g| over all tape gradient elements) in elements that
 come out of cancelling sums; the MLP checker scales atol by it.  Against numeric values, atol is
-raised to the finite-difference round-off floor ROUNDOFF_FACTOR · u · |f| / eps when that is
+raised to the finite-difference round-off floor ROUNDOFF_FACTOR · u · |f| / eps (|f| may count
+rounding inside f that scales with its input: `engine`) when that is
 larger (u: the dtype's machine epsilon; |f|: the largest |f_i|, or for projections uᵀf the
 largest ‖u ⊙ f‖).
 
