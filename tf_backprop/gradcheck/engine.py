@@ -106,7 +106,8 @@ def projections(p: Problem, options: Options) -> list[Entry]:
     ]
     values = perturb.run_plans(targets, plans, p.eps)
     scale = float(np.max(np.linalg.norm(us * p.f0, axis=1)))  # round-off of uᵀf, errors independent
-    scale += _theta_max(p) * float(np.abs(reverse).sum(axis=1).max(initial=0.0))  # intermediates: |θ|·‖uᵀJ‖₁
+    # Rounding inside f that scales with its input: |θ| · ‖uᵀJ‖₁.
+    scale += _theta_max(p) * float(np.abs(reverse).sum(axis=1).max(initial=0.0))
     tolerance = p.tolerance.with_roundoff(p.dtype, scale, p.eps)
     return [
         _projection_entry(p, i, plan, us, reverse, value, tolerance)

@@ -30,9 +30,10 @@ ways to show one:
 
 At order 2, f is a gradient, which itself jumps at a ReLU kink, so the "between" test of 1 is
 skipped, and the jump side's jump may be in f alone (the second derivatives on both sides equal,
-0 for ReLU): D_s' disagreeing with its own trapezoid (a + a_s')/2 shows it.  "Agrees" is the comparison's own tolerance.  A value whose one-sided analytic values
-cannot be computed (not finite, or the source raised at x ± εv) is *unchecked* too; everything
-else that disagreed is a failure.  The MLP checker also requires a pre-activation of a
+0 for ReLU): D_s' disagreeing with its own trapezoid (a + a_s')/2 shows it.  "Agrees" is the
+comparison's own tolerance.  A value whose one-sided analytic values cannot be computed (not
+finite, or the source raised at x ± εv) is *unchecked* too; everything else that disagreed is
+a failure.  The MLP checker also requires a pre-activation of a
 `has_kink` activation to sit at 0 or to change sign along the step.
 """
 

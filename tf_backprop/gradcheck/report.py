@@ -20,9 +20,10 @@ all: `error`); INCONCLUSIVE when too little of it was checked: more than MAX_UNC
 of its values, or all of them, unchecked (at a kink: its one-sided values could not be
 computed, or its value at the point is neither side's, `kinks`), or any one of them outside
 the slopes on either side of its kink (`kinks`), or when the round-off floor exceeds
-MAX_ROUNDOFF_FRACTION of the largest compared value (or of the zero floor atol/rtol it replaced, if larger), so that errors of that
-size go unseen (eps too small for the dtype); else ok.  A report is FAIL if any comparison fails, else INCONCLUSIVE if any
-is inconclusive, else PASS; only PASS is `passed`.
+MAX_ROUNDOFF_FRACTION of the largest compared value (or of the zero floor atol/rtol it
+replaced, if larger), so that errors of that size go unseen (eps too small for the dtype);
+else ok.  A report is FAIL if any comparison fails, else INCONCLUSIVE if any is inconclusive,
+else PASS; only PASS is `passed`.
 
 `Report.to_text()` renders a norms table, a comparisons table, one line per failing, kinked or
 inconclusive comparison, the thresholds and the verdict; `to_json()` the same data, NaN and inf
