@@ -106,6 +106,36 @@ class CorrectFunctionsPassTest(tf.test.TestCase, parameterized.TestCase):
             self.assertEqual(report.verdict, "PASS", report.to_text())
             self.assertEqual(report.kinks, 1)
 
+    def test_a_gradient_that_jumps_on_both_sides_of_the_point_is_a_kink(self):
+        # At a tie or at 0 the gradient's value is neither side's (sign(0) = 0 between −1 and 1):
+        # both sides' differences hold a jump of 1/ε; the second derivatives beside it are right.
+        cases = (
+            (lambda t: tf.reduce_sum(tf.abs(t)), [0.0, 0.7], 1),
+            (lambda t: tf.reduce_sum(tf.nn.relu(t) + tf.nn.relu(-t)), [0.0], 1),
+            (lambda t: tf.reduce_max(t), [0.5, 0.5, -1.0], 4),
+            (lambda t: tf.reduce_sum(tf.abs(t) * t * t + tf.abs(t)), [0.0, 0.4], 1),  # curved beside it
+        )
+        for fn, x, kinks in cases:
+            report = gradcheck.gradcheck(fn, np.array(x), order=2)
+            self.assertEqual(report.verdict, "PASS", report.to_text())
+            self.assertEqual(report.kinks, kinks)
+
+    def test_a_wrong_second_derivative_at_a_two_sided_jump_still_fails(self):
+        @tf.custom_gradient
+        def two_t(t):  # the value 2t, its derivative claimed 7
+            return 2.0 * t, lambda dy: 7.0 * dy
+
+        @tf.custom_gradient
+        def square(t):  # t², its gradient 2t right, the gradient's derivative wrong
+            return t * t, lambda dy: dy * two_t(t)
+
+        fn = lambda t: tf.reduce_sum(tf.abs(t) + square(t))  # noqa: E731
+        for x in ([0.0], [4e-7]):
+            self.assertEqual(gradcheck.gradcheck(fn, np.array(x)).verdict, "PASS")
+            report = gradcheck.gradcheck(fn, np.array(x), order=2)
+            self.assertEqual(report.verdict, "FAIL", report.to_text())
+            self.assertEqual((report.failures, report.kinks), (1, 0))
+
     def test_an_op_without_a_second_order_gradient_is_a_fail_naming_it(self):
         fn = lambda t: tf.reduce_sum(tf.nn.softsign(t))  # noqa: E731 - TF registers no SoftsignGrad gradient
         x = np.array([0.3, -1.2, 2.0])

@@ -46,11 +46,13 @@ class _Source:
 
 @dataclasses.dataclass(frozen=True)
 class _Numeric:
-    """The central differences of one input's values and the one-sided ones, flat."""
+    """The central differences of one input's values and the one-sided ones, flat; split: each
+    side's jump and slope (`kinks.Split`), at order 2 in full mode."""
 
     central: np.ndarray
     plus: np.ndarray
     minus: np.ndarray
+    split: Callable | None = None
 
 
 def full_jacobian(p: Problem) -> list[Entry]:
@@ -79,6 +81,8 @@ def full_jacobian(p: Problem) -> list[Entry]:
             ((plus - f0) / up)[:, span].ravel(),
             ((f0 - minus) / down)[:, span].ravel(),
         )
+        if not p.continuous:
+            numeric = dataclasses.replace(numeric, split=_jump_split(p, i, numeric, up[span], down[span]))
         sources = {p.source: _Source(reverse[:, span].ravel(), _reverse_at_element(p, i))}
         if forward is not None:
             sources["forward"] = _Source(forward[:, span].ravel(), _forward_at_element(p, i))
@@ -171,7 +175,31 @@ def _against_numeric(
         sources=(name, "numeric"),
         locate=locate,
         continuous=p.continuous,
+        split=numeric.split,
     )
+
+
+def _jump_split(p: Problem, i: int, numeric: _Numeric, up: np.ndarray, down: np.ndarray) -> Callable:
+    """`kinks.Split` for input i's [n_out, n_i] positions: f at x ± (ε/2)e_j, its one-sided
+    differences, and the steps really taken (up, down: input i's steps at ε)."""
+    size, offset = p.layout.sizes[i], int(p.layout.offsets[i])
+
+    def split(at: np.ndarray) -> kinks.SplitSides:
+        outs, columns = np.divmod(at, size)
+        rows = np.zeros((len(at), size))
+        rows[np.arange(len(at)), columns] = p.eps / 2
+        pair = runner(p, "pair")(rows, offset)
+        plus, minus = (np.asarray(v, np.float64)[np.arange(len(at)), outs] for v in pair)
+        theta = np.asarray(p.theta)[offset + columns]
+        half, exact = theta.dtype.type(p.eps / 2), theta.astype(np.float64)
+        up_half = (theta + half).astype(np.float64) - exact
+        down_half = exact - (theta - half).astype(np.float64)
+        f0 = p.f0[outs]
+        return kinks.SplitSides(
+            (plus - f0) / up_half, (f0 - minus) / down_half, up[columns], down[columns], up_half, down_half
+        )
+
+    return split
 
 
 def _forward_vs_reverse(p: Problem, sources, locate, error) -> Comparison:

@@ -28,6 +28,13 @@ ways to show one:
    = 0 in 2·relu(t) − relu(−t) gives 0, the slopes are 2 and 1), but so does a wrong derivative
    at a single kink, so a comparison with one is never PASS.
 
+3. At order 2 only (f a gradient, which may jump at x itself, as sign(x) does at 0: a value
+   that is neither side's, so both sides jump), from f at x ± εv/2 too: each side's difference
+   is D(h) = J/h + the mean slope over the step, which is the derivative at the step's middle
+   (m± over ε, the derivative at x ± εv/4 over ε/2); the two steps separate the jump J from
+   the source's slope error, which must vanish on both sides, J must not on one, and a must be
+   one side's derivative at x (extrapolated from x ± εv/4 and x ± εv/2).
+
 At order 2, f is a gradient, which itself jumps at a ReLU kink, so the "between" test of 1 is
 skipped, and the jump side's jump may be in f alone (the second derivatives on both sides equal,
 0 for ReLU): D_s' disagreeing with its own trapezoid (a + a_s')/2 shows it.  "Agrees" is the
@@ -50,6 +57,23 @@ MAX_PROBES = 4096  # kink candidates examined per comparison; the rest count as 
 
 # (candidate positions, t) -> the analytic source's derivative along v at x + t·εv
 AtSide = Callable[[np.ndarray, float], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSides:
+    """Order 2's rule 3: the one-sided differences D± at the half step, and the steps really
+    taken, full (h±) and half (h_half±), at the candidate positions."""
+
+    d_plus: np.ndarray
+    d_minus: np.ndarray
+    h_plus: np.ndarray
+    h_minus: np.ndarray
+    h_half_plus: np.ndarray
+    h_half_minus: np.ndarray
+
+
+# candidate positions -> their `SplitSides`
+Split = Callable[[np.ndarray], SplitSides]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +101,19 @@ def candidates(a, b, tolerance: Tolerance, allowed=None) -> np.ndarray:
 
 
 def examine(
-    a, size: int, sides: Sides, tolerance: Tolerance, continuous: bool = True, midpoint: AtSide | None = None
+    a,
+    size: int,
+    sides: Sides,
+    tolerance: Tolerance,
+    continuous: bool = True,
+    midpoint: AtSide | None = None,
+    split: Split | None = None,
 ):
     """(kink, unchecked, beyond): bool masks of length `size` over the compared values (see the module).
 
     beyond marks the unchecked values at the point that lie outside [min(m±), max(m±)].
-    midpoint(positions, ±0.5) gives m± for rule 2; without it only rule 1 applies.
+    midpoint(positions, ±0.5) gives m± for rule 2; without it only rule 1 applies.  split (order
+    2 only) gives each side's jump and the slope beside it, for rule 3.
     """
     a = np.asarray(a, np.float64).reshape(-1)[sides.at]
     kink, unchecked, beyond = np.zeros(size, bool), np.zeros(size, bool), np.zeros(size, bool)
@@ -109,7 +140,42 @@ def examine(
         unchecked[at] = (at_the_point & ~one_side) | ~(np.isfinite(m_plus) & np.isfinite(m_minus))
         between = (np.minimum(m_plus, m_minus) <= a[rest]) & (a[rest] <= np.maximum(m_plus, m_minus))
         beyond[at] = at_the_point & ~one_side & ~between
+    if split is not None and midpoint is not None and not continuous:
+        failing = available & ~kink[sides.at] & ~unchecked[sides.at]
+        if failing.any():
+            at = sides.at[failing]
+            halves = split(at)
+            quarters = (midpoint(at, 0.25), midpoint(at, -0.25))
+            full = (sides.d_plus[failing], sides.d_minus[failing], middles[0][failing], middles[1][failing])
+            kink[at] = _jumps_at_the_point(a[failing], full, halves, quarters, tolerance)
     return kink, unchecked, beyond
+
+
+def _jumps_at_the_point(a, full, halves: SplitSides, quarters, tolerance: Tolerance) -> np.ndarray:
+    """Rule 3 (order 2): f jumps at x itself, on one side or both (sign(x) at 0: −1, 0, 1).
+
+    A side's difference over a step h is D(h) = J/h + f's mean slope over the step, and that mean
+    is the source's derivative at the step's middle to second order (m over ε, q over ε/2).  With
+    A = D(h) − m and B = D(h/2) − q, the jump cancels in e = (h·A − h'·B)/(h − h') (h' the half
+    step really taken), the source's slope error: e must vanish on both sides (within the
+    slopes' tolerance), the jump A − e must not on one, and a must be one side's derivative at x.
+    A wrong derivative leaves e; a jump of f alone does not.
+    """
+    d_plus, d_minus, m_plus, m_minus = full
+    # Each side's derivative as it reaches x, from its values at ε/4 and ε/2 (linear, so exact
+    # to second order): a must be one of them.
+    limits = 2 * quarters[0] - m_plus, 2 * quarters[1] - m_minus
+    right, jumped = np.ones(len(a), bool), np.zeros(len(a), bool)
+    for d, m, d_half, q, h, h_half in (
+        (d_plus, m_plus, halves.d_plus, quarters[0], halves.h_plus, halves.h_half_plus),
+        (d_minus, m_minus, halves.d_minus, quarters[1], halves.h_minus, halves.h_half_minus),
+    ):
+        whole, half = d - m, d_half - q  # J/h and J/h' (+ the slope error each)
+        error = (h * whole - h_half * half) / (h - h_half)
+        right &= _agree(m + error, m, tolerance)
+        jumped |= ~_agree(m + whole - error, m, tolerance)
+    one_side = _agree(a, limits[0], tolerance) | _agree(a, limits[1], tolerance)
+    return right & jumped & one_side
 
 
 def _shown(a, smooth_side, jump_side, tolerance: Tolerance, continuous: bool) -> np.ndarray:
@@ -153,6 +219,7 @@ def compare_with_differences(
     locate: Callable[[int], Location],
     continuous: bool = True,
     allowed=None,
+    split: Split | None = None,
 ) -> Comparison:
     """`compare` of analytic values a with central differences, kink candidates examined.
 
@@ -166,7 +233,7 @@ def compare_with_differences(
     kink = unchecked = beyond = None
     if at.size:
         sides = Sides(at, d_plus[at], d_minus[at], at_side(at, 1.0), at_side(at, -1.0))
-        kink, unchecked, beyond = examine(a, a.size, sides, tolerance, continuous, midpoint=at_side)
+        kink, unchecked, beyond = examine(a, a.size, sides, tolerance, continuous, at_side, split)
     return compare(
         a, central, tolerance, sources=sources, kink=kink, unchecked=unchecked, beyond=beyond, locate=locate
     )
