@@ -72,7 +72,17 @@ class FailureTest(tf.test.TestCase):
         datasets = training.load_datasets(cfg)
         bad_step = 4  # with shuffle off, step s reads rows (s-1)·batch .. s·batch-1
         datasets.train.x[(bad_step - 1) * cfg.batch_size] = np.nan
-        with self.assertRaisesRegex(training.TrainingError, rf"^step {bad_step}: .*dense_1/kernel"):
+        with self.assertRaisesRegex(
+            training.TrainingError,
+            rf"^step {bad_step}: .*dense_1/kernel; stopped \(that step's update was applied in memory, "
+            r"never saved\), and no checkpoint was written yet: a rerun starts over; try a lower",
+        ):
+            training.train(cfg, datasets, progress=False)
+        cfg = _config(self.create_tempdir().full_path, epochs=1, shuffle=False, checkpoint_every=2)
+        with self.assertRaisesRegex(
+            training.TrainingError,
+            rf"^step {bad_step}: .*, and the last checkpoint, at step 2, is untouched: a rerun resumes there;",
+        ):
             training.train(cfg, datasets, progress=False)
 
     def _run_with_an_infinite_gradient_at(self, bad_step: int, **overrides):

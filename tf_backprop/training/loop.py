@@ -229,10 +229,14 @@ class Loop:
         if status == engine_lib.NON_FINITE:
             bad = np.flatnonzero(out["bad"])
             where = f"the gradient of {names[bad[0]]}" if len(bad) else "the loss"
+            saved = (
+                "no checkpoint was written yet: a rerun starts over"
+                if self.saved_step < 0
+                else f"the last checkpoint, at step {self.saved_step}, is untouched: a rerun resumes there"
+            )
             raise TrainingError(
-                f"step {step}: non-finite value in {where}; stopped, nothing after step {step - 1} "
-                f"is saved (its update was applied in memory but never saved; try a lower "
-                f"--learning_rate or clipping)"
+                f"step {step}: non-finite value in {where}; stopped (that step's update was applied in "
+                f"memory, never saved), and {saved}; try a lower --learning_rate or clipping"
             )
         errors = out["verify_error"]
         worst = int(np.argmax(errors))
