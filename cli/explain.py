@@ -14,8 +14,6 @@ tf.GradientTape, 1 one did not, 2 bad flags or input (one line on stderr).
 
 from __future__ import annotations
 
-import os
-
 from absl import flags
 
 from tf_backprop import explaining, files, losses
@@ -126,12 +124,10 @@ def _explain_net() -> tuple[explaining.Trace, str]:
 
 def check_output() -> None:
     """UsageError unless --output may be written: not a folder, and new unless --overwrite."""
-    if FLAGS.output is None:
-        return
-    path = os.path.expanduser(FLAGS.output)
-    if os.path.isdir(path) or path.endswith(os.sep):
+    refusal = None if FLAGS.output is None else files.output_refusal(FLAGS.output, FLAGS.overwrite)
+    if refusal == files.FOLDER:
         raise common.UsageError(f"--output: {FLAGS.output} is a folder; give the path of the file to write")
-    if os.path.lexists(path) and not FLAGS.overwrite:
+    if refusal == files.EXISTS:
         raise common.UsageError(f"--output: {FLAGS.output} already exists; pass --overwrite to replace it")
 
 

@@ -200,9 +200,12 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
     def test_an_output_folder_is_refused_before_scoring(self):
         calls = self.counting_predictions("regression")
         source = write_csv(os.path.join(self.dir, "in.csv"), FEATURES, [[1, 2, 3]])
-        for overwrite in (False, True):
-            with self.assertRaisesRegex(predict.OutputError, r"is a folder; give the path of the CSV file"):
-                predict.predict_csv(self.served["regression"], source, self.dir, overwrite=overwrite)
+        for folder in (self.dir, os.path.join(self.dir, "new") + os.sep):  # a path ending in / too
+            for overwrite in (False, True):
+                with self.assertRaisesRegex(
+                    predict.OutputError, r"is a folder; give the path of the CSV file"
+                ):
+                    predict.predict_csv(self.served["regression"], source, folder, overwrite=overwrite)
         self.assertEqual(calls, [])
         self.assertNoOutput()
 

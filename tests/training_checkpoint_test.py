@@ -25,7 +25,7 @@ from absl.testing import parameterized
 
 from tf_backprop import training
 from tf_backprop.model import MLP
-from tf_backprop.training import checkpoint, config
+from tf_backprop.training import checkpoint, config, resume
 from tf_backprop.training import workdir as workdir_lib
 
 # 200 rows -> 160 training rows -> 16 steps per epoch.  Chunks end every 8 steps of an epoch
@@ -287,7 +287,7 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
             json.dump(self.saved.to_dict(), handle)
 
     def test_new_workdir(self):
-        self.assertIsNone(checkpoint.check_resumable(self.create_tempdir().full_path, self.saved))
+        self.assertIsNone(resume.check_resumable(self.create_tempdir().full_path, self.saved))
 
     @parameterized.named_parameters(
         ("hidden", "hidden", {"hidden": (4,)}),
@@ -298,16 +298,16 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
         ("optimizer", "optimizer", {"optimizer": "sgd"}),
     )
     def test_harmful_difference_names_the_field(self, field, overrides):
-        with self.assertRaises(checkpoint.ConfigMismatchError) as raised:
-            checkpoint.check_resumable(self.workdir, _config(self.workdir, **overrides))
+        with self.assertRaises(training.ConfigMismatchError) as raised:
+            resume.check_resumable(self.workdir, _config(self.workdir, **overrides))
         message = str(raised.exception)
         self.assertRegex(message, rf"\b{field}: saved .+, given .+")
         self.assertIn("--restart", message)
 
     def test_every_harmful_field_named_and_harmless_ones_not(self):
         cfg = _config(self.workdir, hidden=(4,), loss="half_mse", epochs=9, learning_rate=0.5)
-        with self.assertRaises(checkpoint.ConfigMismatchError) as raised:
-            checkpoint.check_resumable(self.workdir, cfg)
+        with self.assertRaises(training.ConfigMismatchError) as raised:
+            resume.check_resumable(self.workdir, cfg)
         message = str(raised.exception)
         self.assertIn("hidden: saved the default [3, 3], given [4]", message)
         self.assertIn("loss: saved the default (by task), given 'half_mse'", message)
@@ -317,7 +317,7 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
     def test_harmless_differences_are_logged(self):
         cfg = _config(self.workdir, epochs=9, learning_rate=0.5)
         with self.assertLogs("absl", level="INFO") as logs:
-            saved = checkpoint.check_resumable(self.workdir, cfg)
+            saved = resume.check_resumable(self.workdir, cfg)
         self.assertEqual(saved, self.saved)
         self.assertIn("resume with changed epochs: 3 -> 9", _messages(logs))
         self.assertIn("resume with changed learning_rate: 0.01 -> 0.5", _messages(logs))
@@ -326,19 +326,19 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
         # Saved with the default widths (2, 3, 3, 1 on this data).
         for same in ({"hidden": (3, 3)}, {"layers": (2, 3, 3, 1)}):
             with self.subTest(**same):
-                checkpoint.check_resumable(self.workdir, _config(self.workdir, **same))
+                resume.check_resumable(self.workdir, _config(self.workdir, **same))
         with self.assertRaisesRegex(
-            checkpoint.ConfigMismatchError, r"\blayers: saved the default .*, given \[2, 4, 1\]"
+            training.ConfigMismatchError, r"\blayers: saved the default .*, given \[2, 4, 1\]"
         ):
-            checkpoint.check_resumable(self.workdir, _config(self.workdir, layers=(2, 4, 1)))
+            resume.check_resumable(self.workdir, _config(self.workdir, layers=(2, 4, 1)))
         resaved = _config(self.workdir, layers=(2, 3, 3, 1))
         with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as handle:
             json.dump(resaved.to_dict(), handle)
-        checkpoint.check_resumable(self.workdir, _config(self.workdir, hidden=(3, 3)))
+        resume.check_resumable(self.workdir, _config(self.workdir, hidden=(3, 3)))
         with self.assertRaisesRegex(
-            checkpoint.ConfigMismatchError, r"\blayers: saved \[2, 3, 3, 1\], given \[5, 3, 3, 1\]"
+            training.ConfigMismatchError, r"\blayers: saved \[2, 3, 3, 1\], given \[5, 3, 3, 1\]"
         ):
-            checkpoint.check_resumable(self.workdir, _config(self.workdir, layers=(5, 3, 3, 1)))
+            resume.check_resumable(self.workdir, _config(self.workdir, layers=(5, 3, 3, 1)))
 
     def test_the_same_csv_spelled_another_way_is_no_change(self):
         saved = _config(self.workdir, data="csv:x.csv", target="y")
@@ -346,11 +346,11 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
             json.dump(saved.to_dict(), handle)
         for same in ("csv:./x.csv", f"csv:{os.path.abspath('x.csv')}"):
             with self.subTest(data=same):
-                checkpoint.check_resumable(self.workdir, _config(self.workdir, data=same, target="y"))
+                resume.check_resumable(self.workdir, _config(self.workdir, data=same, target="y"))
         with self.assertRaisesRegex(
-            checkpoint.ConfigMismatchError, r"\bdata: saved 'csv:x.csv', given 'csv:y.csv'"
+            training.ConfigMismatchError, r"\bdata: saved 'csv:x.csv', given 'csv:y.csv'"
         ):
-            checkpoint.check_resumable(self.workdir, _config(self.workdir, data="csv:y.csv", target="y"))
+            resume.check_resumable(self.workdir, _config(self.workdir, data="csv:y.csv", target="y"))
 
     def test_the_same_folder_given_relative_or_absolute_is_no_change(self):
         # config.json holds --workdir as given (a streamed run: resolved); either may be relative.
@@ -358,7 +358,7 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
             with self.subTest(given=given):
                 cfg = _config(given, epochs=9)
                 with self.assertLogs("absl", level="INFO") as logs:
-                    checkpoint.check_resumable(self.workdir, cfg)
+                    resume.check_resumable(self.workdir, cfg)
                 self.assertNotIn("changed workdir", _messages(logs))
         saved = os.path.join(self.workdir, checkpoint.CONFIG_FILE)
         with open(saved, encoding="utf-8") as handle:
@@ -367,7 +367,7 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
         with open(saved, "w", encoding="utf-8") as handle:
             json.dump(document, handle)
         with self.assertLogs("absl", level="INFO") as logs:
-            checkpoint.check_resumable(self.workdir, _config(self.workdir, epochs=9))
+            resume.check_resumable(self.workdir, _config(self.workdir, epochs=9))
         self.assertNotIn("changed workdir", _messages(logs))
 
 
@@ -476,7 +476,7 @@ class ResumeTest(ExactTestCase):
         `pattern` and changes none of its files; the copy's workdir."""
         workdir = self.copy_of_base()
         before = _run_file_states(workdir)
-        with self.assertRaisesRegex(checkpoint.ConfigMismatchError, pattern):
+        with self.assertRaisesRegex(training.ConfigMismatchError, pattern):
             _train(_config(workdir, **overrides))
         self.assertEqual(_run_file_states(workdir), before)
         return workdir
@@ -496,8 +496,8 @@ class ResumeTest(ExactTestCase):
     def test_fewer_steps_than_trained_are_refused_and_leave_the_run_alone(self, overrides, message):
         # Resuming would train nothing and rewrite config.json to contradict the history.
         workdir = self.assert_refused_leaving_the_run_alone(f"^{message}$", overrides)
-        self.assertEqual(checkpoint.latest_step(workdir), 48)
-        self.assertIsNone(checkpoint.latest_step(self.create_tempdir().full_path))
+        self.assertEqual(resume.latest_step(workdir), 48)
+        self.assertIsNone(resume.latest_step(self.create_tempdir().full_path))
 
     def test_restart_moves_the_run_aside_and_starts_at_step_0(self):
         workdir = self.copy_of_base()
@@ -586,7 +586,7 @@ class DataChangeTest(ExactTestCase):
             rf"\(was {size} bytes, 100 rows, sha256 [0-9a-f]{{12}}…; now {size} bytes, 100 rows, "
             r"sha256 [0-9a-f]{12}…\); rerun with --restart"
         )
-        with self.assertRaisesRegex(checkpoint.ConfigMismatchError, pattern):
+        with self.assertRaisesRegex(training.ConfigMismatchError, pattern):
             _train(self._csv_config(workdir, path, epochs=2))
         self.assertEqual(_run_file_states(workdir), before)
         self._csv(root)  # the original bytes again
@@ -610,7 +610,7 @@ class DataChangeTest(ExactTestCase):
         forget_fingerprint()
         self._csv(root, last=9.0)
         with self.assertRaisesRegex(
-            checkpoint.ConfigMismatchError, r"has changed \(its target_mean, target_std differ"
+            training.ConfigMismatchError, r"has changed \(its target_mean, target_std differ"
         ):
             _train(self._csv_config(workdir, path, epochs=3))
 
@@ -640,7 +640,7 @@ class EarlyStopResumeTest(ExactTestCase):
                 workdir, **{**dict(epochs=60, patience=1, learning_rate=0.05, checkpoint_every=0), **changed}
             )
             with self.assertRaisesRegex(
-                checkpoint.ConfigMismatchError,
+                training.ConfigMismatchError,
                 rf"^\S+ stopped early at step {stopped.steps} \(no better validation loss for 1 epochs\): "
                 rf"resuming it trains nothing, so {named} would not apply; rerun it as it was, or start "
                 r"over with --restart$",

@@ -15,7 +15,7 @@ from training_runs import assert_same_training
 
 from tf_backprop import data, training
 from tf_backprop.data import pipeline
-from tf_backprop.training import checkpoint, config
+from tf_backprop.training import config, resume
 from tf_backprop.training import plan as plan_lib
 
 _FEATURES = 3
@@ -219,12 +219,12 @@ class StreamedTrainingTest(CsvTestCase):
         with self.assertRaisesRegex(
             training.ConfigMismatchError, r"saved when --batch_size was the per-replica batch.*--restart$"
         ):
-            checkpoint.check_resumable(workdir, cfg)
+            resume.check_resumable(workdir, cfg)
         saved_none = {**saved, "strategy": "none"}
         with open(os.path.join(workdir, "config.json"), "w") as handle:
             json.dump(saved_none, handle)
         # Saved with --strategy=none (and so without --stream): resumes as before.
-        self.assertIsNotNone(checkpoint.check_resumable(workdir, _config(self.pattern, workdir, stream=None)))
+        self.assertIsNotNone(resume.check_resumable(workdir, _config(self.pattern, workdir, stream=None)))
 
 
 if __name__ == "__main__":

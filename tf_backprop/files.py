@@ -74,6 +74,20 @@ def write_text(path: str, text: str) -> None:
         handle.write(text)
 
 
+FOLDER, EXISTS = "is a folder", "already exists"  # why a path may not be written as a file
+
+
+def output_refusal(path: str, overwrite: bool) -> str | None:
+    """Why `path` may not be written as a new file (or, with overwrite, a replaced one): FOLDER
+    (a folder, or a path ending in a separator) or EXISTS; None when it may."""
+    full = os.path.expanduser(path)
+    if os.path.isdir(full) or full.endswith(os.sep):
+        return FOLDER
+    if os.path.lexists(full) and not overwrite:
+        return EXISTS
+    return None
+
+
 @contextlib.contextmanager
 def atomic_text(path: str, overwrite: bool = True) -> Iterator[IO[str]]:
     """A text handle whose file appears at `path` only once the block completes.

@@ -125,12 +125,13 @@ def _theta_max(p: Problem) -> float:
     return float(np.abs(np.asarray(p.theta, np.float64)).max(initial=0.0))
 
 
-def element_steps(p: Problem) -> tuple[np.ndarray, np.ndarray]:
-    """The steps θ ± ε·e_j really take in p's dtype, (up, down) [n]: fl(θ_j + ε) − θ_j and
-    θ_j − fl(θ_j − ε).  They differ from ε once |θ_j| is large (at 1e8, ε = 1e-6 moves θ by
-    9.984e-7), so the differences divide by them (`options.check_step` refuses a zero one)."""
+def element_steps(p: Problem, eps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The steps θ ± ε·e_j really take in p's dtype (ε: p.eps unless given), (up, down) [n]:
+    fl(θ_j + ε) − θ_j and θ_j − fl(θ_j − ε).  They differ from ε once |θ_j| is large (at 1e8,
+    ε = 1e-6 moves θ by 9.984e-7), so the differences divide by them (`options.check_step`
+    refuses a zero one)."""
     theta = np.asarray(p.theta)
-    step = theta.dtype.type(p.eps)
+    step = theta.dtype.type(p.eps if eps is None else eps)
     exact = theta.astype(np.float64)
     return (theta + step).astype(np.float64) - exact, exact - (theta - step).astype(np.float64)
 
@@ -190,10 +191,7 @@ def _jump_split(p: Problem, i: int, numeric: _Numeric, up: np.ndarray, down: np.
         rows[np.arange(len(at)), columns] = p.eps / 2
         pair = runner(p, "pair")(rows, offset)
         plus, minus = (np.asarray(v, np.float64)[np.arange(len(at)), outs] for v in pair)
-        theta = np.asarray(p.theta)[offset + columns]
-        half, exact = theta.dtype.type(p.eps / 2), theta.astype(np.float64)
-        up_half = (theta + half).astype(np.float64) - exact
-        down_half = exact - (theta - half).astype(np.float64)
+        up_half, down_half = (steps[offset + columns] for steps in element_steps(p, p.eps / 2))
         f0 = p.f0[outs]
         return kinks.SplitSides(
             (plus - f0) / up_half, (f0 - minus) / down_half, up[columns], down[columns], up_half, down_half

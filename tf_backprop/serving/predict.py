@@ -155,12 +155,10 @@ class OutputError(ValueError):
 def check_output(output: str, overwrite: bool = False) -> None:
     """OutputError unless `output` ("-": stdout) may be written as a new (or, with overwrite,
     replaced) file."""
-    if output == "-":
-        return
-    path = os.path.abspath(os.path.expanduser(output))
-    if os.path.isdir(path):
+    refusal = None if output == "-" else files.output_refusal(output, overwrite)
+    if refusal == files.FOLDER:
         raise OutputError(f"{output}: is a folder; give the path of the CSV file to write")
-    if os.path.lexists(path) and not overwrite:
+    if refusal == files.EXISTS:
         raise OutputError(f"{output}: already exists; pass overwrite=True (--overwrite) to replace it")
 
 

@@ -23,8 +23,8 @@ from absl import logging
 
 from tf_backprop import data as data_lib
 from tf_backprop.data import pipeline
-from tf_backprop.training import checkpoint as checkpoint_lib
 from tf_backprop.training import distributed
+from tf_backprop.training import resume as resume_lib
 from tf_backprop.training import workdir as workdir_lib
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.feed import StreamFeed
@@ -71,9 +71,9 @@ def finish(config: TrainConfig, strategy, datasets: data_lib.Datasets, plan: Pla
     if distributed.is_chief(strategy):
         workdir_lib.finish(config.workdir, config, datasets, plan)
     else:
-        checkpoint_lib.check_same_data(config.workdir, datasets)
-        checkpoint_lib.check_not_past(config.workdir, config, plan.total_steps, plan.steps_per_epoch)
-        checkpoint_lib.check_not_stopped(config.workdir, config)
+        resume_lib.check_same_data(config.workdir, datasets)
+        resume_lib.check_not_past(config.workdir, config, plan.total_steps, plan.steps_per_epoch)
+        resume_lib.check_not_stopped(config.workdir, config)
 
 
 def load(config: TrainConfig, strategy, directory: str) -> data_lib.Datasets:

@@ -13,7 +13,7 @@ source: `opened` before its statistics pass, then `finish`):
 2. **The lock**: an exclusive `fcntl.flock` on .lock, held for the whole run; the OS releases it
    when the process dies, so a killed run never blocks its rerun.  A second run into a locked
    folder gets WorkdirError naming the holder's pid (written into .lock).
-3. **Resume checks** (checkpoint.check_resumable, check_same_data) or, with restart, the
+3. **Resume checks** (resume.check_resumable, check_same_data) or, with restart, the
    previous run's files moved into previous-<time>/ (only the run's own files).
 4. **Leftovers** of a killed run are removed: checkpoint temporaries, hidden temporary files
    of the atomic writes, non-chief workers' scratch folders.
@@ -43,6 +43,7 @@ from tf_backprop import data as data_lib
 from tf_backprop import files
 from tf_backprop.serving import export as export_lib
 from tf_backprop.training import checkpoint as checkpoint_lib
+from tf_backprop.training import resume as resume_lib
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.errors import WorkdirError
 from tf_backprop.training.plan import Plan
@@ -92,7 +93,7 @@ def opened(config: TrainConfig, restart: bool) -> Iterator[str]:
     with RunLock(workdir):
         if restart:
             move_aside(workdir)
-        checkpoint_lib.check_resumable(workdir, config)
+        resume_lib.check_resumable(workdir, config)
         yield workdir
 
 
@@ -169,7 +170,7 @@ def write_config(workdir: str, config: TrainConfig) -> None:
 def finish(workdir: str, config: TrainConfig, datasets: data_lib.Datasets, plan: Plan | None = None) -> None:
     """Steps 3–6 for an opened folder: the data and the steps trained checked for resuming,
     leftovers removed, outputs checked, config.json (the marker: first) and data.json written."""
-    checkpoint_lib.check_same_data(workdir, datasets)
+    resume_lib.check_same_data(workdir, datasets)
     _check_not_past(workdir, config, plan)
     remove_leftovers(workdir)
     check_outputs(workdir, config)
@@ -185,9 +186,9 @@ def check_as_follower(
     workdir = os.path.abspath(os.path.expanduser(config.workdir))
     check_owned(workdir)
     if not restart:
-        checkpoint_lib.check_resumable(workdir, config)
+        resume_lib.check_resumable(workdir, config)
         if datasets is not None:
-            checkpoint_lib.check_same_data(workdir, datasets)
+            resume_lib.check_same_data(workdir, datasets)
         _check_not_past(workdir, config, plan)
     return workdir
 
@@ -195,8 +196,8 @@ def check_as_follower(
 def _check_not_past(workdir: str, config: TrainConfig, plan: Plan | None) -> None:
     """A resume that would train nothing refused: the run trained past the plan, or stopped early."""
     if plan is not None:
-        checkpoint_lib.check_not_past(workdir, config, plan.total_steps, plan.steps_per_epoch)
-    checkpoint_lib.check_not_stopped(workdir, config)
+        resume_lib.check_not_past(workdir, config, plan.total_steps, plan.steps_per_epoch)
+    resume_lib.check_not_stopped(workdir, config)
 
 
 # ----------------------------------------------------------------------------- ownership
