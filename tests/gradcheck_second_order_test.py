@@ -119,6 +119,10 @@ class CorrectFunctionsPassTest(tf.test.TestCase, parameterized.TestCase):
             report = gradcheck.gradcheck(fn, np.array(x), order=2)
             self.assertEqual(report.verdict, "PASS", report.to_text())
             self.assertEqual(report.kinks, kinks)
+            # fast mode: random directions cross the same jumps, and sampled elements hit them
+            report = gradcheck.gradcheck(fn, np.array(x), order=2, mode="fast")
+            self.assertEqual(report.verdict, "PASS", report.to_text())
+            self.assertGreater(report.kinks, 0)
 
     def test_a_wrong_second_derivative_at_a_two_sided_jump_still_fails(self):
         @tf.custom_gradient
@@ -135,6 +139,9 @@ class CorrectFunctionsPassTest(tf.test.TestCase, parameterized.TestCase):
             report = gradcheck.gradcheck(fn, np.array(x), order=2)
             self.assertEqual(report.verdict, "FAIL", report.to_text())
             self.assertEqual((report.failures, report.kinks), (1, 0))
+            report = gradcheck.gradcheck(fn, np.array(x), order=2, mode="fast")
+            self.assertEqual(report.verdict, "FAIL", report.to_text())
+            self.assertEqual(report.kinks, 0)
 
     def test_an_op_without_a_second_order_gradient_is_a_fail_naming_it(self):
         fn = lambda t: tf.reduce_sum(tf.nn.softsign(t))  # noqa: E731 - TF registers no SoftsignGrad gradient

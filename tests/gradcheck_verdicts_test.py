@@ -290,6 +290,47 @@ class InconclusiveTest(GradientCheckMixin, tf.test.TestCase):
         comparison = report.entries[0].comparisons[0]
         self.assertEqual((comparison.unchecked, comparison.beyond_slopes), (1, 0))
 
+    def test_an_infinite_derivative_at_one_element_hides_no_other(self):
+        """sqrt at [0, 1, 4, 9]: the derivative at 0 is inf (and x − ε has no square root), so
+        that value is unchecked, and every other is still compared at the usual tolerance (inf
+        once made the tolerance NaN, and inf · 0 every sampled element's analytic value)."""
+
+        @tf.custom_gradient
+        def sqrt_off_by_a_fifth(t):  # also NaN where dy = 0 at t = 0: 0 · inf
+            return tf.sqrt(t), lambda dy: dy * 0.6 / tf.sqrt(t)
+
+        x = np.array([0.0, 1.0, 4.0, 9.0])
+        for mode in ("full", "fast"):
+            report = gradcheck.gradcheck(tf.sqrt, x, mode=mode)
+            self.assertEqual((report.failures, report.unchecked), (0, 1), report.to_text())
+            report = gradcheck.gradcheck(sqrt_off_by_a_fifth, x, mode=mode)
+            self.assertEqual(report.verdict, "FAIL", report.to_text())
+            self.assertLess(report.entries[0].comparisons[0].tolerance.atol, 1e-6)
+        # full: the three wrong diagonal values, and out[1..3] ← in[0], NaN against differences of 0
+        self.assertEqual((report.failures, report.unchecked), (3, 1), report.to_text())  # fast
+        report = gradcheck.gradcheck(sqrt_off_by_a_fifth, x)
+        self.assertEqual((report.failures, report.unchecked), (6, 1), report.to_text())
+
+    def test_a_nan_derivative_of_a_smooth_function_always_fails(self):
+        """NaN is never a derivative: one NaN element of 30 (where the differences are finite) was
+        an unchecked value under the 10% allowance, and PASSed."""
+
+        @tf.custom_gradient
+        def identity_nan_below_zero(t):
+            return t * 1.0, lambda dy: tf.where(t < 0, np.nan * tf.ones_like(t), dy)
+
+        x = np.linspace(0.5, 3.0, 30)
+        x[4] = -0.3
+        for fn in (identity_nan_below_zero, lambda t: tf.reduce_sum(identity_nan_below_zero(t))):
+            for mode in ("full", "fast"):
+                report = gradcheck.gradcheck(fn, x, mode=mode)
+                self.assertEqual(report.verdict, "FAIL", report.to_text())
+                self.assertEqual(report.unchecked, 0)
+        worst = report.entries[0].comparisons[0].worst
+        self.assertTrue(np.isnan(worst.a))
+        self.assertEqual(gradcheck.compare([np.nan], [1.0], self.TOL, unchecked=[True]).failures, 1)
+        self.assertEqual(gradcheck.compare([1.0], [np.nan], self.TOL, unchecked=[True]).unchecked, 1)
+
     def test_compare_counts_unchecked_apart(self):
         result = gradcheck.compare([1.0, 0.0], [1.0, 0.5], self.TOL, unchecked=[False, True])
         self.assertEqual((result.failures, result.unchecked, result.verdict), (0, 1, "INCONCLUSIVE"))

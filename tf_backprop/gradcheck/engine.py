@@ -71,7 +71,7 @@ def full_jacobian(p: Problem) -> list[Entry]:
     f0 = p.f0[:, None]
     up, down = element_steps(p)
     # f's own rounding: of its value (|f|) and of intermediates that scale with the input (|θ|·|J|).
-    scale = float(np.abs(p.f0).max()) + _theta_max(p) * float(np.abs(reverse).max(initial=0.0))
+    scale = float(np.abs(p.f0).max()) + _theta_max(p) * float(_finite_abs(reverse).max(initial=0.0))
     tolerance = p.tolerance.with_roundoff(p.dtype, scale, p.eps)
     entries = []
     for i in range(len(p.xs)):
@@ -111,7 +111,7 @@ def projections(p: Problem, options: Options) -> list[Entry]:
     values = perturb.run_plans(targets, plans, p.eps)
     scale = float(np.max(np.linalg.norm(us * p.f0, axis=1)))  # round-off of uᵀf, errors independent
     # Rounding inside f that scales with its input: |θ| · ‖uᵀJ‖₁.
-    scale += _theta_max(p) * float(np.abs(reverse).sum(axis=1).max(initial=0.0))
+    scale += _theta_max(p) * float(_finite_abs(reverse).sum(axis=1).max(initial=0.0))
     tolerance = p.tolerance.with_roundoff(p.dtype, scale, p.eps)
     return [
         _projection_entry(p, i, plan, us, reverse, value, tolerance)
@@ -123,6 +123,13 @@ def _theta_max(p: Problem) -> float:
     """max |θ|: an intermediate of f that scales with its input rounds by about u·|θ|·|∂f/∂θ|,
     which the differences divide by ε (t/7 at 10⁸ moves sin(t/7) by ~1% of its slope)."""
     return float(np.abs(np.asarray(p.theta, np.float64)).max(initial=0.0))
+
+
+def _finite_abs(values: np.ndarray) -> np.ndarray:
+    """|values|, 0 where not finite: a NaN analytic value fails by itself, and must not make the
+    tolerance NaN, which would fail every other value with it."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(values), np.abs(values), 0.0)
 
 
 def element_steps(p: Problem, eps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +213,7 @@ def _forward_vs_reverse(p: Problem, sources, locate, error) -> Comparison:
     if "forward" not in sources:
         return failed_source(labels, exact, error)
     forward, reverse = sources["forward"].values, sources[p.source].values
-    scale = float(max(np.abs(forward).max(initial=0.0), np.abs(reverse).max(initial=0.0)))
+    scale = float(max(_finite_abs(forward).max(initial=0.0), _finite_abs(reverse).max(initial=0.0)))
     return compare(forward, reverse, exact.scaled(scale), sources=labels, locate=locate)
 
 
@@ -275,8 +282,11 @@ def _projection_entry(p: Problem, i: int, plan: perturb.Plan, us, reverse, value
     up, down = _row_steps(p, i, plan)
     numeric = _Numeric((plus - minus) / (up + down), (plus - base) / up, (base - minus) / down)
     unit_rows = plan.rows(0, plan.count, 1.0)  # [k + s, n_i]: v_d or e_j, the steps' directions
+    if not p.continuous:
+        split = _row_split(p, i, plan, u, unit_rows, base, (up, down))
+        numeric = dataclasses.replace(numeric, split=split)
     realized = _realized_rows(p, i, plan)  # the directions the analytic values are taken along
-    reverse_values = np.sum(_row_gradients(reverse[:, p.layout.span(i)], plan) * realized, axis=1)
+    reverse_values = _along(_row_gradients(reverse[:, p.layout.span(i)], plan), realized)
     sources = {p.source: _Source(reverse_values, _reverse_at_row(p, i, u, unit_rows, realized))}
     error = None
     if p.forward:
@@ -308,7 +318,7 @@ def _reverse_at_row(
     def at_side(at: np.ndarray, t: float) -> np.ndarray:
         rows = np.concatenate([_row_points(p, i, unit_rows, at, t), u[at]], axis=1)
         grads = run_chunked(runner(p, "vjp_at"), rows)[:, p.layout.span(i)]
-        return np.sum(grads * realized[at], axis=1)
+        return _along(grads, realized[at])
 
     return kinks.guarded(at_side)
 
@@ -327,6 +337,13 @@ def _forward_at_row(
     return kinks.guarded(at_side)
 
 
+def _along(grads: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Σ_j g_j w_j per row [R], over the elements each direction moves: a sampled element's row
+    is its own value, even where another element's is inf (inf · 0 would make it NaN)."""
+    with np.errstate(invalid="ignore"):
+        return np.sum(np.where(directions != 0, grads * directions, 0.0), axis=1)
+
+
 def _row_cotangents(us: np.ndarray, plan: perturb.Plan) -> np.ndarray:
     """u for each row of the plan: u_d for direction d, u_0 for the sampled elements."""
     k = len(plan.directions)
@@ -340,9 +357,34 @@ def _row_gradients(grads: np.ndarray, plan: perturb.Plan) -> np.ndarray:
     return np.concatenate([grads[:k], np.repeat(grads[:1], len(plan.elements), axis=0)])
 
 
-def _row_steps(p: Problem, i: int, plan: perturb.Plan) -> tuple[np.ndarray, np.ndarray]:
-    """(up, down) [k + s]: ε for the directions (their analytic side takes the realized
-    direction), `element_steps` for the sampled elements."""
-    up, down = (s[p.layout.span(i)][plan.elements] for s in element_steps(p))
-    k = np.full(len(plan.directions), p.eps)
+def _row_split(p: Problem, i: int, plan: perturb.Plan, u, unit_rows, base, steps) -> Callable:
+    """`kinks.Split` for input i's rows (order 2's rule 3): uᵀf at θ ± (ε/2)v_r, its one-sided
+    differences, and the steps (ε-sized `steps`, (up, down) [k + s], and the half ones)."""
+    offset = int(p.layout.offsets[i])
+    half_up, half_down = _row_steps(p, i, plan, p.eps / 2)
+    up, down = steps
+
+    def split(at: np.ndarray) -> kinks.SplitSides:
+        pair = runner(p, "pair")(unit_rows[at] * (p.eps / 2), offset)
+        plus, minus = (np.sum(u[at] * np.asarray(v, np.float64), axis=1) for v in pair)
+        return kinks.SplitSides(
+            (plus - base[at]) / half_up[at],
+            (base[at] - minus) / half_down[at],
+            up[at],
+            down[at],
+            half_up[at],
+            half_down[at],
+        )
+
+    return split
+
+
+def _row_steps(
+    p: Problem, i: int, plan: perturb.Plan, eps: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(up, down) [k + s]: ε (p.eps unless given) for the directions (their analytic side takes
+    the realized direction), `element_steps` for the sampled elements."""
+    eps = p.eps if eps is None else eps
+    up, down = (s[p.layout.span(i)][plan.elements] for s in element_steps(p, eps))
+    k = np.full(len(plan.directions), eps)
     return np.concatenate([k, up]), np.concatenate([k, down])

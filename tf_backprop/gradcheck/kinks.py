@@ -28,7 +28,7 @@ ways to show one:
    = 0 in 2·relu(t) − relu(−t) gives 0, the slopes are 2 and 1), but so does a wrong derivative
    at a single kink, so a comparison with one is never PASS.
 
-3. At order 2 only (f a gradient, which may jump at x itself, as sign(x) does at 0: a value
+3. At order 2 only, in full and fast mode (f a gradient, which may jump at x itself, as sign(x) does at 0: a value
    that is neither side's, so both sides jump), from f at x ± εv/2 too: each side's difference
    is D(h) = J/h + the mean slope over the step, which is the derivative at the step's middle
    (m± over ε, the derivative at x ± εv/4 over ε/2); the two steps separate the jump J from
@@ -39,7 +39,8 @@ At order 2, f is a gradient, which itself jumps at a ReLU kink, so the "between"
 skipped, and the jump side's jump may be in f alone (the second derivatives on both sides equal,
 0 for ReLU): D_s' disagreeing with its own trapezoid (a + a_s')/2 shows it.  "Agrees" is the
 comparison's own tolerance.  A value whose one-sided analytic values cannot be computed (not
-finite, or the source raised at x ± εv) is *unchecked* too; everything else that disagreed is
+finite, or the source raised at x ± εv) is *unchecked* too, unless the value itself is NaN
+where the difference is finite (`report.compare` fails that); everything else that disagreed is
 a failure.  The MLP checker also requires a pre-activation of a
 `has_kink` activation to sit at 0 or to change sign along the step.
 """

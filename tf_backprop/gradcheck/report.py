@@ -355,7 +355,8 @@ def compare(
       kink: optional bool array, True where the finite difference crossed a kink that was
         shown (`kinks.examine`); a failing element there counts as a kink, not a failure.
       unchecked: optional bool array, True where a disagreement could not be examined; a
-        failing element there counts as unchecked (see `Comparison.verdict`).
+        failing element there counts as unchecked (see `Comparison.verdict`).  A NaN in a
+        where b is finite always counts as a failure, whatever kink and unchecked say.
       beyond: optional bool array, True where an unchecked value at a kink lies outside the
         slopes on either side (`kinks.examine`); one such value makes the verdict INCONCLUSIVE.
       locate: flat position -> `Location` (default: the flat index).
@@ -368,8 +369,11 @@ def compare(
     rel_error = abs_error / np.maximum(np.maximum(np.abs(a), np.abs(b)), tolerance.floor)
     rel_error = np.where(np.isnan(rel_error), np.inf, rel_error)  # NaN always fails
     bad = rel_error > tolerance.rtol
-    kinks = bad & _mask(kink, bad)
-    unexamined = bad & _mask(unchecked, bad) & ~kinks
+    # A NaN derivative where the differences are finite is wrong whatever the sides show: no
+    # kink or unavailable one-sided value excuses it (it would poison any training step).
+    excusable = bad & ~(np.isnan(a) & np.isfinite(b))
+    kinks = excusable & _mask(kink, bad)
+    unexamined = excusable & _mask(unchecked, bad) & ~kinks
     beyond_slopes = unexamined & _mask(beyond, bad)
     counted = ~kinks & ~unexamined
 
