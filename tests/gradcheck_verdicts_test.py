@@ -122,6 +122,27 @@ class RoundoffTest(tf.test.TestCase):
             gradcheck.gradcheck(lambda t: square_off_by(0.1)(t) + 1e8, X, eps=1e-3).verdict, "FAIL"
         )
 
+    def test_one_large_input_does_not_loosen_the_check_of_the_small_ones(self):
+        """x²/2 with its gradient doubled where |x| < 1, beside an element of 10⁴: the floor
+        sized by that element (atol 0.53) once let the 100% errors at 0.1, 0.2, −0.3 PASS."""
+
+        @tf.custom_gradient
+        def half_square(t):
+            return 0.5 * t * t, lambda dy: dy * tf.where(tf.abs(t) < 1, 2 * t, t)
+
+        x = np.array([1e4, 0.1, 0.2, -0.3])
+        for fn in (half_square, lambda t: tf.reduce_sum(half_square(t))):
+            for mode in ("full", "fast"):
+                report = gradcheck.gradcheck(fn, x, mode=mode)
+                self.assertEqual(report.verdict, "FAIL", report.to_text())
+                self.assertIn("(each value's round-off floor)", report.to_text())
+                self.assertTrue(
+                    json.loads(report.to_json())["entries"][0]["comparisons"][0]["atol_per_value"]
+                )
+        for fn in (lambda t: 0.5 * t * t, lambda t: tf.reduce_sum(0.5 * t * t)):
+            for mode in ("full", "fast"):
+                self.assertEqual(gradcheck.gradcheck(fn, x, mode=mode).verdict, "PASS")
+
 
 class KinkRuleTest(tf.test.TestCase):
     """`kinks.examine` on hand-made one-sided values."""

@@ -53,6 +53,7 @@ class _Numeric:
     plus: np.ndarray
     minus: np.ndarray
     split: Callable | None = None
+    atol: np.ndarray | None = None  # each value's atol: its own round-off floor (`_roundoff`)
 
 
 def full_jacobian(p: Problem) -> list[Entry]:
@@ -71,7 +72,9 @@ def full_jacobian(p: Problem) -> list[Entry]:
     f0 = p.f0[:, None]
     up, down = element_steps(p)
     # f's own rounding: of its value (|f|) and of intermediates that scale with the input (|θ|·|J|).
-    scale = float(np.abs(p.f0).max()) + _theta_max(p) * float(_finite_abs(reverse).max(initial=0.0))
+    theta_max = _theta_max(p)
+    # The kinks' one-sided values are judged at the largest floor; each value at its own (below).
+    scale = float(np.abs(p.f0).max()) + theta_max * float(_finite_abs(reverse).max(initial=0.0))
     tolerance = p.tolerance.with_roundoff(p.dtype, scale, p.eps)
     entries = []
     for i in range(len(p.xs)):
@@ -81,6 +84,11 @@ def full_jacobian(p: Problem) -> list[Entry]:
             ((plus - f0) / up)[:, span].ravel(),
             ((f0 - minus) / down)[:, span].ravel(),
         )
+        # f's rounding per value: of f_o itself, and of intermediates at the inputs' scale.
+        sensitivity = np.maximum(
+            _finite_abs(reverse[:, span]), _finite_abs(numeric.central.reshape(n_out, -1))
+        )
+        numeric = dataclasses.replace(numeric, atol=_roundoff(p, np.abs(f0) + theta_max * sensitivity))
         if not p.continuous:
             numeric = dataclasses.replace(numeric, split=_jump_split(p, i, numeric, up[span], down[span]))
         sources = {p.source: _Source(reverse[:, span].ravel(), _reverse_at_element(p, i))}
@@ -117,6 +125,12 @@ def projections(p: Problem, options: Options) -> list[Entry]:
         _projection_entry(p, i, plan, us, reverse, value, tolerance)
         for i, (plan, value) in enumerate(zip(plans, values))
     ]
+
+
+def _roundoff(p: Problem, scales: np.ndarray) -> np.ndarray:
+    """Each value's atol, flat: p's atol raised to the round-off floor of its own scale.  One
+    floor per comparison, sized by its largest value, hid a 100% error in the small ones."""
+    return p.tolerance.roundoff_per_value(p.dtype, scales, p.eps).ravel()
 
 
 def _theta_max(p: Problem) -> float:
@@ -184,6 +198,7 @@ def _against_numeric(
         locate=locate,
         continuous=p.continuous,
         split=numeric.split,
+        atol=numeric.atol,
     )
 
 
@@ -282,11 +297,16 @@ def _projection_entry(p: Problem, i: int, plan: perturb.Plan, us, reverse, value
     up, down = _row_steps(p, i, plan)
     numeric = _Numeric((plus - minus) / (up + down), (plus - base) / up, (base - minus) / down)
     unit_rows = plan.rows(0, plan.count, 1.0)  # [k + s, n_i]: v_d or e_j, the steps' directions
+    realized = _realized_rows(p, i, plan)  # the directions the analytic values are taken along
+    row_grads = _row_gradients(reverse[:, p.layout.span(i)], plan)  # uᵀJ per row [k + s, n_i]
+    # Each row's rounding: of uᵀf (errors independent), and of intermediates at the inputs' scale.
+    moved = np.maximum(_along(_finite_abs(row_grads), np.abs(realized)), _finite_abs(numeric.central))
+    scales = np.linalg.norm(u * p.f0, axis=1) + _theta_max(p) * moved
+    numeric = dataclasses.replace(numeric, atol=_roundoff(p, scales))
     if not p.continuous:
         split = _row_split(p, i, plan, u, unit_rows, base, (up, down))
         numeric = dataclasses.replace(numeric, split=split)
-    realized = _realized_rows(p, i, plan)  # the directions the analytic values are taken along
-    reverse_values = _along(_row_gradients(reverse[:, p.layout.span(i)], plan), realized)
+    reverse_values = _along(row_grads, realized)
     sources = {p.source: _Source(reverse_values, _reverse_at_row(p, i, u, unit_rows, realized))}
     error = None
     if p.forward:

@@ -221,22 +221,33 @@ def compare_with_differences(
     continuous: bool = True,
     allowed=None,
     split: Split | None = None,
+    atol=None,
 ) -> Comparison:
     """`compare` of analytic values a with central differences, kink candidates examined.
 
     differences: (central, D+, D−), flat like a; at_side(positions, t): the analytic source's
     values at x + t·εv for those positions (NaN where unavailable); allowed: where a kink may be
-    (default everywhere).
+    (default everywhere); atol: per-value atol for the candidates and `compare` (the kinks'
+    one-sided values are judged by tolerance's own, the largest floor: as lenient as before).
     """
     a = np.asarray(a, np.float64).reshape(-1)
     central, d_plus, d_minus = (np.asarray(d, np.float64).reshape(-1) for d in differences)
-    at = candidates(a, central, tolerance, allowed)
+    per_value = tolerance if atol is None else dataclasses.replace(tolerance, atol=np.reshape(atol, -1))
+    at = candidates(a, central, per_value, allowed)
     kink = unchecked = beyond = None
     if at.size:
         sides = Sides(at, d_plus[at], d_minus[at], at_side(at, 1.0), at_side(at, -1.0))
         kink, unchecked, beyond = examine(a, a.size, sides, tolerance, continuous, at_side, split)
     return compare(
-        a, central, tolerance, sources=sources, kink=kink, unchecked=unchecked, beyond=beyond, locate=locate
+        a,
+        central,
+        tolerance,
+        sources=sources,
+        kink=kink,
+        unchecked=unchecked,
+        beyond=beyond,
+        locate=locate,
+        atol=atol,
     )
 
 

@@ -55,6 +55,7 @@ class Tolerance:
     atol: float
     rtol: float
     unraised_atol: float | None = None  # atol before the round-off floor raised it (None: not raised)
+    per_value: bool = False  # atol is the largest of each value's own round-off floor (`compare`)
 
     @property
     def floor(self) -> float:
@@ -70,7 +71,14 @@ class Tolerance:
         """This tolerance with atol multiplied by max(1, scale)."""
         return Tolerance(self.atol * max(1.0, scale), self.rtol)
 
+    def roundoff_per_value(self, dtype: str, scales: np.ndarray, eps: float) -> np.ndarray:
+        """Each value's atol: this atol, raised to the round-off floor of its own scale [...]."""
+        floors = ROUNDOFF_FACTOR * float(np.finfo(dtype).eps) * np.abs(scales) / eps
+        return np.maximum(self.atol, floors)
+
     def __str__(self) -> str:
+        if self.per_value:
+            return f"rtol {self.rtol:.0e}, atol up to {self.atol:.1e} (each value's round-off floor)"
         return f"rtol {self.rtol:.0e}, atol {self.atol:.1e}"
 
 
@@ -216,7 +224,8 @@ class Comparison:
         return {
             "sources": list(self.sources),
             "rtol": self.tolerance.rtol,
-            "atol": self.tolerance.atol,
+            "atol": self.tolerance.atol,  # with atol_per_value: the largest value's atol
+            "atol_per_value": self.tolerance.per_value,
             "checked": self.checked,
             "max_abs": self.max_abs,
             "max_rel": self.max_rel,
@@ -345,6 +354,7 @@ def compare(
     unchecked=None,
     beyond=None,
     locate: Callable[[int], Location] | None = None,
+    atol=None,
 ) -> Comparison:
     """Compares two arrays of gradient values element by element.
 
@@ -360,13 +370,19 @@ def compare(
       beyond: optional bool array, True where an unchecked value at a kink lies outside the
         slopes on either side (`kinks.examine`); one such value makes the verdict INCONCLUSIVE.
       locate: flat position -> `Location` (default: the flat index).
+      atol: optional per-value atol (`Tolerance.roundoff_per_value`), in place of tolerance's:
+        a floor sized by one large value must not hide errors in the small ones.
     """
     a, b = (np.asarray(v, np.float64).reshape(-1) for v in (a, b))
     if a.shape != b.shape:
         raise ValueError(f"compare: a has {a.size} values, b has {b.size}")
     locate = locate or (lambda i: Location(index=(i,)))
+    if atol is not None:
+        atol = np.asarray(atol, np.float64).reshape(-1)
+        tolerance = _per_value(tolerance, atol)
     abs_error = np.abs(a - b)
-    rel_error = abs_error / np.maximum(np.maximum(np.abs(a), np.abs(b)), tolerance.floor)
+    floor = tolerance.floor if atol is None else atol / tolerance.rtol
+    rel_error = abs_error / np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
     rel_error = np.where(np.isnan(rel_error), np.inf, rel_error)  # NaN always fails
     bad = rel_error > tolerance.rtol
     # A NaN derivative where the differences are finite is wrong whatever the sides show: no
@@ -398,6 +414,14 @@ def compare(
         beyond_slopes=int(beyond_slopes.sum()),
         unresolved=_unresolved(a, b, tolerance),
     )
+
+
+def _per_value(tolerance: Tolerance, atol: np.ndarray) -> Tolerance:
+    """The tolerance a comparison with per-value atol reports: its largest atol."""
+    largest = float(atol.max(initial=tolerance.atol))
+    unraised = tolerance.unraised_atol if tolerance.unraised_atol is not None else tolerance.atol
+    raised = largest > unraised
+    return Tolerance(largest, tolerance.rtol, unraised if raised else None, per_value=raised)
 
 
 def _unresolved(a: np.ndarray, b: np.ndarray, tolerance: Tolerance) -> bool:
