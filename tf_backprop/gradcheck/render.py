@@ -95,8 +95,9 @@ def _details(report) -> list[str]:
                 else ""
             )
             lines.append(
-                f"{verdict} {entry.name} {c.label}: {c.unchecked} of {c.checked} unchecked (at a kink: no "
-                f"one-sided values, or a value at the point that is neither side's){beyond}; e.g. at "
+                f"{verdict} {entry.name} {c.label}: {c.unchecked} of {c.checked} unchecked (f not finite at "
+                "x ± ε; or at a kink: no one-sided values, or a value at the point that is neither "
+                f"side's){beyond}; e.g. at "
                 f"{u.location}: {c.sources[0]} {u.a:.6g}, {c.sources[1]} {u.b:.6g}"
             )
     return ["", *lines] if lines else []

@@ -17,8 +17,8 @@ largest ‖u ⊙ f‖).
 
 Verdicts.  A comparison is FAIL when an element fails (or a source could not be computed at
 all: `error`); INCONCLUSIVE when too little of it was checked: more than MAX_UNCHECKED_FRACTION
-of its values, or all of them, unchecked (at a kink: its one-sided values could not be
-computed, or its value at the point is neither side's, `kinks`), or any one of them outside
+of its values, or all of them, unchecked (f not finite at x ± ε; or at a kink: its one-sided
+values could not be computed, or its value at the point is neither side's, `kinks`), or any one of them outside
 the slopes on either side of its kink (`kinks`), or when the round-off floor exceeds
 MAX_ROUNDOFF_FRACTION of the largest compared value (or of the zero floor atol/rtol it
 replaced, if larger), so that errors of that size go unseen (eps too small for the dtype);
@@ -412,7 +412,7 @@ def compare(
         unchecked=int(unexamined.sum()),
         worst_unchecked=element(beyond_slopes if beyond_slopes.any() else unexamined),
         beyond_slopes=int(beyond_slopes.sum()),
-        unresolved=_unresolved(a, b, tolerance),
+        unresolved=_unresolved(a, b, tolerance, None if atol is None else atol[counted]),
     )
 
 
@@ -424,17 +424,20 @@ def _per_value(tolerance: Tolerance, atol: np.ndarray) -> Tolerance:
     return Tolerance(largest, tolerance.rtol, unraised if raised else None, per_value=raised)
 
 
-def _unresolved(a: np.ndarray, b: np.ndarray, tolerance: Tolerance) -> bool:
+def _unresolved(a: np.ndarray, b: np.ndarray, tolerance: Tolerance, counted_atol=None) -> bool:
     """True when the round-off floor raised atol above MAX_ROUNDOFF_FRACTION of the values' scale.
 
     The scale: the largest value, or the zero floor the unraised tolerance had, if larger (a
-    derivative that is 0 everywhere is resolved by an atol far below that floor).
+    derivative that is 0 everywhere is resolved by an atol far below that floor).  With
+    per-value atol, the largest atol of the values it judged (counted_atol): an unchecked
+    value's own floor decides nothing.
     """
     if tolerance.unraised_atol is None:
         return False
     largest = float(np.nanmax(np.maximum(np.abs(a), np.abs(b)), initial=0.0))
     scale = max(largest, tolerance.unraised_atol / tolerance.rtol)
-    return bool(tolerance.atol > MAX_ROUNDOFF_FRACTION * scale)
+    atol = tolerance.atol if counted_atol is None else float(np.max(counted_atol, initial=0.0))
+    return bool(atol > MAX_ROUNDOFF_FRACTION * scale)
 
 
 def _mask(values, like: np.ndarray) -> np.ndarray:
