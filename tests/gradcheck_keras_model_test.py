@@ -69,6 +69,30 @@ class CheckModelTest(tf.test.TestCase):
         self.assertEqual([e.passed for e in report.entries], [False, True, True])
         self.assertIn("clipped_linear", report.entries[0].name)
 
+    def test_a_float64_container_is_checked_in_float64(self):
+        """Sequential and functional models of float64 layers keep float32 as their own compute
+        dtype: the check cast x and y to it, ran the Keras loss in float32 (rtol 1e-2, so a
+        gradient 0.5% off PASSed) and a plain loss raised on float32 − float64."""
+        x, y = RNG.standard_normal((5, 4)) * 0.3, RNG.standard_normal((5, 2))
+        losses = (keras.losses.MeanSquaredError(), lambda t, p: tf.reduce_mean((t - p) ** 2))
+        for mistake in (False, True):
+            inputs = keras.Input((4,), dtype="float64")
+            outputs = keras.layers.Dense(2, dtype="float64")(
+                ClippedLinear(3, mistake, dtype="float64")(inputs)
+            )
+            sequential = keras.Sequential(
+                [
+                    keras.Input((4,), dtype="float64"),
+                    ClippedLinear(3, mistake, dtype="float64"),
+                    keras.layers.Dense(2, dtype="float64"),
+                ]
+            )
+            for model in (sequential, keras.Model(inputs, outputs)):
+                for loss in losses:
+                    report = gradcheck.check_model(model, x, y, loss)
+                    self.assertEqual((report.dtype, report.notes), ("float64", ()))
+                    self.assertEqual(report.passed, not mistake, report.to_text())
+
     def test_float32_fallback_when_the_model_cannot_be_cloned(self):
         class Unclonable(keras.Model):
             def __init__(self, layer):  # a layer argument: no config to rebuild from
@@ -108,6 +132,10 @@ class CheckModelTest(tf.test.TestCase):
             gradcheck.check_model(one_output, x, np.zeros((5, 6)), keras.losses.MeanSquaredError())
         with self.assertRaisesRegex(ValueError, r"^y: shape \[5, 1, 2\] does not fit"):
             gradcheck.check_model(self._model(), x, y[:, None], keras.losses.MeanSquaredError())
+        with self.assertRaisesRegex(ValueError, r"^y: expected one target per row of x \(5\), got 3$"):
+            gradcheck.check_model(self._model(), x, y[:3], keras.losses.MeanSquaredError())
+        with self.assertRaisesRegex(ValueError, r"^loss_fn\(y, model\(x\)\): expected one tensor as output"):
+            gradcheck.check_model(self._model(), x, y, lambda t, p: (t, p))
         x[0, 0] = np.nan
         with self.assertRaisesRegex(ValueError, "^x: expected finite"):
             gradcheck.check_model(self._model(), x, y, keras.losses.MeanSquaredError())

@@ -97,11 +97,12 @@ def check_function(
     title: str,
     notes: Sequence[str] = (),
     source: str = "analytic",
+    what: str = "fn",
 ) -> Report:
     """The engine of `gradcheck` and `check_model`: fn's tape gradients w.r.t. each input vs numeric.
 
     source names the analytic (reverse-mode) side in the report; notes come first in the
-    report's notes.
+    report's notes; what names fn in error messages.
     """
     options = options.validated()
     if not callable(fn):
@@ -109,7 +110,7 @@ def check_function(
     if not inputs:
         raise ValueError("inputs: expected at least one tensor")
     arrays = [_check_input(name, x) for name, x in zip(names, inputs)]
-    dtype, output, dtype_note = _probe(fn, arrays, names)
+    dtype, output, dtype_note = _probe(fn, arrays, names, what)
     eps = check_positive("eps", options.eps, EPS[dtype])
     check_step(eps, names, arrays, dtype)
     tolerance = override_tolerance(NUMERIC_TOLERANCES[dtype], options.atol, options.rtol)
@@ -120,7 +121,7 @@ def check_function(
         checked, locate_output, order_note = second_order.gradient_function(
             fn, layout, output.shape, options.mode, options.seed
         )
-        output = _check_output(checked(*xs), "fn's gradient")
+        output = _check_output(checked(*xs), what, "its gradient")
     problem = Problem(checked, xs, layout, output, eps, tolerance, source, locate_output)
     # A gradient may jump at a kink (order 2); forward mode only when asked for.
     problem = dataclasses.replace(problem, continuous=options.order == 1, forward=options.check_forward)
@@ -153,7 +154,7 @@ def _check_input(name: str, x) -> np.ndarray:
     return array
 
 
-def _probe(fn, arrays, names) -> tuple[str, np.ndarray, str | None]:
+def _probe(fn, arrays, names, what: str = "fn") -> tuple[str, np.ndarray, str | None]:
     """Runs fn and its gradient once, in float64 if it can, else float32.
 
     Returns (dtype, fn's output, a note when float32); ValueError on an output that is not one
@@ -161,20 +162,22 @@ def _probe(fn, arrays, names) -> tuple[str, np.ndarray, str | None]:
     """
     try:
         output, grads = _run_with_gradients(fn, arrays, tf.float64)
-        error = None if _output_dtype(output) == tf.float64 else f"fn returned {_output_dtype(output).name}"
+        error = (
+            None if _output_dtype(output) == tf.float64 else f"{what} returned {_output_dtype(output).name}"
+        )
     except Exception as caught:  # noqa: BLE001 - any failure in float64 means "try float32"
-        error = f"fn raised {type(caught).__name__}"
+        error = f"{what} raised {type(caught).__name__}"
     dtype, note = ("float64", None) if error is None else ("float32", f"{error} on float64 inputs")
     if error is not None:
         try:
             output, grads = _run_with_gradients(fn, arrays, tf.float32)
         except Exception as caught:  # noqa: BLE001
             raise ValueError(
-                f"fn: raised {type(caught).__name__} on the inputs: {error_line(caught)}"
+                f"{what}: raised {type(caught).__name__} on the inputs: {error_line(caught)}"
             ) from caught
-    output = _check_output(output)
+    output = _check_output(output, what)
     for name, grad, array in zip(names, grads, arrays):
-        _check_gradient(name, grad, array.shape)
+        _check_gradient(name, grad, array.shape, what)
     return dtype, output, note and f"{note}: checked in float32, {FLOAT32}"
 
 
@@ -196,20 +199,22 @@ def _output_dtype(output) -> tf.DType:
         return tf.variant  # not a numeric dtype; _check_output says what is wrong
 
 
-def _check_output(output, what: str = "the output") -> np.ndarray:
+def _check_output(output, what: str = "fn", which: str = "the output") -> np.ndarray:
     if isinstance(output, (list, tuple, dict)):
-        raise ValueError(f"fn: expected one tensor as output, got a {type(output).__name__}")
+        raise ValueError(f"{what}: expected one tensor as output, got a {type(output).__name__}")
     array = np.asarray(output)
     if array.dtype.kind != "f":
-        raise ValueError(f"fn: expected a floating-point output, got dtype {array.dtype}")
+        raise ValueError(f"{what}: expected a floating-point output, got dtype {array.dtype}")
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"fn: {what} contains NaN or inf at the given inputs")
+        raise ValueError(f"{what}: {which} contains NaN or inf at the given inputs")
     return array
 
 
-def _check_gradient(name: str, grad, shape) -> None:
+def _check_gradient(name: str, grad, shape, what: str = "fn") -> None:
     if grad is None:
-        raise ValueError(f"{name}: fn's output does not depend on it (no gradient path from input to output)")
+        raise ValueError(
+            f"{name}: the output of {what} does not depend on it (no gradient path from input to output)"
+        )
     if tuple(grad.shape) != tuple(shape):
         raise ValueError(
             f"{name}: its gradient has shape {list(grad.shape)}, expected {list(shape)} "

@@ -73,15 +73,23 @@ def check_model(
     x, y = check_finite("x", x), check_finite("y", y)
     if not model.trainable_variables:
         raise ValueError("model: has no trainable variables (build it first, e.g. by calling it on x)")
+    if x.ndim and y.ndim and len(y) != len(x):
+        raise ValueError(f"y: expected one target per row of x ({len(x)}), got {len(y)}")
     _check_target_shape(y, model(x))
     target, notes = _float64_keras(model, x)
-    if target.compute_dtype == "float64":
+    dtype = _compute_dtype(target)
+    if dtype == "float64":
         loss_fn = _float64_loss(loss_fn)
-    fn = _stateless_loss(target, x, y, loss_fn, training)
+    fn = _stateless_loss(target, x, y, loss_fn, training, dtype)
     values = [np.asarray(v.numpy()) for v in target.trainable_variables]
     names = [v.path for v in model.trainable_variables]
     title = f"gradcheck: Keras model {model.name!r}, batch {len(x)}: {describe(options)}"
-    return check_function(fn, values, names, options, title=title, notes=notes, source="tape")
+    return check_function(
+        fn, values, names, options, title=title, notes=notes, source="tape", what=LOSS_OF_MODEL
+    )
+
+
+LOSS_OF_MODEL = "loss_fn(y, model(x))"  # what check_model's errors name as the function
 
 
 def _check_target_shape(y: np.ndarray, outputs) -> None:
@@ -109,9 +117,20 @@ def _check_target_shape(y: np.ndarray, outputs) -> None:
         )
 
 
-def _stateless_loss(model: keras.Model, x: np.ndarray, y: np.ndarray, loss_fn, training: bool) -> Callable:
-    """fn(*trainable values) -> the loss, with the model's variables replaced by the values."""
-    dtype = model.compute_dtype
+def _compute_dtype(model: keras.Model) -> str:
+    """float64 when every trainable variable is, else the model's compute dtype.  A Sequential
+    or functional model of float64 layers keeps floatx (float32) as its own compute dtype: x
+    and y cast to it checked the loss in float32, or mixed dtypes raised."""
+    if all(v.dtype == "float64" for v in model.trainable_variables):
+        return "float64"
+    return model.compute_dtype
+
+
+def _stateless_loss(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, loss_fn, training: bool, dtype: str
+) -> Callable:
+    """fn(*trainable values) -> the loss, with the model's variables replaced by the values and
+    x, y in dtype."""
     x, y = (tf.constant(a, dtype) if a.dtype.kind == "f" else tf.constant(a) for a in (x, y))
     non_trainable = [v.value for v in model.non_trainable_variables]
     takes_training = "training" in inspect.signature(model.call).parameters
