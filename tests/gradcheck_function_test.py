@@ -9,7 +9,7 @@ import json
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
-from planted_faults import logsumexp_with, square_with, stable_logsumexp, wrong_at_one_element
+from planted_faults import logsumexp_with, square_off_by, square_with, stable_logsumexp, wrong_at_one_element
 
 from tf_backprop import gradcheck
 
@@ -254,6 +254,23 @@ class ReportTest(tf.test.TestCase):
         self.assertEqual((report.dtype, report.eps), ("float32", 1e-3))
         self.assertIn("checked in float32", report.notes[0])
         self.assertEqual(report.entries[0].comparisons[0].tolerance.rtol, gradcheck.FLOAT32.rtol)
+
+    def test_a_function_that_casts_to_float32_inside_is_checked_in_float32(self):
+        """float64 in and out, float32 inside: differences at eps 1e-6 are ~5% float32 noise,
+        which FAILed a right gradient; its outputs being all float32 values gives it away."""
+
+        def through_float32(fn):
+            return lambda t: tf.cast(fn(tf.cast(t, tf.float32)), tf.float64)
+
+        report = gradcheck.gradcheck(through_float32(tf.sin), A)
+        self.assertEqual((report.verdict, report.dtype, report.eps), ("PASS", "float32", 1e-3))
+        self.assertIn(
+            "fn returned only float32 values on float64 inputs: checked in float32", report.notes[0]
+        )
+        wrong = gradcheck.gradcheck(through_float32(square_off_by(0.5)), A)
+        self.assertEqual((wrong.verdict, wrong.dtype), ("FAIL", "float32"))
+        for exact in (lambda t: 0.5 * t, lambda t: tf.reduce_sum(tf.nn.relu(t))):  # dyadic outputs
+            self.assertEqual(gradcheck.gradcheck(exact, np.array([1.0, 2.0, -1.0])).dtype, "float64")
 
     def test_json_names_input_and_output_elements(self):
         report = gradcheck.gradcheck(square_with(wrong_at_one_element), A)
