@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import random
 
 import numpy as np
 import tensorflow as tf
@@ -52,6 +53,19 @@ class ExpandTest(ShardedCsvTestCase):
             self.assertEqual(shards.data_size(os.path.join(folder, name)), len(text))
         self.assertLess(os.path.getsize(os.path.join(folder, "a.csv.gz")), len(text) // 10)
         self.assertEqual(shards.data_size(os.path.join(folder, "missing.csv")), 0)
+
+    def test_a_gzip_trailer_that_cannot_hold_the_size_is_not_trusted(self):
+        # cat a.gz b.gz: the trailer is the last member's, 8 bytes, below the compressed size.
+        rng = random.Random(0)
+        text = "x1,y\n" + "".join(f"{rng.random()},{rng.random()}\n" for _ in range(2000))
+        folder = self.create_tempdir().full_path
+        path = os.path.join(folder, "two.csv.gz")
+        with open(path, "wb") as handle:
+            handle.write(gzip.compress(text.encode()) + gzip.compress(b"0.5,1\n"))
+        compressed = os.path.getsize(path)
+        self.assertEqual(shards.data_size(path), shards.GZIP_CSV_RATIO * compressed)
+        with gzip.open(path, "rt") as handle:
+            self.assertEqual(len(handle.read()), len(text) + 6)  # still read whole
 
 
 class ReadSourceTest(ShardedCsvTestCase):

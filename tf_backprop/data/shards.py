@@ -50,17 +50,27 @@ def expand(path: str) -> list[str]:
     return matches
 
 
+GZIP_CSV_RATIO = 4  # CSV text compresses ~3-10x; the estimate when a gzip trailer cannot say
+
+
 def data_size(path: str) -> int:
-    """The CSV bytes a file holds: its size, or for a .gz file the size its trailer records
-    (modulo 4 GiB, as gzip stores it); 0 when the file cannot be read (reading it reports why)."""
+    """The CSV bytes a file holds: its size, or for a .gz file the size its trailer records;
+    0 when the file cannot be read (reading it reports why).
+
+    The trailer holds the last gzip member's size modulo 4 GiB: below the compressed size it
+    cannot be the whole (several members concatenated, or over 4 GiB), and the estimate is
+    GZIP_CSV_RATIO times the compressed size instead.
+    """
     try:
+        compressed = os.path.getsize(os.path.expanduser(path))
         if not is_gzip(path):
-            return os.path.getsize(os.path.expanduser(path))
+            return compressed
         with open(os.path.expanduser(path), "rb") as handle:
             handle.seek(-4, os.SEEK_END)
-            return struct.unpack("<I", handle.read(4))[0]
+            recorded = struct.unpack("<I", handle.read(4))[0]
     except (OSError, struct.error):
         return 0
+    return recorded if recorded >= compressed else GZIP_CSV_RATIO * compressed
 
 
 def total_data_size(paths: list[str]) -> int:
