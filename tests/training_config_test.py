@@ -84,6 +84,10 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
             (cfg.optimizer, cfg.learning_rate, cfg.batch_size, cfg.steps), ("adam", 0.001, 10, 1000)
         )
         self.assertEqual(config.from_preset("article", steps=5).steps, 5)
+        # The net's shape is one choice, as the run length is: --hidden replaces the preset's layers.
+        self.assertEqual(config.from_preset("article", hidden=(8,)).hidden, (8,))
+        self.assertIsNone(config.from_preset("article", hidden=(8,)).layers)
+        self.assertEqual(config.from_preset("article", layers=(2, 5, 1)).layers, (2, 5, 1))
 
     def test_article_preset_cannot_learn(self):
         cfg = config.from_preset("article", workdir=self.create_tempdir().full_path)

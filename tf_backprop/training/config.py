@@ -476,6 +476,11 @@ def from_preset(preset: str = "default", **overrides: Any) -> TrainConfig:
         values.pop("steps", None)
     if "steps" in overrides:
         values.pop("epochs", None)
+    # So is the net's shape: an explicit hidden replaces a preset's layers and vice versa.
+    if "hidden" in overrides:
+        values.pop("layers", None)
+    if "layers" in overrides:
+        values.pop("hidden", None)
     return TrainConfig(**{**values, **overrides, "preset": preset})
 
 
