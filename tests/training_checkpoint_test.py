@@ -499,6 +499,24 @@ class ResumeTest(ExactTestCase):
         self.assertEqual(resume.latest_step(workdir), 48)
         self.assertIsNone(resume.latest_step(self.create_tempdir().full_path))
 
+    def test_a_whole_run_cosine_decay_is_not_stretched_over_another_length(self):
+        # Decayed to 0 at step 16 of 16, then stretched over 32: the rate would jump back up.
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        cosine = {"lr_schedule": "cosine", "lr_decay_steps": 0}
+        _train(_config(workdir, epochs=1, **cosine))
+        before = _run_file_states(workdir)
+        with self.assertRaisesRegex(
+            training.ConfigMismatchError,
+            r"^--epochs=2: \S+ decays its learning rate by cosine over the whole run "
+            r"\(--lr_decay_steps=0\), laid over --epochs=1; .* resume it with --epochs=1, or start over with --restart$",
+        ):
+            _train(_config(workdir, epochs=2, **cosine))
+        self.assertEqual(_run_file_states(workdir), before)
+        self.assertEqual(_train(_config(workdir, epochs=1, **cosine)).steps, 16)  # as it was: fine
+        fixed = os.path.join(self.create_tempdir().full_path, "run")  # a fixed decay length may grow
+        _train(_config(fixed, epochs=1, lr_schedule="cosine", lr_decay_steps=40))
+        self.assertEqual(_train(_config(fixed, epochs=2, lr_schedule="cosine", lr_decay_steps=40)).steps, 32)
+
     def test_restart_moves_the_run_aside_and_starts_at_step_0(self):
         workdir = self.copy_of_base()
         fresh = _train(_config(workdir, epochs=1), restart=True)

@@ -103,13 +103,16 @@ def _same_net(saved: dict, new: dict) -> bool:
 
 
 def check_not_past(workdir: str, config: TrainConfig, total_steps: int, steps_per_epoch: int) -> None:
-    """ConfigMismatchError when the run in workdir has trained past total_steps.
+    """ConfigMismatchError when the run in workdir has trained past total_steps, or would
+    stretch its whole-run cosine decay over another length (`_check_schedule_kept`).
 
     Resuming it would train nothing and leave a config.json (--epochs=2) that contradicts the
     history (3 epochs); refused before anything is written.  The step is the newest listed
     checkpoint's number (`Keeper.save` numbers them by the global step).
     """
     step = latest_step(workdir)
+    if step is not None:
+        _check_schedule_kept(workdir, config, step)
     if step is None or step <= total_steps:
         return
     if config.steps:
@@ -119,6 +122,25 @@ def check_not_past(workdir: str, config: TrainConfig, total_steps: int, steps_pe
     raise ConfigMismatchError(
         f"{given}: {workdir} has already trained {step} steps ({step / steps_per_epoch:g} epochs of "
         f"{steps_per_epoch} steps); resume it with {needed} or more, or start over with --restart"
+    )
+
+
+def _check_schedule_kept(workdir: str, config: TrainConfig, step: int) -> None:
+    """ConfigMismatchError when a cosine decay over the whole run (--lr_decay_steps=0) would be
+    stretched over another run length midway: the rate jumps back up from where it had decayed
+    to (0 at step 80 of 80, then 0.0035 at step 96 of 160), which no single run follows."""
+    found = _saved_config(workdir)
+    if found is None or config.lr_schedule != "cosine" or config.lr_decay_steps:
+        return
+    saved, new = found[0], config.to_dict()
+    if (saved.get("epochs"), saved.get("steps")) == (new.get("epochs"), new.get("steps")):
+        return
+    was = f"--steps={saved['steps']}" if saved.get("steps") else f"--epochs={saved.get('epochs')}"
+    given = f"--steps={config.steps}" if config.steps else f"--epochs={config.epochs}"
+    raise ConfigMismatchError(
+        f"{given}: {workdir} decays its learning rate by cosine over the whole run (--lr_decay_steps=0), "
+        f"laid over {was}; from step {step} another length would stretch the decay midway; resume it "
+        f"with {was}, or start over with --restart"
     )
 
 
