@@ -90,15 +90,21 @@ def flag_error_line(message: str) -> str:
     return f"flag --{name}: expected {expected}, got {value!r}" if expected and parse_failure else message
 
 
+EXIT_SIGINT = 128 + 2
+INTERRUPTED = "SIGINT: stopped; no output was replaced or left half-written (each is written whole)"
+
+
 def run(
     main: Callable[[list[str]], int | None],
     failures: tuple[type[Exception], ...] = (),
     at_once: tuple[type[Exception], ...] = (),
+    interrupted: str = INTERRUPTED,
 ) -> None:
     """app.run(main) mapping expected errors to one line and an exit code.
 
     ValueError (the library's input errors: ConfigError, DataError, ...) exits 2;
-    `failures` (e.g. TrainingError) exit 1, those of them in `at_once` through fail(at_once=True).
+    `failures` (e.g. TrainingError) exit 1, those of them in `at_once` through fail(at_once=True);
+    Ctrl-C (KeyboardInterrupt) exits 130 with the line `interrupted`, not a traceback.
     """
 
     # --help lists the main module's flags; under a console script that is the wrapper script.
@@ -118,6 +124,9 @@ def run(
         except ValueError as error:
             logging.debug("usage error", exc_info=True)
             fail(str(error), EXIT_USAGE)
+        except KeyboardInterrupt:
+            logging.debug("interrupted", exc_info=True)
+            fail(interrupted, EXIT_SIGINT, at_once=True)  # TensorFlow's teardown may hold it further
         exit_now(code or 0)
 
     app.run(guarded, flags_parser=_parse_flags)

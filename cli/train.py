@@ -94,8 +94,19 @@ def run():
     # A lost or silent worker leaves TensorFlow's coordination agent in an error state: its
     # shutdown would log after the error line (and may wait on the peers).
     common.run(
-        main, failures=(training.TrainingError, training.CheckpointError), at_once=(training.WorkerLostError,)
+        main,
+        failures=(training.TrainingError, training.CheckpointError),
+        at_once=(training.WorkerLostError,),
+        interrupted=INTERRUPTED,
     )
+
+
+# Ctrl-C outside the training loop (which checkpoints first, `training.Interrupted`): loading
+# the data, building, or after the final checkpoint (TensorBoard, the export).
+INTERRUPTED = (
+    "SIGINT outside the training loop: every checkpoint written is kept, and no output is left "
+    "half-written; rerun the same command to resume or finish the run"
+)
 
 
 if __name__ == "__main__":

@@ -340,6 +340,45 @@ class DivergenceTest(CliTestCase):
         )
 
 
+class InterruptOutsideTheLoopTest(CliTestCase):
+    """Ctrl-C outside the training loop (here: during the export, after the final checkpoint)
+    ends with one line and exit 130, not a traceback; rerunning the command finishes the run."""
+
+    # The CLI as its console script runs it, with the export raising what Ctrl-C raises there.
+    _INTERRUPTED_EXPORT = (
+        "import sys\n"
+        "from tf_backprop.serving import export\n"
+        "def interrupted(*args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        "export.export_saved_model = interrupted\n"
+        "from tf_backprop.cli import train\n"
+        "sys.argv = ['tf-backprop-train', *sys.argv[1:]]\n"
+        "train.run()\n"
+    )
+
+    def test_ctrl_c_during_the_export_is_one_line_and_a_rerun_finishes(self):
+        flags = (*_TINY, "--workdir=run")
+        result = subprocess.run(
+            [sys.executable, "-c", self._INTERRUPTED_EXPORT, *flags],
+            cwd=self.cwd,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 130, _describe(result))
+        self.assert_no_traceback(result)
+        last = result.stderr.splitlines()[-1]
+        self.assertRegex(
+            last, r"^tf-backprop-train: error: SIGINT outside the training loop: .*rerun the same command"
+        )
+        self.assertFalse(os.path.exists(os.path.join(self.cwd, "run", "export")))
+        rerun = _run(*flags, cwd=self.cwd)
+        self.assertEqual(rerun.returncode, 0, _describe(rerun))
+        self.assertTrue(os.path.isdir(os.path.join(self.cwd, "run", "export")))
+
+
 class RunFolderTest(CliTestCase):
     """--workdir that is not ours, is a file, or changed data under it: exit 2, one line, nothing touched."""
 
