@@ -91,6 +91,7 @@ def flag_error_line(message: str) -> str:
 
 
 EXIT_SIGINT = 128 + 2
+EXIT_SIGPIPE = 128 + 13  # the status of a filter killed by SIGPIPE: `tf-backprop-predict ... | head`
 INTERRUPTED = "SIGINT: stopped; no output was replaced or left half-written (each is written whole)"
 
 
@@ -118,6 +119,9 @@ def run(
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag", EXIT_USAGE)
         try:
             code = main(argv)
+        except BrokenPipeError:  # stdout's reader left (| head): end quietly, as a killed filter does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush to it
+            os._exit(EXIT_SIGPIPE)
         except failures as error:
             logging.debug("failure", exc_info=True)
             fail(str(error), EXIT_FAILURE, at_once=isinstance(error, at_once))

@@ -31,7 +31,7 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "output",
     "-",
-    "CSV to write (created only once complete; an existing file needs --overwrite); - for stdout.",
+    "CSV to write (.gz: gzip; created only once complete; an existing file needs --overwrite); - for stdout.",
 )
 flags.DEFINE_bool(
     "overwrite", False, "Replace an existing --output file (only once the new one is complete)."

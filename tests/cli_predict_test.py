@@ -1,6 +1,7 @@
 """Tests of CSV prediction from an export: predict.predict_csv in-process, tf-backprop-predict as a subprocess."""
 
 import csv
+import gzip
 import io
 import os
 import re
@@ -305,6 +306,32 @@ class PredictCliTest(tf.test.TestCase):
         self.assertEqual([r[0] for r in out_rows], [str(i) for i in range(6)])
         expected = served.predict(x)["class_ids"]
         self.assertEqual([r[-4] for r in out_rows], [CLASS_NAMES["multiclass"][i] for i in expected])
+
+    def test_a_gz_output_is_gzip_and_reads_back(self):
+        header, rows, _ = shuffled_rows(6)
+        plain, _ = self.run_predict(header, rows)
+        result, cwd = self.run_predict(header, rows, "--output=out.csv.gz")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with gzip.open(os.path.join(cwd, "out.csv.gz"), "rt", encoding="utf-8", newline="") as handle:
+            self.assertEqual(handle.read(), plain.stdout)  # was plain text under a .gz name
+
+    def test_a_reader_that_leaves_early_ends_it_quietly(self):
+        # `tf-backprop-predict ... | head -1`: once head exits, writing stdout fails with EPIPE.
+        import subprocess
+
+        cwd = self.create_tempdir().full_path
+        rng = np.random.default_rng(0)
+        write_csv(os.path.join(cwd, "in.csv"), FEATURES, rng.standard_normal((20000, len(FEATURES))).tolist())
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        args = [PREDICT, f"--model={self.model}", "--input=in.csv", "--batch_size=1000"]
+        with subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ) as process:
+            self.assertTrue(process.stdout.readline().startswith(b"x1,"))
+            process.stdout.close()  # the reader leaves, as head does, long before the 20,000 rows
+            _, stderr = process.communicate(timeout=TIMEOUT)
+        self.assertEqual(process.returncode, 141, stderr)  # as a filter killed by SIGPIPE
+        self.assertEqual(stderr.decode(), "")
 
     def test_bad_cell_exits_2_naming_file_line_and_column(self):
         result, cwd = self.run_predict(["x2", "x1", "x3"], [[1, 2, 3], [4, "oops", 6]], "--output=out.csv")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import json
 import math
 import os
@@ -89,16 +90,17 @@ def output_refusal(path: str, overwrite: bool) -> str | None:
 
 
 @contextlib.contextmanager
-def atomic_text(path: str, overwrite: bool = True) -> Iterator[IO[str]]:
+def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> Iterator[IO[str]]:
     """A text handle whose file appears at `path` only once the block completes.
 
     OSError from opening the temporary file propagates; on any failure the temporary file is
     removed and `path` keeps its previous content.  overwrite=False: FileExistsError if
-    `path` exists when the block completes (it is never replaced then).
+    `path` exists when the block completes (it is never replaced then).  compress: gzip it.
     """
     temporary = hidden_sibling(os.path.abspath(path), "tmp")
+    opener = gzip.open if compress else open
     try:
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+        with opener(temporary, "wt", encoding="utf-8", newline="") as handle:
             yield handle
         if overwrite:
             os.replace(temporary, path)

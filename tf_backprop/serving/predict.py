@@ -172,7 +172,9 @@ def _atomic_output(output: str, overwrite: bool) -> Iterator[IO[str]]:
     path = os.path.abspath(os.path.expanduser(output))
     with contextlib.ExitStack() as stack:
         try:
-            handle = stack.enter_context(files.atomic_text(path, overwrite=overwrite))
+            handle = stack.enter_context(
+                files.atomic_text(path, overwrite=overwrite, compress=shards.is_gzip(path))
+            )
         except OSError as error:
             raise data_lib.DataError(f"{output}: cannot write the file ({error.strerror or error})") from None
         yield handle  # without overwrite, a file that appeared meanwhile: FileExistsError here
