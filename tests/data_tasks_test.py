@@ -82,6 +82,28 @@ class TaskInferenceTest(parameterized.TestCase, tf.test.TestCase):
             data.infer_task("auto", None, data.TargetSummary("labels", ["a", "b", "c"])), "multiclass"
         )
 
+    def test_numbers_with_a_stray_text_cell_are_not_classified_unasked(self):
+        # 199 numbers and one "n/a" trained a 200-class model, with no word about the cell.
+        names = [f"{v}.5" for v in range(199)] + ["n/a"]
+        stray = data.TargetSummary("labels", names, "d.csv", 'd.csv:58:2 (column "y")', '"n/a"')
+        with self.assertRaisesRegex(
+            data.DataError,
+            r'^d\.csv:58:2 \(column "y"\): got text "n/a" in a target whose other values are numbers '
+            r'\(199 of 200 distinct values\); fix the cell, or set task "multiclass" \(--task=multiclass\)',
+        ):
+            data.infer_task("auto", None, stray)
+        self.assertEqual(data.infer_task("multiclass", None, stray), "multiclass")  # asked for
+        labels = ["1", "2", "3", "other"]  # few numbers: a label set like any other
+        self.assertEqual(data.infer_task("auto", None, data.TargetSummary("labels", labels)), "multiclass")
+        many = [str(v) for v in range(30)] + ["low", "high"]  # 2 of 32 texts: more than strays
+        self.assertEqual(data.infer_task("auto", None, data.TargetSummary("labels", many)), "multiclass")
+
+    def test_a_csv_target_with_a_stray_text_cell_names_it(self):
+        rows = "".join(f"{i % 7},{i * 1.5}\n" for i in range(40)).replace("30.0\n", "n/a\n")
+        path = self.create_tempfile("d.csv", "x,y\n" + rows).full_path
+        with self.assertRaisesRegex(data.DataError, r'd\.csv:22:2 \(column "y"\): got text "n/a"'):
+            data.load(f"csv:{path}", target="y")
+
 
 class LossTasksTest(tf.test.TestCase):
     def test_each_loss_implies_the_task_it_takes(self):

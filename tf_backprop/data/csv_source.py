@@ -16,7 +16,7 @@ from tf_backprop.data import fingerprint
 from tf_backprop.data.containers import RawSource
 from tf_backprop.data.csv_table import Table, read_source
 from tf_backprop.data.errors import DataError
-from tf_backprop.data.tasks import CLASSIFICATION, TargetSummary, infer_task
+from tf_backprop.data.tasks import CLASSIFICATION, TargetSummary, infer_task, is_number
 
 
 def load_csv(path: str, target: str | None, task: str, loss: str | None) -> RawSource:
@@ -120,15 +120,6 @@ def _summary(
     example_where = None if i is None else table.cell(i, j)
     example = None if i is None else text.quote(cells[i])
     return TargetSummary(kind, names, table.column_where(j), example_where, example)
-
-
-def is_number(cell: str) -> bool:
-    """True if float() accepts the cell (nan and inf included: those are bad numbers, not labels)."""
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def integer_name(cell: str) -> str:

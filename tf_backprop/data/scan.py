@@ -33,7 +33,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_backprop import files, text
-from tf_backprop.data import csv_source, csv_table, fastcsv, shards
+from tf_backprop.data import csv_source, csv_table, fastcsv, shards, tasks
 from tf_backprop.data.errors import DataError
 from tf_backprop.data.moments import Moments
 
@@ -247,7 +247,7 @@ def _exact_batch(path, header, header_line, chunk, j, features):
     empty = next((table.cell(i, j) for i, cell in enumerate(cells) if not cell), None)
     keep = [i for i, cell in enumerate(cells) if cell]
     cells = [cells[i] for i in keep]
-    numeric = np.array([csv_source.is_number(cell) for cell in cells], bool)
+    numeric = np.array([tasks.is_number(cell) for cell in cells], bool)
     value = np.array([float(c) if n else np.nan for c, n in zip(cells, numeric)], np.float64)
     labels = list(dict.fromkeys(cells))
     position = {label: k for k, label in enumerate(labels)}

@@ -86,10 +86,40 @@ def _requested_task(task: str, loss: str | None) -> str | None:
 
 
 def _natural_task(target: TargetSummary) -> str:
-    """The task the target suggests on its own: numbers regress, text labels classify."""
+    """The task the target suggests on its own: numbers regress, text labels classify.
+
+    DataError for numbers with a stray text cell or two (`n/a` among 199 numbers): classifying
+    them would train a 200-class model unasked."""
     if target.kind != "labels":
         return "regression"
+    _check_not_numbers_with_strays(target)
     return "binary" if len(target.class_names or ()) <= 2 else "multiclass"
+
+
+MIN_NUMERIC_VALUES = 10  # distinct numbers in a target, beside which a little text is a stray
+MAX_STRAY_FRACTION = 0.05  # text values, as a fraction of the distinct values, counted as strays
+
+
+def _check_not_numbers_with_strays(target: TargetSummary) -> None:
+    names = target.class_names or []
+    numbers = sum(is_number(name) for name in names)
+    strays = len(names) - numbers
+    if numbers < MIN_NUMERIC_VALUES or strays > MAX_STRAY_FRACTION * len(names):
+        return
+    raise DataError(
+        f"{target.at_example()}: got text {target.example} in a target whose other values are numbers "
+        f"({numbers} of {len(names)} distinct values); fix the cell, or set task "
+        f'"multiclass" (--task=multiclass) to take every value as a class label'
+    )
+
+
+def is_number(cell: str) -> bool:
+    """True if float() accepts the cell (nan and inf included: those are bad numbers, not labels)."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def _origin(task: str, loss: str | None, chosen: str) -> str:
