@@ -265,14 +265,21 @@ class KeeperTest(ExactTestCase):
         """Not the IndexError TF's checkpoint reader raises for a short data file."""
         workdir = self.create_tempdir().full_path
         self._write_run_files(workdir)
-        saved = self._save_steps(workdir, (4,))
+        saved = self._save_steps(workdir, (2, 4))
         model, *_ = checkpoint.load_model(workdir)
         self.assert_weights_equal(model.get_weights(), saved[4])
         checkpoint_files.truncate_checkpoint(workdir, 4, "data")
-        with self.assertRaisesRegex(checkpoint.CheckpointError, r"ckpt-4 is unreadable"):
+        # The message lists the checkpoints that remain, so the user can pick one.
+        with self.assertRaisesRegex(
+            checkpoint.CheckpointError,
+            r"ckpt-4 is unreadable \(.+\); the run's other checkpoints: ckpt-2 \(give one as --checkpoint\)$",
+        ):
             checkpoint.load_model(workdir)
-        with self.assertRaisesRegex(checkpoint.CheckpointError, r"ckpt-9.*not found"):
+        with self.assertRaisesRegex(
+            checkpoint.CheckpointError, r"ckpt-9.*not found .*; the run's other checkpoints: ckpt-4, ckpt-2 "
+        ):
             checkpoint.load_model(workdir, "ckpt-9")
+        self.assert_weights_equal(checkpoint.load_model(workdir, "ckpt-2")[0].get_weights(), saved[2])
 
 
 # ----------------------------------------------------------------------------- config checks

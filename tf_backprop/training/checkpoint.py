@@ -288,8 +288,20 @@ def load_model(
         reader = tf.train.Checkpoint(model=model, weights=_weights(model))
         reader.restore(path).expect_partial().assert_existing_objects_matched()
     except _UNREADABLE as error:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({text.first_line(error)})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({text.first_line(error)}){_others(workdir, path)}"
+        ) from None
     return model, config, preprocessing
+
+
+def _others(workdir: str, path: str) -> str:
+    """'; the run's other checkpoints: ckpt-600, ckpt-400 (give one as --checkpoint)', or ''."""
+    state = tf.train.get_checkpoint_state(os.path.join(workdir, CHECKPOINT_DIR))
+    listed = [] if state is None else list(reversed(state.all_model_checkpoint_paths))
+    names = [os.path.basename(p) for p in listed if os.path.basename(p) != os.path.basename(path)]
+    if not names:
+        return "; the run has no other checkpoint"
+    return f"; the run's other checkpoints: {', '.join(names)} (give one as --checkpoint)"
 
 
 def _checkpoint_path(workdir: str, checkpoint: str | None) -> str:
@@ -301,7 +313,9 @@ def _checkpoint_path(workdir: str, checkpoint: str | None) -> str:
         return path
     path = checkpoint if os.path.dirname(checkpoint) else os.path.join(directory, checkpoint)
     if not tf.io.gfile.exists(path + ".index"):
-        raise CheckpointError(f"checkpoint {checkpoint!r} not found (looked for {path}.index)")
+        raise CheckpointError(
+            f"checkpoint {checkpoint!r} not found (looked for {path}.index){_others(workdir, path)}"
+        )
     return path
 
 
