@@ -29,6 +29,8 @@ class CsvErrorTest(CsvTestCase, parameterized.TestCase):
         ("ragged_long", _HEADER + "1,2,3,4\n", {}, ["data.csv:2:", "expected 3 fields", "got 4"]),
         ("unknown_target", _HEADER + "1,2,3\n", {"target": "label"}, ["data.csv:1:", '"label"', "x1, x2, y"]),
         ("missing_target", _HEADER + "1,2,3\n", {"target": None}, ["data.csv", "'target'", "x1, x2, y"]),
+        ("semicolons", "x1;x2;y\n1;2;3\n", {}, ["data.csv:1:", "columns: x1;x2;y (", 'by ";": only commas']),
+        ("tabs", "x1\tx2\ty\n1\t2\t3\n", {}, ["data.csv:1:", "separate fields by tabs: only commas"]),
         ("duplicate_header", "x1,x1,y\n1,2,3\n", {}, ['data.csv:1:2 (column "x1")', "duplicate", "column 1"]),
         ("empty_header_name", "x1,,y\n1,2,3\n", {}, ["data.csv:1:2", "empty column name"]),
         ("target_only", "y\n1\n2\n", {}, ["data.csv:1:", "no feature columns"]),

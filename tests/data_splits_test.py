@@ -119,6 +119,13 @@ class SplitTest(CsvTestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, pattern):
             data.load("regression", **kwargs)
 
+    def test_a_csv_path_without_the_prefix_is_pointed_to_it(self):
+        for kwargs in ({}, {"target": "y"}):  # with a target, not "only CSV sources take a target"
+            with self.assertRaisesRegex(
+                ValueError, r"^source: unknown name 'x\.csv' \(a CSV file\? csv:x\.csv\)"
+            ):
+                data.load("x.csv", **kwargs)
+
     @parameterized.parameters("moons", "spirals:1", "spirals:x", "xor:3", "")
     def test_unknown_source_lists_valid_names(self, source):
         with self.assertRaisesRegex(ValueError, "source: .*(regression, xor, spirals|K >= 2)"):

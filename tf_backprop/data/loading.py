@@ -70,6 +70,7 @@ def load(
         source, where = shards.CSV_PREFIX + os.path.abspath(os.path.expanduser(path)), path
     else:
         if target:
+            synthetic.check_name(source)  # a CSV path without csv: says so first
             raise ValueError(
                 f"target: only CSV sources take a target column, got target={target!r} for {source!r}"
             )

@@ -37,11 +37,17 @@ def generate(source: str, task: str, loss: str | None, seed: int, n_samples: int
     return RawSource(x, y, resolved, names, "y", classes, identity)
 
 
+def check_name(source: str) -> None:
+    """ValueError unless source names a synthetic source."""
+    _parse_name(source)
+
+
 def _parse_name(source: str) -> tuple[str, int]:
     """'spirals:3' -> ('spirals', 3); other names have 0 arms.  ValueError for an unknown name."""
     name, _, arms = source.partition(":")
     if name not in SYNTHETIC or (arms and name != "spirals"):
-        raise ValueError(f"source: unknown name {source!r}; expected one of {_SOURCES_HELP}")
+        hint = f" (a CSV file? csv:{source})" if source.lower().endswith((".csv", ".gz")) else ""
+        raise ValueError(f"source: unknown name {source!r}{hint}; expected one of {_SOURCES_HELP}")
     if name != "spirals":
         return name, 0
     if not arms:
