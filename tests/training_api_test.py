@@ -162,13 +162,19 @@ class OptimizationTest(parameterized.TestCase, tf.test.TestCase):
         self.assertLessEqual(size(update(**{flag: bound})), learning_rate * bound * (1 + 1e-5))
 
     def test_early_stopping_stops_and_restores_the_best_weights(self):
-        result = training.train(
-            _config(self.create_tempdir().full_path, epochs=200, patience=2, learning_rate=0.05),
-            progress=False,
-        )
+        with self.assertLogs(level="INFO") as logs:
+            result = training.train(
+                _config(self.create_tempdir().full_path, epochs=200, patience=2, learning_rate=0.05),
+                progress=False,
+            )
         self.assertTrue(result.stopped_early)
         self.assertLess(len(result.history), 200)
         best = min(record["val_loss"] for record in result.history)
+        best_epoch = 1 + min(range(len(result.history)), key=lambda i: result.history[i]["val_loss"])
+        self.assertEqual(best_epoch, len(result.history) - 2)  # patience 2: two epochs without gain
+        self.assertIn(
+            f"restored the weights of epoch {best_epoch} (validation loss {best:.6g})", "\n".join(logs.output)
+        )
         evaluator = training.build(_config("x"), result.datasets)
         for target, source in zip(evaluator.model.weights, result.model.weights):
             target.assign(source)

@@ -182,9 +182,12 @@ class Loop:
             int(self.state.epoch.numpy()),
             int(self.state.waited.numpy()),
         )
-        if self.config.restore_best and math.isfinite(float(self.state.best_val_loss.numpy())):
+        best_loss = float(self.state.best_val_loss.numpy())
+        if self.config.restore_best and math.isfinite(best_loss):
             for variable, best in zip(self.engine.model.weights, self.state.best_weights):
                 variable.assign(best)
+            best_epoch = int(self.state.epoch.numpy()) - int(self.state.waited.numpy())
+            logging.info("restored the weights of epoch %d (validation loss %.6g)", best_epoch, best_loss)
 
     def checkpoint_due(self) -> bool:
         if self.keeper is None:
