@@ -214,6 +214,13 @@ class BadInputsTest(tf.test.TestCase, parameterized.TestCase):
             r"^fn: expected a floating-point output",
         ),
         ("tuple_output", lambda x: (x, x), A, {}, r"^fn: expected one tensor"),
+        (
+            "random_fn",
+            lambda x: tf.nn.dropout(x, 0.5),
+            A,
+            {},
+            r"^fn: gave another output for the same inputs",
+        ),
         ("nan_output", tf.math.log, np.array([-1.0]), {}, r"^fn: the output contains NaN"),
         ("empty_input", tf.tanh, np.zeros((0, 3)), {}, r"^x: expected a non-empty"),
         ("bad_mode", tf.tanh, A, {"mode": "exact"}, r"^mode: expected one of 'full', 'fast'"),
@@ -271,6 +278,12 @@ class ReportTest(tf.test.TestCase):
         self.assertEqual((wrong.verdict, wrong.dtype), ("FAIL", "float32"))
         for exact in (lambda t: 0.5 * t, lambda t: tf.reduce_sum(tf.nn.relu(t))):  # dyadic outputs
             self.assertEqual(gradcheck.gradcheck(exact, np.array([1.0, 2.0, -1.0])).dtype, "float64")
+
+    def test_float32_inputs_checked_in_float64_say_so(self):
+        report = gradcheck.gradcheck(tf.sin, A.astype(np.float32))
+        self.assertEqual(report.dtype, "float64")
+        self.assertIn("float32 inputs checked in float64", " ".join(report.notes))
+        self.assertEqual(gradcheck.gradcheck(tf.sin, A).notes, ())
 
     def test_json_names_input_and_output_elements(self):
         report = gradcheck.gradcheck(square_with(wrong_at_one_element), A)

@@ -115,6 +115,7 @@ def check_function(
     check_step(eps, names, arrays, dtype)
     tolerance = override_tolerance(NUMERIC_TOLERANCES[dtype], options.atol, options.rtol)
     xs = [tf.constant(a, dtype) for a in arrays]
+    _check_deterministic(fn, xs, output, what)
     layout = perturb.Layout(names, [a.shape for a in arrays])
     checked, locate_output, order_note = fn, second_order.output_locator(output.shape), None
     if options.order == 2:
@@ -128,7 +129,10 @@ def check_function(
     entries = (
         engine.full_jacobian(problem) if options.mode == "full" else engine.projections(problem, options)
     )
-    notes = (*notes, *(n for n in (dtype_note, order_note) if n))
+    promoted = None
+    if dtype == "float64" and any(a.dtype.itemsize < 8 for a in arrays):
+        promoted = "float32 inputs checked in float64: what fn does in float32 itself (overflow, rounding) is not checked"
+    notes = (*notes, *(n for n in (dtype_note, order_note, promoted) if n))
     return Report(title, options.mode, dtype, eps, tuple(entries), notes)
 
 
@@ -192,6 +196,19 @@ def _run_with_gradients(fn, arrays, dtype) -> tuple[Any, list]:
     if not (tf.is_tensor(output) and output.dtype.is_floating):
         return output, [None] * len(xs)  # _check_output says what is wrong
     return output, tape.gradient(output, xs)
+
+
+def _check_deterministic(fn, xs, output: np.ndarray, what: str) -> None:
+    """ValueError when fn gives another output for the same inputs (dropout in training mode):
+    its differences would measure its noise, not a derivative (a bare FAIL said nothing)."""
+    again = np.asarray(fn(*xs), np.float64)
+    first = np.asarray(output, np.float64)
+    limit = 1e-6 * max(1.0, float(np.abs(first).max(initial=0.0)))
+    if again.shape != first.shape or not np.all(np.abs(again - first) <= limit):
+        raise ValueError(
+            f"{what}: gave another output for the same inputs (a random op, such as dropout in "
+            "training mode?); the differences of a random function measure its noise, not a derivative"
+        )
 
 
 def _holds_float32_values(output) -> bool:
