@@ -93,6 +93,41 @@ class CheckModelTest(tf.test.TestCase):
                     self.assertEqual((report.dtype, report.notes), ("float64", ()))
                     self.assertEqual(report.passed, not mistake, report.to_text())
 
+    def test_a_float32_functional_model_is_checked_on_a_float64_clone(self):
+        # Keras 3 has no _is_graph_network: these were rebuilt from config in float32 and checked
+        # at float32 tolerances.
+        x, y = RNG.standard_normal((5, 4)) * 0.3, RNG.standard_normal((5, 2))
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(2)(ClippedLinear(3)(inputs)))
+        report = gradcheck.check_model(model, x, y, keras.losses.MeanSquaredError())
+        self.assertEqual((report.verdict, report.dtype), ("PASS", "float64"), report.to_text())
+        self.assertIn("float64 clone", report.notes[0])
+
+    def test_several_inputs_and_outputs(self):
+        a, b = keras.Input((3,), name="a"), keras.Input((4,), name="b")
+        hidden = keras.layers.Concatenate()(
+            [keras.layers.Dense(4, activation="tanh")(a), ClippedLinear(3)(b)]
+        )
+        first, second = keras.layers.Dense(2)(hidden), keras.layers.Dense(1)(hidden)
+        x = [RNG.standard_normal((6, 3)), RNG.standard_normal((6, 4)) * 0.3]
+        y = [RNG.standard_normal((6, 2)), RNG.standard_normal((6, 1))]
+
+        def both(targets, outputs):
+            return sum(tf.reduce_mean((t - o) ** 2) for t, o in zip(targets, outputs))
+
+        report = gradcheck.check_model(keras.Model([a, b], [first, second]), x, y, both)
+        self.assertEqual((report.verdict, report.dtype), ("PASS", "float64"), report.to_text())
+        self.assertLen(report.entries, 7)  # 3 dense layers, the clipped one without a bias
+        one = keras.Model({"a": a, "b": b}, first)
+        named = gradcheck.check_model(one, {"a": x[0], "b": x[1]}, y[0], keras.losses.MeanSquaredError())
+        self.assertEqual(named.verdict, "PASS", named.to_text())
+        with self.assertRaisesRegex(
+            ValueError, r"^x: its arrays have different numbers of rows \(\[4, 6\]\)$"
+        ):
+            gradcheck.check_model(one, {"a": x[0], "b": x[1][:4]}, y[0], keras.losses.MeanSquaredError())
+        with self.assertRaisesRegex(ValueError, r"^x\[1\]: expected finite values"):
+            gradcheck.check_model(one, [x[0], x[1] * np.nan], y[0], keras.losses.MeanSquaredError())
+
     def test_float32_fallback_when_the_model_cannot_be_cloned(self):
         class Unclonable(keras.Model):
             def __init__(self, layer):  # a layer argument: no config to rebuild from

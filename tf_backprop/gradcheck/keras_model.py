@@ -48,7 +48,8 @@ def check_model(
 
     Args:
       model: a built Keras model with trainable variables (custom layers included).
-      x, y: a batch of inputs and targets (finite).
+      x, y: a batch of inputs and targets (finite): arrays, or lists or dicts of arrays for a
+        model of several inputs or outputs.
       loss_fn: (y_true, y_pred) -> scalar loss, e.g. a `keras.losses.Loss`.
       mode, eps, atol, rtol, seed, directions, samples: as in `gradcheck`, per variable.
       training: passed to the model's call when it takes a `training` argument.
@@ -70,12 +71,14 @@ def check_model(
         raise ValueError(
             f"loss_fn: expected a callable (y_true, y_pred) -> loss, got {type(loss_fn).__name__}"
         )
-    x, y = check_finite("x", x), check_finite("y", y)
+    x, y = _batch("x", x), _batch("y", y)
     if not model.trainable_variables:
         raise ValueError("model: has no trainable variables (build it first, e.g. by calling it on x)")
-    if x.ndim and y.ndim and len(y) != len(x):
-        raise ValueError(f"y: expected one target per row of x ({len(x)}), got {len(y)}")
-    _check_target_shape(y, model(x))
+    rows = _rows("x", x)
+    if rows is not None and _rows("y", y) not in (None, rows):
+        raise ValueError(f"y: expected one target per row of x ({rows}), got {_rows('y', y)}")
+    if isinstance(y, np.ndarray):
+        _check_target_shape(y, model(x))
     target, notes = _float64_keras(model, x)
     dtype = _compute_dtype(target)
     if dtype == "float64":
@@ -83,13 +86,38 @@ def check_model(
     fn = _stateless_loss(target, x, y, loss_fn, training, dtype)
     values = [np.asarray(v.numpy()) for v in target.trainable_variables]
     names = [v.path for v in model.trainable_variables]
-    title = f"gradcheck: Keras model {model.name!r}, batch {len(x)}: {describe(options)}"
+    title = f"gradcheck: Keras model {model.name!r}, batch {rows}: {describe(options)}"
     return check_function(
         fn, values, names, options, title=title, notes=notes, source="tape", what=LOSS_OF_MODEL
     )
 
 
 LOSS_OF_MODEL = "loss_fn(y, model(x))"  # what check_model's errors name as the function
+
+
+def _batch(name: str, value):
+    """x or y as NumPy: one array, or a list or dict of them (a model of several inputs or
+    outputs); ValueError naming the element that is not finite numbers."""
+    if isinstance(value, (list, tuple)):
+        return [check_finite(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {key: check_finite(f"{name}[{key!r}]", v) for key, v in value.items()}
+    return check_finite(name, value)
+
+
+def _rows(name: str, batch) -> int | None:
+    """The batch's rows (None for a scalar); ValueError when its arrays disagree."""
+    counts = {len(a) for a in tf.nest.flatten(batch) if a.ndim}
+    if len(counts) > 1:
+        raise ValueError(f"{name}: its arrays have different numbers of rows ({sorted(counts)})")
+    return counts.pop() if counts else None
+
+
+def _cast(batch, dtype):
+    """Each floating-point array of the batch as a dtype tensor, the others as they are."""
+    return tf.nest.map_structure(
+        lambda a: tf.constant(a, dtype) if a.dtype.kind == "f" else tf.constant(a), batch
+    )
 
 
 def _check_target_shape(y: np.ndarray, outputs) -> None:
@@ -126,12 +154,10 @@ def _compute_dtype(model: keras.Model) -> str:
     return model.compute_dtype
 
 
-def _stateless_loss(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, loss_fn, training: bool, dtype: str
-) -> Callable:
+def _stateless_loss(model: keras.Model, x, y, loss_fn, training: bool, dtype: str) -> Callable:
     """fn(*trainable values) -> the loss, with the model's variables replaced by the values and
     x, y in dtype."""
-    x, y = (tf.constant(a, dtype) if a.dtype.kind == "f" else tf.constant(a) for a in (x, y))
+    x, y = _cast(x, dtype), _cast(y, dtype)
     non_trainable = [v.value for v in model.non_trainable_variables]
     takes_training = "training" in inspect.signature(model.call).parameters
     kwargs = {"training": training} if takes_training else {}
@@ -143,7 +169,7 @@ def _stateless_loss(
     return fn
 
 
-def _float64_keras(model: keras.Model, x: np.ndarray) -> tuple[keras.Model, list[str]]:
+def _float64_keras(model: keras.Model, x) -> tuple[keras.Model, list[str]]:
     """The model if its variables are float64, else a float64 clone if Keras can build one."""
     if all(v.dtype == "float64" for v in model.trainable_variables):
         return model, []
@@ -159,13 +185,20 @@ def _float64_keras(model: keras.Model, x: np.ndarray) -> tuple[keras.Model, list
     return clone, ["checked on a float64 clone of the model"]
 
 
-def _clone_float64(model: keras.Model, x: np.ndarray) -> keras.Model:
+def _is_functional(model: keras.Model) -> bool:
+    """A model built as keras.Model(inputs, outputs): a graph of layers clone_model rebuilds."""
+    return type(model).__name__ == "Functional" and hasattr(model, "inputs") and model.inputs is not None
+
+
+def _clone_float64(model: keras.Model, x) -> keras.Model:
     """A float64 copy of the model with its weights; ValueError if it does not match."""
-    if isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False):
+    # Keras 3 has no _is_graph_network: functional models were rebuilt from their config, in
+    # their layers' own float32, so every float32 functional model was checked in float32.
+    if isinstance(model, keras.Sequential) or _is_functional(model):
         clone = keras.models.clone_model(model, clone_function=_float64_layer)
     else:
         clone = model.__class__.from_config({**model.get_config(), "dtype": "float64"})
-    x64 = tf.constant(x, tf.float64)
+    x64 = _cast(x, tf.float64)
     clone(x64)  # builds it
     if [tuple(v.shape) for v in model.weights] != [tuple(v.shape) for v in clone.weights]:
         raise ValueError("the clone's variables differ from the model's")
@@ -173,9 +206,10 @@ def _clone_float64(model: keras.Model, x: np.ndarray) -> keras.Model:
         raise ValueError("some of the clone's variables are not float64")
     for target, source in zip(clone.weights, model.weights):
         target.assign(tf.cast(source, target.dtype))
-    expected, got = np.asarray(model(x)), np.asarray(clone(x64))
-    if expected.shape != got.shape or not np.allclose(expected, got, rtol=1e-3, atol=1e-4):
-        raise ValueError("the float64 clone computes different outputs")
+    for expected, got in zip(tf.nest.flatten(model(x)), tf.nest.flatten(clone(x64)), strict=True):
+        expected, got = np.asarray(expected), np.asarray(got)
+        if expected.shape != got.shape or not np.allclose(expected, got, rtol=1e-3, atol=1e-4):
+            raise ValueError("the float64 clone computes different outputs")
     return clone
 
 
