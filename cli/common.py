@@ -100,12 +100,15 @@ def run(
     failures: tuple[type[Exception], ...] = (),
     at_once: tuple[type[Exception], ...] = (),
     interrupted: str = INTERRUPTED,
+    flag_names: dict[str, str] | None = None,
 ) -> None:
     """app.run(main) mapping expected errors to one line and an exit code.
 
     ValueError (the library's input errors: ConfigError, DataError, ...) exits 2;
     `failures` (e.g. TrainingError) exit 1, those of them in `at_once` through fail(at_once=True);
     Ctrl-C (KeyboardInterrupt) exits 130 with the line `interrupted`, not a traceback.
+    flag_names: a library argument's name -> the flag that sets it, for error lines that begin
+    with the argument ("layer_sizes: ..." reads "--layers: ...").
     """
 
     # --help lists the main module's flags; under a console script that is the wrapper script.
@@ -127,13 +130,19 @@ def run(
             fail(str(error), EXIT_FAILURE, at_once=isinstance(error, at_once))
         except ValueError as error:
             logging.debug("usage error", exc_info=True)
-            fail(str(error), EXIT_USAGE)
+            fail(_in_flag_terms(str(error), flag_names or {}), EXIT_USAGE)
         except KeyboardInterrupt:
             logging.debug("interrupted", exc_info=True)
             fail(interrupted, EXIT_SIGINT, at_once=True)  # TensorFlow's teardown may hold it further
         exit_now(code or 0)
 
     app.run(guarded, flags_parser=_parse_flags)
+
+
+def _in_flag_terms(message: str, flag_names: dict[str, str]) -> str:
+    """message with a leading library argument name replaced by its flag's."""
+    name, colon, rest = message.partition(":")
+    return f"{flag_names[name]}:{rest}" if colon and name in flag_names else message
 
 
 def exit_now(code: int) -> None:

@@ -150,7 +150,7 @@ def main(argv) -> int:
 
 def run():
     """Console-script entry point."""
-    common.run(main)
+    common.run(main, flag_names={"layer_sizes": "--layers"})
 
 
 if __name__ == "__main__":

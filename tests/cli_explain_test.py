@@ -93,6 +93,7 @@ class ExplainCliTest(tf.test.TestCase):
             ("--row=1",): "--row: only with --workdir",
             ("--layers=2,4,1", "--errata=on"): "errata: the article's errata do not apply here",
             ("--activation=nope",): "activation: unknown name 'nope'",
+            ("--layers=2",): "error: --layers: expected at least 2 sizes",  # not layer_sizes
             ("--loss=nope",): "--loss",
             ("--workdir=missing",): "config.json: not found",
             ("--workdir=missing", "--layers=2,3,1"): "--layers: only without --workdir",

@@ -73,7 +73,7 @@ class GradcheckCliTest(tf.test.TestCase):
 
     def test_bad_flags_exit_2_with_one_line(self):
         cases = {
-            "--layers=2,0,1": "layer_sizes",
+            "--layers=2,0,1": "error: --layers: ",  # the flag, not the library's layer_sizes
             "--activation=nope": "activation: unknown name 'nope'",
             "--batch_size=abc": "--batch_size",  # absl's own parse error
             "--order=3": "--order",

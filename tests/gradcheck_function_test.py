@@ -221,6 +221,13 @@ class BadInputsTest(tf.test.TestCase, parameterized.TestCase):
             {},
             r"^fn: gave another output for the same inputs",
         ),
+        (
+            "list_of_numbers",
+            lambda x: x * x,
+            [0.1, 0.2, 0.3],
+            {},
+            r"takes 1 positional argument .*\(a list of 3 numbers is 3 inputs; pass np\.array\(\[\.\.\.\]\) for one input\)$",
+        ),
         ("nan_output", tf.math.log, np.array([-1.0]), {}, r"^fn: the output contains NaN"),
         ("empty_input", tf.tanh, np.zeros((0, 3)), {}, r"^x: expected a non-empty"),
         ("bad_mode", tf.tanh, A, {"mode": "exact"}, r"^mode: expected one of 'full', 'fast'"),

@@ -259,6 +259,23 @@ class TensorFlowSecondOrderTest(tf.test.TestCase):
         self.assertEqual(report.verdict, "FAIL", report.to_text())
         self.assertFalse(report.entries[0].passed)  # the Dense kernel below the normalization
 
+    def test_keras_batch_normalization_in_training_inherits_it_too(self):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(4),
+                keras.layers.BatchNormalization(),
+                keras.layers.Dense(2),
+            ]
+        )
+        x, y = RNG.standard_normal((8, 3)), RNG.standard_normal((8, 2))
+        loss = keras.losses.MeanSquaredError()
+        self.assertEqual(gradcheck.check_model(model, x, y, loss, training=True).verdict, "PASS")
+        self.assertEqual(gradcheck.check_model(model, x, y, loss, training=True, order=2).verdict, "FAIL")
+        # Inference: moving statistics, an affine map, right to second order.
+        self.assertEqual(gradcheck.check_model(model, x, y, loss, order=2).verdict, "PASS")
+
 
 class ForwardModeFaultsTest(tf.test.TestCase):
     def test_wrong_in_forward_mode_only(self):

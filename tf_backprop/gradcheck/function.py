@@ -180,11 +180,22 @@ def _probe(fn, arrays, names, what: str = "fn") -> tuple[str, np.ndarray, str | 
         except Exception as caught:  # noqa: BLE001
             raise ValueError(
                 f"{what}: raised {type(caught).__name__} on the inputs: {error_line(caught)}"
+                + _scalars_hint(caught, arrays)
             ) from caught
     output = _check_output(output, what)
     for name, grad, array in zip(names, grads, arrays):
         _check_gradient(name, grad, array.shape, what)
     return dtype, output, note and f"{note}: checked in float32, {FLOAT32}"
+
+
+def _scalars_hint(error: BaseException, arrays) -> str:
+    """For fn(x) given [0.1, 0.2, 0.3]: a list is one input per element."""
+    several_numbers = len(arrays) > 1 and all(a.ndim == 0 for a in arrays)
+    if several_numbers and isinstance(error, TypeError) and "positional argument" in str(error):
+        return (
+            f" (a list of {len(arrays)} numbers is {len(arrays)} inputs; pass np.array([...]) for one input)"
+        )
+    return ""
 
 
 def _run_with_gradients(fn, arrays, dtype) -> tuple[Any, list]:
