@@ -285,6 +285,8 @@ class ReportTest(tf.test.TestCase):
         self.assertEqual((wrong.verdict, wrong.dtype), ("FAIL", "float32"))
         for exact in (lambda t: 0.5 * t, lambda t: tf.reduce_sum(tf.nn.relu(t))):  # dyadic outputs
             self.assertEqual(gradcheck.gradcheck(exact, np.array([1.0, 2.0, -1.0])).dtype, "float64")
+        float32_data = A.astype(np.float32)  # identity on float32 data: float32 values, exactly
+        self.assertEqual(gradcheck.gradcheck(lambda t: 2.0 * t, float32_data).dtype, "float64")
 
     def test_float32_inputs_checked_in_float64_say_so(self):
         report = gradcheck.gradcheck(tf.sin, A.astype(np.float32))

@@ -169,7 +169,7 @@ def _probe(fn, arrays, names, what: str = "fn") -> tuple[str, np.ndarray, str | 
         error = (
             None if _output_dtype(output) == tf.float64 else f"{what} returned {_output_dtype(output).name}"
         )
-        if error is None and _holds_float32_values(output):
+        if error is None and _float32_inside(arrays, output):
             error = f"{what} returned only float32 values"  # it computes in float32, then casts
     except Exception as caught:  # noqa: BLE001 - any failure in float64 means "try float32"
         error = f"{what} raised {type(caught).__name__}"
@@ -222,16 +222,26 @@ def _check_deterministic(fn, xs, output: np.ndarray, what: str) -> None:
         )
 
 
-def _holds_float32_values(output) -> bool:
-    """True when every value of a float64 output is a float32 value, and some need more than 12
-    bits: fn computes in float32 and casts (its differences at eps = 1e-6 would be ~5%
-    float32 noise).  A float64 computation gives that by chance with probability ~2⁻²⁹ a value."""
-    values = np.asarray(output, np.float64).reshape(-1)
-    if not np.all(np.isfinite(values)):
+def _float32_inside(arrays, output) -> bool:
+    """True when the inputs hold float64 values but the float64 output only float32 ones, some
+    needing more than 12 bits: fn computes in float32 and casts (its differences at eps = 1e-6
+    would be ~5% float32 noise).  A float64 computation gives a float32 value by chance with
+    probability ~2⁻²⁹; inputs that are float32 values (float32 data) may give them exactly."""
+    if all(_float32_values(np.asarray(a, np.float64)) for a in arrays):
         return False
-    exact = np.all(values.astype(np.float32).astype(np.float64) == values)
+    values = np.asarray(output, np.float64).reshape(-1)
+    if not _float32_values(values):
+        return False
     mantissas = np.frexp(values)[0] * 2.0**12
-    return bool(exact and np.any(mantissas != np.round(mantissas)))
+    return bool(np.any(mantissas != np.round(mantissas)))
+
+
+def _float32_values(values: np.ndarray) -> bool:
+    """Whether every value is finite and a float32 value."""
+    with np.errstate(over="ignore"):
+        return bool(
+            np.all(np.isfinite(values)) and np.all(values.astype(np.float32).astype(np.float64) == values)
+        )
 
 
 def _output_dtype(output) -> tf.DType:
