@@ -162,7 +162,7 @@ class OptimizationTest(parameterized.TestCase, tf.test.TestCase):
         self.assertLessEqual(size(update(**{flag: bound})), learning_rate * bound * (1 + 1e-5))
 
     def test_early_stopping_stops_and_restores_the_best_weights(self):
-        with self.assertLogs(level="INFO") as logs:
+        with self.assertLogs("absl", level="INFO") as logs:
             result = training.train(
                 _config(self.create_tempdir().full_path, epochs=200, patience=2, learning_rate=0.05),
                 progress=False,
