@@ -57,6 +57,17 @@ def _train(cfg: config.TrainConfig, **kwargs) -> training.TrainResult:
 
 
 @contextlib.contextmanager
+def _working_directory(path: str):
+    """The block runs with `path` as the current folder."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
 def _time_limit(seconds: int = _TIMEOUT):
     """Raises TimeoutError in the block after `seconds`, so a run that never ends fails the test."""
 
@@ -358,6 +369,31 @@ class CheckResumableTest(tf.test.TestCase, parameterized.TestCase):
             training.ConfigMismatchError, r"\bdata: saved 'csv:x.csv', given 'csv:y.csv'"
         ):
             resume.check_resumable(self.workdir, _config(self.workdir, data="csv:y.csv", target="y"))
+
+    def test_the_saved_csv_given_from_another_folder_is_no_change(self):
+        # Trained in root/ on csv:x.csv; resumed from root/sub/ as csv:../x.csv.  The saved path
+        # is relative to root/ and names no file from sub/: the data's fingerprint decides.
+        root = self.create_tempdir().full_path
+        for folder in ("sub", "other"):
+            os.makedirs(os.path.join(root, folder))
+        for name in ("x.csv", os.path.join("other", "x.csv"), os.path.join("other", "y.csv")):
+            with open(os.path.join(root, name), "w", encoding="utf-8") as handle:
+                handle.write("a,y\n1,2\n")
+        saved = _config(self.workdir, data="csv:x.csv", target="y")
+        with open(os.path.join(self.workdir, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump(saved.to_dict(), handle)
+        with _working_directory(os.path.join(root, "sub")):
+            with self.assertLogs("absl", level="INFO") as logs:
+                resume.check_resumable(self.workdir, _config(self.workdir, data="csv:../x.csv", target="y"))
+            self.assertIn("relative to the folder the run trained in", _messages(logs))
+            for other in ("csv:../other/y.csv", "csv:../missing/x.csv"):  # another name; no file
+                with self.assertRaisesRegex(training.ConfigMismatchError, r"\bdata: saved 'csv:x.csv'"):
+                    resume.check_resumable(self.workdir, _config(self.workdir, data=other, target="y"))
+        with _working_directory(root):  # from here the saved path names a file: another one is refused
+            with self.assertRaisesRegex(training.ConfigMismatchError, r"\bdata: saved 'csv:x.csv'"):
+                resume.check_resumable(
+                    self.workdir, _config(self.workdir, data="csv:other/x.csv", target="y")
+                )
 
     def test_the_same_folder_given_relative_or_absolute_is_no_change(self):
         # config.json holds --workdir as given (a streamed run: resolved); either may be relative.

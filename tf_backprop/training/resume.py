@@ -59,6 +59,14 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
         differing.remove("workdir")  # the same folder, given relative once and absolute once
     if "data" in differing and _csv_path(saved.get("data")) == _csv_path(new.get("data")) is not None:
         differing.remove("data")  # csv:x.csv, csv:./x.csv and its absolute path: the same file
+    if "data" in differing and _moved_csv(saved.get("data"), new.get("data")):
+        differing.remove("data")
+        logging.info(
+            "resume with --data %s for the saved %s, which is relative to the folder the run trained "
+            "in: the data itself is checked by its fingerprint",
+            new.get("data"),
+            saved.get("data"),
+        )
     if {"layers", "hidden"} & set(differing) and _same_net(saved, new):
         differing = [k for k in differing if k not in ("layers", "hidden")]  # --hidden=8 = --layers=3,8,1
     harmful = [k for k in differing if k not in RESUMABLE_FIELDS]
@@ -79,6 +87,18 @@ def check_resumable(workdir: str, config: TrainConfig) -> TrainConfig | None:
             config_lib.describe(key, new.get(key)),
         )
     return TrainConfig.from_dict(saved)
+
+
+def _moved_csv(saved, new) -> bool:
+    """Whether `new` may be the saved CSV given from another folder: the saved path is relative
+    and names no file from here, the given one does, and both name a file of the same name
+    (`check_same_data` then compares the data itself)."""
+    saved_path, new_path = data_lib.csv_path(saved), data_lib.csv_path(new)
+    if saved_path is None or new_path is None or os.path.isabs(os.path.expanduser(saved_path)):
+        return False
+    if os.path.exists(_resolved(saved_path)) or not os.path.exists(_resolved(new_path)):
+        return False
+    return os.path.basename(saved_path) == os.path.basename(new_path)
 
 
 def _csv_path(source) -> str | None:
