@@ -352,10 +352,15 @@ class InconclusiveTest(GradientCheckMixin, tf.test.TestCase):
         self.assertEqual(gradcheck.compare([np.nan], [1.0], self.TOL, unchecked=[True]).failures, 1)
         self.assertEqual(gradcheck.compare([1.0], [np.nan], self.TOL, unchecked=[True]).unchecked, 1)
 
-    def test_a_step_out_of_the_domain_is_unchecked_not_a_failure(self):
+    def test_a_step_out_of_the_domain_is_unchecked_never_a_pass(self):
         """log at 1e-8 with eps 1e-6: log(x − ε) is NaN, so there is no difference to check the
-        (right) derivative 1e8 against.  It was a FAIL; now that value is unchecked, and the
-        values beside it are still checked, so a wrong log'(x) still FAILs."""
+        (right) derivative 1e8 against.  It was a FAIL; then, as 1 unchecked value of 121, a
+        PASS, which a "safe" gradient clamped there (wrong by 1e5) got too.  Now such a value
+        makes the verdict INCONCLUSIVE, however few; a smaller eps checks it."""
+
+        @tf.custom_gradient
+        def log_clamped(t):  # dy / max(t, 1e-3): right above 1e-3, wrong at 1e-8
+            return tf.math.log(t), lambda dy: dy / tf.maximum(t, 1e-3)
 
         @tf.custom_gradient
         def log_off_by_two(t):
@@ -365,11 +370,17 @@ class InconclusiveTest(GradientCheckMixin, tf.test.TestCase):
             report = gradcheck.gradcheck(tf.math.log, np.full(3, 1e-8), mode=mode)
             self.assertEqual(report.verdict, "INCONCLUSIVE", report.to_text())
             self.assertEqual((report.failures, report.unchecked), (0, 3))
-            self.assertIn("unchecked (f not finite at x ± ε", report.to_text())
+            self.assertIn("3 of them where f is not finite at x ± ε", report.to_text())
         x = np.array([1e-8, 1.0, 2.0, 3.0, 0.5, 0.7, 1.1, 1.3, 1.7, 2.2, 2.9])
-        report = gradcheck.gradcheck(tf.math.log, x)  # 1 of 121 unchecked; its 1e8 sets no floor
-        self.assertEqual((report.verdict, report.unchecked), ("PASS", 1), report.to_text())
-        self.assertEqual(gradcheck.gradcheck(log_off_by_two, x).verdict, "FAIL")
+        for fn in (tf.math.log, log_clamped):
+            for mode in ("full", "fast"):
+                report = gradcheck.gradcheck(fn, x, mode=mode)
+                self.assertEqual((report.verdict, report.failures), ("INCONCLUSIVE", 0), report.to_text())
+                comparison = report.entries[0].comparisons[0]
+                self.assertEqual((comparison.unchecked, comparison.undefined), (1, 1))
+        self.assertEqual(gradcheck.gradcheck(tf.math.log, x, eps=1e-12).verdict, "PASS")
+        self.assertEqual(gradcheck.gradcheck(log_clamped, x, eps=1e-12).verdict, "FAIL")
+        self.assertEqual(gradcheck.gradcheck(log_off_by_two, x).verdict, "FAIL")  # the others still count
 
     def test_compare_counts_unchecked_apart(self):
         result = gradcheck.compare([1.0, 0.0], [1.0, 0.5], self.TOL, unchecked=[False, True])

@@ -40,7 +40,8 @@ skipped, and the jump side's jump may be in f alone (the second derivatives on b
 0 for ReLU): D_s' disagreeing with its own trapezoid (a + a_s')/2 shows it.  "Agrees" is the
 comparison's own tolerance.  A value whose one-sided analytic values cannot be computed (not
 finite, or the source raised at x ± εv) is *unchecked* too, and so is one whose central
-difference is not finite (f is not, at x ± εv: log stepped below 0), unless the value itself is NaN
+difference is not finite (f is not, at x ± εv: log stepped below 0; one such value makes the
+verdict INCONCLUSIVE: a wrong derivative can sit there), unless the value itself is NaN
 where the difference is finite (`report.compare` fails that); everything else that disagreed is
 a failure.  The MLP checker also requires a pre-activation of a
 `has_kink` activation to sit at 0 or to change sign along the step.
@@ -239,9 +240,7 @@ def compare_with_differences(
     if at.size:
         sides = Sides(at, d_plus[at], d_minus[at], at_side(at, 1.0), at_side(at, -1.0))
         kink, unchecked, beyond = examine(a, a.size, sides, tolerance, continuous, at_side, split)
-        # f not finite at x ± εv (log or sqrt stepped below 0): no difference to check a against.
-        no_difference = ~np.isfinite(central)
-        kink, unchecked = kink & ~no_difference, unchecked | no_difference
+    # f not finite at x ± εv (log or sqrt stepped below 0): no difference to check a against.
     return compare(
         a,
         central,
@@ -252,6 +251,7 @@ def compare_with_differences(
         beyond=beyond,
         locate=locate,
         atol=atol,
+        undefined=~np.isfinite(central),
     )
 
 

@@ -94,6 +94,11 @@ def _details(report) -> list[str]:
                 if c.beyond_slopes
                 else ""
             )
+            if c.undefined:
+                beyond += (
+                    f"; {c.undefined} of them where f is not finite at x ± ε, where a wrong derivative "
+                    "would hide (a smaller eps checks them)"
+                )
             lines.append(
                 f"{verdict} {entry.name} {c.label}: {c.unchecked} of {c.checked} unchecked (f not finite at "
                 "x ± ε; or at a kink: no one-sided values, or a value at the point that is neither "

@@ -171,6 +171,7 @@ class Comparison:
     unchecked: int = 0
     worst_unchecked: Element | None = None
     beyond_slopes: int = 0  # of the unchecked: values at a kink outside its one-sided slopes
+    undefined: int = 0  # of the unchecked: values where f is not finite at x ± ε (out of its domain)
     error: str | None = None
     unresolved: bool = False  # the round-off floor exceeds MAX_ROUNDOFF_FRACTION of every value
 
@@ -181,9 +182,13 @@ class Comparison:
             return "FAIL"
         if self.unresolved:
             return "INCONCLUSIVE"
-        if self.beyond_slopes or (
-            self.unchecked
-            and (self.unchecked > MAX_UNCHECKED_FRACTION * self.checked or self.unchecked == self.checked)
+        if (
+            self.beyond_slopes
+            or self.undefined
+            or (
+                self.unchecked
+                and (self.unchecked > MAX_UNCHECKED_FRACTION * self.checked or self.unchecked == self.checked)
+            )
         ):
             return "INCONCLUSIVE"
         return "ok"
@@ -209,6 +214,11 @@ class Comparison:
                 f"{self.unchecked} of {self.checked} unchecked, {self.beyond_slopes} of them outside the "
                 "slopes on either side of their kink"
             )
+        if self.undefined:
+            return (
+                f"{self.unchecked} of {self.checked} unchecked, {self.undefined} of them where f is not "
+                f"finite at x ± ε (a step out of its domain: a smaller eps checks them)"
+            )
         if self.verdict == "INCONCLUSIVE":
             limit = (
                 "all of them" if self.unchecked == self.checked else f"more than {MAX_UNCHECKED_FRACTION:.0%}"
@@ -233,6 +243,7 @@ class Comparison:
             "kinks": self.kinks,
             "unchecked": self.unchecked,
             "beyond_slopes": self.beyond_slopes,
+            "undefined": self.undefined,
             "unresolved": self.unresolved,
             "verdict": self.verdict,
             "reason": self.reason,
@@ -355,6 +366,7 @@ def compare(
     beyond=None,
     locate: Callable[[int], Location] | None = None,
     atol=None,
+    undefined=None,
 ) -> Comparison:
     """Compares two arrays of gradient values element by element.
 
@@ -370,6 +382,8 @@ def compare(
       beyond: optional bool array, True where an unchecked value at a kink lies outside the
         slopes on either side (`kinks.examine`); one such value makes the verdict INCONCLUSIVE.
       locate: flat position -> `Location` (default: the flat index).
+      undefined: optional bool array, True where f is not finite at x ± ε: such a value counts
+        as unchecked, and one makes the verdict INCONCLUSIVE (a wrong derivative can sit there).
       atol: optional per-value atol (`Tolerance.roundoff_per_value`), in place of tolerance's:
         a floor sized by one large value must not hide errors in the small ones.
     """
@@ -388,8 +402,9 @@ def compare(
     # A NaN derivative where the differences are finite is wrong whatever the sides show: no
     # kink or unavailable one-sided value excuses it (it would poison any training step).
     excusable = bad & ~(np.isnan(a) & np.isfinite(b))
-    kinks = excusable & _mask(kink, bad)
-    unexamined = excusable & _mask(unchecked, bad) & ~kinks
+    kinks = excusable & _mask(kink, bad) & ~_mask(undefined, bad)
+    out_of_domain = excusable & _mask(undefined, bad)
+    unexamined = excusable & (_mask(unchecked, bad) | out_of_domain) & ~kinks
     beyond_slopes = unexamined & _mask(beyond, bad)
     counted = ~kinks & ~unexamined
 
@@ -412,6 +427,7 @@ def compare(
         unchecked=int(unexamined.sum()),
         worst_unchecked=element(beyond_slopes if beyond_slopes.any() else unexamined),
         beyond_slopes=int(beyond_slopes.sum()),
+        undefined=int((unexamined & out_of_domain).sum()),
         unresolved=_unresolved(a, b, tolerance, None if atol is None else atol[counted]),
     )
 
