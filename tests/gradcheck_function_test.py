@@ -285,8 +285,30 @@ class ReportTest(tf.test.TestCase):
         self.assertEqual((wrong.verdict, wrong.dtype), ("FAIL", "float32"))
         for exact in (lambda t: 0.5 * t, lambda t: tf.reduce_sum(tf.nn.relu(t))):  # dyadic outputs
             self.assertEqual(gradcheck.gradcheck(exact, np.array([1.0, 2.0, -1.0])).dtype, "float64")
-        float32_data = A.astype(np.float32)  # identity on float32 data: float32 values, exactly
+        float32_data = A.astype(np.float32)  # 2t of float32 data: float32 values, exactly
         self.assertEqual(gradcheck.gradcheck(lambda t: 2.0 * t, float32_data).dtype, "float64")
+        float32_inside = gradcheck.gradcheck(through_float32(tf.sin), float32_data.astype(np.float64))
+        self.assertEqual((float32_inside.verdict, float32_inside.dtype), ("PASS", "float32"))
+
+    def test_a_float64_function_that_selects_float32_data_stays_in_float64(self):
+        """max(a, b) of float32 data gives float32 values: taken for a float32 computation, a
+        planted 0.5% error in ∂/∂b PASSed at float32 tolerances, and a float64-only fn raised in
+        the float32 rerun (adversarial review).  Inputs moved by 1e-9 tell them apart."""
+        rng = np.random.default_rng(0)
+        a, b = (rng.standard_normal(6).astype(np.float32).astype(np.float64) for _ in range(2))
+        a[0] += 1e-12
+
+        @tf.custom_gradient
+        def max_off_in_b(x, y):
+            take = tf.cast(x >= y, x.dtype)
+            return tf.maximum(x, y), lambda dy: (dy * take, dy * (1 - take) * 1.005)
+
+        report = gradcheck.gradcheck(max_off_in_b, [a, b])
+        self.assertEqual((report.verdict, report.dtype), ("FAIL", "float64"), report.to_text())
+        float64_only = gradcheck.gradcheck(
+            lambda x, y: tf.maximum(x * tf.constant(0.5, tf.float64), y), [a, b]
+        )
+        self.assertEqual((float64_only.verdict, float64_only.dtype), ("PASS", "float64"))
 
     def test_float32_inputs_checked_in_float64_say_so(self):
         report = gradcheck.gradcheck(tf.sin, A.astype(np.float32))

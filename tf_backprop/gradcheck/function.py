@@ -169,11 +169,16 @@ def _probe(fn, arrays, names, what: str = "fn") -> tuple[str, np.ndarray, str | 
         error = (
             None if _output_dtype(output) == tf.float64 else f"{what} returned {_output_dtype(output).name}"
         )
-        if error is None and _float32_inside(arrays, output):
-            error = f"{what} returned only float32 values"  # it computes in float32, then casts
     except Exception as caught:  # noqa: BLE001 - any failure in float64 means "try float32"
         error = f"{what} raised {type(caught).__name__}"
-    dtype, note = ("float64", None) if error is None else ("float32", f"{error} on float64 inputs")
+    if error is None and _float32_inside(fn, arrays, output):
+        try:  # it computes in float32, then casts: check it in float32, if it runs there
+            output, grads = _run_with_gradients(fn, arrays, tf.float32)
+            dtype, note = "float32", f"{what} returned only float32 values on float64 inputs"
+        except Exception:  # noqa: BLE001 - float64 only after all: keep the float64 run
+            dtype, note = "float64", None
+    else:
+        dtype, note = ("float64", None) if error is None else ("float32", f"{error} on float64 inputs")
     if error is not None:
         try:
             output, grads = _run_with_gradients(fn, arrays, tf.float32)
@@ -222,18 +227,25 @@ def _check_deterministic(fn, xs, output: np.ndarray, what: str) -> None:
         )
 
 
-def _float32_inside(arrays, output) -> bool:
-    """True when the inputs hold float64 values but the float64 output only float32 ones, some
-    needing more than 12 bits: fn computes in float32 and casts (its differences at eps = 1e-6
-    would be ~5% float32 noise).  A float64 computation gives a float32 value by chance with
-    probability ~2⁻²⁹; inputs that are float32 values (float32 data) may give them exactly."""
-    if all(_float32_values(np.asarray(a, np.float64)) for a in arrays):
-        return False
+def _float32_inside(fn, arrays, output) -> bool:
+    """True when fn's float64 output holds only float32 values, some needing more than 12 bits,
+    and still does at inputs moved by ~1e-9 of their size (below float32's resolution, far above
+    float64's): fn computes in float32 and casts (its differences at eps = 1e-6 would be ~5%
+    float32 noise).  A float64 computation follows the move (max(a, b) of float32 data too)."""
     values = np.asarray(output, np.float64).reshape(-1)
-    if not _float32_values(values):
-        return False
     mantissas = np.frexp(values)[0] * 2.0**12
-    return bool(np.any(mantissas != np.round(mantissas)))
+    if not (_float32_values(values) and np.any(mantissas != np.round(mantissas))):
+        return False
+    rng = np.random.default_rng(0)
+    moved = [
+        tf.constant(a + 1e-9 * np.maximum(np.abs(a), 1.0) * rng.choice([-1.0, 1.0], np.shape(a)), tf.float64)
+        for a in (np.asarray(a, np.float64) for a in arrays)
+    ]
+    try:
+        again = fn(*moved)
+    except Exception:  # noqa: BLE001 - no verdict from a probe that fails
+        return False
+    return _output_dtype(again) == tf.float64 and _float32_values(np.asarray(again, np.float64).reshape(-1))
 
 
 def _float32_values(values: np.ndarray) -> bool:
