@@ -128,6 +128,34 @@ class CheckModelTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, r"^x\[1\]: expected finite values"):
             gradcheck.check_model(one, [x[0], x[1] * np.nan], y[0], keras.losses.MeanSquaredError())
 
+    def test_a_clone_whose_gradients_differ_is_not_what_is_checked(self):
+        """A layer whose hand-written backward is chosen by an argument get_config leaves out:
+        the clone (same outputs, autodiff backward) PASSed the model's wrong gradient."""
+
+        class Softsign(keras.layers.Layer):
+            def __init__(self, fused=False, **kwargs):
+                super().__init__(**kwargs)
+                self.fused = fused
+
+            def call(self, x):
+                if not self.fused:
+                    return x / (1 + tf.abs(x))
+
+                @tf.custom_gradient
+                def forward(x):  # the backward is wrong: dy / (1 + |x|) for dy / (1 + |x|)²
+                    return x / (1 + tf.abs(x)), lambda dy: dy / (1 + tf.abs(x))
+
+                return forward(x)
+
+            def get_config(self):  # the slip: `fused` left out (Keras adds it only without this)
+                return super().get_config()
+
+        x, y = RNG.standard_normal((6, 3)), RNG.standard_normal((6, 1))
+        layers = [keras.Input((3,)), keras.layers.Dense(4), Softsign(fused=True), keras.layers.Dense(1)]
+        report = gradcheck.check_model(keras.Sequential(layers), x, y, keras.losses.MeanSquaredError())
+        self.assertEqual((report.verdict, report.dtype), ("FAIL", "float32"), report.to_text())
+        self.assertIn("the float64 clone computes different gradients", report.notes[0])
+
     def test_float32_fallback_when_the_model_cannot_be_cloned(self):
         class Unclonable(keras.Model):
             def __init__(self, layer):  # a layer argument: no config to rebuild from

@@ -210,7 +210,21 @@ def _clone_float64(model: keras.Model, x) -> keras.Model:
         expected, got = np.asarray(expected), np.asarray(got)
         if expected.shape != got.shape or not np.allclose(expected, got, rtol=1e-3, atol=1e-4):
             raise ValueError("the float64 clone computes different outputs")
+    # The same outputs do not make the same gradients: a custom backward chosen by an argument
+    # get_config leaves out is rebuilt without it, and its bug would go unchecked.
+    for expected, got in zip(_output_gradients(model, x), _output_gradients(clone, x64), strict=True):
+        scale = float(np.abs(expected).max(initial=0.0))
+        if not np.allclose(expected, got, rtol=1e-4, atol=1e-4 * max(scale, 1e-6)):
+            raise ValueError("the float64 clone computes different gradients")
     return clone
+
+
+def _output_gradients(model: keras.Model, x) -> list[np.ndarray]:
+    """The gradient of the sum of the model's outputs on x w.r.t. each trainable variable."""
+    with tf.GradientTape() as tape:
+        total = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float64)) for o in tf.nest.flatten(model(x))])
+    grads = tape.gradient(total, model.trainable_variables, unconnected_gradients="zero")
+    return [np.asarray(g, np.float64) for g in grads]
 
 
 def _float64_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
