@@ -127,6 +127,18 @@ class CheckModelTest(tf.test.TestCase):
             gradcheck.check_model(one, {"a": x[0], "b": x[1][:4]}, y[0], keras.losses.MeanSquaredError())
         with self.assertRaisesRegex(ValueError, r"^x\[1\]: expected finite values"):
             gradcheck.check_model(one, [x[0], x[1] * np.nan], y[0], keras.losses.MeanSquaredError())
+        nested = keras.Model([a, b], [first, [second]])  # outputs and targets nested a level more
+
+        def nested_loss(targets, outputs):
+            return both([targets[0], targets[1][0]], [outputs[0], outputs[1][0]])
+
+        self.assertEqual(gradcheck.check_model(nested, x, [y[0], [y[1]]], nested_loss).verdict, "PASS")
+        plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])  # rows as plain lists
+        mse = keras.losses.MeanSquaredError()
+        self.assertEqual(
+            gradcheck.check_model(plain, [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], [[1.0], [2.0]], mse).verdict,
+            "PASS",
+        )
 
     def test_a_clone_whose_gradients_differ_is_not_what_is_checked(self):
         """A layer whose hand-written backward is chosen by an argument get_config leaves out:

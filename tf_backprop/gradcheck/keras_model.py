@@ -98,11 +98,19 @@ LOSS_OF_MODEL = "loss_fn(y, model(x))"  # what check_model's errors name as the 
 def _batch(name: str, value):
     """x or y as NumPy: one array, or a list or dict of them (a model of several inputs or
     outputs); ValueError naming the element that is not finite numbers."""
-    if isinstance(value, (list, tuple)):
-        return [check_finite(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    if isinstance(value, (list, tuple)) and any(_structured(v) for v in value):
+        return [_batch(f"{name}[{i}]", v) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {key: check_finite(f"{name}[{key!r}]", v) for key, v in value.items()}
+        return {key: _batch(f"{name}[{key!r}]", v) for key, v in value.items()}
     return check_finite(name, value)
+
+
+def _structured(value) -> bool:
+    """An array, tensor, dict or list of them: an element of several inputs or outputs.  (A
+    nested list of plain numbers is one array, the batch's rows.)"""
+    if isinstance(value, (list, tuple)):
+        return any(_structured(v) for v in value)
+    return isinstance(value, (np.ndarray, dict)) or tf.is_tensor(value)
 
 
 def _rows(name: str, batch) -> int | None:
