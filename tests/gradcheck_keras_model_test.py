@@ -168,6 +168,25 @@ class CheckModelTest(tf.test.TestCase):
         self.assertEqual((report.verdict, report.dtype), ("FAIL", "float32"), report.to_text())
         self.assertIn("the float64 clone computes different gradients", report.notes[0])
 
+    def test_a_layer_frozen_after_it_was_built_is_not_a_crash(self):
+        # The clone, rebuilt from config, trained both layers: its 4 values against the model's
+        # 2 names raised, blamed on loss_fn.  Now the model itself is checked, in float32.
+        class Two(keras.Model):
+            def __init__(self, **kwargs):
+                super().__init__(**kwargs)
+                self.first, self.second = keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)
+
+            def call(self, x):
+                return self.second(self.first(x))
+
+        model, x = Two(), RNG.standard_normal((5, 3))
+        model(x)
+        model.first.trainable = False
+        report = gradcheck.check_model(model, x, np.zeros((5, 1)), keras.losses.MeanSquaredError())
+        self.assertEqual((report.verdict, report.dtype), ("PASS", "float32"), report.to_text())
+        self.assertIn("the clone trains other variables", report.notes[0])
+        self.assertLen(report.entries, 2)
+
     def test_float32_fallback_when_the_model_cannot_be_cloned(self):
         class Unclonable(keras.Model):
             def __init__(self, layer):  # a layer argument: no config to rebuild from

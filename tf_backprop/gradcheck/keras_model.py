@@ -210,6 +210,9 @@ def _clone_float64(model: keras.Model, x) -> keras.Model:
     clone(x64)  # builds it
     if [tuple(v.shape) for v in model.weights] != [tuple(v.shape) for v in clone.weights]:
         raise ValueError("the clone's variables differ from the model's")
+    trainable = [tuple(v.shape) for v in model.trainable_variables]
+    if trainable != [tuple(v.shape) for v in clone.trainable_variables]:
+        raise ValueError("the clone trains other variables (a layer frozen after it was built?)")
     if any(v.dtype != "float64" for v in clone.trainable_variables):
         raise ValueError("some of the clone's variables are not float64")
     for target, source in zip(clone.weights, model.weights):
