@@ -187,6 +187,16 @@ class CheckModelTest(tf.test.TestCase):
         self.assertIn("the clone trains other variables", report.notes[0])
         self.assertLen(report.entries, 2)
 
+    def test_an_adapted_normalization_layer_is_cloned_in_float64(self):
+        # Its mean and variance are cached apart from its variables: the clone computed other
+        # outputs and every such model was checked in float32.
+        x = RNG.standard_normal((8, 3)) * 5 + 2
+        normalization = keras.layers.Normalization()
+        normalization.adapt(x)
+        model = keras.Sequential([keras.Input((3,)), normalization, keras.layers.Dense(2)])
+        report = gradcheck.check_model(model, x, RNG.standard_normal((8, 2)), keras.losses.MeanSquaredError())
+        self.assertEqual((report.verdict, report.dtype), ("PASS", "float64"), report.to_text())
+
     def test_float32_fallback_when_the_model_cannot_be_cloned(self):
         class Unclonable(keras.Model):
             def __init__(self, layer):  # a layer argument: no config to rebuild from
