@@ -143,6 +143,23 @@ class RoundoffTest(tf.test.TestCase):
             for mode in ("full", "fast"):
                 self.assertEqual(gradcheck.gradcheck(fn, x, mode=mode).verdict, "PASS")
 
+    def test_a_large_output_does_not_loosen_the_kinks_beside_it(self):
+        """A 0.01·relu whose gradient is 20% off (1.2e-2 at and above 0), beside an output of
+        1e6: its floor (~3.5e-3) showed the wrong value at 0 as a kink, and the check PASSed."""
+
+        @tf.custom_gradient
+        def small_relu(t):
+            return 1e-2 * tf.nn.relu(t), lambda dy: dy * 1.2e-2 * tf.cast(t >= 0, t.dtype)
+
+        x = np.array([0.0, -0.4])
+        report = gradcheck.gradcheck(
+            lambda t: tf.stack([1e6 + tf.reduce_sum(t), tf.reduce_sum(small_relu(t))]), x
+        )
+        self.assertEqual((report.verdict, report.kinks), ("FAIL", 0), report.to_text())
+        right = lambda t: tf.stack([1e6 + tf.reduce_sum(t), 1e-2 * tf.reduce_sum(tf.nn.relu(t))])  # noqa: E731
+        report = gradcheck.gradcheck(right, x)
+        self.assertEqual((report.verdict, report.kinks), ("PASS", 1), report.to_text())
+
 
 class KinkRuleTest(tf.test.TestCase):
     """`kinks.examine` on hand-made one-sided values."""

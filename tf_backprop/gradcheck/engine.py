@@ -73,7 +73,7 @@ def full_jacobian(p: Problem) -> list[Entry]:
     up, down = element_steps(p)
     # f's own rounding: of its value (|f|) and of intermediates that scale with the input (|θ|·|J|).
     theta_max = _theta_max(p)
-    # The kinks' one-sided values are judged at the largest floor; each value at its own (below).
+    # The comparison's largest floor, for the report; each value is judged at its own (below).
     scale = float(np.abs(p.f0).max()) + theta_max * float(_finite_abs(reverse).max(initial=0.0))
     tolerance = p.tolerance.with_roundoff(p.dtype, scale, p.eps)
     entries = []

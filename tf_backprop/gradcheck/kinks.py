@@ -115,6 +115,7 @@ def examine(
     """(kink, unchecked, beyond): bool masks of length `size` over the compared values (see the module).
 
     beyond marks the unchecked values at the point that lie outside [min(m±), max(m±)].
+    tolerance's atol may be per candidate (aligned with sides.at).
     midpoint(positions, ±0.5) gives m± for rule 2; without it only rule 1 applies.  split (order
     2 only) gives each side's jump and the slope beside it, for rule 3.
     """
@@ -132,13 +133,11 @@ def examine(
     kink[sides.at], unchecked[sides.at] = shown, ~available
     rest = available & ~shown
     if midpoint is not None and rest.any():
-        at = sides.at[rest]
+        at, tol = sides.at[rest], _take(tolerance, rest)
         m_plus, m_minus = middles[0][rest], middles[1][rest]
-        clean = _agree(sides.d_plus[rest], m_plus, tolerance) & _agree(
-            sides.d_minus[rest], m_minus, tolerance
-        )
-        at_the_point = clean & ~_agree(m_plus, m_minus, tolerance)
-        one_side = _agree(a[rest], m_plus, tolerance) | _agree(a[rest], m_minus, tolerance)
+        clean = _agree(sides.d_plus[rest], m_plus, tol) & _agree(sides.d_minus[rest], m_minus, tol)
+        at_the_point = clean & ~_agree(m_plus, m_minus, tol)
+        one_side = _agree(a[rest], m_plus, tol) | _agree(a[rest], m_minus, tol)
         kink[at] = at_the_point & one_side
         unchecked[at] = (at_the_point & ~one_side) | ~(np.isfinite(m_plus) & np.isfinite(m_minus))
         between = (np.minimum(m_plus, m_minus) <= a[rest]) & (a[rest] <= np.maximum(m_plus, m_minus))
@@ -150,8 +149,15 @@ def examine(
             halves = split(at)
             quarters = (midpoint(at, 0.25), midpoint(at, -0.25))
             full = (sides.d_plus[failing], sides.d_minus[failing], middles[0][failing], middles[1][failing])
-            kink[at] = _jumps_at_the_point(a[failing], full, halves, quarters, tolerance)
+            kink[at] = _jumps_at_the_point(a[failing], full, halves, quarters, _take(tolerance, failing))
     return kink, unchecked, beyond
+
+
+def _take(tolerance: Tolerance, mask: np.ndarray) -> Tolerance:
+    """tolerance for the candidates in mask: its per-value atol taken there, if it has one."""
+    if np.ndim(tolerance.atol) == 0:
+        return tolerance
+    return dataclasses.replace(tolerance, atol=np.asarray(tolerance.atol)[mask])
 
 
 def _jumps_at_the_point(a, full, halves: SplitSides, quarters, tolerance: Tolerance) -> np.ndarray:
@@ -229,8 +235,7 @@ def compare_with_differences(
 
     differences: (central, D+, D−), flat like a; at_side(positions, t): the analytic source's
     values at x + t·εv for those positions (NaN where unavailable); allowed: where a kink may be
-    (default everywhere); atol: per-value atol for the candidates and `compare` (the kinks'
-    one-sided values are judged by tolerance's own, the largest floor: as lenient as before).
+    (default everywhere); atol: per-value atol, for the candidates, their kinks and `compare`.
     """
     a = np.asarray(a, np.float64).reshape(-1)
     central, d_plus, d_minus = (np.asarray(d, np.float64).reshape(-1) for d in differences)
@@ -239,7 +244,10 @@ def compare_with_differences(
     kink = unchecked = beyond = None
     if at.size:
         sides = Sides(at, d_plus[at], d_minus[at], at_side(at, 1.0), at_side(at, -1.0))
-        kink, unchecked, beyond = examine(a, a.size, sides, tolerance, continuous, at_side, split)
+        # Each candidate's kink is judged at its own floor: one large output raised the shared
+        # one enough to show a kink for a wrong derivative beside it.
+        own = tolerance if atol is None else dataclasses.replace(tolerance, atol=np.reshape(atol, -1)[at])
+        kink, unchecked, beyond = examine(a, a.size, sides, own, continuous, at_side, split)
     # f not finite at x ± εv (log or sqrt stepped below 0): no difference to check a against.
     return compare(
         a,
