@@ -151,6 +151,21 @@ class WorkdirTest(tf.test.TestCase):
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertIn("row: expected an integer in [0, 20)", result.stderr)
 
+    def test_a_classification_row_names_its_class(self):
+        # The trace shows y as the class id the loss takes (y = [1]); the title names the class.
+        folder = self.create_tempdir().full_path
+        rows = np.random.default_rng(1).uniform(-1, 1, (60, 2))
+        path = os.path.join(folder, "pets.csv")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(
+                "a,b,pet\n" + "".join(f"{a!r},{b!r},{'cat' if a > b else 'dog'}\n" for a, b in rows.tolist())
+            )
+        workdir = os.path.join(folder, "run")
+        training.train(small_config(workdir, data=f"csv:{path}", target="pet", epochs=1, export=False))
+        sample = training.run_sample(workdir, row=0)
+        expected = "cat" if int(np.asarray(sample.y).reshape(-1)[0]) == 0 else "dog"
+        self.assertEqual(sample.description, f'{workdir}: test split, row 0, class "{expected}"')
+
     def test_a_relative_data_path_is_relative_to_where_the_run_trained(self):
         folder = self.create_tempdir().full_path
         rows = np.random.default_rng(0).uniform(-1, 1, (60, 2))

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_backprop import backprop, files
+from tf_backprop import backprop, files, text
 from tf_backprop import data as data_lib
 from tf_backprop import losses as losses_lib
 from tf_backprop.data import checks as data_checks
@@ -406,6 +406,19 @@ def run_sample(
         chosen = pipeline.read_split(chosen, datasets.preprocessing, limit=row + 1)
     sample = slice(row, row + 1)
     loss = resolve_loss(config, datasets)
+    label = _class_label(datasets.preprocessing.class_names, chosen.y[sample])
     return RunSample(
-        model, chosen.x[sample], chosen.y[sample], loss, config.l2, f"{workdir}: {name} split, row {row}"
+        model,
+        chosen.x[sample],
+        chosen.y[sample],
+        loss,
+        config.l2,
+        f"{workdir}: {name} split, row {row}{label}",
     )
+
+
+def _class_label(class_names: list[str] | None, y: np.ndarray) -> str:
+    """', class "Adelie"' for a classification row (y: its class id, or 0/1), else ''."""
+    if not class_names:
+        return ""
+    return f", class {text.quote(class_names[int(np.asarray(y).reshape(-1)[0])])}"
