@@ -98,7 +98,13 @@ def run():
         failures=(training.TrainingError, training.CheckpointError),
         at_once=(training.WorkerLostError,),
         interrupted=INTERRUPTED,
+        flag_names=FLAG_NAMES,
     )
+
+
+# The library names a config field ("epochs: ...") or the data loader's argument ("source:");
+# the user gave a flag.
+FLAG_NAMES = {field.name: f"--{field.name}" for field in config_lib.fields()} | {"source": "--data"}
 
 
 # Ctrl-C outside the training loop (which checkpoints first, `training.Interrupted`): loading

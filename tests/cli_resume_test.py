@@ -481,7 +481,7 @@ class ConcurrentRunTest(ResumeCliTestCase):
             self.assert_error_line(
                 second,
                 2,
-                rf"workdir: \S+/run is in use by another run \(pid {first.proc.pid} on \S+\); wait for it",
+                rf"--workdir: \S+/run is in use by another run \(pid {first.proc.pid} on \S+\); wait for it",
             )
         finally:
             first.proc.kill()  # SIGKILL: the OS releases its lock

@@ -130,7 +130,8 @@ class StreamErrorTest(tf.test.TestCase):
         result, cwd = self.run_cli("--stream", "--data=xor")
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertEqual(
-            result.stderr.strip(), "tf-backprop-train: error: stream: only CSV sources stream, got --data=xor"
+            result.stderr.strip(),
+            "tf-backprop-train: error: --stream: only CSV sources stream, got --data=xor",
         )
         self.assertEqual(os.listdir(cwd), [])
 
