@@ -3,12 +3,21 @@
 Runs at import time, before any test imports TensorFlow ops:
 * two logical CPU devices, so MirroredStrategy tests run on a CPU-only machine;
 * absl flags marked parsed, so tf.test.TestCase.create_tempdir works under pytest;
-* TestCase.test_session not collected as a test.
+* TestCase.test_session not collected as a test;
+* the test subprocesses' temp folder (TMPDIR) a folder of the session's own, removed at its end:
+  a run the tests SIGKILL on purpose cannot remove the AutoGraph sources TensorFlow writes there
+  (a CI run left ~350 in /tmp).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_SUBPROCESS_TMP = tempfile.mkdtemp(prefix="tf_backprop-tests-")  # this process keeps its own
+os.environ["TMPDIR"] = _SUBPROCESS_TMP
+atexit.register(shutil.rmtree, _SUBPROCESS_TMP, ignore_errors=True)
 
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
