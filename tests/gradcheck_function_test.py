@@ -290,6 +290,26 @@ class ReportTest(tf.test.TestCase):
         float32_inside = gradcheck.gradcheck(through_float32(tf.sin), float32_data.astype(np.float64))
         self.assertEqual((float32_inside.verdict, float32_inside.dtype), ("PASS", "float32"))
 
+    def test_a_function_that_computes_in_half_precision_is_refused_not_failed(self):
+        """float16 or bfloat16 inside (a cast, a mixed-precision layer) FAILed a right gradient:
+        numeric 0, as its rounding swallows a step of 1e-6.  No eps can check it: say so."""
+        for half in (tf.float16, tf.bfloat16):
+
+            def through_half(t, half=half):
+                looped = tf.while_loop(  # inside a loop's body: found in the functions it calls
+                    lambda i, s: i < 1, lambda i, s: (i + 1, s + tf.cast(tf.sin(tf.cast(t, half)), t.dtype)),
+                    (0, tf.zeros_like(t)),
+                )  # fmt: skip
+                return tf.reduce_sum(looped[1])
+
+            with self.assertRaisesRegex(
+                ValueError, f"^fn: computes in {half.name} inside .* float32 or float64$"
+            ):
+                gradcheck.gradcheck(through_half, A)
+        # A check that passes is not traced; a float64 one that fails keeps its FAIL.
+        self.assertEqual(gradcheck.gradcheck(tf.sin, A).verdict, "PASS")
+        self.assertEqual(gradcheck.gradcheck(square_off_by(0.5), A).verdict, "FAIL")
+
     def test_a_float64_function_that_selects_float32_data_stays_in_float64(self):
         """max(a, b) of float32 data gives float32 values: taken for a float32 computation, a
         planted 0.5% error in ∂/∂b PASSed at float32 tolerances, and a float64-only fn raised in

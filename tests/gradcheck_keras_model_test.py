@@ -197,6 +197,40 @@ class CheckModelTest(tf.test.TestCase):
         report = gradcheck.check_model(model, x, RNG.standard_normal((8, 2)), keras.losses.MeanSquaredError())
         self.assertEqual((report.verdict, report.dtype), ("PASS", "float64"), report.to_text())
 
+    def test_a_mixed_precision_model_is_checked_on_its_float64_clone(self):
+        """A float16 or bfloat16 model's clone differs from it by that rounding: a float32
+        tolerance refused every clone, and the float32 fallback FAILed right gradients."""
+        x, y = RNG.standard_normal((8, 4)), RNG.standard_normal((8, 2))
+        for policy, half in (("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")):
+            for mistake in (False, True):
+                keras.utils.set_random_seed(1)
+                keras.config.set_dtype_policy(policy)
+                try:
+                    model = keras.Sequential(
+                        [keras.Input((4,)), keras.layers.Dense(16, activation="tanh"), ClippedLinear(3, mistake),
+                         keras.layers.Dense(2)]
+                    )  # fmt: skip
+                finally:
+                    keras.config.set_dtype_policy("float32")
+                report = gradcheck.check_model(model, x * 0.3, y, keras.losses.MeanSquaredError())
+                self.assertEqual((report.verdict, report.dtype), ("FAIL" if mistake else "PASS", "float64"))
+                self.assertIn(f"float64 clone of the model, which computes in {half}", report.notes[0])
+
+    def test_a_half_precision_model_that_cannot_be_cloned_is_refused(self):
+        class Unclonable(keras.Model):
+            def __init__(self, layer):
+                super().__init__()
+                self.inner = layer
+
+            def call(self, x):
+                return self.inner(x)
+
+        model = Unclonable(keras.layers.Dense(2, activation="tanh", dtype="mixed_float16"))
+        x, y = RNG.standard_normal((5, 3)), RNG.standard_normal((5, 2))
+        model(x)
+        with self.assertRaisesRegex(ValueError, r"^loss_fn\(y, model\(x\)\): computes in float16 inside"):
+            gradcheck.check_model(model, x, y, keras.losses.MeanSquaredError())
+
     def test_float32_fallback_when_the_model_cannot_be_cloned(self):
         class Unclonable(keras.Model):
             def __init__(self, layer):  # a layer argument: no config to rebuild from

@@ -69,7 +69,8 @@ def gradcheck(
     Raises:
       ValueError: on bad arguments: non-floating or non-finite inputs, an output that is not a
         finite floating-point tensor, an input with no gradient path to the output, an eps
-        too large for the inputs.
+        too large for the inputs, a random fn, an fn that computes in float16 or bfloat16
+        inside (raised only when its check would FAIL: central differences cannot check it).
     """
     single = not isinstance(inputs, (list, tuple))
     inputs = [inputs] if single else list(inputs)
@@ -133,7 +134,10 @@ def check_function(
     if dtype == "float64" and any(a.dtype.itemsize < 8 for a in arrays):
         promoted = "float32 inputs checked in float64: what fn does in float32 itself (overflow, rounding) is not checked"
     notes = (*notes, *(n for n in (dtype_note, order_note, promoted) if n))
-    return Report(title, options.mode, dtype, eps, tuple(entries), notes)
+    report = Report(title, options.mode, dtype, eps, tuple(entries), notes)
+    if report.verdict == "FAIL":  # traced only then: a check that passes needs no excuse
+        _check_not_half_precision(fn, xs, what)
+    return report
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -225,6 +229,44 @@ def _check_deterministic(fn, xs, output: np.ndarray, what: str) -> None:
             f"{what}: gave another output for the same inputs (a random op, such as dropout in "
             "training mode?); the differences of a random function measure its noise, not a derivative"
         )
+
+
+HALF_PRECISION = ("float16", "bfloat16")
+
+
+def _check_not_half_precision(fn, xs, what: str) -> None:
+    """ValueError when fn's graph computes in float16 or bfloat16 (mixed precision, a cast):
+    its differences measure that rounding (~1e-3 of each value, far above eps 1e-6 × its
+    derivative), so a FAIL would say nothing about the gradient."""
+    try:
+        specs = [tf.TensorSpec(x.shape, x.dtype) for x in xs]
+        graph = tf.function(fn, autograph=False).get_concrete_function(*specs).graph
+    except Exception:  # noqa: BLE001 - a function that cannot be traced keeps its verdict
+        return
+    dtype = _half_precision_in(graph)
+    if dtype:
+        raise ValueError(
+            f"{what}: computes in {dtype} inside (a mixed-precision layer, or a cast to {dtype}?): "
+            f"central differences measure its rounding, not a derivative, so they cannot check it; "
+            f"check the same computation in float32 or float64"
+        )
+
+
+def _half_precision_in(graph, seen: set | None = None) -> str | None:
+    """float16 or bfloat16 when an op of the graph or of the functions it calls (while and cond
+    bodies) gives values of that dtype; None if none does."""
+    seen = set() if seen is None else seen
+    for op in graph.get_operations():
+        for output in op.outputs:
+            if output.dtype.name in HALF_PRECISION:
+                return output.dtype.name
+    for name, function in getattr(graph, "_functions", {}).items():
+        inner = getattr(function, "graph", None)
+        if name not in seen and inner is not None:
+            seen.add(name)
+            if found := _half_precision_in(inner, seen):
+                return found
+    return None
 
 
 def _float32_inside(fn, arrays, output) -> bool:

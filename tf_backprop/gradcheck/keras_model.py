@@ -190,7 +190,28 @@ def _float64_keras(model: keras.Model, x) -> tuple[keras.Model, list[str]]:
         return model, [f"could not clone the model in float64 ({type(error).__name__}: {error_line(error)})"]
     finally:
         keras.config.set_dtype_policy(previous)
+    half = _half_precision(model)
+    if half:
+        return clone, [
+            f"checked on a float64 clone of the model, which computes in {half}: its rounding is not checked"
+        ]
     return clone, ["checked on a float64 clone of the model"]
+
+
+def _half_precision(model: keras.Model) -> str | None:
+    """float16 or bfloat16 when some layer computes in it (a mixed-precision policy)."""
+    dtypes = {getattr(layer, "compute_dtype", None) for layer in [model, *_layers(model)]}
+    return next((d for d in ("float16", "bfloat16") if d in dtypes), None)
+
+
+def _clone_rtol(model: keras.Model, float32_rtol: float) -> float:
+    """How closely a clone must match: float32's rtol, or 16 half-precision ulps for a model
+    that computes in float16 or bfloat16 (its own outputs carry that rounding)."""
+    half = _half_precision(model)
+    return max(float32_rtol, 16 * _HALF_EPS[half]) if half else float32_rtol
+
+
+_HALF_EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7}  # the spacing of values in [1, 2)
 
 
 def _is_functional(model: keras.Model) -> bool:
@@ -222,7 +243,8 @@ def _clone_float64(model: keras.Model, x) -> keras.Model:
             layer.finalize_state()
     for expected, got in zip(tf.nest.flatten(model(x)), tf.nest.flatten(clone(x64)), strict=True):
         expected, got = np.asarray(expected), np.asarray(got)
-        if expected.shape != got.shape or not np.allclose(expected, got, rtol=1e-3, atol=1e-4):
+        rtol = _clone_rtol(model, 1e-3)
+        if expected.shape != got.shape or not np.allclose(expected, got, rtol=rtol, atol=rtol / 10):
             raise ValueError("the float64 clone computes different outputs")
     # The same outputs do not make the same gradients: a custom backward chosen by an argument
     # get_config leaves out is rebuilt without it, and its bug would go unchecked.
@@ -230,8 +252,9 @@ def _clone_float64(model: keras.Model, x) -> keras.Model:
     # One scale for all: a gradient summed from cancelling terms (a kernel after Normalization)
     # is float32 round-off of the terms, far above its own size.
     scale = max(float(np.abs(g).max(initial=0.0)) for g in expected_grads)
+    rtol = _clone_rtol(model, 1e-4)
     for expected, got in zip(expected_grads, _output_gradients(clone, x64), strict=True):
-        if not np.allclose(expected, got, rtol=1e-4, atol=1e-4 * max(scale, 1e-6)):
+        if not np.allclose(expected, got, rtol=rtol, atol=rtol * max(scale, 1e-6)):
             raise ValueError("the float64 clone computes different gradients")
     return clone
 
