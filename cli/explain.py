@@ -1,7 +1,7 @@
 """tf-backprop-explain: one forward and backward pass with its numbers, its formulas and the tape's check.
 
 tf-backprop-explain                                  # the article's net (ReLU output, N(0, 1) weights)
-tf-backprop-explain --x=0.5,-1.2 --y=0.3 --format=md
+tf-backprop-explain --x=0.5,0.8 --y=0.3 --format=md
 tf-backprop-explain --format=svg --output=net.svg    # a picture of the net
 tf-backprop-explain --workdir=runs/x --row=3         # a trained run's model on row 3 of its test split
 
@@ -48,7 +48,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("dtype", "float64", "Model dtype (float64: the numbers are exact to print).")
 flags.DEFINE_integer(
-    "seed", 3, "Seeds the weights and the default sample (3: the article's output unit is on)."
+    "seed", 3, "Seeds the weights and the default sample (3: the article's output unit is on, in float64)."
 )
 flags.DEFINE_float("l2", 0.0, "L2 penalty λ of λ/2 Σ‖W‖² on the kernels.")
 flags.DEFINE_string(
@@ -89,6 +89,8 @@ def _check_exclusive() -> None:
 
 def explain_from_flags() -> tuple[explaining.Trace, str]:
     """The trace the flags ask for, and its title."""
+    if FLAGS.workdir is not None and not FLAGS.workdir.strip():
+        raise common.UsageError("--workdir: expected a run folder, got an empty value")
     _check_exclusive()
     return _explain_run() if FLAGS.workdir else _explain_net()
 
@@ -150,7 +152,18 @@ def main(argv) -> int:
 
 def run():
     """Console-script entry point."""
-    common.run(main, flag_names={"layer_sizes": "--layers"})
+    common.run(main, flag_names=FLAG_NAMES)
+
+
+# The library's argument names in error lines -> the flags that set them.
+FLAG_NAMES = {
+    "layer_sizes": "--layers",
+    "kernel_initializer": "--initializer",
+    **{
+        name: f"--{name}"
+        for name in ("activation", "output_activation", "dtype", "seed", "l2", "x", "y", "errata", "row")
+    },
+}
 
 
 if __name__ == "__main__":

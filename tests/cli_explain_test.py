@@ -88,11 +88,17 @@ class ExplainCliTest(tf.test.TestCase):
         cases = {
             ("--x=1,abc",): "--x: expected comma-separated finite numbers like 0.5,-1.2, got '1,abc'",
             ("--x=1,2,3",): "--x: expected 2 numbers (the net's inputs), got 3",
-            ("--y=1,2",): "y: one sample takes 1 target(s) (one per output), got shape [2]",
+            ("--y=1,2",): "error: --y: one sample takes 1 target(s) (one per output), got shape [2]",
+            ("--layers=2,3,2", "--output_activation=linear", "--y=1"): "--y: one sample takes 2 target(s)",
+            ("--seed=-1",): "error: --seed: expected a non-negative integer, got -1",
+            ("--initializer=nope",): "error: --initializer: unknown name 'nope'",
+            ("--dtype=float16",): "error: --dtype: unknown name 'float16'",
+            ("--l2=-1",): "error: --l2: expected a number >= 0",
+            ("--workdir=",): "error: --workdir: expected a run folder, got an empty value",
             ("--y=1e308",): "x, y: the loss L is not finite in float64 (the pass overflows)",
             ("--row=1",): "--row: only with --workdir",
-            ("--layers=2,4,1", "--errata=on"): "errata: the article's errata do not apply here",
-            ("--activation=nope",): "activation: unknown name 'nope'",
+            ("--layers=2,4,1", "--errata=on"): "error: --errata: the article's errata do not apply here",
+            ("--activation=nope",): "error: --activation: unknown name 'nope'",
             ("--layers=2",): "error: --layers: expected at least 2 sizes",  # not layer_sizes
             ("--loss=nope",): "--loss",
             ("--workdir=missing",): "config.json: not found",
@@ -127,7 +133,9 @@ class WorkdirTest(tf.test.TestCase):
         result = _run(f"--workdir={self.workdir}", "--row=2", "--format=json", cwd=self.get_temp_dir())
         self.assertEqual(result.returncode, 0, result.stderr)
         data = json.loads(result.stdout)
-        self.assertEqual(data["title"], f"{self.workdir}: test split, row 2")
+        self.assertEqual(
+            data["title"], f"{self.workdir}: test split, row 2 (x and y standardized as in training)"
+        )
         test = self.result.datasets.test
         self.assertAllEqual(data["x"], test.x[2:3])  # standardized, as training saw it
         self.assertAllEqual(data["y"], test.y[2:3])
@@ -164,7 +172,10 @@ class WorkdirTest(tf.test.TestCase):
         training.train(small_config(workdir, data=f"csv:{path}", target="pet", epochs=1, export=False))
         sample = training.run_sample(workdir, row=0)
         expected = "cat" if int(np.asarray(sample.y).reshape(-1)[0]) == 0 else "dog"
-        self.assertEqual(sample.description, f'{workdir}: test split, row 0, class "{expected}"')
+        self.assertEqual(
+            sample.description,
+            f'{workdir}: test split, row 0, class "{expected}" (x standardized as in training)',
+        )
 
     def test_a_relative_data_path_is_relative_to_where_the_run_trained(self):
         folder = self.create_tempdir().full_path

@@ -137,6 +137,36 @@ class OffUnitsTest(tf.test.TestCase):
         self.assertAllEqual(erratum.wrong.value, erratum.right.value)
         self.assertIn("this net's output is linear", erratum.notes[0])
 
+    def test_a_sigmoid_output_is_never_said_to_have_derivative_1(self):
+        """Every non-linear, non-ReLU output got the ReLU's 'on, so its derivative is 1' note,
+        beside a right value of 0.14 (new-user review)."""
+        trace, errata_ = _explain(*LIVE, output_activation="sigmoid")
+        erratum = errata_["output_derivative"]
+        output = trace.output[0, 0]
+        self.assertAllClose(erratum.right.value, [[output * (1 - output)]], rtol=1e-15)
+        self.assertEqual(erratum.title, "∂ŷ/∂z⁽³⁾ = 1 under a sigmoid output")
+        self.assertEqual(erratum.notes, (f"sigmoid'(z⁽³⁾) = {output * (1 - output):.6g} here, not 1: the "
+                                         "article's factor is wrong wherever f₃' ≠ 1",))  # fmt: skip
+        self.assertEqual(errata_["output_derivative"].breaks, "every update where f₃'(z⁽³⁾) ≠ 1")
+        relu = _explain(*LIVE)[1]["output_derivative"]
+        self.assertEqual(relu.title, "∂ŷ/∂z⁽³⁾ = 1 under a ReLU output")
+        self.assertIn("the relu output is on, so its derivative is 1 here", relu.notes[0])
+
+    def test_a_row_with_its_output_off_adds_0_the_others_do_not(self):
+        """In a batch, one dead row was said to make every gradient 0, beside a nonzero one."""
+        x, y = [[0.5, -1.2], [-0.8, -0.5]], [[0.3], [0.8]]  # seed 3: off for the first, on for the second
+        trace, errata_ = _explain(x, y)
+        z = trace.layers[2].term("z").value[:, 0]
+        self.assertEqual(list(z <= 0), [True, False])  # row 1 off, row 2 on
+        self.assertEqual(
+            errata_["output_sign"].notes,
+            ("z⁽³⁾ ≤ 0 in row 1: the output unit is off, so δ⁽³⁾ = 0 there and that row adds 0 to every "
+             "gradient with either sign",),
+        )  # fmt: skip
+        self.assertNotAllClose(errata_["output_sign"].right_gradient.value, np.zeros((3, 1)))
+        dead, errata_ = _explain(*DEAD, seed=0)
+        self.assertIn("so δ⁽³⁾ = 0 and every gradient is 0 with either sign", errata_["output_sign"].notes[0])
+
     def test_batches_name_the_row(self):
         trace, errata_ = _explain([[0.1, 0.2], [-0.8, -0.5]], [[0.3], [0.8]])
         self.assertEqual(trace.batch_size, 2)
@@ -147,6 +177,8 @@ class OffUnitsTest(tf.test.TestCase):
         mse = explaining.explain(article_net(), [[0.1, 0.2], [-0.8, -0.5]], [[0.3], [0.8]], "mse")
         sign = mse.errata[0]
         self.assertAllClose(sign.right.value, 2 * (mse.output - mse.y) / 2, rtol=1e-15)  # 2(ŷ − y)/(m·k)
+        self.assertIn("(and lacks the 2/m)", sign.breaks)  # not the 1/m of half_mse
+        self.assertIn("(and lacks the 1/m)", trace.errata[0].breaks)
 
 
 class ApplicabilityTest(tf.test.TestCase):

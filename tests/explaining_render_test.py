@@ -46,6 +46,30 @@ class TextTest(tf.test.TestCase):
                 self.assertIn(render.matrix_lines(term.value)[0], row)
                 self.assertEqual("agreed, max |Δ| 0" in row, term.check is not None)
 
+    def test_logits_are_labelled_with_their_probabilities_and_l2_is_split(self):
+        """For a classifier ŷ is the logits (0.09 read as 'predicted 0.09'); with --l2, L held the
+        penalty with no breakdown (new-user review)."""
+        model, x, _ = random_case((2, 3, 2), "tanh", "linear", "binary_crossentropy", 1)
+        trace = explaining.explain(model, x, [[1.0, 0.0]], "binary_crossentropy", l2=0.1)
+        header = render.to_text(trace).splitlines()[1]
+        logits = trace.output[0]
+        sigma = ", ".join(render.number(v) for v in 1 / (1 + np.exp(-logits)))
+        self.assertIn(f"(logits; σ(ŷ) = [[{sigma}]])", header)
+        penalty = 0.05 * sum(float(np.sum(layer.kernel**2)) for layer in trace.layers)
+        data = trace.loss_value - penalty
+        self.assertIn(
+            f"L = {render.number(trace.loss_value)} (data {render.number(data)} + L2 {render.number(penalty)})",
+            header,
+        )
+        bce = -np.mean([np.log(1 / (1 + np.exp(-logits[0]))), np.log(1 - 1 / (1 + np.exp(-logits[1])))])
+        self.assertAllClose(data, bce, rtol=1e-12)  # the split is the loss's own data term
+        model, x, _ = random_case((2, 3, 3), "tanh", "linear", "categorical_crossentropy", 1)
+        trace = explaining.explain(model, x[0], 2, "categorical_crossentropy")
+        softmax = np.exp(trace.output[0]) / np.exp(trace.output[0]).sum()
+        probabilities = ", ".join(render.number(v) for v in softmax)
+        self.assertIn(f"(logits; softmax(ŷ) = [[{probabilities}]])   L = ", render.to_text(trace))
+        self.assertNotIn("logits", render.to_text(default_trace()))
+
     def test_errata_section(self):
         text = render.to_text(default_trace())
         self.assertIn("The article's errata on these numbers (docs/backprop.md §7):", text)

@@ -134,6 +134,16 @@ class BadArgumentTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, r"^layer_sizes:"):
             MLP(sizes)
 
+    def test_seed(self):
+        """A negative seed reached NumPy ('expected non-negative integer', no argument named)."""
+        for seed in (-1, 1.5, True, "3"):
+            with (
+                self.subTest(seed=seed),
+                self.assertRaisesRegex(ValueError, r"^seed: expected a non-negative integer"),
+            ):
+                MLP((2, 3, 1), seed=seed)
+        self.assertIsNone(MLP((2, 3, 1), seed=None).seed)
+
     def test_softmax_over_one_output_is_refused(self):
         with self.assertRaisesRegex(ValueError, r"^output_activation: 'softmax' over one output unit is 1"):
             MLP((2, 3, 1), output_activation="softmax")

@@ -183,7 +183,7 @@ def _check_class_labels(y: tf.Tensor, n_classes: int) -> tf.Tensor:
         if low < 0 or high >= n_classes:
             raise ValueError(
                 f"y: class labels must lie in [0, {n_classes - 1}] for {n_classes} outputs; "
-                f"got values from {low} to {high}"
+                + (f"got {low}" if low == high else f"got values from {low} to {high}")
             )
     return labels
 

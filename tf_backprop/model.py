@@ -129,6 +129,8 @@ class MLP(keras.Model):
                 f"expected one of {', '.join(INITIALIZERS)}"
             )
         self.kernel_initializer_name = kernel_initializer
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
         self.seed = seed
         self.dense_layers = [
             keras.layers.Dense(

@@ -147,9 +147,7 @@ def _output_sign(c: _Context) -> Erratum:
     wrong = (c.y - y_hat).numpy()  # the article's (y − ŷ), [m, 1]
     wrong_delta = c.model.output_activation.backward(c.forward.zs[-1], y_hat, tf.constant(wrong))
     wrong_grads = c.gradients_from_output(tf.constant(wrong), wrong_delta)
-    notes = (
-        [_output_off_note(c, "δ⁽³⁾ = 0 and every gradient is 0 with either sign")] if c.off_units(3) else []
-    )
+    notes = [_output_off_note(c, _OFF_OUTPUT_GRADIENTS)] if c.off_units(3) else []
     return Erratum(
         "output_sign",
         "Sign of the output term",
@@ -157,7 +155,7 @@ def _output_sign(c: _Context) -> Erratum:
         Evaluated("∂L/∂ŷ", trace_lib.LOSS_GRADIENTS[c.trace.loss], c.value(3, "dL_dh")),
         Evaluated("∂L/∂W₃", "h⁽²⁾ᵀ @ ((y − ŷ) ⊙ f₃'(z⁽³⁾))", wrong_grads[4]),
         Evaluated("∂L/∂W₃", "h⁽²⁾ᵀ @ δ⁽³⁾", c.value(3, "dL_dW")),
-        "every update: every gradient has the wrong sign (and lacks the 1/m), "
+        f"every update: every gradient has the wrong sign (and lacks the {'1/m' if c.trace.loss == 'half_mse' else '2/m'}), "
         "so gradient descent climbs the loss",
         tuple(notes),
         c.step(wrong_grads),
@@ -169,26 +167,40 @@ def _output_derivative(c: _Context) -> Erratum:
     upstream = tf.constant(c.value(3, "dL_dh"))
     wrong_grads = c.gradients_from_output(upstream, upstream)  # δ⁽³⁾ = ∂L/∂ŷ · 1
     name = c.model.output_activation.name
-    if name == "linear":
-        notes = ["this net's output is linear, so 1 is right here; the article's own code puts a ReLU on it"]
-    elif c.off_units(3):
-        notes = [_output_off_note(c, f"∂ŷ/∂z⁽³⁾ = {name}'(z⁽³⁾) = 0, not 1: the article passes a gradient")]
-    else:
-        notes = [f"z⁽³⁾ > 0: the {name} output is on, so its derivative is 1 here; not where z⁽³⁾ ≤ 0"]
     return Erratum(
         "output_derivative",
-        "∂ŷ/∂z⁽³⁾ = 1 under a ReLU output",
+        f"∂ŷ/∂z⁽³⁾ = 1 under a {'ReLU' if name == 'relu' else name} output",
         Evaluated("∂ŷ/∂z⁽³⁾", "1", np.ones_like(right)),
         Evaluated("∂ŷ/∂z⁽³⁾", _article_derivative(name), right),
         Evaluated("∂L/∂W₃", "h⁽²⁾ᵀ @ ∂L/∂ŷ", wrong_grads[4]),
         Evaluated("∂L/∂W₃", "h⁽²⁾ᵀ @ (∂L/∂ŷ ⊙ f₃'(z⁽³⁾))", c.value(3, "dL_dW")),
-        f"every update where the {name} output is off (z⁽³⁾ ≤ 0): the article's gradient is not 0, "
-        "the net's is (ŷ is stuck at 0 there)"
-        if name == "relu"
-        else "every update where f₃'(z⁽³⁾) ≠ 1",
-        tuple(notes),
+        _output_derivative_breaks(name),
+        tuple(_output_derivative_notes(c, name, right)),
         c.step(wrong_grads),
     )
+
+
+def _output_derivative_breaks(name: str) -> str:
+    if name == "relu":
+        return (
+            "every update where the relu output is off (z⁽³⁾ ≤ 0): the article's gradient is not 0, "
+            "the net's is (ŷ is stuck at 0 there)"
+        )
+    if name == "linear":
+        return "none for a linear output, whose derivative is 1; the article's own code puts a ReLU on it"
+    return "every update where f₃'(z⁽³⁾) ≠ 1"
+
+
+def _output_derivative_notes(c: _Context, name: str, right: np.ndarray) -> list[str]:
+    """Where 1 is right and where not, on these numbers (right: f₃'(z⁽³⁾), [m, 1])."""
+    if name == "linear":
+        return ["this net's output is linear, so 1 is right here; the article's own code puts a ReLU on it"]
+    if c.off_units(3):
+        return [_output_off_note(c, f"∂ŷ/∂z⁽³⁾ = {name}'(z⁽³⁾) = 0, not 1: the article passes a gradient")]
+    if np.all(right == 1.0):
+        return [f"z⁽³⁾ > 0: the {name} output is on, so its derivative is 1 here; not where z⁽³⁾ ≤ 0"]
+    values = ", ".join(f"{v:.6g}" for v in right[:, 0])
+    return [f"{name}'(z⁽³⁾) = {values} here, not 1: the article's factor is wrong wherever f₃' ≠ 1"]
 
 
 def _weight_derivative(c: _Context) -> Erratum:
@@ -284,10 +296,17 @@ def _article_derivative(name: str) -> str:
     return trace_lib.DERIVATIVES.get(name, name + "'(z_{l})").format(l="⁽³⁾").replace("_", "")
 
 
+_OFF_OUTPUT_GRADIENTS = "δ⁽³⁾ = 0 and every gradient is 0 with either sign"
+
+
 def _output_off_note(c: _Context, consequence: str) -> str:
     z = c.forward.zs[-1].numpy()[:, 0]  # [m]
+    off = np.nonzero(z <= 0)[0]
     if c.trace.batch_size == 1:
         where = f"z⁽³⁾ = {z[0]:.4g} ≤ 0"
     else:
-        where = "z⁽³⁾ ≤ 0 in " + ", ".join(f"row {i + 1}" for i in np.nonzero(z <= 0)[0])
+        where = "z⁽³⁾ ≤ 0 in " + ", ".join(f"row {i + 1}" for i in off)
+    if len(off) < len(z) and consequence == _OFF_OUTPUT_GRADIENTS:
+        rows = "that row adds" if len(off) == 1 else "those rows add"
+        consequence = f"δ⁽³⁾ = 0 there and {rows} 0 to every gradient with either sign"
     return f"{where}: the output unit is off, so {consequence}"

@@ -79,13 +79,34 @@ def _header(trace: Trace, title: str | None) -> list[str]:
         f"{rows} sample{'s' if rows != 1 else ''}" + (" (gradients summed over the rows)" if rows > 1 else "")
     )
     lines.append(
-        f"x = {inline(trace.x)}   y = {inline(trace.y)}   ŷ = {inline(trace.output)}   "
-        f"L = {number(trace.loss_value)}"
+        f"x = {inline(trace.x)}   y = {inline(trace.y)}   ŷ = {inline(trace.output)}{_probabilities(trace)}   "
+        f"L = {number(trace.loss_value)}{_penalty(trace)}"
     )
     rtol, atol = trace.tolerance
     verdict = "every gradient agrees with" if trace.agreed else "SOME GRADIENTS DISAGREE with"
-    lines.append(f"tape check: {verdict} tf.GradientTape (|Δ| ≤ {rtol:g}·|g| + {atol:g}·max(1, max |g|))")
+    lines.append(
+        f"tape check: {verdict} tf.GradientTape "
+        f"(|Δ| ≤ {rtol:g}·max(|manual|, |tape|) + {atol:g}·max(1, max |tape|))"
+    )
     return lines
+
+
+def _probabilities(trace: Trace) -> str:
+    """For a loss that takes logits (ŷ is the logits): the probabilities they give."""
+    if trace.loss == "binary_crossentropy":
+        return f" (logits; σ(ŷ) = {inline(1.0 / (1.0 + np.exp(-trace.output)))})"
+    if trace.loss == "categorical_crossentropy":
+        shifted = np.exp(trace.output - trace.output.max(axis=-1, keepdims=True))
+        return f" (logits; softmax(ŷ) = {inline(shifted / shifted.sum(axis=-1, keepdims=True))})"
+    return ""
+
+
+def _penalty(trace: Trace) -> str:
+    """With L2: L's two parts, the data term and λ/2 Σ‖W‖²."""
+    if not trace.l2:
+        return ""
+    penalty = trace.l2 / 2 * sum(float(np.sum(np.square(layer.kernel))) for layer in trace.layers)
+    return f" (data {number(trace.loss_value - penalty)} + L2 {number(penalty)})"
 
 
 def _check_text(term: Term) -> str:

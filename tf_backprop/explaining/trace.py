@@ -152,7 +152,7 @@ def as_batch(model: MLP, x, y, loss: losses_lib.Loss) -> tuple[np.ndarray, np.nd
     outputs = model.layer_sizes[-1]
     if y.ndim == 1 and outputs > 1 and y.shape[0] == outputs:
         return x[None], y[None]  # one row of k targets (or a one-hot row)
-    if y.ndim != 1 or y.shape[0] != 1:
+    if y.ndim != 1 or y.shape[0] != 1 or (outputs > 1 and not loss.sparse_labels):
         label = " or a class label" if loss.sparse_labels else ""
         raise ValueError(
             f"y: one sample takes {outputs} target(s) (one per output){label}, got shape {list(y.shape)}"

@@ -413,8 +413,21 @@ def run_sample(
         chosen.y[sample],
         loss,
         config.l2,
-        f"{workdir}: {name} split, row {row}{label}",
+        f"{workdir}: {name} split, row {row}{label}{_standardized(datasets.preprocessing)}",
     )
+
+
+def _standardized(preprocessing) -> str:
+    """' (x and y standardized as in training)' for what the run standardizes, else ''."""
+    scaled = [
+        name
+        for name, means, stds in (
+            ("x", preprocessing.feature_mean, preprocessing.feature_std),
+            ("y", preprocessing.target_mean, preprocessing.target_std),
+        )
+        if means is not None and (any(means) or any(s != 1.0 for s in stds))
+    ]
+    return f" ({' and '.join(scaled)} standardized as in training)" if scaled else ""
 
 
 def _class_label(class_names: list[str] | None, y: np.ndarray) -> str:
