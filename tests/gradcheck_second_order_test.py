@@ -186,6 +186,35 @@ class CorrectFunctionsPassTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual((report.failures, report.kinks), (3, 0))  # the kinked element included
 
 
+class DomainEdgeTest(tf.test.TestCase):
+    """sum(log(t)) with t[0] = 1e-8 < eps: its gradient 1/t is finite at t − ε < 0, where log
+    is not, and those differences FAILed a right Hessian.  Undefined there, as at order 1."""
+
+    T = np.array([1e-8, 0.5, 2.0])
+
+    def test_outside_the_domain_is_inconclusive_and_a_smaller_eps_checks_it(self):
+        for mode in ("full", "fast"):
+            with self.subTest(mode=mode):
+                report = gradcheck.gradcheck(
+                    lambda t: tf.reduce_sum(tf.math.log(t)), self.T, order=2, mode=mode
+                )
+                self.assertEqual(report.verdict, "INCONCLUSIVE", report.to_text())
+                self.assertIn("where f is not finite at x ± ε", report.to_text())
+                small = gradcheck.gradcheck(
+                    lambda t: tf.reduce_sum(tf.math.log(t)), self.T, order=2, mode=mode, eps=1e-12
+                )
+                self.assertEqual(small.verdict, "PASS", small.to_text())
+
+    def test_a_wrong_second_derivative_there_still_fails(self):
+        @tf.custom_gradient
+        def log(t):
+            return tf.math.log(t), lambda dy: dy * tf.stop_gradient(1.0 / t)  # no second derivative
+
+        for eps in (None, 1e-12):
+            report = gradcheck.gradcheck(lambda t: tf.reduce_sum(log(t)), self.T, order=2, eps=eps)
+            self.assertEqual(report.verdict, "FAIL", report.to_text())
+
+
 class SecondOrderFaultsTest(tf.test.TestCase, parameterized.TestCase):
     """First derivative right, second wrong: passes at order 1, fails at order 2 naming the element."""
 

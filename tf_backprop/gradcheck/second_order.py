@@ -60,7 +60,10 @@ def gradient_function(
         for target in targets:
             grads = tape.gradient(target, list(xs), unconnected_gradients="zero")
             parts += [tf.reshape(g, [-1]) for g in grads]
-        return tf.concat(parts, axis=0)  # [n] or [n_out · n]
+        # Outside fn's domain (log at x − ε < 0) its gradient formula may still be finite (1/x):
+        # NaN there makes the difference undefined, as fn's own NaN does at order 1.
+        gradients = tf.concat(parts, axis=0)  # [n] or [n_out · n]
+        return tf.where(tf.reduce_all(tf.math.is_finite(y)), gradients, tf.constant(np.nan, gradients.dtype))
 
     return gradient, _gradient_locator(layout, output_shape if per_output else None), note
 
