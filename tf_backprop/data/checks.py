@@ -30,7 +30,7 @@ from tf_backprop.data.tasks import CLASSIFICATION
 _CONSTANT_RTOL = 1e-12
 _ROWS_PER_CLASS = 10  # fewer rows per class than this: warn
 _MAX_LISTED = 10  # names listed in one warning
-_FLOAT32_MAX = float(np.finfo(np.float32).max)  # the export's signature takes float32 features
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the export's signature takes float32 features
 
 
 @dataclasses.dataclass
@@ -146,7 +146,7 @@ def abs_max_of(x: np.ndarray) -> np.ndarray:
 
 def _beyond_float32(names, abs_max: np.ndarray, where: str, standardized: bool) -> list[str]:
     """The warning for the columns whose largest |value| (`abs_max` [k]) float32 cannot hold."""
-    beyond = np.flatnonzero(np.asarray(abs_max) > _FLOAT32_MAX)
+    beyond = np.flatnonzero(np.asarray(abs_max) > FLOAT32_MAX)
     if not beyond.size:
         return []
     listed = _listed([names[j] for j in beyond])

@@ -26,13 +26,12 @@ from absl import logging
 
 from tf_backprop import data as data_lib
 from tf_backprop import files
-from tf_backprop.data import csv_table, shards
+from tf_backprop.data import checks, csv_table, shards
 from tf_backprop.serving.export import SERVING_SIGNATURE
 from tf_backprop.serving.served import ServedModel
 
 PREDICT_BATCH_SIZE = 4096  # CSV rows per call of the serving signature
 _MAX_LISTED = 10  # column names listed in one message
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def prediction_columns(served: ServedModel) -> list[str]:
@@ -111,7 +110,7 @@ def _parse_batch(columns: _Columns, lines: list[int], rows: list[list[str]]) -> 
         x = np.array(cells, dtype=np.float64).reshape(len(rows), len(columns.indices))  # [m, n]
     except ValueError:
         x = None
-    if x is not None and np.all(np.abs(x) <= _FLOAT32_MAX):  # also False for nan
+    if x is not None and np.all(np.abs(x) <= checks.FLOAT32_MAX):  # also False for nan
         return x.astype(np.float32)
     for line, row in zip(lines, rows):  # in file order, so the error names the first bad cell
         for j in sorted(columns.indices):
@@ -129,7 +128,7 @@ def _check_cell(where: str, cell: str) -> None:
         value = float(text)
     except ValueError:
         raise data_lib.DataError(f'{where}: expected a number, got "{text[:40]}"') from None
-    if not abs(value) <= _FLOAT32_MAX:  # nan, inf, or inf once cast to float32
+    if not abs(value) <= checks.FLOAT32_MAX:  # nan, inf, or inf once cast to float32
         raise data_lib.DataError(f'{where}: expected a finite float32 number, got "{text[:40]}"')
 
 
