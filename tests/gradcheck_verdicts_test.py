@@ -110,6 +110,45 @@ class StepTest(tf.test.TestCase):
         self.assertEqual((report.dtype, report.eps), ("float32", 1e-3))
 
 
+class TruncationTest(tf.test.TestCase):
+    """A central difference is off by ~(ε/x)² beside a pole or a log's edge, or with a large eps:
+    right derivatives FAILed (new-user review).  The half step shows truncation, and the
+    Richardson extrapolation from ε and ε/2 is what a is compared with."""
+
+    CASES = (
+        ("tanh, eps 1e-2", tf.tanh, np.array([0.5, 1.0, -1.5]), 1e-2),
+        ("1/t at 1e-4", lambda t: 1.0 / t, np.array([1e-4, 1.0]), None),
+        ("log at 3e-5", tf.math.log, np.array([3e-5, 1.0]), None),
+        ("summed log at 3e-5", lambda t: tf.reduce_sum(tf.math.log(t)), np.array([3e-5, 1.0, 2.0]), None),
+    )
+
+    def test_right_derivatives_pass_in_both_modes(self):
+        for name, fn, x, eps in self.CASES:
+            for mode in ("full", "fast"):
+                with self.subTest(name=name, mode=mode):
+                    report = gradcheck.gradcheck(fn, x, eps=eps, mode=mode)
+                    self.assertEqual(report.verdict, "PASS", report.to_text())
+                    self.assertEqual(report.entries[0].comparisons[0].kinks, 0)  # no kink in a smooth fn
+
+    def test_an_error_of_a_tenth_of_a_percent_there_still_fails(self):
+        for name, fn, x, eps in self.CASES:
+            wrong = _scaled_gradient(fn, 1.001)
+            for mode in ("full", "fast"):
+                with self.subTest(name=name, mode=mode):
+                    self.assertEqual(gradcheck.gradcheck(wrong, x, eps=eps, mode=mode).verdict, "FAIL")
+
+
+def _scaled_gradient(fn, factor):
+    @tf.custom_gradient
+    def scaled(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = fn(t)
+        return y, lambda dy: factor * tape.gradient(y, t, output_gradients=dy)
+
+    return scaled
+
+
 class RoundoffTest(tf.test.TestCase):
     def test_an_eps_too_small_for_the_values_is_inconclusive(self):
         # f ≈ 1e8: a step of 1e-9 leaves differences with a round-off of ~0.35, more than 10% of
@@ -159,6 +198,34 @@ class RoundoffTest(tf.test.TestCase):
         right = lambda t: tf.stack([1e6 + tf.reduce_sum(t), 1e-2 * tf.reduce_sum(tf.nn.relu(t))])  # noqa: E731
         report = gradcheck.gradcheck(right, x)
         self.assertEqual((report.verdict, report.kinks), ("PASS", 1), report.to_text())
+
+
+class WrongSlopeAtAKinkTest(tf.test.TestCase):
+    """A ReLU written with slope 2 (or 1.1) for x > 0, checked at x = 0, PASSed with every value
+    a kink: its difference 1 lay between a = 0 and a(x + ε) = 2.  f is linear over the step, so
+    the kink is at x, and a(x + ε) must be that side's slope (new-user review)."""
+
+    def test_a_wrong_slope_beside_the_kink_fails_and_a_right_one_passes(self):
+        def relu_with_slope(slope):
+            @tf.custom_gradient
+            def relu(t):
+                return tf.nn.relu(t), lambda dy: dy * tf.where(t > 0, tf.constant(slope, t.dtype), 0.0 * t)
+
+            return relu
+
+        zeros = np.zeros((3, 4))
+        for mode in ("full", "fast"):
+            for fn in (
+                relu_with_slope(2.0),
+                relu_with_slope(1.1),
+                lambda t: tf.reduce_sum(relu_with_slope(2.0)(t)),
+            ):
+                with self.subTest(mode=mode):
+                    self.assertEqual(gradcheck.gradcheck(fn, zeros, mode=mode).verdict, "FAIL")
+            for fn in (relu_with_slope(1.0), tf.nn.relu, lambda t: tf.reduce_sum(tf.nn.relu(t))):
+                with self.subTest(mode=mode):
+                    report = gradcheck.gradcheck(fn, zeros, mode=mode)
+                    self.assertEqual(report.verdict, "PASS", report.to_text())
 
 
 class KinkRuleTest(tf.test.TestCase):

@@ -46,8 +46,8 @@ class _Source:
 
 @dataclasses.dataclass(frozen=True)
 class _Numeric:
-    """The central differences of one input's values and the one-sided ones, flat; split: each
-    side's jump and slope (`kinks.Split`), at order 2 in full mode."""
+    """The central differences of one input's values and the one-sided ones, flat; split: the
+    one-sided differences at the half step (`kinks.Split`), computed for the candidates only."""
 
     central: np.ndarray
     plus: np.ndarray
@@ -89,8 +89,7 @@ def full_jacobian(p: Problem) -> list[Entry]:
             _finite_abs(reverse[:, span]), _finite_abs(numeric.central.reshape(n_out, -1))
         )
         numeric = dataclasses.replace(numeric, atol=_roundoff(p, np.abs(f0) + theta_max * sensitivity))
-        if not p.continuous:
-            numeric = dataclasses.replace(numeric, split=_jump_split(p, i, numeric, up[span], down[span]))
+        numeric = dataclasses.replace(numeric, split=_jump_split(p, i, numeric, up[span], down[span]))
         sources = {p.source: _Source(reverse[:, span].ravel(), _reverse_at_element(p, i))}
         if forward is not None:
             sources["forward"] = _Source(forward[:, span].ravel(), _forward_at_element(p, i))
@@ -303,9 +302,7 @@ def _projection_entry(p: Problem, i: int, plan: perturb.Plan, us, reverse, value
     moved = np.maximum(_along(_finite_abs(row_grads), np.abs(realized)), _finite_abs(numeric.central))
     scales = np.linalg.norm(u * p.f0, axis=1) + _theta_max(p) * moved
     numeric = dataclasses.replace(numeric, atol=_roundoff(p, scales))
-    if not p.continuous:
-        split = _row_split(p, i, plan, u, unit_rows, base, (up, down))
-        numeric = dataclasses.replace(numeric, split=split)
+    numeric = dataclasses.replace(numeric, split=_row_split(p, i, plan, u, unit_rows, base, (up, down)))
     reverse_values = _along(row_grads, realized)
     sources = {p.source: _Source(reverse_values, _reverse_at_row(p, i, u, unit_rows, realized))}
     error = None
@@ -378,7 +375,7 @@ def _row_gradients(grads: np.ndarray, plan: perturb.Plan) -> np.ndarray:
 
 
 def _row_split(p: Problem, i: int, plan: perturb.Plan, u, unit_rows, base, steps) -> Callable:
-    """`kinks.Split` for input i's rows (order 2's rule 3): uᵀf at θ ± (ε/2)v_r, its one-sided
+    """`kinks.Split` for input i's rows: uᵀf at θ ± (ε/2)v_r, its one-sided
     differences, and the steps (ε-sized `steps`, (up, down) [k + s], and the half ones)."""
     offset = int(p.layout.offsets[i])
     half_up, half_down = _row_steps(p, i, plan, p.eps / 2)

@@ -17,7 +17,9 @@ ways to show one:
    trapezoid alone);
    on the other side s' the derivative jumps (a_s' ≠ a) and, for a continuous f (order 1), D_s'
    lies between a and a_s', the slopes it averaged (widened by |a_s − a|: slopes drift within a
-   piece by about as much as over the smooth side's step).  a is checked, one-sided.
+   piece by about as much as over the smooth side's step).  a is checked, one-sided.  Where
+   the jump side is straight over the whole step (its differences over ε and ε/2 agree), the
+   kink is at x, and a_s' must be that side's slope (`_far_side_stands`).
 2. A kink at x where the analytic value is a convention (several kinks meeting, e.g. ReLUs at 0
    moving different ways along v): each side's difference agrees with its own midpoint slope
    (D± ≈ m±, the midpoint rule: exact to second order inside one piece) and the slopes differ
@@ -43,7 +45,9 @@ finite, or the source raised at x ± εv) is *unchecked* too, and so is one whos
 difference is not finite (f is not, at x ± εv: log stepped below 0; one such value makes the
 verdict INCONCLUSIVE: a wrong derivative can sit there), unless the value itself is NaN
 where the difference is finite (`report.compare` fails that); everything else that disagreed is
-a failure.  The MLP checker also requires a pre-activation of a
+a failure.  Before any of this, a value whose disagreement is the central difference's own
+truncation error (the half step shrinks it four times) is compared with the Richardson
+extrapolation instead (`truncation_explained`).  The MLP checker also requires a pre-activation of a
 `has_kink` activation to sit at 0 or to change sign along the step.
 """
 
@@ -130,6 +134,8 @@ def examine(
         a, (sides.d_plus, sides.a_plus, middles[0]), (sides.d_minus, sides.a_minus), tolerance, continuous
     )
     shown = available & (plus | minus)
+    if continuous and split is not None and shown.any():
+        shown[shown] &= _far_side_stands(plus[shown], minus[shown], sides, shown, split, tolerance)
     kink[sides.at], unchecked[sides.at] = shown, ~available
     rest = available & ~shown
     if midpoint is not None and rest.any():
@@ -151,6 +157,51 @@ def examine(
             full = (sides.d_plus[failing], sides.d_minus[failing], middles[0][failing], middles[1][failing])
             kink[at] = _jumps_at_the_point(a[failing], full, halves, quarters, _take(tolerance, failing))
     return kink, unchecked, beyond
+
+
+def _far_side_stands(plus, minus, sides: Sides, shown, split: Split, tolerance: Tolerance) -> np.ndarray:
+    """Rule 1's jump side, checked where f is linear over its whole step (its one-sided
+    differences over ε and ε/2 agree: the kink is at x itself): the analytic value at x ± εv
+    must then be that side's slope.  A ReLU written with slope 2 at x = 0 showed a kink on its
+    difference 1 lying between 0 and 2, and PASSed; its slope was never compared.
+
+    plus, minus: which side rule 1 showed the jump on, for the `shown` candidates; True where
+    a side it was shown on stands."""
+    halves = split(sides.at[shown])
+    tol = _take(tolerance, shown)
+    # 3·D(ε) − 2·D(ε/2): the slope at the step's end, to second order on a smooth piece; its
+    # round-off is about 7 times D's.
+    wide = dataclasses.replace(tol, atol=7 * np.asarray(tol.atol))
+    stands = np.zeros(len(plus), bool)
+    for on_side, d, d_half, a_end in (
+        (plus, sides.d_plus[shown], halves.d_plus, sides.a_plus[shown]),
+        (minus, sides.d_minus[shown], halves.d_minus, sides.a_minus[shown]),
+    ):
+        linear = _agree(d, d_half, tol)
+        stands |= on_side & ~(linear & ~_agree(a_end, 3 * d - 2 * d_half, wide))
+    return stands
+
+
+def truncation_explained(a, central, at: np.ndarray, split: Split, tolerance: Tolerance):
+    """central with the values at `at` whose disagreement with a is the central difference's
+    own truncation error replaced by their Richardson extrapolation (4·C(ε/2) − C(ε))/3.
+
+    Near a pole or a log's edge (1/t at 1e-4, log at 3e-5) or with a large eps, C(ε) is off by
+    ~(ε/x)²: a right derivative FAILed.  Truncation shows as C(ε) − a ≈ 4·(C(ε/2) − a); a wrong a
+    leaves both differences equally far from it, and a kink does not shrink so.  tolerance: for
+    the values at `at`."""
+    halves = split(at)
+    h_up, h_down = halves.h_half_plus, halves.h_half_minus
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = (halves.d_plus * h_up + halves.d_minus * h_down) / (h_up + h_down)  # C(ε/2)
+        full, own = central[at], a[at]
+        extrapolated = (4 * half - full) / 3
+        shrank = np.abs((full - own) - 4 * (half - own)) <= 0.25 * np.abs(full - own)
+    wide = dataclasses.replace(tolerance, atol=3 * np.asarray(tolerance.atol))  # C(ε/2) rounds 2×
+    explained = shrank & _agree(own, extrapolated, wide)
+    central = central.copy()
+    central[at[explained]] = extrapolated[explained]
+    return central
 
 
 def _take(tolerance: Tolerance, mask: np.ndarray) -> Tolerance:
@@ -241,6 +292,9 @@ def compare_with_differences(
     central, d_plus, d_minus = (np.asarray(d, np.float64).reshape(-1) for d in differences)
     per_value = tolerance if atol is None else dataclasses.replace(tolerance, atol=np.reshape(atol, -1))
     at = candidates(a, central, per_value, allowed)
+    if at.size and split is not None:
+        central = truncation_explained(a, central, at, split, _take_at(per_value, at))
+        at = candidates(a, central, per_value, allowed)
     kink = unchecked = beyond = None
     if at.size:
         sides = Sides(at, d_plus[at], d_minus[at], at_side(at, 1.0), at_side(at, -1.0))
@@ -261,6 +315,13 @@ def compare_with_differences(
         atol=atol,
         undefined=~np.isfinite(central),
     )
+
+
+def _take_at(tolerance: Tolerance, at: np.ndarray) -> Tolerance:
+    """tolerance for the values at flat positions `at`: its per-value atol taken there."""
+    if np.ndim(tolerance.atol) == 0:
+        return tolerance
+    return dataclasses.replace(tolerance, atol=np.asarray(tolerance.atol)[at])
 
 
 def guarded(at_side: AtSide) -> AtSide:
