@@ -108,13 +108,16 @@ def run(
     `failures` (e.g. TrainingError) exit 1, those of them in `at_once` through fail(at_once=True);
     Ctrl-C (KeyboardInterrupt) exits 130 with the line `interrupted`, not a traceback.
     flag_names: a library argument's name -> the flag that sets it, for error lines that begin
-    with the argument ("layer_sizes: ..." reads "--layers: ...").
+    with the argument ("layer_sizes: ..." reads "--layers: ..."); an argument named as one of
+    main's module's flags reads as that flag ("eps: ..." reads "--eps: ...").
     """
 
     # --help lists the main module's flags; under a console script that is the wrapper script.
     module = sys.modules[main.__module__].__name__
-    for flag in flags.FLAGS.get_flags_for_module(module):
+    own_flags = flags.FLAGS.get_flags_for_module(module)
+    for flag in own_flags:
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    flag_names = {**{flag.name: f"--{flag.name}" for flag in own_flags}, **(flag_names or {})}
 
     def guarded(argv: list[str]) -> int | None:
         quiet_tensorflow()
@@ -130,7 +133,7 @@ def run(
             fail(str(error), EXIT_FAILURE, at_once=isinstance(error, at_once))
         except ValueError as error:
             logging.debug("usage error", exc_info=True)
-            fail(_in_flag_terms(str(error), flag_names or {}), EXIT_USAGE)
+            fail(_in_flag_terms(str(error), flag_names), EXIT_USAGE)
         except KeyboardInterrupt:
             logging.debug("interrupted", exc_info=True)
             fail(interrupted, EXIT_SIGINT, at_once=True)  # TensorFlow's teardown may hold it further

@@ -152,18 +152,7 @@ def main(argv) -> int:
 
 def run():
     """Console-script entry point."""
-    common.run(main, flag_names=FLAG_NAMES)
-
-
-# The library's argument names in error lines -> the flags that set them.
-FLAG_NAMES = {
-    "layer_sizes": "--layers",
-    "kernel_initializer": "--initializer",
-    **{
-        name: f"--{name}"
-        for name in ("activation", "output_activation", "dtype", "seed", "l2", "x", "y", "errata", "row")
-    },
-}
+    common.run(main, flag_names={"layer_sizes": "--layers", "kernel_initializer": "--initializer"})
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def main(argv) -> int:
 
 def run():
     """Console-script entry point."""
-    common.run(main, flag_names={"layer_sizes": "--layers"})
+    common.run(main, flag_names={"layer_sizes": "--layers", "kernel_initializer": "--initializer"})
 
 
 if __name__ == "__main__":
