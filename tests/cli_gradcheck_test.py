@@ -43,11 +43,18 @@ class GradcheckCliTest(tf.test.TestCase):
         self.assertEqual([e["name"] for e in report["entries"]][:2], ["dense_1/kernel", "dense_1/bias"])
         self.assertLen(report["entries"][0]["comparisons"], 3)
 
-    def test_failed_check_exits_1(self):
-        # A large finite-difference step: the truncation error fails the numeric comparisons.
-        result = _run("--activation=tanh", "--eps=0.01", cwd=self.cwd)
+    def test_a_check_that_could_not_verify_exits_1(self):
+        # A step so small that round-off swamps the differences: INCONCLUSIVE is not a pass.
+        result = _run("--activation=tanh", "--eps=1e-14", cwd=self.cwd)
         self.assertEqual(result.returncode, 1, result.stderr)
-        self.assertIn("FAIL", result.stdout)
+        self.assertIn("INCONCLUSIVE", result.stdout)
+
+    def test_a_large_step_is_no_fail_of_a_smooth_net(self):
+        # Its truncation error (8.8e-5 relative at eps 0.01) FAILed the net's right gradients;
+        # the half step shows it, and the extrapolated difference agrees.
+        result = _run("--activation=tanh", "--eps=0.01", cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertIn("PASS", result.stdout)
 
     def test_a_step_too_large_is_refused_not_passed(self):
         # It used to PASS with every hidden-layer difference "a kink" (42 kinks at 1e10, 40 at 0.5).
@@ -74,7 +81,9 @@ class GradcheckCliTest(tf.test.TestCase):
     def test_bad_flags_exit_2_with_one_line(self):
         cases = {
             "--layers=2,0,1": "error: --layers: ",  # the flag, not the library's layer_sizes
-            "--activation=nope": "activation: unknown name 'nope'",
+            "--activation=nope": "error: --activation: unknown name 'nope'",
+            "--initializer=nope": "error: --initializer: unknown name 'nope'",  # not kernel_initializer
+            "--eps=0": "error: --eps: expected a positive finite number",
             "--batch_size=abc": "--batch_size",  # absl's own parse error
             "--order=3": "--order",
         }

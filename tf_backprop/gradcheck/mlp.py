@@ -112,7 +112,7 @@ def check(
     sources = {"tape": (tape, tape_fn), "manual": (manual, manual_fn)}
     at_point = _AtPoint(model64, x64, y64, loss, l2)
     entries = [
-        _mlp_entry(layout, i, plans[i], sources, numeric[i], base, eps, tolerances, at_point)
+        _mlp_entry(layout, i, plans[i], sources, numeric[i], base, eps, tolerances, at_point, targets[i])
         for i in range(len(plans))
     ]
     return Report(_mlp_title(model, loss, l2, x64), mode, "float64", eps, tuple(entries), tuple(notes))
@@ -251,7 +251,7 @@ def _suffix_row(model: MLP, params, cached, y, loss, l2: float, first: int) -> C
     return row
 
 
-def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_point) -> Entry:
+def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_point, target) -> Entry:
     """One variable's comparisons: tape ↔ manual (every element), each ↔ numeric (the plan)."""
     exact, tolerance = tolerances
     plus, minus, crossed = numeric
@@ -270,6 +270,7 @@ def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_poin
                 sources=(name, "numeric"),
                 locate=locate,
                 allowed=crossed,
+                split=_half_steps(target, unit_rows, base, eps),
             )
         )
     full = len(plan.directions) == 0 and len(plan.elements) == layout.sizes[i]
@@ -279,6 +280,20 @@ def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_poin
         "numeric": float(np.linalg.norm(differences[0])) if full else None,
     }
     return Entry(layout.names[i], shape, norms, tuple(comparisons))
+
+
+def _half_steps(target: perturb.Target, unit_rows: np.ndarray, base: float, eps: float) -> kinks.Split:
+    """`kinks.Split` for the plan's rows: the loss at θ ± (ε/2)v_r and its one-sided differences
+    (truncation and the kink at the point, `kinks`), evaluated for the candidates only."""
+
+    def split(at: np.ndarray) -> kinks.SplitSides:
+        plus, minus = (
+            np.asarray(v, np.float64) for v in target.run(unit_rows[at] * (eps / 2), target.offset)[:2]
+        )
+        full, half = np.full(len(at), eps), np.full(len(at), eps / 2)
+        return kinks.SplitSides((plus - base) / (eps / 2), (base - minus) / (eps / 2), full, full, half, half)
+
+    return split
 
 
 class _AtPoint:
