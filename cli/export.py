@@ -22,6 +22,7 @@ flags.DEFINE_string(
     "Checkpoint name inside <workdir>/ckpt (e.g. ckpt-480) or a path. Default: the latest.",
 )
 flags.DEFINE_string("output", None, "SavedModel folder to create. Default: <workdir>/export.")
+flags.register_validator("output", lambda value: value != "", "expected a folder path, got nothing")
 flags.DEFINE_bool("overwrite", False, "Replace an existing export (only once the new one is complete).")
 flags.mark_flag_as_required("workdir")
 

@@ -44,6 +44,9 @@ flags.register_validator("model", lambda value: value != "", "expected the expor
 flags.register_validator(
     "input", lambda value: value != "", "expected a CSV path, a glob pattern, or - for stdin, got nothing"
 )
+flags.register_validator(
+    "output", lambda value: value != "", "expected a file path, or - for stdout, got nothing"
+)
 
 
 def warn(message: str) -> None:

@@ -383,3 +383,12 @@ class PredictCliTest(tf.test.TestCase):
             "tf-backprop-predict: error: flag --input=: expected a CSV path, a glob pattern, or - for "
             "stdin, got nothing",
         )
+        # An empty --output said ": appeared while predicting; pass overwrite=True" (review).
+        result = subprocess.run(
+            [*args, "--input=x.csv", "--output="], capture_output=True, text=True, timeout=TIMEOUT
+        )
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(
+            result.stderr.strip(),
+            "tf-backprop-predict: error: flag --output=: expected a file path, or - for stdout, got nothing",
+        )

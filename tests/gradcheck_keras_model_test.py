@@ -274,6 +274,12 @@ class CheckModelTest(tf.test.TestCase):
             gradcheck.check_model(self._model(), x, y[:3], keras.losses.MeanSquaredError())
         with self.assertRaisesRegex(ValueError, r"^loss_fn\(y, model\(x\)\): expected one tensor as output"):
             gradcheck.check_model(self._model(), x, y, lambda t, p: (t, p))
+        with self.assertRaisesRegex(ValueError, r"^x: expected a non-empty batch, got 0 rows$"):
+            gradcheck.check_model(one_output, x[:0], y[:0, :1], keras.losses.MeanSquaredError())
+        frozen = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        frozen.trainable = False
+        with self.assertRaisesRegex(ValueError, r"^model: has no trainable variables \(all frozen, or none"):
+            gradcheck.check_model(frozen, x, y, keras.losses.MeanSquaredError())
         x[0, 0] = np.nan
         with self.assertRaisesRegex(ValueError, "^x: expected finite"):
             gradcheck.check_model(self._model(), x, y, keras.losses.MeanSquaredError())

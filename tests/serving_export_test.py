@@ -427,3 +427,10 @@ class ExportRunTest(tf.test.TestCase):
         self.assertEqual(replaced.returncode, 0, replaced.stderr)
         self.assertServesTheModel(default)
         self.assertEqual([n for n in os.listdir(self.workdir) if n.startswith(".export")], [])
+        # An empty --output exported to the default folder, silently (review).
+        empty = run_command([cli, f"--workdir={self.workdir}", "--output="], cwd)
+        self.assertEqual(empty.returncode, 2, empty.stderr)
+        self.assertEqual(
+            empty.stderr.strip(),
+            "tf-backprop-export: error: flag --output=: expected a folder path, got nothing",
+        )

@@ -73,8 +73,11 @@ def check_model(
         )
     x, y = _batch("x", x), _batch("y", y)
     if not model.trainable_variables:
-        raise ValueError("model: has no trainable variables (build it first, e.g. by calling it on x)")
+        hint = "all frozen, or none to train" if model.built else "build it first, e.g. by calling it on x"
+        raise ValueError(f"model: has no trainable variables ({hint})")
     rows = _rows("x", x)
+    if rows == 0:
+        raise ValueError("x: expected a non-empty batch, got 0 rows")
     if rows is not None and _rows("y", y) not in (None, rows):
         raise ValueError(f"y: expected one target per row of x ({rows}), got {_rows('y', y)}")
     if isinstance(y, np.ndarray):
