@@ -11,6 +11,7 @@ import logging as std_logging
 import math
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 
@@ -91,6 +92,7 @@ def flag_error_line(message: str) -> str:
 
 
 EXIT_SIGINT = 128 + 2
+EXIT_SIGTERM = 128 + 15
 EXIT_SIGPIPE = 128 + 13  # the status of a filter killed by SIGPIPE: `tf-backprop-predict ... | head`
 INTERRUPTED = "SIGINT: stopped; no output was replaced or left half-written (each is written whole)"
 
@@ -121,6 +123,7 @@ def run(
 
     def guarded(argv: list[str]) -> int | None:
         quiet_tensorflow()
+        signal.signal(signal.SIGTERM, _raise_terminated)  # the training loop's own handler replaces it there
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag", EXIT_USAGE)
         try:
@@ -134,12 +137,24 @@ def run(
         except ValueError as error:
             logging.debug("usage error", exc_info=True)
             fail(_in_flag_terms(str(error), flag_names), EXIT_USAGE)
+        except Terminated:
+            logging.debug("terminated", exc_info=True)
+            fail(interrupted.replace("SIGINT", "SIGTERM", 1), EXIT_SIGTERM, at_once=True)
         except KeyboardInterrupt:
             logging.debug("interrupted", exc_info=True)
             fail(interrupted, EXIT_SIGINT, at_once=True)  # TensorFlow's teardown may hold it further
         exit_now(code or 0)
 
     app.run(guarded, flags_parser=_parse_flags)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, as Ctrl-C raises KeyboardInterrupt: what it was
+    writing is removed on the way out (a killed predict left its hidden half-written file)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
 
 
 def _in_flag_terms(message: str, flag_names: dict[str, str]) -> str:

@@ -360,6 +360,59 @@ class PredictCliTest(tf.test.TestCase):
             self.assertStartsWith(handle.read(), "x1,x2,x3,predicted_label,")
         self.assertEqual(sorted(os.listdir(cwd)), ["in.csv", "out.csv"])
 
+    def test_sigterm_midway_leaves_no_hidden_file_and_the_old_output(self):
+        """SIGTERM left a hidden half-written .out.csv.tmp-* that nothing removed (review); now
+        it ends like Ctrl-C: one line, exit 143, the old file kept, nothing else written."""
+        import subprocess
+
+        cwd = self.create_tempdir().full_path
+        header, rows, _ = shuffled_rows(50)
+        write_csv(os.path.join(cwd, "in.csv"), header, rows)
+        with open(os.path.join(cwd, "out.csv"), "w", encoding="utf-8") as handle:
+            handle.write("mine\n")
+        # The CLI as its console script runs it, terminated by itself after its first batch.
+        script = (
+            "import os, signal, sys\n"
+            "from tf_backprop.serving import predict\n"
+            "cells = predict._prediction_cells\n"
+            "calls = []\n"
+            "def terminated_after_one(*args):\n"
+            "    calls.append(1)\n"
+            "    if len(calls) == 2:\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return cells(*args)\n"
+            "predict._prediction_cells = terminated_after_one\n"
+            "from tf_backprop.cli import predict as cli\n"
+            "sys.argv = ['tf-backprop-predict', *sys.argv[1:]]\n"
+            "cli.run()\n"
+        )
+        args = [
+            f"--model={self.model}",
+            "--input=in.csv",
+            "--output=out.csv",
+            "--overwrite",
+            "--batch_size=10",
+        ]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        result = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        self.assertEqual(result.returncode, 143, result.stderr)
+        self.assertEqual(
+            result.stderr.strip().splitlines()[-1],  # after the warning about the extra columns
+            "tf-backprop-predict: error: SIGTERM: stopped; no output was replaced or left half-written "
+            "(each is written whole)",
+        )
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertEqual(sorted(os.listdir(cwd)), ["in.csv", "out.csv"])
+        with open(os.path.join(cwd, "out.csv"), encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "mine\n")
+
     def test_output_folder_exits_2_with_one_line(self):
         result, cwd = self.run_predict(FEATURES, [[1, 2, 3]], "--output=.")
         self.assertEqual(result.returncode, 2, result.stderr)

@@ -3,6 +3,7 @@
 import gzip
 import io
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -106,6 +107,27 @@ class PredictCsvReaderTest(tf.test.TestCase):
         np.testing.assert_allclose(
             [float(row[3]) for row in rows[1:]], expected["predictions"][:, 0], rtol=1e-6
         )
+
+    def test_a_prediction_that_overflows_is_an_error_naming_its_row(self):
+        """3e38 in a feature is a float32 number; its prediction was written as inf, exit 0."""
+        folder = self.create_tempdir().full_path
+        source, output = os.path.join(folder, "in.csv"), os.path.join(folder, "out.csv")
+        with open(source, "w") as handle:
+            handle.write("x1,x2,x3\n1,2,3\n4,5,6\n7,8,9\n")
+        predict_rows = self.served.predict
+
+        def overflowing(x):  # the model's output for the row (4, 5, 6) overflows
+            outputs = dict(predict_rows(x))
+            outputs["predictions"] = np.where(x[:, :1] == 4, np.float32(np.inf), outputs["predictions"])
+            return outputs
+
+        with mock.patch.object(self.served, "predict", overflowing):
+            with self.assertRaisesRegex(
+                predict.PredictionError,
+                rf"^{re.escape(source)}:3: the model's prediction is \[inf\], not finite",
+            ):
+                predict.predict_csv(self.served, source, output, batch_size=2)
+        self.assertEqual(os.listdir(folder), ["in.csv"])  # nothing written, nothing hidden left
 
     def test_a_later_shard_with_another_header_or_a_bad_cell_is_named_and_nothing_is_written(self):
         folder = self.create_tempdir().full_path

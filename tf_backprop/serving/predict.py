@@ -231,11 +231,33 @@ def _predict_stream(
         writer.writerow(columns.header + prediction_columns(served))
         count = 0
         for shard, lines, rows in _shard_batches(columns, records, paths[1:], batch_size):
-            cells = _prediction_cells(served, served.predict(_parse_batch(shard, lines, rows)))
+            outputs = served.predict(_parse_batch(shard, lines, rows))
+            _check_finite_predictions(shard.path, lines, outputs)
+            cells = _prediction_cells(served, outputs)
             writer.writerows(row + predicted for row, predicted in zip(rows, cells))
             count += len(rows)
     logging.info("predicted %d rows of %s with %s", count, ", ".join(paths), served.path)
     return count
+
+
+class PredictionError(RuntimeError):
+    """The model's prediction for a row is not finite (its features far outside the data's range)."""
+
+
+def _check_finite_predictions(path: str, lines: list[int], outputs: dict[str, np.ndarray]) -> None:
+    """PredictionError naming the first row whose prediction overflowed: `inf` in the CSV,
+    with exit 0, said nothing of it (3e38 in a feature is finite, its prediction not)."""
+    for name in ("predictions", "probabilities"):
+        values = outputs.get(name)
+        if values is None:
+            continue
+        bad = ~np.all(np.isfinite(np.asarray(values, np.float64)), axis=-1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise PredictionError(
+                f"{path}:{lines[row]}: the model's prediction is {values[row].tolist()}, not finite: the "
+                "row's features are far outside the range the model was trained on"
+            )
 
 
 def _shard_batches(
