@@ -1,5 +1,6 @@
 """files: strict JSON (a non-finite value becomes null, named in "non_finite") and atomic writes."""
 
+import gzip
 import json
 import math
 import os
@@ -66,6 +67,20 @@ class AtomicTextTest(tf.test.TestCase):
         with open(path, encoding="utf-8") as handle:
             self.assertEqual(handle.read(), "mine")
         self.assertEqual(os.listdir(folder.full_path), ["out.csv"])  # no temporary left
+
+    def test_a_gzip_file_names_itself_in_its_header_not_the_temporary(self):
+        """gzip's header recorded '.out.csv.gz.tmp-…' (review): `gunzip -N` restored that name."""
+        folder = self.create_tempdir().full_path
+        path = os.path.join(folder, "out.csv.gz")
+        with files.atomic_text(path, compress=True) as handle:
+            handle.write("a,b\n1,2\n")
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "a,b\n1,2\n")
+        with open(path, "rb") as handle:
+            header = handle.read(64)
+        self.assertTrue(header[3] & 0x08)  # FNAME: a file name follows the 10-byte header
+        self.assertEqual(header[10 : header.index(b"\0", 10)], b"out.csv")
+        self.assertEqual(os.listdir(folder), ["out.csv.gz"])
 
     def test_overwrite_false_writes_a_new_file(self):
         path = os.path.join(self.create_tempdir().full_path, "out.csv")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import io
 import json
 import math
 import os
@@ -98,9 +99,8 @@ def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> It
     `path` exists when the block completes (it is never replaced then).  compress: gzip it.
     """
     temporary = hidden_sibling(os.path.abspath(path), "tmp")
-    opener = gzip.open if compress else open
     try:
-        with opener(temporary, "wt", encoding="utf-8", newline="") as handle:
+        with _open_text(temporary, path, compress) as handle:
             yield handle
         if overwrite:
             os.replace(temporary, path)
@@ -109,6 +109,20 @@ def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> It
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+@contextlib.contextmanager
+def _open_text(temporary: str, path: str, compress: bool) -> Iterator[IO[str]]:
+    """temporary opened for text; gzip's header names `path`'s file, not the temporary's
+    (`gunzip -N` restores the name the header records)."""
+    if not compress:
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        return
+    name = os.path.basename(path).removesuffix(".gz")
+    with open(temporary, "wb") as raw, gzip.GzipFile(filename=name, mode="wb", fileobj=raw) as packed:
+        with io.TextIOWrapper(packed, encoding="utf-8", newline="") as handle:
+            yield handle
 
 
 def _place_new(temporary: str, path: str) -> None:

@@ -178,8 +178,13 @@ def describe(strategy: tf.distribute.Strategy) -> str:
     devices = ", ".join(strategy.extended.worker_devices)
     if is_multi_worker(strategy):
         task = f"{strategy.cluster_resolver.task_type}:{strategy.cluster_resolver.task_id}"
-        return f"MultiWorkerMirroredStrategy, {strategy.num_replicas_in_sync} replicas, this is {task} ({devices})"
-    return f"MirroredStrategy, {strategy.num_replicas_in_sync} replicas ({devices})"
+        return f"MultiWorkerMirroredStrategy, {_replicas(strategy)}, this is {task} ({devices})"
+    return f"MirroredStrategy, {_replicas(strategy)} ({devices})"
+
+
+def _replicas(strategy) -> str:
+    count = strategy.num_replicas_in_sync
+    return f"{count} replica{'' if count == 1 else 's'}"
 
 
 def select_device(name: str) -> str:
