@@ -14,7 +14,7 @@ tf.GradientTape, 1 one did not, 2 bad flags or input (one line on stderr).
 
 from __future__ import annotations
 
-from absl import flags
+from absl import flags, logging
 
 from tf_backprop import explaining, files, losses
 from tf_backprop.cli import common
@@ -135,6 +135,8 @@ def check_output() -> None:
 
 def main(argv) -> int:
     del argv
+    if not FLAGS["verbosity"].present:  # stdout is the explanation; the data's loading lines are noise
+        logging.set_verbosity(logging.WARNING)
     check_output()  # before the work, and never a file of the user's replaced unasked
     trace, title = explain_from_flags()
     output = RENDERERS[FLAGS.format](trace, title)

@@ -132,6 +132,7 @@ class WorkdirTest(tf.test.TestCase):
     def test_a_row_of_the_test_split(self):
         result = _run(f"--workdir={self.workdir}", "--row=2", "--format=json", cwd=self.get_temp_dir())
         self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stderr, "")  # not the data loader's INFO line (review)
         data = json.loads(result.stdout)
         self.assertEqual(
             data["title"], f"{self.workdir}: test split, row 2 (x and y standardized as in training)"

@@ -108,6 +108,16 @@ class PredictCsvReaderTest(tf.test.TestCase):
             [float(row[3]) for row in rows[1:]], expected["predictions"][:, 0], rtol=1e-6
         )
 
+    def test_a_semicolon_file_gets_the_separator_hint(self):
+        folder = self.create_tempdir().full_path
+        source = os.path.join(folder, "in.csv")
+        with open(source, "w") as handle:
+            handle.write("x1;x2;x3\n1;2;3\n")
+        with self.assertRaisesRegex(
+            data.DataError, r'missing column.*\(the file seems to separate fields by ";": only commas do\)$'
+        ):
+            predict.predict_csv(self.served, source, os.path.join(folder, "out.csv"))
+
     def test_a_prediction_that_overflows_is_an_error_naming_its_row(self):
         """3e38 in a feature is a float32 number; its prediction was written as inf, exit 0."""
         folder = self.create_tempdir().full_path

@@ -14,7 +14,7 @@ import numpy as np
 from tf_backprop import text
 from tf_backprop.data import fingerprint
 from tf_backprop.data.containers import RawSource
-from tf_backprop.data.csv_table import Table, read_source
+from tf_backprop.data.csv_table import Table, read_source, separator_hint
 from tf_backprop.data.errors import DataError
 from tf_backprop.data.tasks import CLASSIFICATION, TargetSummary, infer_task, is_number
 
@@ -35,16 +35,6 @@ def load_csv(path: str, target: str | None, task: str, loss: str | None) -> RawS
     return RawSource(x, y, resolved, names, table.header[j], classes, identity)
 
 
-def _separator_hint(header: list[str]) -> str:
-    """' (the file seems to separate fields by ";": only commas do)' for a one-column header
-    holding a ; or a tab, else ''."""
-    if len(header) != 1:
-        return ""
-    found = next((s for s in (";", "\t", "|") if s in header[0]), None)
-    name = {"\t": "tabs"}.get(found, text.quote(found) if found else "")
-    return f" (the file seems to separate fields by {name}: only commas do)" if found else ""
-
-
 def target_column(table: Table, target: str | None) -> int:
     """The target's field index; DataError if the flag is missing or names no column."""
     columns = ", ".join(table.header)
@@ -55,7 +45,7 @@ def target_column(table: Table, target: str | None) -> int:
     if target not in table.header:
         raise DataError(
             f"{table.path}:{table.header_line}: target column {text.quote(target)} is not in the header; "
-            f"columns: {columns}{_separator_hint(table.header)}"
+            f"columns: {columns}{separator_hint(table.header)}"
         )
     if len(table.header) < 2:
         raise DataError(

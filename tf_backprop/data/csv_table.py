@@ -248,3 +248,13 @@ def _check_header(path: str, line: int, header: list[str], allow_empty: bool = F
                 f"also column {first[name] + 1}"
             )
         first[name] = j
+
+
+def separator_hint(header: list[str]) -> str:
+    """' (the file seems to separate fields by ";": only commas do)' for a one-column header
+    holding a ; or a tab, else ''."""
+    if len(header) != 1:
+        return ""
+    found = next((s for s in (";", "\t", "|") if s in header[0]), None)
+    name = {"\t": "tabs"}.get(found, text.quote(found) if found else "")
+    return f" (the file seems to separate fields by {name}: only commas do)" if found else ""

@@ -88,7 +88,7 @@ def _match_columns(
     if missing:
         raise data_lib.DataError(
             f"{path}:{header_line}: missing column(s) {_quoted(missing)} that the model needs "
-            f"(its features: {_quoted(served.feature_names)})"
+            f"(its features: {_quoted(served.feature_names)}){csv_table.separator_hint(header)}"
         )
     clashing = [name for name in prediction_columns(served) if name in header]
     if clashing:
