@@ -318,6 +318,29 @@ class BadFlagTest(CliTestCase):
         self.assertIn("TF_CONFIG: not valid JSON", line)
         self.assertNotIn("workdir", line)
 
+    def test_a_worker_port_already_taken_exits_2_naming_it(self):
+        """TensorFlow's 'Could not start gRPC server' came as a traceback (review)."""
+        import json
+        import socket
+
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            taken = f"127.0.0.1:{other.getsockname()[1]}"
+            tf_config = {
+                "cluster": {"worker": [taken, "127.0.0.1:1"]},
+                "task": {"type": "worker", "index": 0},
+            }
+            line = self.run_failing(
+                "--strategy=multi_worker",
+                *_TINY,
+                "--workdir=run",
+                code=2,
+                log_lines=True,
+                TF_CONFIG=json.dumps(tf_config),
+            )
+        self.assertIn(f"TF_CONFIG: this task's address {taken} (worker 0) cannot be served", line)
+
     def test_gpu_without_gpu_exits_2(self):
         if tf.config.list_physical_devices("GPU"):
             self.skipTest("this machine has a GPU")

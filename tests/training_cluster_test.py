@@ -26,6 +26,18 @@ class SilentWorkersTest(tf.test.TestCase):
                 "every worker's address answers", cluster.silent_phrase({"worker": ["127.0.0.1:1", up]}, me)
             )
 
+    def test_a_port_another_process_listens_on_is_named_before_tensorflow_fails_on_it(self):
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            taken = f"127.0.0.1:{other.getsockname()[1]}"
+            workers = {"worker": [taken, "127.0.0.1:1"]}
+            with self.assertRaisesRegex(
+                cluster.ConfigError, rf"^TF_CONFIG: this task's address {taken} \(worker 0\) cannot be served"
+            ):
+                cluster.check_own_port_free(workers, {"type": "worker", "index": 0})
+        cluster.check_own_port_free(workers, {"type": "worker", "index": 0})  # closed: free again
+
     def test_the_chief_is_task_chief_or_worker_0(self):
         self.assertTrue(cluster.is_chief_task({"worker": ["a:1", "b:2"]}, "worker", 0))
         self.assertFalse(cluster.is_chief_task({"worker": ["a:1", "b:2"]}, "worker", 1))

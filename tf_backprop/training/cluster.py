@@ -103,6 +103,24 @@ def bound_start_up(cluster: Mapping, timeout_seconds: float) -> None:
     runtime.coordination_service.cluster_register_with_barrier = True
 
 
+def check_own_port_free(cluster: Mapping, task: Mapping) -> None:
+    """ConfigError when another process already listens on this task's port: TensorFlow's gRPC
+    server then fails with a traceback ('Could not start gRPC server'), and the other workers
+    wait out --worker_timeout and blame a stuck worker."""
+    address = cluster[task["type"]][task["index"]]
+    port = int(address.rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed one in TIME_WAIT is free
+        try:
+            probe.bind(("", port))
+        except OSError as error:
+            raise ConfigError(
+                f"TF_CONFIG: this task's address {address} ({task['type']} {task['index']}) cannot be "
+                f"served: port {port} is taken ({error.strerror}); stop what holds it, or give the task "
+                f"another port in every worker's TF_CONFIG"
+            ) from None
+
+
 def silent_workers(cluster: Mapping, task: Mapping) -> list[str]:
     """'worker 1 (host:port)' for every other task of the cluster whose address refuses a TCP
     connection (a worker that is up serves its address as soon as it starts)."""

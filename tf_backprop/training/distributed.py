@@ -135,6 +135,7 @@ def _multi_worker(config: TrainConfig) -> tf.distribute.MultiWorkerMirroredStrat
     elif config.device == "gpu" and not tf.config.list_physical_devices("GPU"):
         raise ConfigError("device: 'gpu' requested but TensorFlow sees no GPU")
     logging.info("multi-worker: task %s:%d of %s", task["type"], task["index"], cluster)
+    cluster_lib.check_own_port_free(cluster, task)
     cluster_lib.bound_start_up(cluster, config.worker_timeout)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=config.worker_timeout)
     try:  # returns once every worker has registered
