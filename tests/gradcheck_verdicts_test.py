@@ -228,6 +228,34 @@ class WrongSlopeAtAKinkTest(tf.test.TestCase):
                     self.assertEqual(report.verdict, "PASS", report.to_text())
 
 
+class WrongSlopeBesideAnAgreeingKinkTest(tf.test.TestCase):
+    """|x| at 0: a = sign(0) = 0 and the central difference is 0 whatever the slopes, so an abs
+    written with slope 2 for x > 0 PASSed at x = 0.  The one-sided differences disagree there
+    (a kink at x): the slopes beside it are compared, and the failure shows them."""
+
+    @staticmethod
+    def _abs_with_slopes(right, left):
+        @tf.custom_gradient
+        def absolute(t):
+            slope = tf.where(t > 0, right * tf.ones_like(t), tf.where(t < 0, -left * tf.ones_like(t), 0 * t))
+            return tf.abs(t), lambda dy: dy * slope
+
+        return absolute
+
+    def test_wrong_slopes_fail_and_right_ones_pass(self):
+        zeros = np.zeros(6)
+        for mode in ("full", "fast"):
+            for right, left in ((2.0, 1.0), (1.1, 1.0), (1.0, 1.5)):
+                with self.subTest(mode=mode, right=right, left=left):
+                    report = gradcheck.gradcheck(self._abs_with_slopes(right, left), zeros, mode=mode)
+                    self.assertEqual(report.verdict, "FAIL", report.to_text())
+            report = gradcheck.gradcheck(self._abs_with_slopes(1.0, 1.0), zeros, mode=mode)
+            self.assertEqual(report.verdict, "PASS", report.to_text())
+            self.assertEqual(gradcheck.gradcheck(tf.abs, zeros, mode=mode).verdict, "PASS")
+        worst = gradcheck.gradcheck(self._abs_with_slopes(2.0, 1.0), zeros).entries[0].comparisons[0].worst
+        self.assertAllClose((worst.a, worst.b), (2.0, 1.0), rtol=1e-6)  # the slope beside x = 0
+
+
 class KinkRuleTest(tf.test.TestCase):
     """`kinks.examine` on hand-made one-sided values."""
 

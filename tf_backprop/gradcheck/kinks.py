@@ -19,7 +19,8 @@ ways to show one:
    lies between a and a_s', the slopes it averaged (widened by |a_s − a|: slopes drift within a
    piece by about as much as over the smooth side's step).  a is checked, one-sided.  Where
    the jump side is straight over the whole step (its differences over ε and ε/2 agree), the
-   kink is at x, and a_s' must be that side's slope (`_far_side_stands`).
+   kink is at x, and a_s' must be that side's slope (`_far_side_stands`); so must a value's
+   that agreed while its one-sided differences did not (`_slopes_beside_agreeing_kinks`).
 2. A kink at x where the analytic value is a convention (several kinks meeting, e.g. ReLUs at 0
    moving different ways along v): each side's difference agrees with its own midpoint slope
    (D± ≈ m±, the midpoint rule: exact to second order inside one piece) and the slopes differ
@@ -305,6 +306,10 @@ def compare_with_differences(
         # one enough to show a kink for a wrong derivative beside it.
         own = tolerance if atol is None else dataclasses.replace(tolerance, atol=np.reshape(atol, -1)[at])
         kink, unchecked, beyond = examine(a, a.size, sides, own, continuous, at_side, split)
+    if continuous and split is not None:
+        a, central = _slopes_beside_agreeing_kinks(
+            a, central, d_plus, d_minus, at_side, split, per_value, allowed, at
+        )
     # f not finite at x ± εv (log or sqrt stepped below 0): no difference to check a against.
     return compare(
         a,
@@ -318,6 +323,31 @@ def compare_with_differences(
         atol=atol,
         undefined=~np.isfinite(central),
     )
+
+
+def _slopes_beside_agreeing_kinks(a, central, d_plus, d_minus, at_side, split, tolerance, allowed, examined):
+    """(a, central) with a kink at x that agreed checked beside it: |x| at 0 has a = 0 and a
+    central difference of 0 whatever its slopes, so an abs written with slope 2 for x > 0 PASSed
+    there.  Where the one-sided differences disagree (a kink at x) and a side is straight over
+    its whole step, the analytic value at x ± εv must be that side's slope (as `_far_side_stands`
+    asks of the values that disagreed); where it is not, the pair compared there becomes that
+    slope's (analytic at x ± εv, the extrapolated difference), which fails."""
+    at_a_kink = _agree(a, central, tolerance) & ~_agree(d_plus, d_minus, tolerance)
+    if allowed is not None:
+        at_a_kink &= np.asarray(allowed, bool).reshape(-1)
+    at_a_kink[examined] = False
+    at = np.flatnonzero(at_a_kink)[:MAX_PROBES]
+    if not at.size:
+        return a, central
+    tol = _take_at(tolerance, at)
+    wide = dataclasses.replace(tol, atol=7 * np.asarray(tol.atol))  # 3·D(ε) − 2·D(ε/2)'s round-off
+    halves = split(at)
+    a, central = a.copy(), central.copy()
+    for d, d_half, t in ((d_plus[at], halves.d_plus, 1.0), (d_minus[at], halves.d_minus, -1.0)):
+        a_end, slope = at_side(at, t), 3 * d - 2 * d_half
+        wrong = np.isfinite(a_end) & _agree(d, d_half, tol) & ~_agree(a_end, slope, wide)
+        a[at[wrong]], central[at[wrong]] = a_end[wrong], slope[wrong]
+    return a, central
 
 
 def _take_at(tolerance: Tolerance, at: np.ndarray) -> Tolerance:
