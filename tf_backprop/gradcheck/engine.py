@@ -89,7 +89,9 @@ def full_jacobian(p: Problem) -> list[Entry]:
             _finite_abs(reverse[:, span]), _finite_abs(numeric.central.reshape(n_out, -1))
         )
         numeric = dataclasses.replace(numeric, atol=_roundoff(p, np.abs(f0) + theta_max * sensitivity))
-        numeric = dataclasses.replace(numeric, split=_jump_split(p, i, numeric, up[span], down[span]))
+        numeric = dataclasses.replace(
+            numeric, split=kinks.cached(_jump_split(p, i, numeric, up[span], down[span]))
+        )
         sources = {p.source: _Source(reverse[:, span].ravel(), _reverse_at_element(p, i))}
         if forward is not None:
             sources["forward"] = _Source(forward[:, span].ravel(), _forward_at_element(p, i))
@@ -302,7 +304,9 @@ def _projection_entry(p: Problem, i: int, plan: perturb.Plan, us, reverse, value
     moved = np.maximum(_along(_finite_abs(row_grads), np.abs(realized)), _finite_abs(numeric.central))
     scales = np.linalg.norm(u * p.f0, axis=1) + _theta_max(p) * moved
     numeric = dataclasses.replace(numeric, atol=_roundoff(p, scales))
-    numeric = dataclasses.replace(numeric, split=_row_split(p, i, plan, u, unit_rows, base, (up, down)))
+    numeric = dataclasses.replace(
+        numeric, split=kinks.cached(_row_split(p, i, plan, u, unit_rows, base, (up, down)))
+    )
     reverse_values = _along(row_grads, realized)
     sources = {p.source: _Source(reverse_values, _reverse_at_row(p, i, u, unit_rows, realized))}
     error = None

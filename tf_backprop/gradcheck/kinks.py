@@ -207,7 +207,8 @@ def truncation_explained(a, central, at: np.ndarray, split: Split, tolerance: To
 
 
 def _take(tolerance: Tolerance, mask: np.ndarray) -> Tolerance:
-    """tolerance for the candidates in mask: its per-value atol taken there, if it has one."""
+    """tolerance for the values a bool mask or flat positions pick: its per-value atol taken
+    there, if it has one."""
     if np.ndim(tolerance.atol) == 0:
         return tolerance
     return dataclasses.replace(tolerance, atol=np.asarray(tolerance.atol)[mask])
@@ -297,7 +298,7 @@ def compare_with_differences(
     smooth = None if allowed is None else ~np.asarray(allowed, bool).reshape(-1)
     disagreeing = candidates(a, central, per_value, smooth) if split is not None else np.array([], int)
     if disagreeing.size:
-        central = truncation_explained(a, central, disagreeing, split, _take_at(per_value, disagreeing))
+        central = truncation_explained(a, central, disagreeing, split, _take(per_value, disagreeing))
     at = candidates(a, central, per_value, allowed)
     kink = unchecked = beyond = None
     if at.size:
@@ -339,7 +340,7 @@ def _slopes_beside_agreeing_kinks(a, central, d_plus, d_minus, at_side, split, t
     at = np.flatnonzero(at_a_kink)[:MAX_PROBES]
     if not at.size:
         return a, central
-    tol = _take_at(tolerance, at)
+    tol = _take(tolerance, at)
     wide = dataclasses.replace(tol, atol=7 * np.asarray(tol.atol))  # 3·D(ε) − 2·D(ε/2)'s round-off
     halves = split(at)
     a, central = a.copy(), central.copy()
@@ -350,11 +351,26 @@ def _slopes_beside_agreeing_kinks(a, central, d_plus, d_minus, at_side, split, t
     return a, central
 
 
-def _take_at(tolerance: Tolerance, at: np.ndarray) -> Tolerance:
-    """tolerance for the values at flat positions `at`: its per-value atol taken there."""
-    if np.ndim(tolerance.atol) == 0:
-        return tolerance
-    return dataclasses.replace(tolerance, atol=np.asarray(tolerance.atol)[at])
+def cached(split: Split) -> Split:
+    """split, evaluating f at x ± εv/2 once per position: truncation, rule 1's far side, rule 3
+    and each analytic source's comparison ask for the same candidates."""
+    done: dict[int, tuple] = {}
+    names = [field.name for field in dataclasses.fields(SplitSides)]
+
+    def once(at: np.ndarray) -> SplitSides:
+        missing = np.array([p for p in np.asarray(at).tolist() if p not in done], int)
+        if missing.size:
+            sides = split(missing)
+            for k, position in enumerate(missing.tolist()):
+                done[position] = tuple(float(getattr(sides, name)[k]) for name in names)
+        rows = [done[p] for p in np.asarray(at).tolist()]
+        return (
+            SplitSides(*(np.array(column, np.float64) for column in zip(*rows, strict=True)))
+            if rows
+            else split(at)
+        )
+
+    return once
 
 
 def guarded(at_side: AtSide) -> AtSide:

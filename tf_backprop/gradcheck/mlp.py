@@ -260,6 +260,7 @@ def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_poin
     tape, manual = sources["tape"][0][i], sources["manual"][0][i]
     comparisons = [compare(tape, manual, exact, sources=("tape", "manual"), locate=element_locator(shape))]
     unit_rows = plan.rows(0, plan.count, 1.0)  # [k + s, n_i]: v_d or e_j
+    split = kinks.cached(_half_steps(target, unit_rows, base, eps))  # one for both sources
     for name, (grads, fn) in sources.items():
         comparisons.append(
             kinks.compare_with_differences(
@@ -270,7 +271,7 @@ def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_poin
                 sources=(name, "numeric"),
                 locate=locate,
                 allowed=crossed,
-                split=_half_steps(target, unit_rows, base, eps),
+                split=split,
             )
         )
     full = len(plan.directions) == 0 and len(plan.elements) == layout.sizes[i]
