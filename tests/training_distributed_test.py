@@ -211,11 +211,20 @@ class _Cluster:
     """Two tf-backprop-train workers on localhost sharing one workdir (the chief writes it).
 
     Worker `watch`'s stderr is a pipe read by `wait_for`; the others' go to files.  A watchdog
-    kills every worker still alive after `timeout`.  `launch`: the workers started (default all).
+    kills every worker still alive after `timeout`.  `launch`: the workers started (default all);
+    `extra`: {worker: flags} added to that worker's.
     """
 
     def __init__(
-        self, root: str, workdir: str, flags, watch: int = 0, workers: int = 2, launch=None, timeout=_TIMEOUT
+        self,
+        root: str,
+        workdir: str,
+        flags,
+        watch: int = 0,
+        workers: int = 2,
+        launch=None,
+        timeout=_TIMEOUT,
+        extra=None,
     ):
         ports, self.root = _free_ports(workers), root
         cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
@@ -231,7 +240,7 @@ class _Cluster:
             stdout = self._open(index, "out")
             stderr = subprocess.PIPE if index == watch else self._open(index, "err")
             proc = subprocess.Popen(
-                [*command, f"--workdir={workdir}", *flags],
+                [*command, f"--workdir={workdir}", *flags, *(extra or {}).get(index, ())],
                 env=env,
                 cwd=root,
                 stdout=stdout,
@@ -532,6 +541,24 @@ class StreamedMultiWorkerTest(tf.test.TestCase):
                     self.assertEqual(outcome.returncode, 2, outcome.describe())
                     self.assertEqual(outcome.stderr[-1], line, outcome.describe())
                 self.assertFalse(os.path.exists(workdir))  # made for the run by the chief, removed
+
+
+class DisagreeingWorkersTest(tf.test.TestCase):
+    """Workers started with different flags are refused, and the chief leaves no run folder: its
+    config.json would refuse the corrected command's rerun as another run."""
+
+    def test_different_flags_exit_2_and_leave_no_run_folder(self):
+        root = self.create_tempdir().full_path
+        workdir = os.path.join(root, "new", "run")
+        cluster = _Cluster(root, workdir, _FLAGS, extra={1: ("--learning_rate=0.02",)})
+        for outcome in cluster.finish():
+            self.assertEqual(outcome.returncode, 2, outcome.describe())
+            self.assertEqual(
+                outcome.stderr[-1],
+                "tf-backprop-train: error: start-up: the workers were started with different flags or "
+                "data; give every worker the same command (only TF_CONFIG differs)",
+            )
+        self.assertFalse(os.path.exists(os.path.join(root, "new")))  # nor the parent it made
 
 
 class WorkerTimeoutTest(tf.test.TestCase):

@@ -40,6 +40,7 @@ from tf_backprop.training import workdir as workdir_lib
 from tf_backprop.training.checkpoint import CONFIG_FILE, RunState, load_model
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.engine import Engine, SingleDevice
+from tf_backprop.training.errors import CheckpointError, ConfigError
 from tf_backprop.training.feed import InputKeeper, StreamFeed
 from tf_backprop.training.loop import Loop, signals_recorded
 from tf_backprop.training.optimizers import build_optimizer
@@ -192,8 +193,8 @@ def train(
     if datasets is None and data_lib.wants_stream(config.data, config.stream):
         return _train_streamed(config, restart, progress, step_functions)
     trainer = build(config, datasets, step_functions=step_functions)
-    with _run_folder(trainer, restart) as workdir:
-        return _train_in(trainer, workdir, progress)
+    with _run_folder(trainer, restart) as (workdir, before):
+        return _train_in(trainer, workdir, progress, before)
 
 
 def _train_streamed(config: TrainConfig, restart: bool, progress: bool | None, step_functions) -> TrainResult:
@@ -210,11 +211,14 @@ def _train_streamed(config: TrainConfig, restart: bool, progress: bool | None, s
                 workdir_lib.put_back(config.workdir, before)
             raise
         distributed.barrier(strategy, "data")
-        return _train_in(trainer, config.workdir, progress)
+        return _train_in(trainer, config.workdir, progress, before)
 
 
-def _train_in(trainer: Trainer, workdir: str, progress: bool | None) -> TrainResult:
-    """The run itself, in its prepared (and, on the chief, locked) run folder."""
+def _train_in(
+    trainer: Trainer, workdir: str, progress: bool | None, before: workdir_lib.Before | None = None
+) -> TrainResult:
+    """The run itself, in its prepared (and, on the chief, locked) run folder; before: on the
+    chief, the folder as it was, put back if the workers turn out to disagree."""
     config, strategy, datasets, state = trainer.config, trainer.strategy, trainer.datasets, trainer.state
     with tf.device(trainer.device or "/CPU:0"):
         keeper = distributed.make_keeper(
@@ -225,7 +229,7 @@ def _train_in(trainer: Trainer, workdir: str, progress: bool | None) -> TrainRes
             input_keeper = InputKeeper(workdir, trainer.worker, trainer.feed, config.keep_checkpoints)
         _resume(keeper, state, trainer.optimizer, config, input_keeper)
         step = int(trainer.optimizer.iterations.numpy())
-        distributed.check_workers_agree(strategy, config, datasets, step)
+        _check_workers_agree(trainer, workdir, step, before)
         where = trainer.device or distributed.describe(strategy)
         logging.info(
             "%s gradients on %s: %d steps (%d per epoch), workdir %s",
@@ -256,11 +260,27 @@ def _train_in(trainer: Trainer, workdir: str, progress: bool | None) -> TrainRes
     return TrainResult(trainer.model, history, final, workdir, loop.step, stopped, datasets)
 
 
+def _check_workers_agree(
+    trainer: Trainer, workdir: str, step: int, before: workdir_lib.Before | None
+) -> None:
+    """distributed.check_workers_agree; when they do not, the chief first puts the folder back
+    as it was (a new one goes): its config.json would refuse the corrected command's rerun."""
+    try:
+        distributed.check_workers_agree(trainer.strategy, trainer.config, trainer.datasets, step)
+    except (ConfigError, CheckpointError):
+        if before is not None:
+            workdir_lib.put_back(workdir, before)
+        raise
+
+
 @contextlib.contextmanager
-def _run_folder(trainer: Trainer, restart: bool) -> Iterator[str]:
-    """The chief prepares the workdir and locks it for the whole run (workdir.prepared); the
-    other workers check it and wait for the chief."""
+def _run_folder(trainer: Trainer, restart: bool) -> Iterator[tuple[str, workdir_lib.Before | None]]:
+    """(workdir, before): the chief prepares the workdir and locks it for the whole run
+    (workdir.prepared), before holding what it was; the other workers check it and wait for
+    the chief (before None)."""
+    before = None
     if distributed.is_chief(trainer.strategy):
+        before = workdir_lib.before_opening(trainer.config.workdir)
         folder = workdir_lib.prepared(trainer.config, trainer.datasets, restart, trainer.plan)
     else:
         folder = contextlib.nullcontext(
@@ -268,7 +288,7 @@ def _run_folder(trainer: Trainer, restart: bool) -> Iterator[str]:
         )
     with folder as workdir:
         distributed.barrier(trainer.strategy, "start-up")
-        yield workdir
+        yield workdir, before
 
 
 def _write_outputs(trainer: Trainer, workdir: str, metrics: dict, monitor) -> None:

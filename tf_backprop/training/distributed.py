@@ -289,7 +289,7 @@ def check_workers_agree(
         every = _gather(strategy, mine)
     if (every[:, :2] != every[0, :2]).any():
         raise ConfigError(
-            "strategy: the workers were started with different flags or data; give every worker "
+            "start-up: the workers were started with different flags or data; give every worker "
             "the same command (only TF_CONFIG differs)"
         )
     if (every[:, 2] != every[0, 2]).any():

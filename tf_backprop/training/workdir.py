@@ -137,10 +137,11 @@ def put_back(workdir: str, before: Before) -> None:
     for name in names:  # what this run added, and with an aside the run files it replaces
         if name not in asides and (name not in before.names or (asides and name in RUN_FILES)):
             path = os.path.join(workdir, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
+            with contextlib.suppress(FileNotFoundError):  # a worker's scratch folder, gone meanwhile
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
     for aside in asides:
         for name in os.listdir(os.path.join(workdir, aside)):
             os.replace(os.path.join(workdir, aside, name), os.path.join(workdir, name))
