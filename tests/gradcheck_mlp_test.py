@@ -259,6 +259,25 @@ class KinkTest(tf.test.TestCase):
             self.assertGreater(kink.rel_error, comparison.tolerance.rtol)  # it would have failed
         self.assertIn("crossed a kink", report.to_text())
 
+    def test_two_kinks_in_one_step_are_unchecked_not_failed(self):
+        # z_1[0, 0] = 0 at θ and z_1[1, 0] = −ε/2: a step on b_1[0] crosses kinks at two places,
+        # where the one-kink rules cannot show them (review: `--eps=1e-2` FAILed right gradients).
+        model = MLP((2, 3, 1), activation="relu", dtype="float64")
+        eps = 1e-6
+        x = np.array([[1.0, 0.5], [1.0 - eps / 2, 0.5], [0.7, -0.9]])
+        kernel = np.array([[1.0, 0.5, -0.3], [0.2, -1.0, 0.8]])
+        bias = np.array([-(x[0] @ kernel[:, 0]), 0.1, 0.2])
+        model.set_weights([kernel, bias, np.array([[1.5], [-0.7], [0.9]]), np.array([0.1])])
+        y = np.array([[1.3], [-1.2], [0.5]])
+        report = gradcheck.check(model, x, y, "mse", eps=eps)
+        self.assertEqual(report.verdict, "INCONCLUSIVE", report.to_text())
+        for label in ("tape ↔ numeric", "manual ↔ numeric"):
+            comparison = {c.label: c for c in report.entry("dense_1/bias").comparisons}[label]
+            self.assertEqual((comparison.failures, comparison.unchecked), (0, 1))
+            self.assertEqual(comparison.worst_unchecked.location.index, (0,))
+        wrong = gradcheck.check(model, x, y, "mse", eps=eps, manual_fn=_flipped_sign)
+        self.assertEqual(wrong.verdict, "FAIL")
+
     def test_no_kink_away_from_zero(self):
         model, x, y = self._model(offset=0.5)
         report = gradcheck.check(model, x, y, "mse")

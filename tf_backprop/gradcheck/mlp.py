@@ -182,7 +182,8 @@ def _copy_mlp(model: MLP, dtype: str) -> MLP:
 
 
 def _mlp_targets(model: MLP, x, y, loss, l2: float, layout: perturb.Layout) -> list[perturb.Target]:
-    """Per variable, a compiled map: perturbation rows δ -> (L(θ+δ), L(θ−δ), crossed a kink).
+    """Per variable, a compiled map: perturbation rows δ -> (L(θ+δ), L(θ−δ), crossed a kink,
+    crossed several).
 
     The perturbed forward passes are written out here, apart from the model's, as an
     independent reference.  Layers below a perturbed one do not change: for large nets each
@@ -195,12 +196,12 @@ def _mlp_targets(model: MLP, x, y, loss, l2: float, layout: perturb.Layout) -> l
     inputs = [x] + forward.hs[:-1]  # h_0 .. h_{L-1}
     n_layers = len(model.dense_layers)
     firsts = [0] * n_layers if layout.size <= perturb.ROW_BUDGET else list(range(n_layers))
-    signature = (tf.TensorSpec([], tf.float64),) * 2 + (tf.TensorSpec([], tf.bool),)
+    signature = (tf.TensorSpec([], tf.float64),) * 2 + (tf.TensorSpec([], tf.bool),) * 2
     cost = int(x.shape[0]) * sum(model.layer_sizes[1:])  # one row's activations
     runs = {}
     for first in sorted(set(firsts)):
         size = layout.size - int(layout.offsets[2 * first])
-        row = _suffix_row(model, params, (inputs[first], forward.zs[first]), y, loss, l2, first)
+        row = _suffix_row(model, params, (inputs[first], forward.zs), y, loss, l2, first)
         parallel = perturb.parallel_iterations(size)
         runs[first] = (
             perturb.compile_rows(row, size, tf.float64, signature, parallel, vectorize=False),
@@ -215,13 +216,18 @@ def _mlp_targets(model: MLP, x, y, loss, l2: float, layout: perturb.Layout) -> l
 
 
 def _suffix_row(model: MLP, params, cached, y, loss, l2: float, first: int) -> Callable:
-    """row(δ) -> (L(θ+δ), L(θ−δ), crossed a kink), δ over [W_first, b_first, ..., b_L] (flat).
+    """row(δ) -> (L(θ+δ), L(θ−δ), crossed a kink, crossed several), δ over [W_first, b_first,
+    ..., b_L] (flat).
 
-    cached = (h_{first-1}, z_first) at θ.  z_first is linear in its layer's parameters, so
-    z_first(θ ± δ) = z_first ± (h_{first-1} δW + δb): one product serves both signs, and for a
-    single element or a bias it needs no matmul at all.
+    cached = (h_{first-1}, [z_1, ..., z_L]) at θ.  z_first is linear in its layer's parameters,
+    so z_first(θ ± δ) = z_first ± (h_{first-1} δW + δb): one product serves both signs, and for
+    a single element or a bias it needs no matmul at all.  Several: the step crossed kinks at more
+    than one place — pre-activations at 0 at θ (one place, x itself) and each one that changes
+    sign inside the step — where no rule of `kinks` can show them.
     """
-    h_in, z_in = cached
+    h_in, base_zs = cached
+    z_in = base_zs[first]
+    kinked = [i for i in range(first, len(model.dense_layers)) if model.activations_per_layer[i].has_kink]
     tail = params[2 * first :]  # [W_first, b_first, ..., W_L, b_L]
     sizes = [int(tf.size(p)) for p in tail]
 
@@ -246,15 +252,29 @@ def _suffix_row(model: MLP, params, cached, y, loss, l2: float, first: int) -> C
         plus, signs_plus = loss_from(z_in + z_step, [p + d for p, d in zip(tail, steps)])
         minus, signs_minus = loss_from(z_in - z_step, [p - d for p, d in zip(tail, steps)])
         flips = [tf.reduce_any(a != b) for a, b in zip(signs_plus, signs_minus)]
-        return plus, minus, tf.reduce_any(tf.stack(flips)) if flips else tf.constant(False)
+        crossed = tf.reduce_any(tf.stack(flips)) if flips else tf.constant(False)
+        return plus, minus, crossed, _places(signs_plus, signs_minus, [base_zs[i] for i in kinked]) > 1
 
     return row
+
+
+def _places(signs_plus, signs_minus, base_zs) -> tf.Tensor:
+    """How many places along the step a kink sits at: x itself, if a pre-activation at 0 there
+    turns on at x ± δ, and one for each other pre-activation whose sign changes at x + δ or x − δ."""
+    at_x, inside = [], []
+    for plus, minus, z in zip(signs_plus, signs_minus, base_zs):
+        changed = (plus != (z > 0)) | (minus != (z > 0))
+        at_x.append(tf.reduce_any(changed & tf.equal(z, 0)))
+        inside.append(tf.math.count_nonzero(changed & tf.not_equal(z, 0), dtype=tf.int32))
+    if not at_x:
+        return tf.constant(0)
+    return tf.cast(tf.reduce_any(tf.stack(at_x)), tf.int32) + tf.add_n(inside)
 
 
 def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_point, target) -> Entry:
     """One variable's comparisons: tape ↔ manual (every element), each ↔ numeric (the plan)."""
     exact, tolerance = tolerances
-    plus, minus, crossed = numeric
+    plus, minus, crossed, several = numeric
     differences = ((plus - minus) / (2 * eps), (plus - base) / eps, (base - minus) / eps)  # [k + s] each
     shape, locate = layout.shapes[i], plan.locate(layout.shapes[i])
     tape, manual = sources["tape"][0][i], sources["manual"][0][i]
@@ -271,6 +291,7 @@ def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_poin
                 sources=(name, "numeric"),
                 locate=locate,
                 allowed=crossed,
+                several=several,
                 split=split,
             )
         )
