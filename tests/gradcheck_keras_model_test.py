@@ -187,6 +187,25 @@ class CheckModelTest(tf.test.TestCase):
         self.assertIn("the clone trains other variables", report.notes[0])
         self.assertLen(report.entries, 2)
 
+    def test_variables_the_loss_does_not_reach_are_named_not_a_crash(self):
+        # An auxiliary head this loss skips raised "does not depend on it" for the whole model.
+        inputs = keras.Input((3,), dtype="float64")
+        hidden = keras.layers.Dense(4, activation="tanh", dtype="float64", name="body")(inputs)
+        outputs = [
+            keras.layers.Dense(1, dtype="float64", name="main")(hidden),
+            keras.layers.Dense(2, dtype="float64", name="aux")(hidden),
+        ]
+        model, x = keras.Model(inputs, outputs), RNG.standard_normal((5, 3))
+        mse = keras.losses.MeanSquaredError(dtype="float64")
+        report = gradcheck.check_model(model, x, np.zeros((5, 1)), lambda y, out: mse(y, out[0]))
+        self.assertTrue(report.passed, report.to_text())
+        self.assertEqual(
+            [e.name for e in report.entries], ["body/kernel", "body/bias", "main/kernel", "main/bias"]
+        )
+        self.assertIn(
+            "not checked: aux/kernel, aux/bias (loss_fn(y, model(x)) does not depend on them)", report.notes
+        )
+
     def test_an_adapted_normalization_layer_is_cloned_in_float64(self):
         # Its mean and variance are cached apart from its variables: the clone computed other
         # outputs and every such model was checked in float32.

@@ -89,10 +89,34 @@ def check_model(
     fn = _stateless_loss(target, x, y, loss_fn, training, dtype)
     values = [np.asarray(v.numpy()) for v in target.trainable_variables]
     names = [v.path for v in model.trainable_variables]
+    fn, values, names, notes = _without_unused(fn, values, names, notes)
     title = f"gradcheck: Keras model {model.name!r}, batch {rows}: {describe(options)}"
     return check_function(
         fn, values, names, options, title=title, notes=notes, source="tape", what=LOSS_OF_MODEL
     )
+
+
+def _without_unused(fn: Callable, values: list, names: list, notes: list) -> tuple:
+    """(fn, values, names, notes) without the trainable variables the loss does not depend on
+    (an auxiliary head, a layer this loss skips), which have nothing to check: they keep their
+    values inside fn, and a note names them.  With none used, everything is left to
+    `check_function`, which says so."""
+    tensors = [tf.constant(v) for v in values]
+    with tf.GradientTape() as tape:
+        tape.watch(tensors)
+        total = fn(*tensors)
+    used = [g is not None for g in tape.gradient(total, tensors)]
+    if all(used) or not any(used):
+        return fn, values, names, notes
+
+    def fn_of_used(*given):
+        given = iter(given)
+        return fn(*(next(given) if u else t for u, t in zip(used, tensors)))
+
+    unused = ", ".join(n for n, u in zip(names, used) if not u)
+    note = f"not checked: {unused} ({LOSS_OF_MODEL} does not depend on them)"
+    keep = [i for i, u in enumerate(used) if u]
+    return fn_of_used, [values[i] for i in keep], [names[i] for i in keep], [*notes, note]
 
 
 LOSS_OF_MODEL = "loss_fn(y, model(x))"  # what check_model's errors name as the function
