@@ -83,6 +83,18 @@ class PredictCsvReaderTest(tf.test.TestCase):
         self.assertEqual(rows[0][:4], ["", "x1", "x2", "x3"])
         self.assertEqual([row[0] for row in rows[1:]], ["0", "1"])
 
+    def test_header_names_are_copied_as_written(self):
+        # Matched without their spaces, but copied as the file has them (they were stripped).
+        folder = self.create_tempdir().full_path
+        source, output = os.path.join(folder, "in.csv"), os.path.join(folder, "out.csv")
+        with open(source, "w") as handle:
+            handle.write(" id ,x1, x2,x3 \n7,1,2,3\n")
+        self.assertEqual(predict.predict_csv(self.served, source, output, warn=lambda message: None), 1)
+        with open(output) as handle:
+            header, row = handle.read().splitlines()
+        self.assertEqual(header.split(",")[:4], [" id ", "x1", " x2", "x3 "])
+        self.assertEqual(row.split(",")[:4], ["7", "1", "2", "3"])
+
     def test_a_glob_of_shards_gives_one_header_and_the_rows_in_sorted_shard_order(self):
         folder = self.create_tempdir().full_path
         shards = {

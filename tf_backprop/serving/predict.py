@@ -225,10 +225,11 @@ def _predict_stream(
     name = "<stdin>" if paths[0] == csv_table.STDIN else paths[0]
     with csv_table.open_input(paths[0]) as source, _atomic_output(output, overwrite) as sink:
         records = csv_table.records(name, source)  # streamed: read only as batches are pulled
-        header_line, header = csv_table.read_header(name, records, allow_empty=True)
+        first = next(records, None)
+        header_line, header = csv_table.read_header(name, iter([first] if first else []), allow_empty=True)
         columns = _match_columns(served, name, header_line, header, warn)
         writer = csv.writer(sink, lineterminator="\n")
-        writer.writerow(columns.header + prediction_columns(served))
+        writer.writerow(first[1] + prediction_columns(served))  # the names as written: copied unchanged
         count = 0
         for shard, lines, rows in _shard_batches(columns, records, paths[1:], batch_size):
             outputs = served.predict(_parse_batch(shard, lines, rows))
