@@ -212,7 +212,7 @@ class _Cluster:
 
     Worker `watch`'s stderr is a pipe read by `wait_for`; the others' go to files.  A watchdog
     kills every worker still alive after `timeout`.  `launch`: the workers started (default all);
-    `extra`: {worker: flags} added to that worker's.
+    `extra`: {worker: flags} added to that worker's; `verbose_tf`: TensorFlow's C++ lines shown.
     """
 
     def __init__(
@@ -225,12 +225,16 @@ class _Cluster:
         launch=None,
         timeout=_TIMEOUT,
         extra=None,
+        verbose_tf=False,
     ):
         ports, self.root = _free_ports(workers), root
         cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
         self.ports, self.procs, self.watch, self.lines, self.files = ports, {}, watch, [], []
         for index in range(workers) if launch is None else launch:
             env = {k: v for k, v in os.environ.items() if k != "TF_BACKPROP_VERBOSE_TF"}
+            if verbose_tf:  # TensorFlow's C++ lines too
+                env["TF_BACKPROP_VERBOSE_TF"] = "1"
+                env.pop("TF_CPP_MIN_LOG_LEVEL", None)
             env.update(
                 TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
                 no_proxy="localhost,127.0.0.1",
@@ -563,6 +567,25 @@ class DisagreeingWorkersTest(tf.test.TestCase):
 
 class WorkerTimeoutTest(tf.test.TestCase):
     """--worker_timeout: a worker that never starts does not block the others forever."""
+
+    def test_ctrl_c_ends_a_worker_waiting_for_the_others(self):
+        # The wait holds the interpreter in TensorFlow's C++ (from its "Started server" line):
+        # Ctrl-C's KeyboardInterrupt came only after --worker_timeout.  Now SIGINT's default
+        # action ends the worker at once; nothing is written yet.
+        for alone in (0, 1):  # the coordination service's leader, then a follower
+            with self.subTest(alone=alone):
+                root = self.create_tempdir().full_path
+                flags = (*_FLAGS, "--worker_timeout=240")
+                cluster = _Cluster(
+                    root, os.path.join(root, "run"), flags, watch=alone, launch=(alone,), verbose_tf=True
+                )
+                self.assertIsNotNone(cluster.wait_for(r"Started server with target"))
+                start = time.monotonic()
+                cluster.procs[alone].send_signal(signal.SIGINT)
+                (outcome,) = cluster.finish()
+                self.assertEqual(outcome.returncode, -signal.SIGINT, outcome.describe())
+                self.assertLess(time.monotonic() - start, 120)  # the wait's end is 240 s away
+                self.assertFalse(os.path.exists(os.path.join(root, "run")))
 
     def test_one_of_two_workers_alone_exits_1_naming_the_other(self):
         for alone in (0, 1):  # the chief (the coordination service's leader), then the other
