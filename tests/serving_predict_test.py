@@ -71,29 +71,27 @@ class PredictCsvReaderTest(tf.test.TestCase):
         self.assertLen(read_at_first_batch, 1)
         self.assertLess(read_at_first_batch[0], 64 * 1024)
 
-    def test_an_unnamed_column_is_copied_through(self):
-        # pandas' to_csv writes its index as a first column with an empty header name.
+    def _predicted_rows(self, content: str, count: int) -> list[list[str]]:
+        """The output CSV's rows (header first) for an input of `content` with `count` rows."""
         folder = self.create_tempdir().full_path
         source, output = os.path.join(folder, "in.csv"), os.path.join(folder, "out.csv")
         with open(source, "w") as handle:
-            handle.write(",x1,x2,x3\n0,1,2,3\n1,4,5,6\n")
-        self.assertEqual(predict.predict_csv(self.served, source, output, warn=lambda message: None), 2)
+            handle.write(content)
+        self.assertEqual(predict.predict_csv(self.served, source, output, warn=lambda message: None), count)
         with open(output) as handle:
-            rows = [line.split(",") for line in handle.read().splitlines()]
+            return [line.split(",") for line in handle.read().splitlines()]
+
+    def test_an_unnamed_column_is_copied_through(self):
+        # pandas' to_csv writes its index as a first column with an empty header name.
+        rows = self._predicted_rows(",x1,x2,x3\n0,1,2,3\n1,4,5,6\n", 2)
         self.assertEqual(rows[0][:4], ["", "x1", "x2", "x3"])
         self.assertEqual([row[0] for row in rows[1:]], ["0", "1"])
 
     def test_header_names_are_copied_as_written(self):
         # Matched without their spaces, but copied as the file has them (they were stripped).
-        folder = self.create_tempdir().full_path
-        source, output = os.path.join(folder, "in.csv"), os.path.join(folder, "out.csv")
-        with open(source, "w") as handle:
-            handle.write(" id ,x1, x2,x3 \n7,1,2,3\n")
-        self.assertEqual(predict.predict_csv(self.served, source, output, warn=lambda message: None), 1)
-        with open(output) as handle:
-            header, row = handle.read().splitlines()
-        self.assertEqual(header.split(",")[:4], [" id ", "x1", " x2", "x3 "])
-        self.assertEqual(row.split(",")[:4], ["7", "1", "2", "3"])
+        header, row = self._predicted_rows(" id ,x1, x2,x3 \n7,1,2,3\n", 1)
+        self.assertEqual(header[:4], [" id ", "x1", " x2", "x3 "])
+        self.assertEqual(row[:4], ["7", "1", "2", "3"])
 
     def test_a_glob_of_shards_gives_one_header_and_the_rows_in_sorted_shard_order(self):
         folder = self.create_tempdir().full_path
