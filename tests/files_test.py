@@ -4,6 +4,7 @@ import gzip
 import json
 import math
 import os
+import stat
 
 import numpy as np
 import tensorflow as tf
@@ -81,6 +82,22 @@ class AtomicTextTest(tf.test.TestCase):
         self.assertTrue(header[3] & 0x08)  # FNAME: a file name follows the 10-byte header
         self.assertEqual(header[10 : header.index(b"\0", 10)], b"out.csv")
         self.assertEqual(os.listdir(folder), ["out.csv.gz"])
+
+    def test_overwriting_writes_through_a_link_and_keeps_the_files_permissions(self):
+        # A symlinked output became a regular file and a read-only one a 644 file (review).
+        folder = self.create_tempdir().full_path
+        real, link = os.path.join(folder, "real.csv"), os.path.join(folder, "link.csv")
+        with open(real, "w", encoding="utf-8") as handle:
+            handle.write("old")
+        os.chmod(real, 0o440)
+        os.symlink("real.csv", link)
+        with files.atomic_text(link) as handle:
+            handle.write("new")
+        self.assertTrue(os.path.islink(link))
+        with open(real, encoding="utf-8") as handle:
+            self.assertEqual(handle.read(), "new")
+        self.assertEqual(stat.S_IMODE(os.stat(real).st_mode), 0o440)
+        self.assertCountEqual(os.listdir(folder), ["real.csv", "link.csv"])  # no temporary left
 
     def test_overwrite_false_writes_a_new_file(self):
         path = os.path.join(self.create_tempdir().full_path, "out.csv")

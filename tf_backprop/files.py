@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -97,15 +98,19 @@ def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> It
     OSError from opening the temporary file propagates; on any failure the temporary file is
     removed and `path` keeps its previous content.  overwrite=False: FileExistsError if
     `path` exists when the block completes (it is never replaced then).  compress: gzip it.
+    A symbolic link is written through, as the shell's `>` does (the link stays, its target is
+    replaced), and a replaced file's permissions are kept.
     """
-    temporary = hidden_sibling(os.path.abspath(path), "tmp")
+    target = os.path.realpath(path) if overwrite and os.path.islink(path) else os.path.abspath(path)
+    temporary = hidden_sibling(target, "tmp")
     try:
         with _open_text(temporary, path, compress) as handle:
             yield handle
         if overwrite:
-            os.replace(temporary, path)
+            _keep_mode(target, temporary)
+            os.replace(temporary, target)
         else:
-            _place_new(temporary, path)
+            _place_new(temporary, target)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
@@ -123,6 +128,15 @@ def _open_text(temporary: str, path: str, compress: bool) -> Iterator[IO[str]]:
     with open(temporary, "wb") as raw, gzip.GzipFile(filename=name, mode="wb", fileobj=raw) as packed:
         with io.TextIOWrapper(packed, encoding="utf-8", newline="") as handle:
             yield handle
+
+
+def _keep_mode(old: str, new: str) -> None:
+    """Gives `new` the permission bits of an existing file `old`."""
+    try:
+        mode = stat.S_IMODE(os.stat(old).st_mode)
+    except FileNotFoundError:
+        return
+    os.chmod(new, mode)
 
 
 def _place_new(temporary: str, path: str) -> None:
