@@ -24,6 +24,14 @@ class MixinTest(GradientCheckMixin, tf.test.TestCase):
         for expected in ["FAIL x analytic ↔ numeric", "in[1, 2] out[1, 2]", "analytic", "numeric"]:
             self.assertIn(expected, message)
 
+    def test_a_custom_msg_comes_first(self):
+        with self.assertRaises(self.failureException) as caught:
+            self.assertGradientsCorrect(square_with(wrong_at_one_element), [A], msg="my square")
+        self.assertTrue(
+            str(caught.exception).startswith("my square: gradients disagree with finite differences\n"),
+            str(caught.exception)[:200],
+        )
+
     def test_second_order_failure_names_the_element(self):
         point = np.array([0.3, -1.2, 2.0])  # docs/gradcheck.md's example
         sum_of_cubes = lambda t: tf.reduce_sum(cube_with(cube_stop_gradient)(t))  # noqa: E731

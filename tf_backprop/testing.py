@@ -41,14 +41,9 @@ class GradientCheckMixin:
         return self._assertPassed(gradcheck.check_model(model, x, y, loss_fn, **kwargs), msg)
 
     def _assertPassed(self, report: gradcheck.Report, msg: str | None) -> gradcheck.Report:  # noqa: N802
-        if report.verdict == "FAIL":
-            self.fail(
-                self._formatMessage(msg, "gradients disagree with finite differences\n" + report.to_text())
-            )
-        if report.verdict != "PASS":
-            self.fail(
-                self._formatMessage(
-                    msg, "gradients could not be verified (INCONCLUSIVE)\n" + report.to_text()
-                )
-            )
-        return report
+        if report.verdict == "PASS":
+            return report
+        what = "disagree with finite differences" if report.verdict == "FAIL" else "could not be verified"
+        first = f"gradients {what}" + (" (INCONCLUSIVE)" if report.verdict != "FAIL" else "")
+        # The caller's msg on the first line, not after the report (unittest's _formatMessage).
+        self.fail(f"{msg}: {first}\n{report.to_text()}" if msg else f"{first}\n{report.to_text()}")
