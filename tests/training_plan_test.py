@@ -48,6 +48,19 @@ class AutoStepsPerCallTest(tf.test.TestCase):
         plan = training.make_plan(cfg, 512 * 30, LARGE, worker_rows=[512 * 30])
         self.assertEqual(plan.steps_per_call, plan_lib.MIN_AUTO_CHUNK)
 
+    def test_a_worker_without_training_rows_is_told_workers_need_shards(self):
+        cfg = training.TrainConfig(batch_size=20)
+        with self.assertRaisesRegex(
+            training.ConfigError,
+            r"^data: worker 1's shards hold no training rows: each worker reads whole shards, so 2 "
+            r"workers need at least 2 shards with training rows$",
+        ):
+            training.make_plan(cfg, 400, (2, 3, 1), worker_rows=[400, 0])
+        with self.assertRaisesRegex(
+            training.ConfigError, r"^batch_size: worker 1's shards hold 3 training rows"
+        ):
+            training.make_plan(cfg, 403, (2, 3, 1), worker_rows=[400, 3])
+
     def test_max_auto_call_flops_bounds_the_rows_and_min_auto_chunk_the_flops(self):
         layers = (1024, 4096, 4096, 10)  # 1.6e10 FLOPs a step at batch 128
         flops = plan_lib.step_flops(128, layers)

@@ -221,6 +221,12 @@ def make_plan(
 def _streamed_steps_per_epoch(local_rows_per_step: int, worker_rows: list[int]) -> int:
     """Steps every input pipeline can fill in an epoch; ConfigError when one cannot fill a step."""
     for worker, rows in enumerate(worker_rows):
+        if rows == 0:  # more workers than shards (or shards without training rows)
+            count = len(worker_rows)
+            raise ConfigError(
+                f"data: worker {worker}'s shards hold no training rows: each worker reads whole "
+                f"shards, so {count} workers need at least {count} shards with training rows"
+            )
         if rows < local_rows_per_step:
             raise ConfigError(
                 f"batch_size: worker {worker}'s shards hold {rows} training rows, fewer than the "
