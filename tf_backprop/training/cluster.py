@@ -143,4 +143,7 @@ def silent_phrase(cluster: Mapping, task: Mapping) -> str:
     silent = silent_workers(cluster, task)
     if silent:
         return f"; no answer from {', '.join(silent)}"
-    return "; every worker's address answers (is one stuck, or started with another TF_CONFIG?)"
+    return (
+        "; every worker's address answers (is one stuck, started with another TF_CONFIG, or its port "
+        "held by another program?)"
+    )
