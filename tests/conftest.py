@@ -19,6 +19,7 @@ _SUBPROCESS_TMP = tempfile.mkdtemp(prefix="tf_backprop-tests-")  # this process 
 os.environ["TMPDIR"] = _SUBPROCESS_TMP
 atexit.register(shutil.rmtree, _SUBPROCESS_TMP, ignore_errors=True)
 
+import tf_backprop  # noqa: E402, F401, I001 - first: imports TensorFlow with its start-up lines held back
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
