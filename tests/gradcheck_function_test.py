@@ -114,6 +114,20 @@ class PlantedMistakesTest(tf.test.TestCase, parameterized.TestCase):
         worst = report.entries[0].comparisons[0].worst
         self.assertAllClose(worst.a, -worst.b, rtol=1e-5)
 
+    def test_tiny_gradients_below_atol_say_so_and_fail_with_a_smaller_atol(self):
+        # Gradients of ~1e-9 passed a 2x error unremarked: atol (1e-8) is absolute.
+        tiny = lambda t: 1e-9 * tf.reduce_sum(square_with(lambda x, dy: 4.0 * x * dy)(t))  # noqa: E731
+        report = gradcheck.gradcheck(tiny, [A], names=["x"])
+        self.assertEqual(report.verdict, "PASS")
+        self.assertIn(
+            "x: every value is below 10× atol (norm 9.8e-09, atol 1e-08): an error smaller than atol "
+            "passes; pass a smaller atol to check it",
+            report.notes,
+        )
+        self._failing(tiny, [A], atol=1e-15)
+        right = gradcheck.gradcheck(lambda t: tf.reduce_sum(t * t), [A], names=["x"])
+        self.assertEqual(right.notes, ())  # values of ~1 get no such note
+
     def test_missing_factor(self):
         report = self._failing(square_with(lambda x, dy: x * dy), A)  # forgot the 2
         comparison = report.entries[0].comparisons[0]
