@@ -10,8 +10,8 @@ so the worker is never far ahead of the reader), never by sleeping.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -176,13 +176,29 @@ class StrategyConfigTest(parameterized.TestCase, tf.test.TestCase):
 
 
 # ----------------------------------------------------------------------------- multi-worker
+_PORT_RANGE = 2000  # ports of one test process
+_next_port = itertools.count()
+
+
 def _free_ports(count: int) -> list[int]:
-    """Distinct free ports on 127.0.0.1 (all bound at once, then released)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+    """Distinct free ports on 127.0.0.1, from a range of this test process's own: 20000 + 2000
+    per pytest-xdist worker, below Linux's ephemeral ports (32768 up), which bind(0) and
+    outgoing connections take.  Ports from bind(0), released, could reach another worker's
+    cluster starting at the same moment, and TensorFlow's gRPC servers may share a port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    low = 20000 + _PORT_RANGE * (int(worker) if worker.isdigit() else 0)
+    ports = []
+    for _ in range(_PORT_RANGE):
+        port = low + next(_next_port) % _PORT_RANGE
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use, or still in TIME_WAIT from an earlier cluster
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} free ports in {low}..{low + _PORT_RANGE - 1}")
 
 
 def _shrink_pipe(stream) -> None:
@@ -330,8 +346,8 @@ class MultiWorkerTest(tf.test.TestCase):
     def _run_cluster(self, workdir: str) -> list[_Outcome]:
         cluster = _Cluster(self.create_tempdir().full_path, workdir, _FLAGS)
         outcomes = cluster.finish()
-        for outcome in outcomes:
-            self.assertEqual(outcome.returncode, 0, outcome.describe())
+        every = "\n".join(f"=== worker {i}: {o.describe()}" for i, o in enumerate(outcomes))
+        self.assertEqual([o.returncode for o in outcomes], [0] * len(outcomes), every)
         return outcomes
 
     def _uninterrupted(self) -> list[np.ndarray]:
