@@ -67,6 +67,25 @@ class QuietImportTest(tf.test.TestCase):
         self.assertIn("tensorflow says why", result.stderr)
         self.assertIn("ImportError: no tensorflow", result.stderr)
 
+    def test_ctrl_c_during_the_import_ends_a_command_with_one_line(self):
+        # A traceback through TensorFlow's import, as a command started (review).
+        interrupt = (
+            "import sys\n"
+            "class Interrupt:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'tensorflow':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+        )
+        result = _python(interrupt + "sys.argv[0] = '/venv/bin/tf-backprop-train'\nimport tf_backprop\n")
+        self.assertEqual(result.returncode, 130, result.stderr)
+        self.assertEqual(
+            result.stderr,
+            "tf-backprop-train: error: SIGINT: stopped while importing TensorFlow; nothing was done\n",
+        )
+        library = _python(interrupt + "import tf_backprop\n")  # not a command: the interrupt stands
+        self.assertIn("KeyboardInterrupt", library.stderr)
+
 
 if __name__ == "__main__":
     tf.test.main()

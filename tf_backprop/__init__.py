@@ -11,7 +11,8 @@ Importing it imports TensorFlow with its start-up lines held back: TensorFlow 2.
 oneDNN and CPU-feature notes, and on a machine without a GPU `E0000 … failed call to cuInit …
 (303)`, before its log level can be set.  TF_CPP_MIN_LOG_LEVEL defaults to 2 (TensorFlow's C++
 INFO and WARNING lines off); TF_BACKPROP_VERBOSE_TF=1 leaves both alone.  If the import fails,
-what TensorFlow printed is shown after all.  A TensorFlow imported before this package has
+what TensorFlow printed is shown after all; a Ctrl-C during it, in one of the package's
+commands, ends that command with one line (exit 130).  A TensorFlow imported before this package has
 printed its lines already.
 """
 
@@ -48,14 +49,27 @@ def _import_tensorflow_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the CUDA probe: its cuInit line, once
-        except BaseException:
+        except BaseException as error:
             os.dup2(saved, 2)
+            command = _console_script()
+            if isinstance(error, KeyboardInterrupt) and command:  # Ctrl-C as a command starts
+                sys.stderr.write(
+                    f"{command}: error: SIGINT: stopped while importing TensorFlow; nothing was done\n"
+                )
+                raise SystemExit(130) from None
             captured.seek(0)
             sys.stderr.write(captured.read().decode(errors="replace"))
             raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def _console_script() -> str | None:
+    """This process's command when it is one of the package's (tf-backprop-…), else None: a
+    Ctrl-C during the import then ends it with its one line, not a traceback of TensorFlow's."""
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return name if name.startswith("tf-backprop-") else None
 
 
 _import_tensorflow_quietly()
