@@ -206,6 +206,23 @@ class CheckModelTest(tf.test.TestCase):
             "not checked: aux/kernel, aux/bias (loss_fn(y, model(x)) does not depend on them)", report.notes
         )
 
+    def test_a_variable_cut_off_by_stop_gradient_is_refused_not_left_out(self):
+        # Its loss moves with it, but the tape sees no path: a bug, not an unused variable.
+        class Cut(keras.layers.Layer):
+            def build(self, shape):
+                self.w = self.add_weight(shape=(shape[-1], 1), initializer="ones", dtype="float64")
+
+            def call(self, x):
+                return tf.matmul(x, tf.stop_gradient(self.w))
+
+        inputs = keras.Input((3,), dtype="float64")
+        outputs = keras.layers.Dense(1, dtype="float64")(inputs) + Cut(dtype="float64", name="cut")(inputs)
+        model, mse = keras.Model(inputs, outputs), keras.losses.MeanSquaredError(dtype="float64")
+        with self.assertRaisesRegex(
+            ValueError, r"^cut/variable: .* changes with it, but its tape gradient is None"
+        ):
+            gradcheck.check_model(model, RNG.standard_normal((5, 3)), np.zeros((5, 1)), mse)
+
     def test_an_adapted_normalization_layer_is_cloned_in_float64(self):
         # Its mean and variance are cached apart from its variables: the clone computed other
         # outputs and every such model was checked in float32.

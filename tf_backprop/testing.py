@@ -43,7 +43,9 @@ class GradientCheckMixin:
     def _assertPassed(self, report: gradcheck.Report, msg: str | None) -> gradcheck.Report:  # noqa: N802
         if report.verdict == "PASS":
             return report
-        what = "disagree with finite differences" if report.verdict == "FAIL" else "could not be verified"
-        first = f"gradients {what}" + (" (INCONCLUSIVE)" if report.verdict != "FAIL" else "")
+        if report.verdict == "FAIL":
+            first = "gradients disagree with finite differences"
+        else:
+            first = "gradients could not be verified (INCONCLUSIVE)"
         # The caller's msg on the first line, not after the report (unittest's _formatMessage).
         self.fail(f"{msg}: {first}\n{report.to_text()}" if msg else f"{first}\n{report.to_text()}")

@@ -100,7 +100,9 @@ def _without_unused(fn: Callable, values: list, names: list, notes: list) -> tup
     """(fn, values, names, notes) without the trainable variables the loss does not depend on
     (an auxiliary head, a layer this loss skips), which have nothing to check: they keep their
     values inside fn, and a note names them.  With none used, everything is left to
-    `check_function`, which says so."""
+    `check_function`, which says so.  A variable without a tape gradient whose every element,
+    moved, moves the loss is not unused but cut off (a tf.stop_gradient on its path): ValueError,
+    as before this note existed, not a PASS that never looked at it."""
     tensors = [tf.constant(v) for v in values]
     with tf.GradientTape() as tape:
         tape.watch(tensors)
@@ -108,6 +110,13 @@ def _without_unused(fn: Callable, values: list, names: list, notes: list) -> tup
     used = [g is not None for g in tape.gradient(total, tensors)]
     if all(used) or not any(used):
         return fn, values, names, notes
+    for i in (i for i, u in enumerate(used) if not u):
+        moved = [t * 1.5 + 1.0 if j == i else t for j, t in enumerate(tensors)]
+        if not np.array_equal(fn(*moved), total):
+            raise ValueError(
+                f"{names[i]}: {LOSS_OF_MODEL} changes with it, but its tape gradient is None (a "
+                f"tf.stop_gradient or a non-differentiable op on its path?)"
+            )
 
     def fn_of_used(*given):
         given = iter(given)
