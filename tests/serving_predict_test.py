@@ -93,6 +93,19 @@ class PredictCsvReaderTest(tf.test.TestCase):
         self.assertEqual(header[:4], [" id ", "x1", " x2", "x3 "])
         self.assertEqual(row[:4], ["7", "1", "2", "3"])
 
+    def test_the_input_file_is_never_the_output_even_with_overwrite(self):
+        folder = self.create_tempdir().full_path
+        source, link = os.path.join(folder, "in.csv"), os.path.join(folder, "link.csv")
+        with open(source, "w") as handle:
+            handle.write("x1,x2,x3\n1,2,3\n")
+        os.symlink("in.csv", link)
+        for output in (source, link):  # by its own name, and through a link to it
+            with self.subTest(output=output):
+                with self.assertRaisesRegex(predict.OutputError, rf"^{re.escape(output)}: is the input file"):
+                    predict.predict_csv(self.served, source, output, overwrite=True)
+                with open(source) as handle:
+                    self.assertEqual(handle.read(), "x1,x2,x3\n1,2,3\n")
+
     def test_a_glob_of_shards_gives_one_header_and_the_rows_in_sorted_shard_order(self):
         folder = self.create_tempdir().full_path
         shards = {

@@ -161,6 +161,16 @@ def check_output(output: str, overwrite: bool = False) -> None:
         raise OutputError(f"{output}: already exists; pass overwrite=True (--overwrite) to replace it")
 
 
+def _check_not_an_input(output: str, paths: list[str]) -> None:
+    """OutputError when `output` is one of the input files (by any name, a link's too): even
+    with overwrite, the user's data would be replaced by its predictions."""
+    if output == "-" or not os.path.exists(output):
+        return
+    for path in paths:
+        if path != csv_table.STDIN and os.path.samefile(output, path):
+            raise OutputError(f"{output}: is the input file {path}; give another path to write")
+
+
 @contextlib.contextmanager
 def _atomic_output(output: str, overwrite: bool) -> Iterator[IO[str]]:
     """A text handle for `output` ("-": stdout); a file appears only once complete."""
@@ -205,6 +215,7 @@ def predict_csv(
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
     check_output(output, overwrite)
     paths = [input_path] if input_path == csv_table.STDIN else shards.expand(input_path)
+    _check_not_an_input(output, paths)
     try:
         return _predict_stream(served, paths, output, batch_size, warn, overwrite)
     except FileExistsError:  # appeared while we were scoring
