@@ -228,6 +228,7 @@ def _suffix_row(model: MLP, params, cached, y, loss, l2: float, first: int) -> C
     h_in, base_zs = cached
     z_in = base_zs[first]
     kinked = [i for i in range(first, len(model.dense_layers)) if model.activations_per_layer[i].has_kink]
+    bases = [(base_zs[i] > 0, tf.equal(base_zs[i], 0)) for i in kinked]  # (on, at 0) at θ, once
     tail = params[2 * first :]  # [W_first, b_first, ..., W_L, b_L]
     sizes = [int(tf.size(p)) for p in tail]
 
@@ -253,19 +254,20 @@ def _suffix_row(model: MLP, params, cached, y, loss, l2: float, first: int) -> C
         minus, signs_minus = loss_from(z_in - z_step, [p - d for p, d in zip(tail, steps)])
         flips = [tf.reduce_any(a != b) for a, b in zip(signs_plus, signs_minus)]
         crossed = tf.reduce_any(tf.stack(flips)) if flips else tf.constant(False)
-        return plus, minus, crossed, _places(signs_plus, signs_minus, [base_zs[i] for i in kinked]) > 1
+        return plus, minus, crossed, _places(signs_plus, signs_minus, bases) > 1
 
     return row
 
 
-def _places(signs_plus, signs_minus, base_zs) -> tf.Tensor:
+def _places(signs_plus, signs_minus, bases) -> tf.Tensor:
     """How many places along the step a kink sits at: x itself, if a pre-activation at 0 there
-    turns on at x ± δ, and one for each other pre-activation whose sign changes at x + δ or x − δ."""
+    turns on at x ± δ, and one for each other pre-activation whose sign changes at x + δ or x − δ.
+    bases: per kinked layer, (z > 0, z == 0) at θ."""
     at_x, inside = [], []
-    for plus, minus, z in zip(signs_plus, signs_minus, base_zs):
-        changed = (plus != (z > 0)) | (minus != (z > 0))
-        at_x.append(tf.reduce_any(changed & tf.equal(z, 0)))
-        inside.append(tf.math.count_nonzero(changed & tf.not_equal(z, 0), dtype=tf.int32))
+    for plus, minus, (on, zero) in zip(signs_plus, signs_minus, bases):
+        changed = (plus != on) | (minus != on)
+        at_x.append(tf.reduce_any(changed & zero))
+        inside.append(tf.math.count_nonzero(changed & ~zero, dtype=tf.int32))
     if not at_x:
         return tf.constant(0)
     return tf.cast(tf.reduce_any(tf.stack(at_x)), tf.int32) + tf.add_n(inside)
