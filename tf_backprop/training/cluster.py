@@ -2,18 +2,22 @@
 
 `parse_tf_config` validates TF_CONFIG with one-line errors.  `bound_start_up` makes
 MultiWorkerMirroredStrategy's start-up (every worker registering with the chief's coordination
-service) end after a timeout instead of waiting forever.  `silent_workers` names the workers
+service) end after a timeout instead of waiting forever, and `ctrl_c_ends_the_process` lets
+Ctrl-C end that wait.  `silent_workers` names the workers
 whose address refuses a TCP connection, for the messages of a start-up or a collective that
 timed out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 
 from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.eager import context as tf_context  # no public API configures the service
@@ -101,6 +105,23 @@ def bound_start_up(cluster: Mapping, timeout_seconds: float) -> None:
     # Without the barrier the leader returns from registration at once and then waits for the
     # others without any deadline.
     runtime.coordination_service.cluster_register_with_barrier = True
+
+
+@contextlib.contextmanager
+def ctrl_c_ends_the_process() -> Iterator[None]:
+    """SIGINT ends the process at once (its default action) for the block: the start-up wait
+    holds the interpreter in TensorFlow's C++, so Ctrl-C's KeyboardInterrupt would be raised
+    only after --worker_timeout.  Nothing is written before it.  (SIGTERM cannot be helped so:
+    TensorFlow's preemption notifier takes it over inside the same call.  Python sets handlers
+    from the main thread only.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_own_port_free(cluster: Mapping, task: Mapping) -> None:

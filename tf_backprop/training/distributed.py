@@ -34,8 +34,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import threading
 import zlib
 from collections.abc import Callable, Iterator
 
@@ -129,23 +127,6 @@ def cpu_devices(count: int) -> list[str]:
     return names
 
 
-@contextlib.contextmanager
-def _ctrl_c_ends_the_process() -> Iterator[None]:
-    """SIGINT ends the process at once (its default action) for the block: the start-up wait
-    holds the interpreter in TensorFlow's C++, so Ctrl-C's KeyboardInterrupt would be raised
-    only after --worker_timeout.  Nothing is written before it.  (SIGTERM cannot be helped so:
-    TensorFlow's preemption notifier takes it over inside the same call.  Python sets handlers
-    from the main thread only.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _multi_worker(config: TrainConfig) -> tf.distribute.MultiWorkerMirroredStrategy:
     """MultiWorkerMirroredStrategy configured by TF_CONFIG (validated first)."""
     cluster, task = cluster_lib.parse_tf_config(os.environ.get("TF_CONFIG"))
@@ -158,7 +139,7 @@ def _multi_worker(config: TrainConfig) -> tf.distribute.MultiWorkerMirroredStrat
     cluster_lib.bound_start_up(cluster, config.worker_timeout)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=config.worker_timeout)
     try:  # returns once every worker has registered
-        with _ctrl_c_ends_the_process():
+        with cluster_lib.ctrl_c_ends_the_process():
             logging.info("start-up: waiting up to %g s for every worker to register", config.worker_timeout)
             return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     except _LOST:
