@@ -30,7 +30,9 @@ from absl.testing import parameterized
 
 from tf_backprop import backprop, training
 from tf_backprop.data import pipeline
+from tf_backprop.training import api as training_api
 from tf_backprop.training import checkpoint, config, distributed, feed
+from tf_backprop.training import workdir as workdir_lib
 
 _TIMEOUT = 240  # seconds per worker process; a run takes 10-30 s on a loaded 2-core machine
 _LOST_WITHIN = 60  # a surviving worker must exit this soon after its peer was killed
@@ -323,6 +325,10 @@ class _Cluster:
         return outcomes
 
 
+def _every_log(outcomes: list[_Outcome]) -> str:
+    return "\n".join(f"=== worker {i}: {o.describe()}" for i, o in enumerate(outcomes))
+
+
 def _single_device_reference(root: str) -> list[np.ndarray]:
     """The same run as _FLAGS on one device (the same global batch of 20)."""
     cfg = config.TrainConfig(
@@ -346,8 +352,7 @@ class MultiWorkerTest(tf.test.TestCase):
     def _run_cluster(self, workdir: str) -> list[_Outcome]:
         cluster = _Cluster(self.create_tempdir().full_path, workdir, _FLAGS)
         outcomes = cluster.finish()
-        every = "\n".join(f"=== worker {i}: {o.describe()}" for i, o in enumerate(outcomes))
-        self.assertEqual([o.returncode for o in outcomes], [0] * len(outcomes), every)
+        self.assertEqual([o.returncode for o in outcomes], [0] * len(outcomes), _every_log(outcomes))
         return outcomes
 
     def _uninterrupted(self) -> list[np.ndarray]:
@@ -398,10 +403,8 @@ class MultiWorkerTest(tf.test.TestCase):
                 killed_at = time.monotonic()
                 survivor = cluster.wait(1 - victim, timeout=_LOST_WITHIN)
                 waited = time.monotonic() - killed_at
-                cluster.finish()
-                self.assertIsNotNone(
-                    progressed, "the victim never logged epoch 2; its log:\n" + "\n".join(cluster.lines[-40:])
-                )
+                outcomes = cluster.finish()
+                self.assertIsNotNone(progressed, "the victim never logged epoch 2:\n" + _every_log(outcomes))
                 self.assertLess(waited, _LOST_WITHIN, survivor.describe())
                 self.assertNotIn(survivor.returncode, (0, -signal.SIGKILL), survivor.describe())
                 self.assertRegex(survivor.stderr[-1], _ERROR_LINE)
@@ -561,6 +564,30 @@ class StreamedMultiWorkerTest(tf.test.TestCase):
                     self.assertEqual(outcome.returncode, 2, outcome.describe())
                     self.assertEqual(outcome.stderr[-1], line, outcome.describe())
                 self.assertFalse(os.path.exists(workdir))  # made for the run by the chief, removed
+
+
+class RunFolderOrderTest(tf.test.TestCase):
+    """Under multi_worker no worker reads the folder while the chief writes it: a worker checking
+    it then met the chief's writability probe (or a restart half moved aside) and refused a good
+    folder (a CI failure).  Every worker checks first; the chief writes only after a barrier."""
+
+    def test_the_chief_writes_nothing_before_every_worker_has_checked(self):
+        workdir = os.path.join(self.create_tempdir().full_path, "run")
+        trainer = training.build(_config(workdir))
+        seen = []  # what the folder held at each barrier
+
+        def barrier(strategy, what):
+            seen.append(sorted(os.listdir(workdir)) if os.path.exists(workdir) else None)
+
+        with (
+            mock.patch.object(distributed, "is_multi_worker", return_value=True),
+            mock.patch.object(distributed, "barrier", side_effect=barrier),
+            mock.patch.object(workdir_lib, "check_read_only", wraps=workdir_lib.check_read_only) as checked,
+        ):
+            with training_api._run_folder(trainer, restart=False) as (folder, _):
+                self.assertEqual(folder, workdir)
+        checked.assert_called_once()
+        self.assertEqual(seen, [None, [".lock", "config.json", "data.json"]])
 
 
 class DisagreeingWorkersTest(tf.test.TestCase):

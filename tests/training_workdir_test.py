@@ -148,6 +148,7 @@ class OwnershipTest(tf.test.TestCase, parameterized.TestCase):
         folder = self.create_tempdir()
         folder.create_file(".lock")
         folder.create_file(".config.json.tmp-0123456789ab", content="{")
+        folder.create_file(".write-check-ab_12xyz")  # _check_writable's probe, mid-check or killed
         workdir_lib.check_owned(folder.full_path)
         folder.create_file("notes.txt")
         with self.assertRaisesRegex(training.WorkdirError, r"it holds notes\.txt\)"):
@@ -273,12 +274,14 @@ class LeftoversTest(tf.test.TestCase):
             "ckpt/checkpoint.tmp0123456789abcdef",
             ".metrics.json.tmp-0123456789ab",
             "workertemp_1/ckpt.index",
+            ".write-check-ab_12xyz",
         ]
         kept = [
             "ckpt/notes_temp",
             "ckpt/ckpt-40.index.bak",
             "keep.tmp",
             ".metrics.json.tmp-mine",
+            ".write-check-mine",
             "notes.txt",
         ]
         for name in leftovers + kept:

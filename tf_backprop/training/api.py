@@ -276,18 +276,24 @@ def _check_workers_agree(
 @contextlib.contextmanager
 def _run_folder(trainer: Trainer, restart: bool) -> Iterator[tuple[str, workdir_lib.Before | None]]:
     """(workdir, before): the chief prepares the workdir and locks it for the whole run
-    (workdir.prepared), before holding what it was; the other workers check it and wait for
-    the chief (before None)."""
+    (workdir.prepared), before holding what it was; the other workers wait for it (before None).
+
+    Under multi_worker every worker first checks the folder as it is (workdir.check_read_only),
+    and the chief changes it only when all have: each worker refuses a bad folder with its own
+    line, and none reads the folder while the chief writes it (a worker that did met the chief's
+    writability probe, or a restart half moved aside, and refused a good folder)."""
+    config, strategy, checked = trainer.config, trainer.strategy, None
+    if distributed.is_multi_worker(strategy):
+        checked = workdir_lib.check_read_only(config, trainer.datasets, restart, trainer.plan)
+        distributed.barrier(strategy, "start-up")
     before = None
-    if distributed.is_chief(trainer.strategy):
-        before = workdir_lib.before_opening(trainer.config.workdir)
-        folder = workdir_lib.prepared(trainer.config, trainer.datasets, restart, trainer.plan)
+    if distributed.is_chief(strategy):
+        before = workdir_lib.before_opening(config.workdir)
+        folder = workdir_lib.prepared(config, trainer.datasets, restart, trainer.plan)
     else:
-        folder = contextlib.nullcontext(
-            workdir_lib.check_as_follower(trainer.config, trainer.datasets, restart, trainer.plan)
-        )
+        folder = contextlib.nullcontext(checked)
     with folder as workdir:
-        distributed.barrier(trainer.strategy, "start-up")
+        distributed.barrier(strategy, "start-up")
         yield workdir, before
 
 

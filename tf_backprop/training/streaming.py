@@ -54,7 +54,7 @@ def opened(config: TrainConfig, strategy, restart: bool) -> Iterator[tuple[Train
     check it."""
     if not distributed.is_chief(strategy):
         distributed.barrier(strategy, "start-up")  # the chief has opened the folder
-        workdir = workdir_lib.check_as_follower(config, None, restart)
+        workdir = workdir_lib.check_read_only(config, None, restart)
         yield dataclasses.replace(config, workdir=workdir), None
         return
     before = workdir_lib.before_opening(config.workdir)

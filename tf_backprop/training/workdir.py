@@ -66,6 +66,7 @@ _PREVIOUS = re.compile(r"previous-\d{8}-\d{6}-\d{6}")  # move_aside's folders
 _RUN_FILE_NAMES = "|".join(re.escape(name) for name in RUN_FILES)
 _HIDDEN = re.compile(rf"\.({_RUN_FILE_NAMES})\.(tmp|old)-[0-9a-f]{{12}}")
 _WORKER_SCRATCH = re.compile(r"workertemp_\d+")  # distributed: a non-chief worker's scratch folder
+_PROBE = re.compile(r"\.write-check-[a-z0-9_]{8}")  # _check_writable's file (mkstemp's 8 characters)
 _MAX_LISTED = 5
 
 
@@ -179,11 +180,12 @@ def finish(workdir: str, config: TrainConfig, datasets: data_lib.Datasets, plan:
     files.write_json(os.path.join(workdir, checkpoint_lib.DATA_FILE), datasets.preprocessing.to_dict())
 
 
-def check_as_follower(
+def check_read_only(
     config: TrainConfig, datasets: data_lib.Datasets | None, restart: bool, plan: Plan | None = None
 ) -> str:
-    """A non-chief worker's checks of the run folder the chief prepares (of its data and the
-    steps trained, each unless None); writes nothing."""
+    """The checks of `prepared` that write nothing (ownership; unless restart, resuming: the
+    config, the data and the steps trained, each unless None), for the workers of a
+    multi-worker run, which share the chief's folder; its absolute path."""
     workdir = os.path.abspath(os.path.expanduser(config.workdir))
     check_owned(workdir)
     if not restart:
@@ -271,7 +273,7 @@ def is_run_folder(workdir: str) -> bool:
 
 def _is_leftover(workdir: str, name: str) -> bool:
     """A name a run of ours leaves even before its config.json exists."""
-    if name == LOCK_FILE or _HIDDEN.fullmatch(name):
+    if name == LOCK_FILE or _HIDDEN.fullmatch(name) or _PROBE.fullmatch(name):
         return True
     return bool(_PREVIOUS.fullmatch(name)) and is_run_folder(os.path.join(workdir, name))
 
@@ -369,7 +371,7 @@ def _check_writable(folder: str) -> None:
 # ----------------------------------------------------------------------------- leftovers
 def remove_leftovers(workdir: str) -> None:
     """Removes what killed runs left: checkpoint temporaries, hidden temporaries of the atomic
-    writes and worker scratch folders; a complete export set aside by an interrupted
+    writes, writability probes and worker scratch folders; a complete export set aside by an interrupted
     replacement is put back if the export itself is missing."""
     checkpoint_lib.remove_temporaries(workdir)
     export = os.path.join(workdir, export_lib.EXPORT_DIR)
@@ -378,7 +380,7 @@ def remove_leftovers(workdir: str) -> None:
         if name.startswith(f".{export_lib.EXPORT_DIR}.old-") and not os.path.lexists(export):
             os.rename(path, export)
             logging.info("put back the export an interrupted replacement had set aside: %s", name)
-        elif _HIDDEN.fullmatch(name) or _WORKER_SCRATCH.fullmatch(name):
+        elif any(pattern.fullmatch(name) for pattern in (_HIDDEN, _WORKER_SCRATCH, _PROBE)):
             _remove(path)
             logging.info("removed %s, left by an interrupted run", path)
 
