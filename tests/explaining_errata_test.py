@@ -157,10 +157,10 @@ class OffUnitsTest(tf.test.TestCase):
         x, y = [[0.5, -1.2], [-0.8, -0.5]], [[0.3], [0.8]]  # seed 3: off for the first, on for the second
         trace, errata_ = _explain(x, y)
         z = trace.layers[2].term("z").value[:, 0]
-        self.assertEqual(list(z <= 0), [True, False])  # row 1 off, row 2 on
+        self.assertEqual(list(z <= 0), [True, False])  # row 0 off, row 1 on
         self.assertEqual(
             errata_["output_sign"].notes,
-            ("z⁽³⁾ ≤ 0 in row 1: the output unit is off, so δ⁽³⁾ = 0 there and that row adds 0 to every "
+            ("z⁽³⁾ ≤ 0 in row 0: the output unit is off, so δ⁽³⁾ = 0 there and that row adds 0 to every "
              "gradient with either sign",),
         )  # fmt: skip
         self.assertNotAllClose(errata_["output_sign"].right_gradient.value, np.zeros((3, 1)))
@@ -168,10 +168,11 @@ class OffUnitsTest(tf.test.TestCase):
         self.assertIn("so δ⁽³⁾ = 0 and every gradient is 0 with either sign", errata_["output_sign"].notes[0])
 
     def test_batches_name_the_row(self):
+        # Rows count from 0, as --row and the batch tables do (the notes counted from 1).
         trace, errata_ = _explain([[0.1, 0.2], [-0.8, -0.5]], [[0.3], [0.8]])
         self.assertEqual(trace.batch_size, 2)
         self.assertIn(
-            "δ⁽²⁾ unit 3 of row 2 is 0 (the unit is off) whatever ∂L/∂h⁽²⁾ is", errata_["chain_index_2"].notes
+            "δ⁽²⁾ unit 3 of row 1 is 0 (the unit is off) whatever ∂L/∂h⁽²⁾ is", errata_["chain_index_2"].notes
         )
         self.assertIn("δ⁽³⁾ [2, 1] @ W₂ᵀ [3, 3]: the shapes do not multiply", errata_["chain_index_2"].notes)
         mse = explaining.explain(article_net(), [[0.1, 0.2], [-0.8, -0.5]], [[0.3], [0.8]], "mse")

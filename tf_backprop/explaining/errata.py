@@ -131,11 +131,13 @@ class _Context:
         return float(self.loss.value(z, h, self.y))
 
     def off_units(self, layer: int) -> list[str]:
-        """The units of `layer` that are off (f'(z) = 0), as 'unit 2', or 'unit 2 of row 1' in a batch."""
+        """The units of `layer` that are off (f'(z) = 0), as 'unit 2', or 'unit 2 of row 0' in a
+        batch (units count from 1, as the article's h1, h2, h3; rows from 0, as --row and the
+        batch tables)."""
         rows, units = np.nonzero(self.trace.layers[layer - 1].off())
         if self.trace.batch_size == 1:
             return [f"unit {u + 1}" for u in units]
-        return [f"unit {u + 1} of row {r + 1}" for r, u in zip(rows, units)]
+        return [f"unit {u + 1} of row {r}" for r, u in zip(rows, units)]
 
     def off_everywhere(self, layer: int) -> list[int]:
         """The units of `layer` (from 1) that are off in every row: their gradients are exactly 0."""
@@ -305,7 +307,7 @@ def _output_off_note(c: _Context, consequence: str) -> str:
     if c.trace.batch_size == 1:
         where = f"z⁽³⁾ = {z[0]:.4g} ≤ 0"
     else:
-        where = "z⁽³⁾ ≤ 0 in " + ", ".join(f"row {i + 1}" for i in off)
+        where = "z⁽³⁾ ≤ 0 in " + ", ".join(f"row {i}" for i in off)  # rows from 0, as --row
     if len(off) < len(z) and consequence == _OFF_OUTPUT_GRADIENTS:
         rows = "that row adds" if len(off) == 1 else "those rows add"
         consequence = f"δ⁽³⁾ = 0 there and {rows} 0 to every gradient with either sign"
