@@ -12,6 +12,7 @@ from absl.testing import parameterized
 from planted_faults import logsumexp_with, square_off_by, square_with, stable_logsumexp, wrong_at_one_element
 
 from tf_backprop import gradcheck
+from tf_backprop.gradcheck import perturb
 
 RNG = np.random.default_rng(0)
 A = RNG.standard_normal((3, 4))
@@ -361,3 +362,23 @@ class ReportTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class ProjectionRowsTest(tf.test.TestCase):
+    """Fast mode's rows (k directions, then s elements) are made dense only where asked: the
+    dense [k + s, n] rows cost more than the rest of a check of 10⁶ inputs."""
+
+    def test_rows_at_are_the_plans_rows(self):
+        plan = perturb.Plan(np.array([[1.0, -1.0, 1.0, 1.0], [-1.0, -1.0, 1.0, -1.0]]), np.array([3, 0]))
+        at = np.array([3, 0, 2, 1])
+        self.assertAllEqual(plan.rows_at(at), plan.rows(0, plan.count, 1.0)[at])
+        realized = np.array([[0.5, -1.0, 1.0, 1.0], [-1.0, -1.0, 1.0, 0.0]])
+        self.assertAllEqual(plan.rows_at([1, 2], realized), [[-1.0, -1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+    def test_a_non_finite_gradient_counts_only_where_a_direction_moves(self):
+        # An element whose realized direction is 0 (|θ| huge) must not make its row inf · 0 = NaN:
+        # the analytic value (along), nor its round-off scale (along_abs, which counts inf as 0).
+        grads = np.array([[1.0, np.inf, 2.0], [1.0, np.inf, 2.0], [3.0, -4.0, 0.5]])
+        directions = np.array([[1.0, 0.0, -1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+        self.assertAllEqual(perturb.along(grads, directions), [-1.0, np.inf, -0.5])
+        self.assertAllEqual(perturb.along_abs(grads, directions), [3.0, 3.0, 7.5])

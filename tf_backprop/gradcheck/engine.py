@@ -74,7 +74,7 @@ def full_jacobian(p: Problem) -> list[Entry]:
     # f's own rounding: of its value (|f|) and of intermediates that scale with the input (|θ|·|J|).
     theta_max = _theta_max(p)
     # The comparison's largest floor, for the report; each value is judged at its own (below).
-    scale = float(np.abs(p.f0).max()) + theta_max * float(_finite_abs(reverse).max(initial=0.0))
+    scale = float(np.abs(p.f0).max()) + theta_max * float(perturb.finite_abs(reverse).max(initial=0.0))
     tolerance = p.tolerance.with_roundoff(p.dtype, scale, p.eps)
     entries = []
     for i in range(len(p.xs)):
@@ -86,7 +86,7 @@ def full_jacobian(p: Problem) -> list[Entry]:
         )
         # f's rounding per value: of f_o itself, and of intermediates at the inputs' scale.
         sensitivity = np.maximum(
-            _finite_abs(reverse[:, span]), _finite_abs(numeric.central.reshape(n_out, -1))
+            perturb.finite_abs(reverse[:, span]), perturb.finite_abs(numeric.central.reshape(n_out, -1))
         )
         numeric = dataclasses.replace(numeric, atol=_roundoff(p, np.abs(f0) + theta_max * sensitivity))
         numeric = dataclasses.replace(
@@ -120,7 +120,7 @@ def projections(p: Problem, options: Options) -> list[Entry]:
     values = perturb.run_plans(targets, plans, p.eps)
     scale = float(np.max(np.linalg.norm(us * p.f0, axis=1)))  # round-off of uᵀf, errors independent
     # Rounding inside f that scales with its input: |θ| · ‖uᵀJ‖₁.
-    scale += _theta_max(p) * float(_finite_abs(reverse).sum(axis=1).max(initial=0.0))
+    scale += _theta_max(p) * float(perturb.finite_abs(reverse).sum(axis=1).max(initial=0.0))
     tolerance = p.tolerance.with_roundoff(p.dtype, scale, p.eps)
     return [
         _projection_entry(p, i, plan, us, reverse, value, tolerance)
@@ -140,13 +140,6 @@ def _theta_max(p: Problem) -> float:
     return float(np.abs(np.asarray(p.theta, np.float64)).max(initial=0.0))
 
 
-def _finite_abs(values: np.ndarray) -> np.ndarray:
-    """|values|, 0 where not finite: a NaN analytic value fails by itself, and must not make the
-    tolerance NaN, which would fail every other value with it."""
-    with np.errstate(invalid="ignore"):
-        return np.where(np.isfinite(values), np.abs(values), 0.0)
-
-
 def element_steps(p: Problem, eps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The steps θ ± ε·e_j really take in p's dtype (ε: p.eps unless given), (up, down) [n]:
     fl(θ_j + ε) − θ_j and θ_j − fl(θ_j − ε).  They differ from ε once |θ_j| is large (at 1e8,
@@ -158,18 +151,16 @@ def element_steps(p: Problem, eps: float | None = None) -> tuple[np.ndarray, np.
     return (theta + step).astype(np.float64) - exact, exact - (theta - step).astype(np.float64)
 
 
-def _realized_rows(p: Problem, i: int, plan: perturb.Plan) -> np.ndarray:
-    """The direction each row of input i's plan really takes: ((θ + εv) − (θ − εv)) / 2ε in p's
-    dtype for the random directions [k, n_i], then e_j for the elements (their differences
-    divide by their own steps instead); [k + s, n_i]."""
-    unit_rows = plan.rows(0, plan.count, 1.0)
-    k = len(plan.directions)
-    if k:
-        theta = np.asarray(p.theta)[p.layout.span(i)]
-        step = (theta.dtype.type(p.eps) * plan.directions).astype(theta.dtype)  # [k, n_i]
-        both = (theta + step).astype(np.float64) - (theta - step).astype(np.float64)
-        unit_rows[:k] = both / (2 * p.eps)
-    return unit_rows
+def _realized_directions(p: Problem, i: int, plan: perturb.Plan) -> np.ndarray:
+    """The direction each random direction v of input i's plan really takes: ((θ + εv) −
+    (θ − εv)) / 2ε in p's dtype, [k, n_i].  A sampled element's is e_j (its differences divide
+    by its own steps instead)."""
+    theta = np.asarray(p.theta)[p.layout.span(i)]
+    step = (theta.dtype.type(p.eps) * plan.directions).astype(theta.dtype, copy=False)  # [k, n_i]
+    realized = (theta + step).astype(np.float64, copy=False)  # in place from here: n_i may be 10⁶
+    realized -= theta - step  # exact in float64 when theta is float32
+    realized /= 2 * p.eps
+    return realized
 
 
 # --- comparisons -------------------------------------------------------------------------------
@@ -229,7 +220,9 @@ def _forward_vs_reverse(p: Problem, sources, locate, error) -> Comparison:
     if "forward" not in sources:
         return failed_source(labels, exact, error)
     forward, reverse = sources["forward"].values, sources[p.source].values
-    scale = float(max(_finite_abs(forward).max(initial=0.0), _finite_abs(reverse).max(initial=0.0)))
+    scale = float(
+        max(perturb.finite_abs(forward).max(initial=0.0), perturb.finite_abs(reverse).max(initial=0.0))
+    )
     return compare(forward, reverse, exact.scaled(scale), sources=labels, locate=locate)
 
 
@@ -297,25 +290,22 @@ def _projection_entry(p: Problem, i: int, plan: perturb.Plan, us, reverse, value
     plus, minus, base = (np.sum(u * f.astype(np.float64), axis=1) for f in (*value, p.f0[None]))
     up, down = _row_steps(p, i, plan)
     numeric = _Numeric((plus - minus) / (up + down), (plus - base) / up, (base - minus) / down)
-    unit_rows = plan.rows(0, plan.count, 1.0)  # [k + s, n_i]: v_d or e_j, the steps' directions
-    realized = _realized_rows(p, i, plan)  # the directions the analytic values are taken along
-    row_grads = _row_gradients(reverse[:, p.layout.span(i)], plan)  # uᵀJ per row [k + s, n_i]
+    # Rows are v_d (the steps' directions; the analytic values are taken along the realized
+    # ones) for the k directions, then e_j for the s elements: dense [k + s, n_i] only where asked.
+    rows = perturb.ProjectionRows(plan, _realized_directions(p, i, plan))
+    grads = reverse[:, p.layout.span(i)]  # uᵀJ per direction [k, n_i]
     # Each row's rounding: of uᵀf (errors independent), and of intermediates at the inputs' scale.
-    moved = np.maximum(_along(_finite_abs(row_grads), np.abs(realized)), _finite_abs(numeric.central))
+    moved = np.maximum(rows.along(grads, absolute=True), perturb.finite_abs(numeric.central))
     scales = np.linalg.norm(u * p.f0, axis=1) + _theta_max(p) * moved
     numeric = dataclasses.replace(numeric, atol=_roundoff(p, scales))
-    numeric = dataclasses.replace(
-        numeric, split=kinks.cached(_row_split(p, i, plan, u, unit_rows, base, (up, down)))
-    )
-    reverse_values = _along(row_grads, realized)
-    sources = {p.source: _Source(reverse_values, _reverse_at_row(p, i, u, unit_rows, realized))}
+    numeric = dataclasses.replace(numeric, split=kinks.cached(_row_split(p, i, rows, u, base, (up, down))))
+    sources = {p.source: _Source(rows.along(grads), _reverse_at_row(p, i, u, rows))}
     error = None
     if p.forward:
         try:
-            jv = run_chunked(lambda rows: runner(p, "jvp")(rows, int(p.layout.offsets[i])), realized)
-            sources["forward"] = _Source(
-                np.sum(u * jv, axis=1), _forward_at_row(p, i, u, unit_rows, realized)
-            )
+            realized = rows.realized_at(np.arange(plan.count))
+            jv = run_chunked(lambda r: runner(p, "jvp")(r, int(p.layout.offsets[i])), realized)
+            sources["forward"] = _Source(np.sum(u * jv, axis=1), _forward_at_row(p, i, u, rows))
         except Exception as caught:  # noqa: BLE001 - any failure of forward mode is the verdict
             error = _forward_failure(caught)
     locate = plan.locate(p.layout.shapes[i])
@@ -324,45 +314,34 @@ def _projection_entry(p: Problem, i: int, plan: perturb.Plan, us, reverse, value
     return Entry(p.layout.names[i], p.layout.shapes[i], norms, comparisons)
 
 
-def _row_points(p: Problem, i: int, unit_rows: np.ndarray, at: np.ndarray, t: float) -> np.ndarray:
+def _row_points(p: Problem, i: int, rows: perturb.ProjectionRows, at: np.ndarray, t: float) -> np.ndarray:
     """θ + tε v_r for the rows `at`: [R, n]."""
     points = np.tile(np.asarray(p.theta), (len(at), 1))
-    points[:, p.layout.span(i)] += t * p.eps * unit_rows[at]
+    points[:, p.layout.span(i)] += t * p.eps * rows.steps_at(at)
     return points
 
 
-def _reverse_at_row(
-    p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray, realized: np.ndarray
-) -> Callable:
+def _reverse_at_row(p: Problem, i: int, u: np.ndarray, rows: perturb.ProjectionRows) -> Callable:
     """(rows, t) -> u_rᵀ J(θ + tε v_r) w_r, reverse mode (w_r: the realized direction)."""
 
     def at_side(at: np.ndarray, t: float) -> np.ndarray:
-        rows = np.concatenate([_row_points(p, i, unit_rows, at, t), u[at]], axis=1)
-        grads = run_chunked(runner(p, "vjp_at"), rows)[:, p.layout.span(i)]
-        return _along(grads, realized[at])
+        points = np.concatenate([_row_points(p, i, rows, at, t), u[at]], axis=1)
+        grads = run_chunked(runner(p, "vjp_at"), points)[:, p.layout.span(i)]
+        return perturb.along(grads, rows.realized_at(at))
 
     return kinks.guarded(at_side)
 
 
-def _forward_at_row(
-    p: Problem, i: int, u: np.ndarray, unit_rows: np.ndarray, realized: np.ndarray
-) -> Callable:
+def _forward_at_row(p: Problem, i: int, u: np.ndarray, rows: perturb.ProjectionRows) -> Callable:
     """(rows, t) -> u_rᵀ J(θ + tε v_r) w_r, forward mode."""
 
     def at_side(at: np.ndarray, t: float) -> np.ndarray:
         tangents = np.zeros((len(at), p.layout.size))
-        tangents[:, p.layout.span(i)] = realized[at]
-        rows = np.concatenate([_row_points(p, i, unit_rows, at, t), tangents], axis=1)
-        return np.sum(u[at] * run_chunked(runner(p, "jvp_at"), rows), axis=1)
+        tangents[:, p.layout.span(i)] = rows.realized_at(at)
+        points = np.concatenate([_row_points(p, i, rows, at, t), tangents], axis=1)
+        return np.sum(u[at] * run_chunked(runner(p, "jvp_at"), points), axis=1)
 
     return kinks.guarded(at_side)
-
-
-def _along(grads: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    """Σ_j g_j w_j per row [R], over the elements each direction moves: a sampled element's row
-    is its own value, even where another element's is inf (inf · 0 would make it NaN)."""
-    with np.errstate(invalid="ignore"):
-        return np.sum(np.where(directions != 0, grads * directions, 0.0), axis=1)
 
 
 def _row_cotangents(us: np.ndarray, plan: perturb.Plan) -> np.ndarray:
@@ -371,22 +350,15 @@ def _row_cotangents(us: np.ndarray, plan: perturb.Plan) -> np.ndarray:
     return np.concatenate([us[:k], np.repeat(us[:1], len(plan.elements), axis=0)])
 
 
-def _row_gradients(grads: np.ndarray, plan: perturb.Plan) -> np.ndarray:
-    """uᵀJ for each row of the plan, from uᵀJ per direction [k, n_i]: u_d's for direction d,
-    u_0's for the sampled elements; [k + s, n_i]."""
-    k = len(plan.directions)
-    return np.concatenate([grads[:k], np.repeat(grads[:1], len(plan.elements), axis=0)])
-
-
-def _row_split(p: Problem, i: int, plan: perturb.Plan, u, unit_rows, base, steps) -> Callable:
+def _row_split(p: Problem, i: int, rows: perturb.ProjectionRows, u, base, steps) -> Callable:
     """`kinks.Split` for input i's rows: uᵀf at θ ± (ε/2)v_r, its one-sided
     differences, and the steps (ε-sized `steps`, (up, down) [k + s], and the half ones)."""
-    offset = int(p.layout.offsets[i])
-    half_up, half_down = _row_steps(p, i, plan, p.eps / 2)
+    target = perturb.Target(runner(p, "pair"), p.layout.size, int(p.layout.offsets[i]), p.output.size)
+    half_up, half_down = _row_steps(p, i, rows.plan, p.eps / 2)
     up, down = steps
 
     def split(at: np.ndarray) -> kinks.SplitSides:
-        pair = runner(p, "pair")(unit_rows[at] * (p.eps / 2), offset)
+        pair = perturb.run_rows(target, rows.steps_at(at) * (p.eps / 2))
         plus, minus = (np.sum(u[at] * np.asarray(v, np.float64), axis=1) for v in pair)
         return kinks.SplitSides(
             (plus - base[at]) / half_up[at],

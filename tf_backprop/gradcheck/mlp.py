@@ -281,14 +281,13 @@ def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_poin
     shape, locate = layout.shapes[i], plan.locate(layout.shapes[i])
     tape, manual = sources["tape"][0][i], sources["manual"][0][i]
     comparisons = [compare(tape, manual, exact, sources=("tape", "manual"), locate=element_locator(shape))]
-    unit_rows = plan.rows(0, plan.count, 1.0)  # [k + s, n_i]: v_d or e_j
-    split = kinks.cached(_half_steps(target, unit_rows, base, eps))  # one for both sources
+    split = kinks.cached(_half_steps(target, plan, base, eps))  # one for both sources
     for name, (grads, fn) in sources.items():
         comparisons.append(
             kinks.compare_with_differences(
                 plan.project(grads[i].ravel()),
                 differences,
-                kinks.guarded(at_point.side(fn, layout, i, unit_rows, eps)),
+                kinks.guarded(at_point.side(fn, layout, i, plan, eps)),
                 tolerance,
                 sources=(name, "numeric"),
                 locate=locate,
@@ -306,13 +305,13 @@ def _mlp_entry(layout, i, plan, sources, numeric, base, eps, tolerances, at_poin
     return Entry(layout.names[i], shape, norms, tuple(comparisons))
 
 
-def _half_steps(target: perturb.Target, unit_rows: np.ndarray, base: float, eps: float) -> kinks.Split:
+def _half_steps(target: perturb.Target, plan: perturb.Plan, base: float, eps: float) -> kinks.Split:
     """`kinks.Split` for the plan's rows: the loss at θ ± (ε/2)v_r and its one-sided differences
     (truncation and the kink at the point, `kinks`), evaluated for the candidates only."""
 
     def split(at: np.ndarray) -> kinks.SplitSides:
         plus, minus = (
-            np.asarray(v, np.float64) for v in target.run(unit_rows[at] * (eps / 2), target.offset)[:2]
+            np.asarray(v, np.float64) for v in target.run(plan.rows_at(at) * (eps / 2), target.offset)[:2]
         )
         full, half = np.full(len(at), eps), np.full(len(at), eps / 2)
         return kinks.SplitSides((plus - base) / (eps / 2), (base - minus) / (eps / 2), full, full, half, half)
@@ -328,16 +327,16 @@ class _AtPoint:
         self.theta = [v.numpy() for v in model.trainable_variables]
         self.copy: MLP | None = None
 
-    def side(self, fn: GradientFn, layout: perturb.Layout, i: int, unit_rows: np.ndarray, eps: float):
-        """(rows, t) -> fn's gradient of variable i at θ + tε v_r, along v_r."""
+    def side(self, fn: GradientFn, layout: perturb.Layout, i: int, plan: perturb.Plan, eps: float):
+        """(rows, t) -> fn's gradient of variable i at θ + tε v_r, along v_r (v_d or e_j)."""
 
         def at_side(at: np.ndarray, t: float) -> np.ndarray:
             values = []
-            for r in at:
+            for row in plan.rows_at(at):
                 weights = list(self.theta)
-                weights[i] = weights[i] + t * eps * unit_rows[r].reshape(layout.shapes[i])
+                weights[i] = weights[i] + t * eps * row.reshape(layout.shapes[i])
                 grads = fn(self._with(weights), self.x, self.y, self.loss, self.l2)[1]
-                values.append(float(np.asarray(grads[i], np.float64).ravel() @ unit_rows[r]))
+                values.append(float(np.asarray(grads[i], np.float64).ravel() @ row))
             return np.array(values)
 
         return at_side

@@ -252,8 +252,7 @@ def _fast_entries(net: _Net, plans, numeric, g0, eps, tolerance, hvp_fns, seed: 
         differences = ((plus - minus) / (2 * eps), (plus - base) / eps, (base - minus) / eps)
         span = net.layout.span(i)
         sources = {name: _project(hw[:, span], plan) for name, hw in hws.items()}
-        unit_rows = plan.rows(0, plan.count, 1.0)  # [k + s, n_i]
-        sides = {name: _row_sides(net, fn, i, ws, plan, unit_rows, eps) for name, fn in hvp_fns.items()}
+        sides = {name: _row_sides(net, fn, i, ws, plan, eps) for name, fn in hvp_fns.items()}
         locate = plan.locate(net.layout.shapes[i])
         checks = (crossed, tolerance, hvp_scale)
         entries.append(_entry(net.layout, i, sources, differences, sides, checks, locate, False))
@@ -272,15 +271,15 @@ def _project(hw: np.ndarray, plan: perturb.Plan) -> np.ndarray:
     return np.concatenate([np.sum(hw[:k] * plan.directions, axis=1), hw[0, plan.elements]])
 
 
-def _row_sides(net: _Net, fn: HvpFn, i: int, ws, plan: perturb.Plan, unit_rows, eps: float) -> Callable:
-    """(rows, t) -> w_rᵀ H(θ + tε v_r) v_r by fn."""
+def _row_sides(net: _Net, fn: HvpFn, i: int, ws, plan: perturb.Plan, eps: float) -> Callable:
+    """(rows, t) -> w_rᵀ H(θ + tε v_r) v_r by fn (v_r: v_d or e_j)."""
     theta, span, k = np.asarray(net.theta), net.layout.span(i), len(plan.directions)
 
     def at_side(at: np.ndarray, t: float) -> np.ndarray:
         values = []
-        for r in at:
+        for r, row in zip(at, plan.rows_at(at)):
             v = np.zeros_like(theta)
-            v[span] = unit_rows[r]
+            v[span] = row
             hv = net.hvp(fn, tf.constant(v), tf.constant(theta + t * eps * v))
             values.append(float(np.asarray(hv, np.float64) @ ws[r if r < k else 0]))
         return np.array(values)

@@ -5,6 +5,8 @@ Several tensors (an MLP's variables, a function's inputs) are laid out as one fl
 then s single elements (every element in full mode).  Each perturbation is a row δ of
 length n_i; a `Target` says how to evaluate rows of its tensor, and `run_plans` feeds it every
 plan's rows in chunks of about ROW_BUDGET numbers, through maps compiled by `compile_rows`.
+Fast mode projects gradients onto a plan's rows (`ProjectionRows`, `along`) without making
+them dense: a row of a 10⁶-element input is 8 MB.
 """
 
 from __future__ import annotations
@@ -84,6 +86,18 @@ class Plan:
                 rows[r] = eps * self.directions[item]
             else:
                 rows[r, self.elements[item - len(self.directions)]] = eps
+        return rows
+
+    def rows_at(self, at: np.ndarray, directions: np.ndarray | None = None) -> np.ndarray:
+        """Rows `at` (positions in the plan) of unit size, v_d or e_j: [len(at), n_i], dense
+        only for these; `directions` [k, n_i] stands in for the v_d (e.g. the realized ones)."""
+        directions = self.directions if directions is None else directions
+        at, k = np.asarray(at, int), len(self.directions)
+        rows = np.zeros((len(at), self.directions.shape[1]))
+        is_direction = at < k
+        rows[is_direction] = directions[at[is_direction]]
+        picked = np.flatnonzero(~is_direction)
+        rows[picked, self.elements[at[picked] - k]] = 1.0
         return rows
 
     def project(self, grad: np.ndarray) -> np.ndarray:
@@ -214,15 +228,84 @@ class Target:
     offset: int
     cost: int
 
+    def chunk(self) -> int:
+        """Rows per call: about ROW_BUDGET numbers."""
+        return max(1, ROW_BUDGET // max(self.size, self.cost))
+
 
 def run_plans(targets: list[Target], plans: list[Plan], eps: float) -> list[list[np.ndarray]]:
     """Evaluates every plan's rows; returns, per variable, run's outputs concatenated (NumPy)."""
     results = []
     for target, plan in zip(targets, plans):
-        chunk = max(1, ROW_BUDGET // max(target.size, target.cost))
+        chunk = target.chunk()
         parts = []
         for start in range(0, plan.count, chunk):
             rows = plan.rows(start, min(plan.count, start + chunk), eps)  # [P, n_i]
             parts.append([np.asarray(t) for t in tf.nest.flatten(target.run(rows, target.offset))])
         results.append([np.concatenate(p) for p in zip(*parts)])
     return results
+
+
+def run_rows(target: Target, rows: np.ndarray) -> list[np.ndarray]:
+    """target.run over rows [R, its size] in run_plans' chunks (so in the ways it traced): its
+    outputs, each concatenated (NumPy)."""
+    chunk = target.chunk()
+    parts = [
+        [np.asarray(t) for t in tf.nest.flatten(target.run(rows[s : s + chunk], target.offset))]
+        for s in range(0, len(rows), chunk)
+    ]
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectionRows:
+    """A fast plan's rows for projections: k directions, then s sampled elements, dense [R, n_i]
+    only where asked (for n_i = 10⁶ the dense rows cost more than the rest of a check)."""
+
+    plan: Plan
+    realized: np.ndarray  # [k, n_i]: the directions the analytic values are taken along
+
+    def steps_at(self, at: np.ndarray) -> np.ndarray:
+        """v_d or e_j, the directions the differences step along: [R, n_i]."""
+        return self.plan.rows_at(at)
+
+    def realized_at(self, at: np.ndarray) -> np.ndarray:
+        """The directions the analytic values are taken along: [R, n_i]."""
+        return self.plan.rows_at(at, self.realized)
+
+    def along(self, grads: np.ndarray, absolute: bool = False) -> np.ndarray:
+        """`along` of each row's gradient (direction d's row of grads [k, n_i] for direction d,
+        row 0's for the elements) and its realized direction; absolute: `along_abs`. [k + s]"""
+        k, elements = len(self.plan.directions), grads[0, self.plan.elements]
+        if absolute:
+            return np.concatenate([along_abs(grads[:k], self.realized), finite_abs(elements)])
+        return np.concatenate([along(grads[:k], self.realized), elements])
+
+
+def along(grads: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Σ_j g_j w_j per row [R], over the elements each direction moves: a sampled element's row
+    is its own value, even where another element's is inf (inf · 0 would make it NaN)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums = np.einsum("ij,ij->i", grads, directions)  # no [R, n] temporaries: n may be 10⁶
+        bad = ~np.isfinite(sums)
+        if bad.any():  # a non-finite g_j: only the elements the direction moves count
+            moved = directions[bad] != 0
+            sums[bad] = np.sum(np.where(moved, grads[bad] * directions[bad], 0.0), axis=1)
+    return sums
+
+
+def along_abs(grads: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Σ_j |g_j| |w_j| per row [R], a non-finite g_j counting 0 (`finite_abs`)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums = np.einsum("ij,ij->i", np.abs(grads), np.abs(directions))
+    bad = ~np.isfinite(sums)
+    if bad.any():
+        sums[bad] = along(finite_abs(grads[bad]), np.abs(directions[bad]))
+    return sums
+
+
+def finite_abs(values: np.ndarray) -> np.ndarray:
+    """|values|, 0 where not finite: a NaN analytic value fails by itself, and must not make the
+    tolerance NaN, which would fail every other value with it."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(values), np.abs(values), 0.0)
