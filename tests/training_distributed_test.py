@@ -565,6 +565,22 @@ class StreamedMultiWorkerTest(tf.test.TestCase):
                     self.assertEqual(outcome.stderr[-1], line, outcome.describe())
                 self.assertFalse(os.path.exists(workdir))  # made for the run by the chief, removed
 
+    def test_a_foreign_folder_is_refused_by_every_worker_with_its_line(self):
+        # The other worker checked the folder only after the chief had opened it: it met the
+        # chief's exit as a lost worker (exit 1, "restart every worker").
+        root = self.create_tempdir().full_path
+        workdir = os.path.join(root, "run")
+        os.makedirs(workdir)
+        with open(os.path.join(workdir, "notes.txt"), "w") as handle:
+            handle.write("mine")
+        flags = (*_stream_flags(_write_stream_shards(self.create_tempdir().full_path)), "--worker_timeout=60")
+        for outcome in _Cluster(root, workdir, flags, timeout=_LOST_WITHIN * 2).finish():
+            self.assertEqual(outcome.returncode, 2, outcome.describe())
+            self.assertRegex(
+                outcome.stderr[-1], r"--workdir: \S+/run is not empty and not a tf_backprop run folder"
+            )
+        self.assertEqual(os.listdir(workdir), ["notes.txt"])
+
 
 class RunFolderOrderTest(tf.test.TestCase):
     """Under multi_worker no worker reads the folder while the chief writes it: a worker checking

@@ -50,12 +50,16 @@ def opened(config: TrainConfig, strategy, restart: bool) -> Iterator[tuple[Train
     naming it, on the chief what the folder was before, for `workdir.put_back` if the data
     turns out bad).  The chief opens it (workdir.opened: checked as ours, locked for the block,
     a previous run moved aside or its config checked) and writes config.json, so a pass that is
-    interrupted leaves a folder known as a run folder; the other workers wait for it, then
-    check it."""
+    interrupted leaves a folder known as a run folder; the other workers wait for it.  Under
+    multi_worker every worker first checks the folder as it is (api's order: each refuses a bad
+    folder with its own line, none reads it while the chief writes it)."""
+    checked = None
+    if distributed.is_multi_worker(strategy):
+        checked = workdir_lib.check_read_only(config, None, restart)
+        distributed.barrier(strategy, "start-up")
     if not distributed.is_chief(strategy):
         distributed.barrier(strategy, "start-up")  # the chief has opened the folder
-        workdir = workdir_lib.check_read_only(config, None, restart)
-        yield dataclasses.replace(config, workdir=workdir), None
+        yield dataclasses.replace(config, workdir=checked), None
         return
     before = workdir_lib.before_opening(config.workdir)
     with workdir_lib.opened(config, restart) as workdir:
