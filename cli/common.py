@@ -213,14 +213,16 @@ def quiet_tensorflow() -> None:
         logging.get_absl_logger().addFilter(_TensorFlowInfo())
 
 
-def parse_int_list(flag: str, text: str | None) -> tuple[int, ...] | None:
-    """'2,3,3,1' -> (2, 3, 3, 1); UsageError naming the flag otherwise."""
+def parse_int_list(flag: str, text: str | None, example: str = "2,3,3,1") -> tuple[int, ...] | None:
+    """'2,3,3,1' -> (2, 3, 3, 1); UsageError naming the flag (and a value it takes) otherwise."""
     if text is None:
         return None
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise UsageError(f"--{flag}: expected comma-separated integers like 2,3,3,1, got {text!r}") from None
+        raise UsageError(
+            f"--{flag}: expected comma-separated integers like {example}, got {text!r}"
+        ) from None
 
 
 def parse_float_list(flag: str, text: str | None) -> tuple[float, ...] | None:

@@ -295,6 +295,11 @@ class BadFlagTest(CliTestCase):
             ("--learning_rate=fast", "flag --learning_rate: expected a number, got 'fast'"),
             ("--stream=maybe", "flag --stream: expected true or false, got 'maybe'"),
             ("--flagfile=nope.flags", "flag --flagfile: cannot read nope.flags (No such file or directory)"),
+            (
+                "--hidden=3,,3",
+                "--hidden: expected comma-separated integers like 64,64, got '3,,3'",
+            ),  # not 2,3,3,1
+            ("--layers=2,x,1", "--layers: expected comma-separated integers like 2,3,3,1, got '2,x,1'"),
         ):
             with self.subTest(flag=flag):
                 self.assertEqual(self.run_failing(flag, code=2), f"tf-backprop-train: error: {line}")
