@@ -75,8 +75,9 @@ _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}
 
 def flag_error_line(message: str) -> str:
     """absl's message for a bad flag value, in the user's terms: "flag --batch_size: expected an
-    integer, got 'abc'" for Python's "invalid literal for int() with base 10: 'abc'", and "flag
-    --input is required" for "Flag --input must have a value other than None."."""
+    integer, got 'abc'" for Python's "invalid literal for int() with base 10: 'abc'", "expected
+    one of sgd, adam, got 'x'" for "value should be one of <sgd|adam>", and "flag --input is
+    required" for "Flag --input must have a value other than None."."""
     flagfile = re.fullmatch(r"ERROR:: Unable to open flagfile: \[Errno \d+\] (.+?): '(.*)'", message, re.S)
     if flagfile is not None:
         return f"flag --flagfile: cannot read {flagfile[2]} ({flagfile[1]})"
@@ -86,6 +87,9 @@ def flag_error_line(message: str) -> str:
     name, value, reason = match.groups()
     if reason == f"Flag --{name} must have a value other than None.":
         return f"flag --{name} is required"
+    choices = re.fullmatch(r"value should be one of <(.*)>", reason, re.S)  # an enum flag
+    if choices is not None:
+        return f"flag --{name}: expected one of {', '.join(choices[1].split('|'))}, got {value!r}"
     expected = _EXPECTED.get(flags.FLAGS[name].flag_type())
     parse_failure = reason.startswith(("invalid literal", "could not convert", "('Non-boolean"))
     return f"flag --{name}: expected {expected}, got {value!r}" if expected and parse_failure else message

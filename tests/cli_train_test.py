@@ -300,6 +300,11 @@ class BadFlagTest(CliTestCase):
                 "--hidden: expected comma-separated integers like 64,64, got '3,,3'",
             ),  # not 2,3,3,1
             ("--layers=2,x,1", "--layers: expected comma-separated integers like 2,3,3,1, got '2,x,1'"),
+            (
+                "--optimizer=Adam",  # absl: "value should be one of <sgd|momentum|...>"
+                "flag --optimizer: expected one of sgd, momentum, nesterov, adam, adamw, rmsprop, adagrad, "
+                "got 'Adam'",
+            ),
         ):
             with self.subTest(flag=flag):
                 self.assertEqual(self.run_failing(flag, code=2), f"tf-backprop-train: error: {line}")
