@@ -13,6 +13,7 @@ from planted_faults import logsumexp_with, square_off_by, square_with, stable_lo
 
 from tf_backprop import gradcheck
 from tf_backprop.gradcheck import perturb
+from tf_backprop.model import MLP
 
 RNG = np.random.default_rng(0)
 A = RNG.standard_normal((3, 4))
@@ -121,13 +122,38 @@ class PlantedMistakesTest(tf.test.TestCase, parameterized.TestCase):
         report = gradcheck.gradcheck(tiny, [A], names=["x"])
         self.assertEqual(report.verdict, "PASS")
         self.assertIn(
-            "x: every value is below 10× atol (norm 9.8e-09, atol 1e-08): an error smaller than atol "
-            "passes; pass a smaller atol to check it",
+            "x: every value compared is below 10× atol (largest 5.2e-09, atol 1e-08): an error smaller "
+            "than atol passes; pass a smaller atol to check it",
             report.notes,
         )
         self._failing(tiny, [A], atol=1e-15)
         right = gradcheck.gradcheck(lambda t: tf.reduce_sum(t * t), [A], names=["x"])
         self.assertEqual(right.notes, ())  # values of ~1 get no such note
+        # The note judged by the gradient's norm: 10⁴ values of ~1e-9 (norm 2e-7) passed the 2x
+        # error without it, and so did fast mode's every-element plan of a small input (no norm).
+        many = np.random.default_rng(0).standard_normal((100, 100))
+        for inputs, mode in (([many], "full"), ([A], "fast")):
+            with self.subTest(mode=mode, size=inputs[0].size):
+                report = gradcheck.gradcheck(tiny, inputs, names=["x"], mode=mode)
+                self.assertEqual(report.verdict, "PASS")
+                self.assertTrue(
+                    report.notes and report.notes[0].startswith("x: every value compared is below")
+                )
+        # Fast mode's directions sum 10⁴ such values, well above atol: they FAIL it, no note.
+        self.assertEqual(gradcheck.gradcheck(tiny, [many], mode="fast").verdict, "FAIL")
+
+    def test_the_mlp_checker_says_so_too(self):
+        # Inputs of ~1e-8 make every activation, so every kernel's gradient, ~1e-8 (the biases'
+        # stay ~1): a 2x error in the kernels passes.
+        model = MLP((2, 3, 3, 1), activation="tanh", seed=0)
+        x = 1e-8 * np.random.default_rng(0).standard_normal((10, 2))
+        y = np.random.default_rng(1).standard_normal((10, 1))
+        report = gradcheck.check(model, x, y, "mse")
+        self.assertEqual(report.verdict, "PASS")
+        self.assertEqual(
+            [note.split(":")[0] for note in report.notes if "10× atol" in note],
+            ["dense_1/kernel", "dense_2/kernel", "dense_3/kernel"],
+        )
 
     def test_missing_factor(self):
         report = self._failing(square_with(lambda x, dy: x * dy), A)  # forgot the 2

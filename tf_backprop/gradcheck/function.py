@@ -24,7 +24,7 @@ from tf_backprop.gradcheck.options import (
     override_tolerance,
 )
 from tf_backprop.gradcheck.problem import Problem, error_line
-from tf_backprop.gradcheck.report import EPS, FLOAT32, NUMERIC_TOLERANCES, Report
+from tf_backprop.gradcheck.report import EPS, FLOAT32, NUMERIC_TOLERANCES, Report, below_atol_notes
 
 MAX_FULL_JACOBIAN = engine.MAX_FULL_JACOBIAN
 
@@ -133,26 +133,15 @@ def check_function(
     promoted = None
     if dtype == "float64" and any(a.dtype.itemsize < 8 for a in arrays):
         promoted = "float32 inputs checked in float64: what fn does in float32 itself (overflow, rounding) is not checked"
-    notes = (*notes, *(n for n in (dtype_note, order_note, promoted) if n), *_below_atol(entries, tolerance))
+    notes = (
+        *notes,
+        *(n for n in (dtype_note, order_note, promoted) if n),
+        *below_atol_notes(entries, tolerance.atol),
+    )
     report = Report(title, options.mode, dtype, eps, tuple(entries), notes)
     if report.verdict == "FAIL":  # traced only then: a check that passes needs no excuse
         _check_not_half_precision(fn, xs, what)
     return report
-
-
-def _below_atol(entries, tolerance) -> list[str]:
-    """A note for each input whose values all lie below 10·atol (its largest norm is): atol is
-    absolute, so an error smaller than atol passes there unseen (gradients of ~1e-9 passed a
-    2× error).  Not a verdict: a structural zero computed with round-off looks the same."""
-    notes = []
-    for entry in entries:
-        largest = max((n for n in entry.norms.values() if n is not None), default=0.0)
-        if 0 < largest < 10 * tolerance.atol:
-            notes.append(
-                f"{entry.name}: every value is below 10× atol (norm {largest:.1e}, atol "
-                f"{tolerance.atol:.0e}): an error smaller than atol passes; pass a smaller atol to check it"
-            )
-    return notes
 
 
 # --- validation ------------------------------------------------------------------------------

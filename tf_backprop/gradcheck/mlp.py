@@ -29,7 +29,16 @@ from tf_backprop.gradcheck.options import (
     check_step,
     override_tolerance,
 )
-from tf_backprop.gradcheck.report import EPS, EXACT, FLOAT64, Entry, Report, compare, element_locator
+from tf_backprop.gradcheck.report import (
+    EPS,
+    EXACT,
+    FLOAT64,
+    Entry,
+    Report,
+    below_atol_notes,
+    compare,
+    element_locator,
+)
 from tf_backprop.model import MLP
 
 GradientFn = Callable[..., tuple[tf.Tensor, list[tf.Tensor]]]
@@ -115,6 +124,7 @@ def check(
         _mlp_entry(layout, i, plans[i], sources, numeric[i], base, eps, tolerances, at_point, targets[i])
         for i in range(len(plans))
     ]
+    notes += below_atol_notes(entries, override_tolerance(FLOAT64, atol, rtol).atol)
     return Report(_mlp_title(model, loss, l2, x64), mode, "float64", eps, tuple(entries), tuple(notes))
 
 

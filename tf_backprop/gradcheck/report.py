@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -174,6 +174,7 @@ class Comparison:
     undefined: int = 0  # of the unchecked: values where f is not finite at x ± ε (out of its domain)
     error: str | None = None
     unresolved: bool = False  # the round-off floor exceeds MAX_ROUNDOFF_FRACTION of every value
+    largest: float = 0.0  # the largest finite |value| of either source among the counted values
 
     @property
     def verdict(self) -> str:
@@ -407,6 +408,7 @@ def compare(
     unexamined = excusable & (_mask(unchecked, bad) | out_of_domain) & ~kinks
     beyond_slopes = unexamined & _mask(beyond, bad)
     counted = ~kinks & ~unexamined
+    magnitude = np.maximum(np.abs(a), np.abs(b))[counted]
 
     def element(mask):
         if not mask.any():
@@ -429,7 +431,24 @@ def compare(
         beyond_slopes=int(beyond_slopes.sum()),
         undefined=int((unexamined & out_of_domain).sum()),
         unresolved=_unresolved(a, b, tolerance, None if atol is None else atol[counted]),
+        largest=float(magnitude[np.isfinite(magnitude)].max(initial=0.0)),
     )
+
+
+def below_atol_notes(entries: Sequence[Entry], atol: float) -> list[str]:
+    """A note for each variable or input whose values compared with the differences all lie
+    below 10·atol: atol is absolute, so an error smaller than atol passes there unseen (10⁴
+    gradients of ~1e-9 passed a 2× error).  Not a verdict: a structural zero computed with
+    round-off looks the same."""
+    notes = []
+    for entry in entries:
+        largest = max((c.largest for c in entry.comparisons if "numeric" in c.sources), default=0.0)
+        if 0 < largest < 10 * atol:
+            notes.append(
+                f"{entry.name}: every value compared is below 10× atol (largest {largest:.1e}, atol "
+                f"{atol:.0e}): an error smaller than atol passes; pass a smaller atol to check it"
+            )
+    return notes
 
 
 def _per_value(tolerance: Tolerance, atol: np.ndarray) -> Tolerance:
