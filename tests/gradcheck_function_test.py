@@ -154,6 +154,10 @@ class PlantedMistakesTest(tf.test.TestCase, parameterized.TestCase):
             [note.split(":")[0] for note in report.notes if "10× atol" in note],
             ["dense_1/kernel", "dense_2/kernel", "dense_3/kernel"],
         )
+        second = gradcheck.check(model, x, y, "mse", order=2)  # Hessian rows of the first kernel ∝ x
+        self.assertEqual(
+            [note.split(":")[0] for note in second.notes if "10× atol" in note], ["dense_1/kernel"]
+        )
 
     def test_missing_factor(self):
         report = self._failing(square_with(lambda x, dy: x * dy), A)  # forgot the 2

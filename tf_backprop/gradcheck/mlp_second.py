@@ -28,7 +28,16 @@ import tensorflow as tf
 from tf_backprop import backprop
 from tf_backprop.gradcheck import kinks, perturb
 from tf_backprop.gradcheck.options import Options, override_tolerance
-from tf_backprop.gradcheck.report import EXACT, FLOAT64, Entry, Location, Report, compare, unravel
+from tf_backprop.gradcheck.report import (
+    EXACT,
+    FLOAT64,
+    Entry,
+    Location,
+    Report,
+    below_atol_notes,
+    compare,
+    unravel,
+)
 from tf_backprop.model import MLP, Forward
 
 HvpFn = Callable[..., list]  # (model, x, y, loss, v, l2=0.0, params=None) -> Hv, as backprop.manual_hvp
@@ -115,7 +124,8 @@ def check(
         entries = _full_entries(net, plans, numeric, g0, eps, tolerance, hvp_fns)
     else:
         entries = _fast_entries(net, plans, numeric, g0, eps, tolerance, hvp_fns, options.seed)
-    return Report(title, options.mode, "float64", eps, tuple(entries), tuple(notes))
+    notes = (*notes, *below_atol_notes(entries, tolerance.atol))
+    return Report(title, options.mode, "float64", eps, tuple(entries), notes)
 
 
 def _gradient_targets(net: _Net) -> list[perturb.Target]:
