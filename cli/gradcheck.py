@@ -4,6 +4,7 @@ tf-backprop-gradcheck                                      # the article's 2-3-3
 tf-backprop-gradcheck --layers=1024,1024,1024,10 --loss=categorical_crossentropy --mode=fast
 tf-backprop-gradcheck --activation=tanh --l2=0.01 --json
 tf-backprop-gradcheck --order=2                            # Hessian: tape over tape vs R-operator
+tf-backprop-gradcheck --atol=1e-12                         # tiny gradients: see a smaller error
 
 Exit codes: 0 PASS, 1 FAIL or INCONCLUSIVE, 2 bad flags or input (one line on stderr).
 """
@@ -33,6 +34,8 @@ flags.DEFINE_float("l2", 0.0, "L2 penalty λ of λ/2 Σ‖W‖² on the kernels.
 flags.DEFINE_float(
     "eps", None, "Finite-difference step (default 1e-6; at most 1% of each variable's max(1, max |w|))."
 )
+flags.DEFINE_float("atol", None, "Absolute tolerance against the differences (default 1e-8).")
+flags.DEFINE_float("rtol", None, "Relative tolerance against the differences (default 1e-5).")
 flags.DEFINE_enum(
     "order",
     "1",
@@ -62,6 +65,8 @@ def check_from_flags() -> gradcheck.Report:
         mode=FLAGS.mode,
         l2=FLAGS.l2,
         eps=FLAGS.eps,
+        atol=FLAGS.atol,
+        rtol=FLAGS.rtol,
         seed=FLAGS.seed,
         order=int(FLAGS.order),
     )

@@ -78,6 +78,13 @@ class GradcheckCliTest(tf.test.TestCase):
         self.assertEqual(labels, [["tape", "manual"], ["tape", "numeric"], ["manual", "numeric"]])
         self.assertEqual(report["entries"][0]["comparisons"][0]["checked"], 25 * 6)  # [n, n_i] block
 
+    def test_atol_and_rtol_reach_the_comparisons_with_the_differences(self):
+        # The report's advice for tiny gradients is "pass a smaller atol": the command had no flag.
+        result = _run("--json", "--atol=1e-6", "--rtol=1e-3", cwd=self.cwd)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for comparison in json.loads(result.stdout)["entries"][0]["comparisons"][1:]:  # ↔ numeric
+            self.assertEqual((comparison["atol"], comparison["rtol"]), (1e-6, 1e-3))
+
     def test_bad_flags_exit_2_with_one_line(self):
         cases = {
             "--layers=2,0,1": "error: --layers: ",  # the flag, not the library's layer_sizes
@@ -86,6 +93,8 @@ class GradcheckCliTest(tf.test.TestCase):
             "--eps=0": "error: --eps: expected a positive finite number",
             "--batch_size=abc": "--batch_size",  # absl's own parse error
             "--order=3": "--order",
+            "--atol=0": "error: --atol: expected a positive finite number, got 0.0",
+            "--rtol=1": "error: --rtol: expected a number below 1",
         }
         for flag, expected in cases.items():
             with self.subTest(flag=flag):
