@@ -34,6 +34,8 @@ flags.DEFINE_float("l2", 0.0, "L2 penalty λ of λ/2 Σ‖W‖² on the kernels.
 flags.DEFINE_float(
     "eps", None, "Finite-difference step (default 1e-6; at most 1% of each variable's max(1, max |w|))."
 )
+flags.DEFINE_integer("directions", 4, "Fast mode: random directions per variable.")
+flags.DEFINE_integer("samples", 4, "Fast mode: sampled elements per variable.")
 flags.DEFINE_float("atol", None, "Absolute tolerance against the differences (default 1e-8).")
 flags.DEFINE_float("rtol", None, "Relative tolerance against the differences (default 1e-5).")
 flags.DEFINE_enum(
@@ -65,6 +67,8 @@ def check_from_flags() -> gradcheck.Report:
         mode=FLAGS.mode,
         l2=FLAGS.l2,
         eps=FLAGS.eps,
+        directions=FLAGS.directions,
+        samples=FLAGS.samples,
         atol=FLAGS.atol,
         rtol=FLAGS.rtol,
         seed=FLAGS.seed,

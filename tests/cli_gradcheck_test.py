@@ -42,6 +42,8 @@ class GradcheckCliTest(tf.test.TestCase):
         self.assertEqual((report["mode"], report["dtype"]), ("fast", "float64"))
         self.assertEqual([e["name"] for e in report["entries"]][:2], ["dense_1/kernel", "dense_1/bias"])
         self.assertLen(report["entries"][0]["comparisons"], 3)
+        more = json.loads(_run(*flags, "--mode=fast", "--directions=6", "--samples=9", cwd=self.cwd).stdout)
+        self.assertEqual(more["entries"][0]["comparisons"][1]["checked"], 6 + 9)  # dense_1/kernel: 96
 
     def test_a_check_that_could_not_verify_exits_1(self):
         # A step so small that round-off swamps the differences: INCONCLUSIVE is not a pass.
@@ -95,6 +97,7 @@ class GradcheckCliTest(tf.test.TestCase):
             "--order=3": "--order",
             "--atol=0": "error: --atol: expected a positive finite number, got 0.0",
             "--rtol=1": "error: --rtol: expected a number below 1",
+            "--directions=0": "error: --directions: expected an integer >= 1, got 0",
         }
         for flag, expected in cases.items():
             with self.subTest(flag=flag):
