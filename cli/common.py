@@ -76,7 +76,8 @@ _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}
 def flag_error_line(message: str) -> str:
     """absl's message for a bad flag value, in the user's terms: "flag --batch_size: expected an
     integer, got 'abc'" for Python's "invalid literal for int() with base 10: 'abc'", "expected
-    one of sgd, adam, got 'x'" for "value should be one of <sgd|adam>", and "flag --input is
+    one of sgd, adam, got 'x'" for "value should be one of <sgd|adam>", "expected a positive
+    integer, got '0'" for "0 is not a positive integer", and "flag --input is
     required" for "Flag --input must have a value other than None."."""
     flagfile = re.fullmatch(r"ERROR:: Unable to open flagfile: \[Errno \d+\] (.+?): '(.*)'", message, re.S)
     if flagfile is not None:
@@ -87,6 +88,9 @@ def flag_error_line(message: str) -> str:
     name, value, reason = match.groups()
     if reason == f"Flag --{name} must have a value other than None.":
         return f"flag --{name} is required"
+    bound = re.fullmatch(rf"{re.escape(value)} is not (an? .+)", reason, re.S)  # a bounded number
+    if bound is not None:
+        return f"flag --{name}: expected {bound[1]}, got {value!r}"
     choices = re.fullmatch(r"value should be one of <(.*)>", reason, re.S)  # an enum flag
     if choices is not None:
         return f"flag --{name}: expected one of {', '.join(choices[1].split('|'))}, got {value!r}"
