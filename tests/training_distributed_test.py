@@ -11,6 +11,7 @@ so the worker is never far ahead of the reader), never by sleeping.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import itertools
 import json
 import os
@@ -590,20 +591,37 @@ class RunFolderOrderTest(tf.test.TestCase):
     def test_the_chief_writes_nothing_before_every_worker_has_checked(self):
         workdir = os.path.join(self.create_tempdir().full_path, "run")
         trainer = training.build(_config(workdir))
-        seen = []  # what the folder held at each barrier
+        seen = []  # what the folder held at each barrier (the second shares the chief's failure)
 
-        def barrier(strategy, what):
+        def barrier(strategy, what, *_):
             seen.append(sorted(os.listdir(workdir)) if os.path.exists(workdir) else None)
 
         with (
             mock.patch.object(distributed, "is_multi_worker", return_value=True),
             mock.patch.object(distributed, "barrier", side_effect=barrier),
+            mock.patch.object(distributed, "first_failure", side_effect=barrier),
             mock.patch.object(workdir_lib, "check_read_only", wraps=workdir_lib.check_read_only) as checked,
         ):
             with training_api._run_folder(trainer, restart=False) as (folder, _):
                 self.assertEqual(folder, workdir)
         checked.assert_called_once()
         self.assertEqual(seen, [None, [".lock", "config.json", "data.json"]])
+
+
+class LockedFolderTest(tf.test.TestCase):
+    def test_a_folder_locked_by_another_run_is_refused_by_every_worker_with_its_line(self):
+        # Only the chief takes the lock: the other worker met its exit as a lost worker (exit 1,
+        # "restart every worker"), though nothing was wrong but the folder.
+        root = self.create_tempdir().full_path
+        workdir = os.path.join(root, "run")
+        os.makedirs(workdir)
+        with open(os.path.join(workdir, ".lock"), "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # another run, as RunLock takes it
+            outcomes = _Cluster(root, workdir, _FLAGS, timeout=_LOST_WITHIN * 2).finish()
+        for outcome in outcomes:
+            self.assertEqual(outcome.returncode, 2, outcome.describe())
+            self.assertRegex(outcome.stderr[-1], r"--workdir: \S+/run is in use by another run")
+        self.assertEqual(os.listdir(workdir), [".lock"])
 
 
 class DisagreeingWorkersTest(tf.test.TestCase):

@@ -40,7 +40,7 @@ from tf_backprop.training import workdir as workdir_lib
 from tf_backprop.training.checkpoint import CONFIG_FILE, RunState, load_model
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.engine import Engine, SingleDevice
-from tf_backprop.training.errors import CheckpointError, ConfigError
+from tf_backprop.training.errors import CheckpointError, ConfigError, WorkdirError
 from tf_backprop.training.feed import InputKeeper, StreamFeed
 from tf_backprop.training.loop import Loop, signals_recorded
 from tf_backprop.training.optimizers import build_optimizer
@@ -281,19 +281,23 @@ def _run_folder(trainer: Trainer, restart: bool) -> Iterator[tuple[str, workdir_
     Under multi_worker every worker first checks the folder as it is (workdir.check_read_only),
     and the chief changes it only when all have: each worker refuses a bad folder with its own
     line, and none reads the folder while the chief writes it (a worker that did met the chief's
-    writability probe, or a restart half moved aside, and refused a good folder)."""
-    config, strategy, checked = trainer.config, trainer.strategy, None
+    writability probe, or a restart half moved aside, and refused a good folder).  What only
+    the chief's preparation finds (a folder locked by another run) every worker raises."""
+    config, strategy, workdir = trainer.config, trainer.strategy, None
     if distributed.is_multi_worker(strategy):
-        checked = workdir_lib.check_read_only(config, trainer.datasets, restart, trainer.plan)
+        workdir = workdir_lib.check_read_only(config, trainer.datasets, restart, trainer.plan)
         distributed.barrier(strategy, "start-up")
-    before = None
-    if distributed.is_chief(strategy):
-        before = workdir_lib.before_opening(config.workdir)
-        folder = workdir_lib.prepared(config, trainer.datasets, restart, trainer.plan)
-    else:
-        folder = contextlib.nullcontext(checked)
-    with folder as workdir:
-        distributed.barrier(strategy, "start-up")
+    before, failure = None, None
+    with contextlib.ExitStack() as stack:
+        if distributed.is_chief(strategy):
+            before = workdir_lib.before_opening(config.workdir)
+            try:
+                workdir = stack.enter_context(
+                    workdir_lib.prepared(config, trainer.datasets, restart, trainer.plan)
+                )
+            except WorkdirError as error:
+                failure = error
+        distributed.share_failure(strategy, failure, WorkdirError, "start-up")  # also the barrier
         yield workdir, before
 
 

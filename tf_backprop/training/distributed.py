@@ -258,6 +258,19 @@ def barrier(strategy: tf.distribute.Strategy | None, what: str) -> None:
 _FAILURE_BYTES = 2048  # of a failure's message that first_failure passes on
 
 
+def share_failure(
+    strategy: tf.distribute.Strategy | None, failure: Exception | None, kind: type[Exception], what: str
+) -> None:
+    """Raises this worker's `failure`, or on the others the first failing worker's message as
+    `kind`, instead of their waiting for a worker that has stopped (a collective under
+    multi_worker, so also a barrier; elsewhere just raises `failure`)."""
+    message = first_failure(strategy, None if failure is None else str(failure), what)
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise kind(message)
+
+
 def first_failure(strategy: tf.distribute.Strategy | None, message: str | None, what: str) -> str | None:
     """The message of the first input pipeline (as `input_pipelines` counts them) that reports
     one (`message` not None), or None: the same answer on every worker.  Under multi_worker a

@@ -100,21 +100,9 @@ def load(config: TrainConfig, strategy, directory: str) -> data_lib.Datasets:
         if workers == 1:
             raise
         failure = error
-    _share_failure(strategy, failure)
+    # A worker whose shards failed raises its DataError; the others the first failing one's.
+    distributed.share_failure(strategy, failure, data_lib.DataError, "statistics pass")
     return merged(config, directory)
-
-
-def _share_failure(strategy, failure: data_lib.DataError | None) -> None:
-    """After this worker's part of the statistics pass: a worker whose shards failed raises its
-    DataError; the others raise the first failing worker's, in its words, instead of waiting for
-    a worker that has stopped."""
-    message = distributed.first_failure(
-        strategy, None if failure is None else str(failure), "statistics pass"
-    )
-    if failure is not None:
-        raise failure
-    if message is not None:
-        raise data_lib.DataError(message)
 
 
 def merged(config: TrainConfig, directory: str) -> data_lib.Datasets:
