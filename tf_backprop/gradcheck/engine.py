@@ -112,12 +112,7 @@ def projections(p: Problem, options: Options) -> list[Entry]:
     except Exception as error:  # noqa: BLE001 - e.g. an op without a second-order gradient
         return _unavailable(p, error)
     plans = perturb.plans(p.layout, options, unit=False, rng=rng)
-    cost = max(p.layout.size, p.output.size)
-    targets = [
-        perturb.Target(runner(p, "pair"), p.layout.size, int(p.layout.offsets[i]), cost)
-        for i in range(len(plans))
-    ]
-    values = perturb.run_plans(targets, plans, p.eps)
+    values = perturb.run_plans([_pair_target(p, i) for i in range(len(plans))], plans, p.eps)
     scale = float(np.max(np.linalg.norm(us * p.f0, axis=1)))  # round-off of uᵀf, errors independent
     # Rounding inside f that scales with its input: |θ| · ‖uᵀJ‖₁.
     scale += _theta_max(p) * float(perturb.finite_abs(reverse).sum(axis=1).max(initial=0.0))
@@ -126,6 +121,11 @@ def projections(p: Problem, options: Options) -> list[Entry]:
         _projection_entry(p, i, plan, us, reverse, value, tolerance)
         for i, (plan, value) in enumerate(zip(plans, values))
     ]
+
+
+def _pair_target(p: Problem, i: int) -> perturb.Target:
+    """Input i's rows evaluated as (f(θ + δ), f(θ − δ)): the plan's steps and their halves."""
+    return perturb.Target(runner(p, "pair"), p.layout.size, int(p.layout.offsets[i]), p.output.size)
 
 
 def _roundoff(p: Problem, scales: np.ndarray) -> np.ndarray:
@@ -353,7 +353,7 @@ def _row_cotangents(us: np.ndarray, plan: perturb.Plan) -> np.ndarray:
 def _row_split(p: Problem, i: int, rows: perturb.ProjectionRows, u, base, steps) -> Callable:
     """`kinks.Split` for input i's rows: uᵀf at θ ± (ε/2)v_r, its one-sided
     differences, and the steps (ε-sized `steps`, (up, down) [k + s], and the half ones)."""
-    target = perturb.Target(runner(p, "pair"), p.layout.size, int(p.layout.offsets[i]), p.output.size)
+    target = _pair_target(p, i)
     half_up, half_down = _row_steps(p, i, rows.plan, p.eps / 2)
     up, down = steps
 

@@ -114,9 +114,10 @@ def check(
     targets = _mlp_targets(model64, x64, y64, loss, l2, layout)
     numeric = perturb.run_plans(targets, plans, eps)
     base = float(np.asarray(targets[0].run(np.zeros((1, layout.sizes[0])), 0)[0])[0])  # L(θ), same path
+    given = override_tolerance(FLOAT64, atol, rtol)
     tolerances = (
         EXACT.scaled(max(float(np.abs(g).max()) for g in tape)),  # round-off grows with max |g|
-        override_tolerance(FLOAT64, atol, rtol).with_roundoff("float64", float(value), eps),
+        given.with_roundoff("float64", float(value), eps),
     )
     sources = {"tape": (tape, tape_fn), "manual": (manual, manual_fn)}
     at_point = _AtPoint(model64, x64, y64, loss, l2)
@@ -124,7 +125,7 @@ def check(
         _mlp_entry(layout, i, plans[i], sources, numeric[i], base, eps, tolerances, at_point, targets[i])
         for i in range(len(plans))
     ]
-    notes += below_atol_notes(entries, override_tolerance(FLOAT64, atol, rtol).atol)
+    notes += below_atol_notes(entries, given.atol)
     return Report(_mlp_title(model, loss, l2, x64), mode, "float64", eps, tuple(entries), tuple(notes))
 
 
