@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
+import tf_backprop
 from tf_backprop import text
 
 EXIT_FAILURE = 1
@@ -134,6 +135,7 @@ def run(
         signal.signal(signal.SIGTERM, _raise_terminated)  # the training loop's own handler replaces it there
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag", EXIT_USAGE)
+        tf_backprop.command_started()  # Ctrl-C is KeyboardInterrupt from here, handled below
         try:
             code = main(argv)
         except BrokenPipeError:  # stdout's reader left (| head): end quietly, as a killed filter does

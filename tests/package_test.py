@@ -8,6 +8,7 @@ and oneDNN notes unless the package holds them back.
 import os
 import subprocess
 import sys
+import tempfile
 
 import tensorflow as tf
 
@@ -85,6 +86,44 @@ class QuietImportTest(tf.test.TestCase):
         )
         library = _python(interrupt + "import tf_backprop\n")  # not a command: the interrupt stands
         self.assertIn("KeyboardInterrupt", library.stderr)
+
+    def test_ctrl_c_after_the_import_until_main_ends_a_command_with_one_line(self):
+        # Importing Keras and the package and parsing flags took ~0.5 s more with a traceback.
+        result = _python(_interrupted_command("tf_backprop.cli.common", "--help"))  # after TensorFlow
+        self.assertEqual(result.returncode, 130, result.stderr)
+        self.assertEqual(
+            result.stderr, "tf-backprop-train: error: SIGINT: stopped while starting; nothing was done\n"
+        )
+        self.assertEqual(result.stdout, "")
+        ignored = _python(_interrupted_command("tf_backprop.cli.common", "--help", "signal.SIG_IGN"))
+        self.assertEqual(ignored.returncode, 0, ignored.stderr)  # a background job's SIGINT stays ignored
+        self.assertIn("--epochs", ignored.stdout)
+
+    def test_once_main_runs_ctrl_c_is_the_commands_own(self):
+        # Its main imports the run's modules as it starts: Ctrl-C there is the command's line.
+        with tempfile.TemporaryDirectory() as folder:
+            workdir = os.path.join(folder, "run")
+            result = _python(_interrupted_command("tf_backprop.training.api", f"--workdir={workdir}"))
+            self.assertEqual(result.returncode, 130, result.stderr)
+            self.assertRegex(result.stderr, r"^tf-backprop-train: error: SIGINT outside the training loop: ")
+            self.assertFalse(os.path.exists(workdir))
+
+
+def _interrupted_command(module: str, flag: str, sigint: str = "signal.default_int_handler") -> str:
+    """tf-backprop-train with `flag`, sent SIGINT as it first imports `module`; SIGINT's handler
+    at the start `sigint` (an interactive shell's: Python's default)."""
+    return (
+        "import os, signal, sys\n"
+        f"signal.signal(signal.SIGINT, {sigint})\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r}:\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        f"sys.argv = ['/venv/bin/tf-backprop-train', {flag!r}]\n"
+        "from tf_backprop.cli import train\n"
+        "train.run()\n"
+    )
 
 
 if __name__ == "__main__":

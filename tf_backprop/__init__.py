@@ -11,13 +11,15 @@ Importing it imports TensorFlow with its start-up lines held back: TensorFlow 2.
 oneDNN and CPU-feature notes, and on a machine without a GPU `E0000 … failed call to cuInit …
 (303)`, before its log level can be set.  TF_CPP_MIN_LOG_LEVEL defaults to 2 (TensorFlow's C++
 INFO and WARNING lines off); TF_BACKPROP_VERBOSE_TF=1 leaves both alone.  If the import fails,
-what TensorFlow printed is shown after all; a Ctrl-C during it, in one of the package's
-commands, ends that command with one line (exit 130).  A TensorFlow imported before this package has
-printed its lines already.
+what TensorFlow printed is shown after all.  In one of the package's commands, a Ctrl-C
+during it, or after it until the command's main runs (`command_started`), ends the command
+with one line (exit 130).  A TensorFlow imported before this package has printed its lines
+already.
 """
 
 import importlib
 import os
+import signal
 import sys
 import tempfile
 
@@ -31,7 +33,7 @@ _LAZY = {
     "train": ("tf_backprop.training", "train"),
 }
 
-__all__ = [*_LAZY, "__version__"]
+__all__ = [*_LAZY, "__version__", "command_started"]
 
 VERBOSE_ENV = "TF_BACKPROP_VERBOSE_TF"  # set to 1: TensorFlow's start-up lines are shown
 
@@ -72,7 +74,30 @@ def _console_script() -> str | None:
     return name if name.startswith("tf-backprop-") else None
 
 
+def _stop_while_starting(signum, frame) -> None:
+    """SIGINT before a command's main runs: one line, exit 130 (nothing was done yet)."""
+    os.write(2, f"{_console_script()}: error: SIGINT: stopped while starting; nothing was done\n".encode())
+    os._exit(130)
+
+
+def _end_commands_at_ctrl_c_while_starting() -> None:
+    """In one of the package's commands, Ctrl-C from here until its main runs (importing Keras
+    and the package, parsing the flags: ~0.5 s) ends it with one line, not a traceback through
+    whatever was being imported; `command_started` hands SIGINT back to Python there.  A SIGINT
+    that the command's parent made it ignore (a background job) stays ignored."""
+    if _console_script() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _stop_while_starting)
+
+
+def command_started() -> None:
+    """Called by a command as its main begins: Ctrl-C raises KeyboardInterrupt again, for the
+    command's own handling (a checkpoint first, then one line)."""
+    if signal.getsignal(signal.SIGINT) is _stop_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 _import_tensorflow_quietly()
+_end_commands_at_ctrl_c_while_starting()
 
 
 def __getattr__(name):
