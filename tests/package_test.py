@@ -25,9 +25,12 @@ print(float(tf.function(lambda x: x * 2.0, jit_compile=True)(tf.constant(1.0))))
 
 
 def _python(script: str, **environ: str) -> subprocess.CompletedProcess:
+    """script in a fresh interpreter, run outside the checkout: the installed package is imported
+    (the source folder has no tf_backprop.cli: setup.cfg maps it from cli/)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", tf_backprop.VERBOSE_ENV)}
     return subprocess.run(
         [sys.executable, "-c", script],
+        cwd=tempfile.gettempdir(),
         env={**env, **environ},
         capture_output=True,
         text=True,
