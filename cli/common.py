@@ -143,7 +143,7 @@ def run(
             os._exit(EXIT_SIGPIPE)
         except failures as error:
             logging.debug("failure", exc_info=True)
-            fail(str(error), EXIT_FAILURE, at_once=isinstance(error, at_once))
+            fail(failure_line(error), EXIT_FAILURE, at_once=isinstance(error, at_once))
         except ValueError as error:
             logging.debug("usage error", exc_info=True)
             fail(_in_flag_terms(str(error), flag_names), EXIT_USAGE)
@@ -165,6 +165,14 @@ class Terminated(KeyboardInterrupt):
 
 def _raise_terminated(signum, frame) -> None:
     raise Terminated
+
+
+def failure_line(error: Exception) -> str:
+    """The error's message; for an OSError from the system, "path: reason" ("…/metrics.json: No
+    space left on device"), not Python's "[Errno 28] No space left on device: '…'"."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return str(error)
 
 
 def _in_flag_terms(message: str, flag_names: dict[str, str]) -> str:

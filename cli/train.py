@@ -98,7 +98,7 @@ def run():
     # shutdown would log after the error line (and may wait on the peers).
     common.run(
         main,
-        failures=(training.TrainingError, training.CheckpointError),
+        failures=(training.TrainingError, training.CheckpointError, OSError),  # OSError: a full disk
         at_once=(training.WorkerLostError,),
         interrupted=INTERRUPTED,
         flag_names=FLAG_NAMES,

@@ -412,6 +412,79 @@ class InterruptOutsideTheLoopTest(CliTestCase):
         self.assertTrue(os.path.isdir(os.path.join(self.cwd, "run", "export")))
 
 
+class FullDiskTest(CliTestCase):
+    """A full disk ends the run with one line naming what could not be written (exit 1), not a
+    traceback; the checkpoints written before are kept and the same command finishes the run."""
+
+    # The CLI as its console script runs it, with one write failing as a full disk fails it.
+    _FULL = (
+        "import errno, sys\n"
+        "import tensorflow as tf\n"
+        "from tf_backprop import files\n"
+        "FAILS = sys.argv.pop(1)\n"
+        "NO_SPACE = '{{function_node __wrapped__SaveV2}} /x/part-00000.tempstate1; No space left on device [Op:SaveV2]'\n"
+        "def no_space(*args, **kwargs):\n"
+        "    raise tf.errors.ResourceExhaustedError(None, None, NO_SPACE)\n"
+        "if FAILS == 'checkpoint':  # the second save (step 32), after the first (step 16)\n"
+        "    save, calls = tf.train.CheckpointManager.save, []\n"
+        "    def second_fails(self, *args, **kwargs):\n"
+        "        calls.append(1)\n"
+        "        return no_space() if len(calls) == 2 else save(self, *args, **kwargs)\n"
+        "    tf.train.CheckpointManager.save = second_fails\n"
+        "elif FAILS == 'export':\n"
+        "    tf.saved_model.save = no_space\n"
+        "else:  # a file of ours: the write itself fails, as on a full disk (no file name)\n"
+        "    open_text = files._open_text\n"
+        "    class Full:\n"
+        "        def write(self, text):\n"
+        "            raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "    def failing(temporary, path, compress):\n"
+        "        return open_text(temporary, path, compress) if not path.endswith(FAILS) else _full()\n"
+        "    import contextlib\n"
+        "    @contextlib.contextmanager\n"
+        "    def _full():\n"
+        "        yield Full()\n"
+        "    files._open_text = failing\n"
+        "from tf_backprop.cli import train\n"
+        "sys.argv = ['tf-backprop-train', *sys.argv[1:]]\n"
+        "train.run()\n"
+    )
+
+    @parameterized.named_parameters(
+        (
+            "checkpoint",
+            "checkpoint",
+            r"cannot write the checkpoint of step 32 in \S+/run/ckpt \(No space left "
+            r"on device\); the checkpoints written before it are kept: make room and rerun the same command",
+        ),
+        (
+            "export",
+            "export",
+            r"\S+/run/export: cannot write the export \(No space left on device\); nothing was replaced$",
+        ),
+        ("metrics", "metrics.json", r"\S+/run/metrics.json: No space left on device$"),
+    )
+    def test_one_line_and_a_rerun_finishes(self, fails, line):
+        flags = (*_TINY, "--workdir=run", "--checkpoint_every=16", "--nomonitor")
+        result = subprocess.run(
+            [sys.executable, "-c", self._FULL, fails, *flags],
+            cwd=self.cwd,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 1, _describe(result))
+        self.assert_no_traceback(result)
+        self.assertRegex(result.stderr.splitlines()[-1], "^tf-backprop-train: error: " + line)
+        self.assertTrue(os.path.exists(os.path.join(self.cwd, "run", "ckpt", "ckpt-16.index")))
+        self.assertFalse(os.path.exists(os.path.join(self.cwd, "run", "export")))
+        rerun = _run(*flags, cwd=self.cwd)
+        self.assertEqual(rerun.returncode, 0, _describe(rerun))
+        self.assertTrue(os.path.isdir(os.path.join(self.cwd, "run", "export")))
+
+
 class RunFolderTest(CliTestCase):
     """--workdir that is not ours, is a file, or changed data under it: exit 2, one line, nothing touched."""
 

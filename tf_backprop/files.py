@@ -95,7 +95,7 @@ def output_refusal(path: str, overwrite: bool) -> str | None:
 def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> Iterator[IO[str]]:
     """A text handle whose file appears at `path` only once the block completes.
 
-    OSError from opening the temporary file propagates; on any failure the temporary file is
+    OSError from opening the temporary file propagates (from writing it, naming `path`); on any failure the temporary file is
     removed and `path` keeps its previous content.  overwrite=False: FileExistsError if
     `path` exists when the block completes (it is never replaced then).  compress: gzip it.
     A symbolic link is written through, as the shell's `>` does (the link stays, its target is
@@ -111,6 +111,11 @@ def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> It
             os.replace(temporary, target)
         else:
             _place_new(temporary, target)
+    except OSError as error:
+        # A failed write or close (a full disk) names no file: name the one being written.
+        if error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror, path) from None
+        raise
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

@@ -36,6 +36,7 @@ from tf_backprop import data as data_lib
 from tf_backprop.model import MLP
 from tf_backprop.training import checkpoint as checkpoint_lib
 from tf_backprop.training.config import TrainConfig
+from tf_backprop.training.errors import write_failure_reason
 
 EXPORT_DIR = "export"  # <workdir>/export: where a run's SavedModel goes by default
 SERVING_SIGNATURE = "serving_default"
@@ -224,13 +225,19 @@ def export_saved_model(
     Raises:
       ExportError: `path` exists and overwrite is False, `path` is not an export folder, or
         the model does not fit the preprocessing.  Nothing is written then.
+      OSError: the SavedModel could not be written (a full disk); `path` is left as it was.
     """
     path = os.path.abspath(os.path.expanduser(path))
     _check_target(path, overwrite)
     _check_compatible(model, preprocessing)
     staging = _staging_folder(path)
     try:
-        _write_saved_model(model, preprocessing, config, staging)
+        try:
+            _write_saved_model(model, preprocessing, config, staging)
+        except (OSError, tf.errors.OpError) as error:  # a full disk: our files or TensorFlow's SaveV2
+            logging.debug("export not written", exc_info=True)
+            reason = write_failure_reason(error)
+            raise OSError(f"{path}: cannot write the export ({reason}); nothing was replaced") from None
         _check_target(path, overwrite)  # again: something may have appeared while we were writing
         files.replace_folder(staging, path)
     finally:

@@ -6,6 +6,7 @@ while running (exit 1); `Interrupted` carries its own exit code.
 
 from __future__ import annotations
 
+import re
 import signal
 
 
@@ -23,7 +24,17 @@ class WorkdirError(ValueError):
 
 
 class CheckpointError(RuntimeError):
-    """No usable checkpoint where one was expected."""
+    """No usable checkpoint where one was expected, or one could not be written (a full disk)."""
+
+
+def write_failure_reason(error: Exception) -> str:
+    """Why a write failed, in the system's words: an OSError's strerror ("No space left on
+    device"), or the last clause of a TensorFlow op error's message ("{{function_node …}}
+    …/part-00000…tempstate123; No space left on device [Op:SaveV2]")."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    message = getattr(error, "message", None) or str(error)
+    return re.sub(r"\s*\[Op:\w+\]$", "", message.rsplit("; ", 1)[-1]).strip() or type(error).__name__
 
 
 class TrainingError(RuntimeError):

@@ -31,7 +31,7 @@ from tf_backprop.data import pipeline
 from tf_backprop.training import engine as engine_lib
 from tf_backprop.training import evaluation
 from tf_backprop.training.checkpoint import RunState
-from tf_backprop.training.errors import Interrupted, TrainingError
+from tf_backprop.training.errors import CheckpointError, Interrupted, TrainingError, write_failure_reason
 from tf_backprop.training.plan import Plan
 
 
@@ -202,9 +202,17 @@ class Loop:
             return
         if self.monitor is not None:
             self.state.health_json.assign(json.dumps(self.monitor.detector.state()))
-        if self.input_keeper is not None:  # first: a checkpoint must find its input position
-            self.input_keeper.save(self.step)
-        self.keeper.save()
+        try:
+            if self.input_keeper is not None:  # first: a checkpoint must find its input position
+                self.input_keeper.save(self.step)
+            self.keeper.save()
+        except (OSError, tf.errors.OpError) as error:  # a full disk: TensorFlow's SaveV2 or our files
+            logging.debug("checkpoint not written", exc_info=True)
+            raise CheckpointError(
+                f"cannot write the checkpoint of step {self.step} in {self.keeper.directory} "
+                f"({write_failure_reason(error)}); the checkpoints written before it are kept: "
+                "make room and rerun the same command to resume"
+            ) from None
         self.saved_step, self.saved_at = self.step, time.monotonic()
 
     def check_signals(self) -> None:
