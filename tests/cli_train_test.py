@@ -36,8 +36,13 @@ def _env() -> dict[str, str]:
 def _run(*flags: str, cwd: str, **environ: str) -> subprocess.CompletedProcess:
     """Runs `python -m tf_backprop.cli.train FLAGS` in `cwd` (with `environ` added to the
     environment); never raises on a non-zero exit."""
+    return _python("-m", "tf_backprop.cli.train", *flags, cwd=cwd, **environ)
+
+
+def _python(*args: str, cwd: str, **environ: str) -> subprocess.CompletedProcess:
+    """Runs `python ARGS` in `cwd` as `_run` does."""
     return subprocess.run(
-        [sys.executable, "-m", "tf_backprop.cli.train", *flags],
+        [sys.executable, *args],
         cwd=cwd,
         env={**_env(), **environ},
         capture_output=True,
@@ -391,15 +396,7 @@ class InterruptOutsideTheLoopTest(CliTestCase):
 
     def test_ctrl_c_during_the_export_is_one_line_and_a_rerun_finishes(self):
         flags = (*_TINY, "--workdir=run")
-        result = subprocess.run(
-            [sys.executable, "-c", self._INTERRUPTED_EXPORT, *flags],
-            cwd=self.cwd,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=_TIMEOUT,
-            check=False,
-        )
+        result = _python("-c", self._INTERRUPTED_EXPORT, *flags, cwd=self.cwd)
         self.assertEqual(result.returncode, 130, _describe(result))
         self.assert_no_traceback(result)
         last = result.stderr.splitlines()[-1]
@@ -466,15 +463,7 @@ class FullDiskTest(CliTestCase):
     )
     def test_one_line_and_a_rerun_finishes(self, fails, line):
         flags = (*_TINY, "--workdir=run", "--checkpoint_every=16", "--nomonitor")
-        result = subprocess.run(
-            [sys.executable, "-c", self._FULL, fails, *flags],
-            cwd=self.cwd,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=_TIMEOUT,
-            check=False,
-        )
+        result = _python("-c", self._FULL, fails, *flags, cwd=self.cwd)
         self.assertEqual(result.returncode, 1, _describe(result))
         self.assert_no_traceback(result)
         self.assertRegex(result.stderr.splitlines()[-1], "^tf-backprop-train: error: " + line)
