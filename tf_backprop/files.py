@@ -95,11 +95,11 @@ def output_refusal(path: str, overwrite: bool) -> str | None:
 def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> Iterator[IO[str]]:
     """A text handle whose file appears at `path` only once the block completes.
 
-    OSError from opening the temporary file propagates (from writing it, naming `path`); on any failure the temporary file is
-    removed and `path` keeps its previous content.  overwrite=False: FileExistsError if
-    `path` exists when the block completes (it is never replaced then).  compress: gzip it.
-    A symbolic link is written through, as the shell's `>` does (the link stays, its target is
-    replaced), and a replaced file's permissions are kept.
+    OSError from opening the temporary file propagates (one from writing it names `path`); on
+    any failure the temporary file is removed and `path` keeps its previous content.
+    overwrite=False: FileExistsError if `path` exists when the block completes (it is never
+    replaced then).  compress: gzip it.  A symbolic link is written through, as the shell's `>`
+    does (the link stays, its target is replaced), and a replaced file's permissions are kept.
     """
     target = os.path.realpath(path) if overwrite and os.path.islink(path) else os.path.abspath(path)
     temporary = hidden_sibling(target, "tmp")
