@@ -87,14 +87,12 @@ def child(index: int) -> dict:
     y = evaluation.targets_tensor(datasets.train.y, trainer.model.compute_dtype)
     # The engine's step loop of one epoch segment, compiled alone (as a run that does not
     # compile its whole call launches it).
-    loop = tf.function(
-        functools.partial(engine._steps, check=False, measure=False), jit_compile=True, autograph=False
-    )
+    loop = tf.function(functools.partial(engine._steps, check=False), jit_compile=True, autograph=False)
     spe = trainer.plan.steps_per_epoch
 
     def step_loop():
         carry = engine._initial_carry()
-        carry = (carry[1], carry[4], carry[2], carry[3], carry[5], carry[6], carry[9])
+        carry = (carry[1], carry[4], carry[2], carry[3], carry[5], carry[6])
         for epoch in range(task.epochs):
             epoch = tf.constant(epoch, tf.int64)
             out = loop(
@@ -103,7 +101,6 @@ def child(index: int) -> dict:
                 epoch,
                 tf.constant(0, tf.int64),
                 tf.constant(spe, tf.int64),
-                tf.constant(2**62, tf.int64),
                 carry,
             )
         out[2].numpy()

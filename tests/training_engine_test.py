@@ -283,6 +283,17 @@ class MultiEpochCallTest(tf.test.TestCase):
         with self.assertRaises(AssertionError):
             self._assert_same_run(split, whole, rtol=1e-12)
 
+    def test_calls_leave_tensorflows_graph_rewrite_option_as_it_was(self):
+        # The engine's calls run without Grappler (a global option of TensorFlow's), then put
+        # the option back, whichever way the user had set it.
+        for disabled in (False, True):
+            with self.subTest(disabled_before=disabled):
+                tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": disabled})
+                before = tf.config.optimizer.get_experimental_options()
+                training.train(_config(self.create_tempdir().full_path, epochs=1), progress=False)
+                self.assertEqual(tf.config.optimizer.get_experimental_options(), before)
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
+
     def test_the_training_call_is_traced_once(self):
         # Launching its XLA step loop per epoch segment, or compiling the whole call with XLA.
         for whole in (False, True):
@@ -298,7 +309,7 @@ class MultiEpochCallTest(tf.test.TestCase):
                 self.assertGreater(loop.calls, 5)  # calls of 30 and 15 steps, across epochs
                 self.assertEqual(trainer.engine._fast_call.experimental_get_tracing_count(), 1)
                 if not whole:  # and its XLA-compiled step loop, once
-                    step_loop = trainer.engine._step_loops[(False, False)]
+                    step_loop = trainer.engine._step_loops[False]
                     self.assertEqual(step_loop.experimental_get_tracing_count(), 1)
                 self.assertEqual(trainer.engine._checked_call.experimental_get_tracing_count(), 0)
 
@@ -339,7 +350,7 @@ class BoundedCallTest(tf.test.TestCase):
                     "from tf_backprop import training\n"
                     "from tf_backprop.training import engine, plan\n"
                     f"cfg = training.TrainConfig(n_samples=400, workdir={self.create_tempdir().full_path!r})\n"
-                    "no_steps = lambda self, *args, **flags: args[6]  # (x, y, epoch, offset, end, stop, carry)\n"
+                    "no_steps = lambda self, *args, **flags: args[5]  # (x, y, epoch, offset, end, carry)\n"
                     f"with mock.patch.object(plan, 'WHOLE_CALL_FLOPS', {0 if whole else 1e30}), "
                     "mock.patch.object(engine.Engine, '_steps', no_steps):\n"
                     "    training.train(cfg, progress=False)\n"

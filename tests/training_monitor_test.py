@@ -1,5 +1,6 @@
 """Gradient health: TensorBoard events read back, and vanishing/exploding detection."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -10,22 +11,13 @@ from unittest import mock
 import checkpoint_files
 import numpy as np
 import tensorflow as tf
+import training_runs
 
 from tf_backprop import backprop, training
 from tf_backprop.training import config, monitor
 from tf_backprop.training import plan as plan_lib
 
 DEEP = [2] + [32] * 9 + [1]  # a 10-layer MLP
-
-
-def _events(workdir: str, split: str) -> dict[str, list[tuple[int, np.ndarray]]]:
-    """tag -> [(step, value)] from the event files of tb/<split>."""
-    found: dict[str, list] = {}
-    for path in sorted(glob.glob(os.path.join(workdir, "tb", split, "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                found.setdefault(value.tag, []).append((event.step, tf.make_ndarray(value.tensor)))
-    return found
 
 
 class EventFileTest(tf.test.TestCase):
@@ -35,7 +27,7 @@ class EventFileTest(tf.test.TestCase):
             workdir=workdir, n_samples=400, steps=1, dtype="float64", verify_every=1, histogram_every=1
         )
         result = training.train(cfg, progress=False)
-        events = _events(workdir, "train")
+        events = training_runs.events(workdir, "train")
         self.assertEqual({step for step, _ in events["gradient_norm/dense_1/kernel"]}, {1})
         # The first step's gradient, recomputed from the initial weights and the first batch.
         datasets = training.load_datasets(cfg)
@@ -63,39 +55,58 @@ class EventFileTest(tf.test.TestCase):
             buckets = events[histograms[0]][0][1]
             self.assertEqual(buckets.shape[1], 3)  # (left, right, count)
         self.assertEqual(events["activations/dense_1"][0][1][:, 2].sum(), cfg.batch_size * 3)
-        validation = _events(workdir, "validation")
+        validation = training_runs.events(workdir, "validation")
         self.assertEqual(set(validation), {"loss", "rmse", "mae"})
         self.assertAllClose(validation["loss"][0][1], result.history[0]["val_loss"], rtol=1e-6)
 
-    def test_measuring_the_last_step_after_the_loop_changes_nothing(self):
-        # Long runs measure a call's last step as a step of its own after the loop (no cond at
-        # every step): the same events, history and weights as deciding at every step.
-        runs = []
-        for peel in (False, True):
-            workdir = self.create_tempdir().full_path
-            cfg = config.TrainConfig(
-                workdir=workdir,
-                n_samples=400,
-                epochs=3,
-                dtype="float64",
-                histogram_every=10,
-                steps_per_call=7,
-            )
-            with mock.patch.object(plan_lib, "PEEL_MIN_STEPS", 0 if peel else 10**9):
-                trainer = training.build(cfg)
-                self.assertEqual(trainer.engine.peels_last_step, peel)
-                result = training.train(cfg, progress=False)
-            runs.append((_events(workdir, "train"), result))
-        (events, result), (peeled_events, peeled) = runs
-        self.assertEqual(result.history, peeled.history)
-        for a, b in zip(result.model.get_weights(), peeled.model.get_weights()):
-            self.assertAllEqual(a, b)
-        self.assertCountEqual(events, peeled_events)
-        self.assertGreater(len(events["gradient_norm/dense_1/kernel"]), 5)
-        for tag, values in events.items():
-            self.assertEqual([s for s, _ in values], [s for s, _ in peeled_events[tag]], tag)
-            for (_, a), (_, b) in zip(values, peeled_events[tag]):
-                self.assertAllEqual(a, b, tag)
+    def test_each_call_measures_its_last_step_checked_independently(self):
+        # Calls of 7 steps: the call ending at step 14 (the second epoch's 4th step) logs the
+        # gradient step 14 applied, recomputed here from the weights after step 13 and its rows.
+        cfg = config.TrainConfig(n_samples=400, batch_size=32, epochs=3, dtype="float64", steps_per_call=7)
+        workdir = self.create_tempdir().full_path
+        training.train(dataclasses.replace(cfg, workdir=workdir), progress=False)
+        logged = training_runs.events(workdir, "train")
+        self.assertIn(14, [step for step, _ in logged["gradient_norm/dense_1/kernel"]])
+        trainer = training.build(dataclasses.replace(cfg, workdir=self.create_tempdir().full_path))
+        trainer.loop().run(total_steps=13)
+        spe = trainer.plan.steps_per_epoch
+        self.assertEqual(13 // spe, 1)  # step 14 is in the second epoch
+        rows = trainer.plan.epoch_indices(13 // spe)[13 % spe, 0]
+        x, y = trainer.datasets.train.x[rows], trainer.datasets.train.y[rows]
+        _, grads = backprop.tape_gradients(trainer.model, x, y, "mse")
+        for name, grad in zip(trainer.model.variable_names, grads):
+            at_14 = dict(logged[f"gradient_norm/{name}"])[14]
+            self.assertAllClose(at_14, np.linalg.norm(grad), rtol=1e-6, msg=name)
+
+    def test_monitoring_changes_nothing_in_the_training(self):
+        # The step loop is the same program with monitoring on or off (the measured step's
+        # gradients are computed beside it): the same history and weights, bit for bit, whether
+        # XLA compiles each epoch's step loop or the whole call; the measurements agree between
+        # the two (the whole call's are computed by XLA) to float64 rounding.
+        measured = []
+        for whole in (False, True):
+            runs = []
+            for monitoring in (False, True):
+                workdir = self.create_tempdir().full_path
+                cfg = config.TrainConfig(
+                    workdir=workdir,
+                    n_samples=400,
+                    epochs=3,
+                    dtype="float64",
+                    histogram_every=10,
+                    steps_per_call=7,
+                    monitor=monitoring,
+                )
+                with mock.patch.object(plan_lib, "WHOLE_CALL_FLOPS", 0 if whole else 1e30):
+                    self.assertEqual(training.build(cfg).engine.compiles_whole_call, whole)
+                    runs.append(training.train(cfg, progress=False))
+            training_runs.assert_same_training(self, *runs)
+            measured.append(training_runs.events(workdir, "train"))
+        self.assertGreater(len(measured[0]["gradient_norm/dense_1/kernel"]), 5)
+        self.assertEqual(*({tag: [s for s, _ in values] for tag, values in m.items()} for m in measured))
+        # Histograms aside: a value on a bucket's edge may move to the next bucket by rounding.
+        scalars = [{tag: v for tag, v in m.items() if v[0][1].ndim == 0} for m in measured]
+        training_runs.assert_same_events(self, *scalars, rtol=1e-12)
 
     def test_monitor_off_writes_no_events(self):
         workdir = self.create_tempdir().full_path
@@ -232,13 +243,16 @@ class ResumedEventsTest(tf.test.TestCase):
         training.train(config.TrainConfig(workdir=workdir, **values), progress=False)
         training.train(config.TrainConfig(workdir=uninterrupted, **values), progress=False)
         for split in ("train", "validation"):
-            resumed, reference = _events(workdir, split), _events(uninterrupted, split)
+            resumed, reference = (
+                training_runs.events(workdir, split),
+                training_runs.events(uninterrupted, split),
+            )
             self.assertEqual(set(resumed), set(reference))
             for tag, events in resumed.items():
                 steps = [step for step, _ in events]
                 self.assertEqual(steps, sorted(set(steps)), f"{split} {tag}: a step written twice")
                 self.assertEqual(steps, [step for step, _ in reference[tag]], f"{split} {tag}")
-        self.assertEqual([step for step, _ in _events(workdir, "train")["loss"]], [16, 32, 48])
+        self.assertEqual([step for step, _ in training_runs.events(workdir, "train")["loss"]], [16, 32, 48])
 
     def test_dropping_events_handles_a_record_cut_short_by_a_kill(self):
         directory = self.create_tempdir().full_path

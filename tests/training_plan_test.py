@@ -77,8 +77,8 @@ class LoopShapeTest(tf.test.TestCase):
         self.assertEqual(_plan(1_000).weights, 25)
         self.assertEqual(_plan(512 * 30, LARGE, 512).weights, 2_109_450)
 
-    def test_large_nets_measure_after_the_loop_sooner(self):
-        self.assertFalse(_plan(1_000, steps=4_800).peels_last_step)  # the default run keeps the cond
+    def test_large_nets_peel_the_last_step_sooner(self):
+        self.assertFalse(_plan(1_000, steps=4_800).peels_last_step)
         self.assertFalse(_plan(1_000, steps=200_000).peels_last_step)
         self.assertTrue(_plan(1_000, steps=800_000).peels_last_step)
         self.assertFalse(_plan(512 * 30, LARGE, 512, steps=200).peels_last_step)

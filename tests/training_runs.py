@@ -1,6 +1,10 @@
 """Small, fast training configs and run comparisons shared by the library's training tests."""
 
+import glob
+import os
+
 import numpy as np
+import tensorflow as tf
 
 from tf_backprop.training import config
 
@@ -29,3 +33,22 @@ def assert_same_training(test, first, second, validation_rtol: float = 1e-15) ->
     test.assertEqual(len(first_weights), len(second_weights))
     for a, b in zip(first_weights, second_weights):
         np.testing.assert_array_equal(a, b)
+
+
+def events(workdir: str, split: str) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """tag -> [(step, value)] from the TensorBoard event files of <workdir>/tb/<split>."""
+    found: dict[str, list] = {}
+    for path in sorted(glob.glob(os.path.join(workdir, "tb", split, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, tf.make_ndarray(value.tensor)))
+    return found
+
+
+def assert_same_events(test, first: dict, second: dict, rtol: float = 0.0) -> None:
+    """Two `events` results: the same tags at the same steps, values bit for bit (rtol 0) or to rtol."""
+    test.assertCountEqual(first, second)
+    for tag, values in first.items():
+        test.assertEqual([s for s, _ in values], [s for s, _ in second[tag]], tag)
+        for (_, a), (_, b) in zip(values, second[tag]):
+            test.assertAllClose(a, b, rtol=rtol, atol=0, msg=tag) if rtol else test.assertAllEqual(a, b, tag)

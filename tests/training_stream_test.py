@@ -10,6 +10,7 @@ from unittest import mock
 
 import numpy as np
 import tensorflow as tf
+import training_runs
 from csv_files import CsvTestCase
 from training_runs import assert_same_training
 
@@ -75,9 +76,8 @@ class StreamedTrainingTest(CsvTestCase):
             "val_split": 0.2,
             "test_split": 0.0,
         }
-        streamed = training.train(
-            _config(self.pattern, self.create_tempdir().full_path, **common), progress=False
-        )
+        streamed_dir, loaded_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
+        streamed = training.train(_config(self.pattern, streamed_dir, **common), progress=False)
         datasets = streamed.datasets
         self.assertIsInstance(datasets.train, data.StreamedSplit)
         in_memory = data.Datasets(
@@ -88,7 +88,7 @@ class StreamedTrainingTest(CsvTestCase):
             datasets.source,
         )
         loaded = training.train(
-            _config(self.pattern, self.create_tempdir().full_path, stream=False, **common),
+            _config(self.pattern, loaded_dir, stream=False, **common),
             in_memory,
             progress=False,
         )
@@ -96,6 +96,10 @@ class StreamedTrainingTest(CsvTestCase):
         self.assertEqual(streamed.history, loaded.history)
         for a, b in zip(streamed.model.get_weights(), loaded.model.get_weights()):
             np.testing.assert_array_equal(a, b)
+        # Each call's last step is measured from the same rows (a streamed block's row).
+        streamed_events = training_runs.events(streamed_dir, "train")
+        self.assertGreater(len(streamed_events["gradient_norm/dense_1/kernel"]), 3)
+        training_runs.assert_same_events(self, streamed_events, training_runs.events(loaded_dir, "train"))
 
     def test_a_streamed_run_compiling_its_whole_call_trains_the_same(self):
         # A long streamed run compiles its whole call with XLA (Plan.compiles_whole_call), the

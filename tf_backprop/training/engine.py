@@ -31,8 +31,11 @@ epochs a call can touch, so such a fault cannot spin forever.
 
 Monitoring measures the last step of each call: its gradients' norms, the weights' norms and
 the update ratios ‖Δθ‖/‖θ‖ (and, with histograms, the gradients and the first micro-batch's
-activations).  On one device that step is measured inside the same loop; under a strategy the
-call stops one step short and a second, measured call runs the last step.
+activations).  The call's loop stops one step short; the last step's gradients are computed
+again from its rows and the weights it starts from, then the same loop runs that step and the
+weights after it give the update ratios.  So the compiled step loop is one program with
+monitoring on or off (compiled once; the measurement runs outside XLA unless the whole call is
+compiled), and monitoring cannot change the training.
 """
 
 from __future__ import annotations
@@ -147,24 +150,16 @@ class Engine:
         if self.runner.jit and not self.compiles_whole_call:
             steps = functools.partial(tf.function, jit_compile=True, autograph=False)
         self._step_loops = {
-            (check, measure): steps(functools.partial(self._steps, check=check, measure=measure))
-            for check in (False, True)
-            for measure in (False, True)
+            check: steps(functools.partial(self._steps, check=check)) for check in (False, True)
         }
-        self._fast_call = compiled(functools.partial(self._call, checked=False, measure=False))
-        self._checked_call = compiled(functools.partial(self._call, checked=True, measure=False))
-        self._measured_call = compiled(functools.partial(self._call, checked=True, measure=True))
-
-    @property
-    def measures_in_loop(self) -> bool:
-        """Whether the last step of a call is measured inside its loop (one device, monitoring on)."""
-        return bool(self.config.monitor) and self.runner.jit
+        self._fast_call = compiled(functools.partial(self._call, checked=False))
+        self._checked_call = compiled(functools.partial(self._call, checked=True))
 
     @property
     def peels_last_step(self) -> bool:
-        """Whether a call's last step runs after the loop (`Plan.peels_last_step`): to measure it
-        there, or without monitoring in a whole-call run."""
-        return self.plan.peels_last_step and (self.measures_in_loop or self.compiles_whole_call)
+        """Whether a call's last step runs after its loop, as a launch of its own: to measure it
+        (monitoring), or in a long whole-call run without monitoring (`Plan.peels_last_step`)."""
+        return bool(self.config.monitor) or (self.compiles_whole_call and self.plan.peels_last_step)
 
     @property
     def gathers_each_step(self) -> bool:
@@ -200,12 +195,14 @@ class Engine:
     def _run_call(self, args, stop: int) -> dict[str, np.ndarray]:
         """The fast call, and its checked replay when it fails (under a strategy: checked)."""
         if not self.runner.replays:
-            return self._run_checked_then_measured(args, stop)
-        out = self._fast_call(*args)
+            return _numpy(self._checked_call(*args))
+        with _without_graph_rewrites():
+            out = self._fast_call(*args)
         if int(out["status"]) == RUNNING:
             return _numpy(out)
         self._restore(out["start_state"])
-        out = self._checked_call(*args)
+        with _without_graph_rewrites():
+            out = self._checked_call(*args)
         if int(out["status"]) == RUNNING:  # the replay's arithmetic may differ in the last bits
             logging.warning("a call failed its end-of-call check but not its step-by-step replay")
         return _numpy(out)
@@ -218,36 +215,20 @@ class Engine:
         if status == RUNNING and step != stop and not bool(self.state.stopped.numpy()):
             raise RuntimeError(f"internal error: the engine's call ended at step {step}, not at {stop}")
 
-    def _run_checked_then_measured(self, args, stop: int) -> dict[str, np.ndarray]:
-        """Under a strategy: the call up to stop − 1, then the measured last step."""
-        if not self.config.monitor:
-            return _numpy(self._checked_call(*args))
-        first = _numpy(self._checked_call(*args[:-2], args[-2] - 1, args[-1]))
-        ran_to_end = int(self.optimizer.iterations.numpy()) == stop - 1 and not bool(
-            self.state.stopped.numpy()
-        )
-        if first["status"] != RUNNING or not ran_to_end:
-            empty = dict(zip(("health", "gradients", "activations"), self._empty_measurement()))
-            return {**first, **_numpy(empty)}
-        last = _numpy(self._measured_call(*args))
-        last["records"] = np.concatenate([first["records"], last["records"]])
-        return last
-
     def _restore(self, values) -> None:
         """Assigns a fast call's start_state back to everything the call changed."""
         for variable, value in zip(self._state, values):
             variable.assign(value)
 
     # --- the compiled call -------------------------------------------------------------
-    def _call(self, x_train, y_train, x_val, y_val, first, stop, total, checked: bool, measure: bool):
-        """The compiled call (see `run`); `checked` checks every step and stops at a failure;
-        `measure` measures every step (the measured call runs one)."""
+    def _call(self, x_train, y_train, x_val, y_val, first, stop, total, checked: bool):
+        """The compiled call (see `run`); `checked` checks every step and stops at a failure."""
         # The fast call returns the state it started from, for a replay.
         start_state = [] if checked else [tf.identity(v) for v in self._state]
         check = checked or bool(self.config.clip_value)  # clipping would hide an infinite gradient
         carry = tf.while_loop(
             lambda *c: self._epochs_continue(c, stop),
-            lambda *c: self._epoch(c, x_train, y_train, x_val, y_val, first, stop, total, check, measure),
+            lambda *c: self._epoch(c, x_train, y_train, x_val, y_val, first, stop, total, check),
             self._initial_carry(),
             maximum_iterations=self._max_records(),  # a call touches fewer epochs (see run)
         )
@@ -292,7 +273,7 @@ class Engine:
         running = tf.logical_and(tf.equal(status, RUNNING), tf.logical_not(self.state.stopped))
         return tf.logical_and(running, self.optimizer.iterations < stop)
 
-    def _epoch(self, carry, x_train, y_train, x_val, y_val, first, stop, total, check, measure):
+    def _epoch(self, carry, x_train, y_train, x_val, y_val, first, stop, total, check):
         """The rest of the current epoch up to `stop`, then its end if it is complete.
 
         An epoch is complete after steps_per_epoch steps, or — partial, at most once a run —
@@ -304,9 +285,14 @@ class Engine:
         # A streamed block's row r is the call's step first + r, i.e. the epoch's position
         # r + offset (the epoch began at step iterations − position).
         offset = first - (self.optimizer.iterations - position)
-        steps = (position, status, loss_sum, metric_sums, bad, verify_error, measured)
-        steps = self._step_loops[(check, measure)](x_train, y_train, epoch, offset, end, stop, steps)
-        position, status, loss_sum, metric_sums, bad, verify_error, measured = steps
+        steps = (position, status, loss_sum, metric_sums, bad, verify_error)
+        if self.peels_last_step:
+            steps, measured = self._steps_then_last(
+                x_train, y_train, epoch, offset, end, stop, steps, measured, check
+            )
+        else:
+            steps = self._step_loops[check](x_train, y_train, epoch, offset, end, steps)
+        position, status, loss_sum, metric_sums, bad, verify_error = steps
         at_run_end = tf.logical_and(tf.equal(self.optimizer.iterations, total), position > 0)
         ended = tf.logical_and(tf.logical_or(tf.equal(position, spe), at_run_end), tf.equal(status, RUNNING))
         epoch, position, loss_sum, metric_sums, records, count = tf.cond(
@@ -316,7 +302,7 @@ class Engine:
         )
         return epoch, position, loss_sum, metric_sums, status, bad, verify_error, records, count, measured
 
-    def _steps(self, x_train, y_train, epoch, offset, end, stop, carry, check: bool, measure: bool):
+    def _steps(self, x_train, y_train, epoch, offset, end, carry, check: bool):
         """Steps carry[0] .. end of an epoch, stopping at a failing one: the epoch's rows in its
         order (streamed: the call's block, whose row is the position − offset), then the step
         loop — compiled with XLA on one device."""
@@ -329,26 +315,43 @@ class Engine:
             order = self.plan.epoch_order(epoch)
             xs, ys = (self.runner.place(tf.gather(t, order)) for t in (x_train, y_train))
             offset = 0  # xs [spe, accum, global_batch, ...]
-        if measure or not self.runner.jit:  # under a strategy: every step, or the measured one
-            return self._step_loop(xs, ys, offset, end, stop, carry, check, measure)
-        if not self.peels_last_step:  # with monitoring, a cond at each step: is it the last?
-            return self._step_loop(
-                xs, ys, offset, end, stop, carry, check, None if self.measures_in_loop else False
-            )
-        last = carry[0] + (stop - self.optimizer.iterations) - 1  # the call's last step's position
-        carry = self._step_loop(xs, ys, offset, tf.minimum(end, last), stop, carry, check, False)
-        i, status = carry[0], carry[1]
-        due = tf.logical_and(tf.logical_and(tf.equal(i, last), i < end), tf.equal(status, RUNNING))
-        last_step = lambda: self._train_step(xs, ys, carry, offset, stop, check, self.measures_in_loop)  # noqa: E731
-        return tf.cond(due, last_step, lambda: carry)
-
-    def _step_loop(self, xs, ys, offset, end, stop, carry, check: bool, measure: bool | None):
-        """Steps carry[0] .. end (positions in the epoch), stopping at a failing one."""
         return tf.while_loop(
             lambda i, status, *_: tf.logical_and(i < end, tf.equal(status, RUNNING)),
-            lambda *c: self._train_step(xs, ys, c, offset, stop, check, measure),
+            lambda *c: self._train_step(xs, ys, c, offset, check),
             carry,
         )
+
+    def _steps_then_last(self, x_train, y_train, epoch, offset, end, stop, carry, measured, check: bool):
+        """`_steps` up to the call's last step, then — if it falls in this epoch and nothing
+        failed — that step in a launch of its own, measured with monitoring: (carry, measured)."""
+        steps = self._step_loops[check]
+        last = carry[0] + (stop - self.optimizer.iterations) - 1  # the call's last step's position
+        carry = steps(x_train, y_train, epoch, offset, tf.minimum(end, last), carry)
+        i, status = carry[0], carry[1]
+        due = tf.logical_and(tf.logical_and(tf.equal(i, last), i < end), tf.equal(status, RUNNING))
+
+        def last_step():
+            if not self.config.monitor:
+                return steps(x_train, y_train, epoch, offset, i + 1, carry), measured
+            before = [tf.identity(v) for v in self.variables]
+            gradients, activations = self._gradients_at(x_train, y_train, epoch, offset, i)
+            after = steps(x_train, y_train, epoch, offset, i + 1, carry)
+            return after, self._measurement(before, gradients, activations)
+
+        return tf.cond(due, last_step, lambda: (carry, measured))
+
+    def _gradients_at(self, x_train, y_train, epoch, offset, i):
+        """The gradients step i of the epoch is about to apply (summed over the replicas), and
+        with histograms the activations of replica 0's first micro-batch: recomputed from the
+        step's rows and the current weights."""
+        if self.plan.streaming:
+            xs, ys = (tf.gather(t, i - offset) for t in (x_train, y_train))
+        else:
+            rows = tf.gather(self.plan.epoch_order(epoch), i)  # [accum, global_batch]
+            xs, ys = (tf.gather(t, rows) for t in (x_train, y_train))
+        report = self.runner.run(self.step.measurement, self.runner.place(xs), self.runner.place(ys))
+        gradients = self.runner.sum(report["gradients"])
+        return gradients, self.runner.first(report.get("activations", ()))
 
     def _end_epoch(self, epoch, steps, loss_sum, metric_sums, records, count, x_val, y_val):
         """Validation, the epoch's record, early stopping; the next epoch's counters."""
@@ -382,18 +385,12 @@ class Engine:
         if self.config.patience:
             state.stopped.assign(state.waited >= self.config.patience)
 
-    def _train_step(self, xs, ys, carry, offset, stop, check: bool, measure: bool | None):
-        """Step carry[0] of the epoch (row carry[0] − offset of xs) on every replica: the new carry.
-
-        measure: whether to measure it; None: if it is the call's last step (a tensor).
-        """
-        i, status, loss_sum, metric_sums, bad, verify_error, measured = carry
-        if measure is None:
-            measure = self.optimizer.iterations + 1 == stop
-        before = _when(measure, lambda: [tf.identity(v) for v in self.variables], self._zeros_like_variables)
+    def _train_step(self, xs, ys, carry, offset, check: bool):
+        """Step carry[0] of the epoch (row carry[0] − offset of xs) on every replica: the new carry."""
+        i, status, loss_sum, metric_sums, bad, verify_error = carry
         row = i if isinstance(offset, int) else i - offset  # the in-memory epoch's rows: offset 0
-        report = self.runner.run(self._replica_step, xs, ys, row, check=check, measure=measure)
-        summable = ("value", "sums", "flags", "gradients")
+        report = self.runner.run(self._replica_step, xs, ys, row, check=check)
+        summable = ("value", "sums", "flags")
         summed = self.runner.sum({k: report[k] for k in summable if k in report})
         loss_sum += tf.cast(summed["value"], tf.float64)
         metric_sums += summed["sums"]
@@ -407,27 +404,24 @@ class Engine:
             verify_error = tf.where(due, errors, verify_error)
         if check or self.config.verify_every:
             status = tf.where(healthy, tf.where(agree, RUNNING, DISAGREE), NON_FINITE)
-        if self.config.monitor:
-            measured = _when(measure, lambda: self._measurement(before, summed, report), lambda: measured)
-        return i + 1, status, loss_sum, metric_sums, bad, verify_error, measured
+        return i + 1, status, loss_sum, metric_sums, bad, verify_error
 
-    def _replica_step(self, xs, ys, i, check: bool, measure):
+    def _replica_step(self, xs, ys, i, check: bool):
         """The Step on this replica's copy of step i; flags as numbers, to be summed."""
         # A gather, not xs[i]: XLA takes a slice's start computed from the call's arguments
         # (`first` of a streamed block, `stop` for a measured step after the loop) for a
         # compile-time constant, and would compile the loop anew for each value.
-        report = self.step(_row(xs, i), _row(ys, i), check, measure)
+        report = self.step(_row(xs, i), _row(ys, i), check)
         if check:
             report["flags"] = tf.cast(report["flags"], report["value"].dtype)
         return report
 
-    def _measurement(self, before, summed, report):
-        """(health [3, n_vars], gradients, activations) of a measured step."""
-        grads = summed["gradients"]
-        health = tf.stack([norms(grads), norms(self.variables), update_ratios(before, self.variables)])
+    def _measurement(self, before, gradients, activations):
+        """(health [3, n_vars], gradients, activations) of the step just taken from `before`."""
+        health = tf.stack([norms(gradients), norms(self.variables), update_ratios(before, self.variables)])
         if not self.config.histogram_every:
             return health, (), ()
-        return health, tuple(grads), tuple(self.runner.first(report["activations"]))
+        return health, tuple(gradients), tuple(activations)
 
     def _empty_measurement(self):
         """Zero placeholders shaped like one measurement (empty when monitoring is off)."""
@@ -438,10 +432,7 @@ class Engine:
             return health, (), ()
         dtype, batch = self.model.compute_dtype, self.plan.replica_batch
         activations = tuple(tf.zeros([batch, width], dtype) for width in self.model.layer_sizes[1:])
-        return health, tuple(self._zeros_like_variables()), activations
-
-    def _zeros_like_variables(self):
-        return [tf.zeros_like(v) for v in self.variables]
+        return health, tuple(tf.zeros_like(v) for v in self.variables), activations
 
     def _state_is_finite(self, loss_sum):
         """Whether the loss sum, the weights and the optimizer's float state are all finite."""
@@ -470,11 +461,22 @@ def _inline(fn):
     return fn
 
 
-def _when(condition, true_fn, false_fn):
-    """true_fn() or false_fn(): decided in Python for a bool, by tf.cond for a tensor."""
-    if isinstance(condition, bool):
-        return true_fn() if condition else false_fn()
-    return tf.cond(condition, true_fn, false_fn)
+@contextlib.contextmanager
+def _without_graph_rewrites():
+    """Calls made inside run without Grappler's graph rewrites.
+
+    On one device the call's work runs under XLA; Grappler would only rewrite the plain graph
+    around it (the epoch ends, the measured step), and that took ~0.3 s of the default run's
+    first call on the 2-core CI machine.  The option is TensorFlow's (global), restored after.
+    """
+    options = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": options.get("disable_meta_optimizer", False)}
+        )
 
 
 def _numpy(out: dict) -> dict:

@@ -23,8 +23,8 @@ AUTO_CHUNK_FLOPS = 1e11  # ≈ 0.25–1 s of a 2-core CPU per compiled call
 MIN_CALL_ROWS, MAX_AUTO_CALL_FLOPS = 1 << 16, 1e12
 MAX_AUTO_EPOCHS = 1_000  # epochs one automatic call may complete (each ends in Python once)
 MAX_BLOCK_ROWS = 1 << 18  # streamed rows one call takes (its block, ~20 MB of 20 float32 features)
-# When a call's last step runs after the loop (see Plan.peels_last_step): a tiny
-# net's runs of PEEL_MIN_STEPS steps or more; a larger net's sooner, by 1 + weights / COND_WEIGHTS.
+# When an unmonitored whole-call run's last step runs after the loop (see Plan.peels_last_step):
+# a tiny net's runs of PEEL_MIN_STEPS steps or more; a larger net's sooner, by 1 + weights / COND_WEIGHTS.
 PEEL_MIN_STEPS = 400_000
 COND_WEIGHTS = 1_250
 GATHER_EACH_STEP_WEIGHTS = 100_000  # see Plan.gathers_each_step
@@ -89,18 +89,17 @@ class Plan:
 
     @property
     def peels_last_step(self) -> bool:
-        """Whether (on one device) a call's last step runs after the loop, in a cond of its own,
-        rather than inside it — with monitoring, a cond at every step then picks out the step to
-        measure: when that cond costs more over the run than the second copy of the step costs
-        to compile (~0.2 s on the article's net, ~0.35 s on 64-256-256-1).
+        """Whether a run that compiles its whole call (`compiles_whole_call`) without monitoring
+        still runs each call's last step after the loop, as a step of its own — a monitored run
+        always does, to measure it (`Engine.peels_last_step`).
 
-        The cond costs a tiny net ~0.5 µs a step (~20% of the article's), plus, at the steps it
-        does not measure, a zero fill of every weight (~6% of a 1024-1024-1024-10 net's step):
-        2.1M weights peel from ~240 steps, the article's 25 from ~390,000.  A whole-call run
-        (`compiles_whole_call`) peels without monitoring too, for a reason not pinned down: its
-        peeled loop ran 64-256-256-1 faster (2,471–2,509 against 2,260–2,274 steps/s, in one
-        process on the 2-core CI machine), while a loop stopped one step short with the last
-        step in a second loop did not.
+        The second copy of the step costs compilation (~0.2 s on the article's net, ~0.35 s on
+        64-256-256-1) and was measured to pay back, for a reason not pinned down: the peeled
+        whole-call loop ran 64-256-256-1 faster (2,471–2,509 against 2,260–2,274 steps/s, in one
+        process on the 2-core CI machine), while a loop stopped one step short with the last step
+        in a second loop did not.  The threshold is the one that once chose between peeling and
+        a cond at every step for monitoring (~0.5 µs a step, ~20% of the article's net's), kept
+        for these runs: 2.1M weights peel from ~240 steps, the article's 25 from ~390,000.
         """
         return self.total_steps * (1 + self.weights / COND_WEIGHTS) >= PEEL_MIN_STEPS
 

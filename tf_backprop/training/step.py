@@ -60,14 +60,12 @@ class Step:
         self.target_std = tf.constant(1.0 if target_std is None else target_std, tf.float64)
 
     # --- the step ----------------------------------------------------------------------
-    def __call__(self, xs, ys, check: bool, measure=False) -> dict[str, tf.Tensor]:
+    def __call__(self, xs, ys, check: bool) -> dict[str, tf.Tensor]:
         """One update from the micro-batches xs [accum, block_replicas · replica_batch, n_0].
 
         Returns value (this replica's share of the loss), sums (metric sums [3], float64); with
         `check` flags (`not_finite_flags`); with verify_every, errors (tape↔manual, [n_vars], of
-        replica 0's first micro-batch) and due; unless `measure` is False (it may be a boolean
-        tensor), the gradients, and with histograms the activations (h_l of replica 0's first
-        micro-batch before the update; zeros when `measure` is a false tensor).
+        replica 0's first micro-batch) and due.
         """
         mine_x, mine_y = self.replica_columns(xs), self.replica_columns(ys)  # [accum, b, ...]
         value, grads, sums = self.gradients(mine_x, mine_y)
@@ -77,19 +75,19 @@ class Step:
             report["flags"] = not_finite_flags(value, grads)
         if self.config.verify_every:
             report["due"], report["errors"] = self.verification(first_x, first_y)
-        if measure is not False:
-            report["gradients"] = list(grads)
-            if self.config.histogram_every:
-                report["activations"] = self._activations(first_x, measure)
         self.optimizer.apply(grads, self.variables)
         return report
 
-    def _activations(self, x, measure):
-        """h_l of x [b, n_0] (before the update), or zeros when `measure` is a false tensor."""
-        if isinstance(measure, bool):
-            return self.model.forward(x, keep_intermediates=True).hs
-        zeros = [tf.zeros([self.replica_batch, w], x.dtype) for w in self.model.layer_sizes[1:]]
-        return tf.cond(measure, lambda: self.model.forward(x, keep_intermediates=True).hs, lambda: zeros)
+    def measurement(self, xs, ys) -> dict[str, list[tf.Tensor]]:
+        """What monitoring records of the update `__call__(xs, ys)` would make, without making it:
+        gradients (this replica's share; summed over the replicas, the update's), and with
+        histograms activations (h_l of replica 0's first micro-batch)."""
+        _, grads, _ = self.gradients(self.replica_columns(xs), self.replica_columns(ys))
+        report = {"gradients": list(grads)}
+        if self.config.histogram_every:
+            first_x = xs[0][: self.replica_batch]
+            report["activations"] = list(self.model.forward(first_x, keep_intermediates=True).hs)
+        return report
 
     def replica_columns(self, x):
         """This replica's columns of x [accum, block_replicas · replica_batch, ...]: [accum,
