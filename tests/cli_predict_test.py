@@ -1,6 +1,7 @@
 """Tests of CSV prediction from an export: predict.predict_csv in-process, tf-backprop-predict as a subprocess."""
 
 import csv
+import errno
 import gzip
 import io
 import os
@@ -8,6 +9,7 @@ import re
 import shutil
 import sys
 import tempfile
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -208,6 +210,21 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
                 ):
                     predict.predict_csv(self.served["regression"], source, folder, overwrite=overwrite)
         self.assertEqual(calls, [])
+        self.assertNoOutput()
+
+    def test_an_output_that_cannot_be_made_is_an_input_error_unless_the_disk_is_full(self):
+        source = write_csv(os.path.join(self.dir, "in.csv"), FEATURES, [[1, 2, 3]])
+        missing = os.path.join(self.dir, "no", "out.csv")
+        with self.assertRaisesRegex(data.DataError, r"no/out\.csv: cannot write the file \(No such file"):
+            predict.predict_csv(self.served["regression"], source, missing)
+        # A full disk is not the user's input: an OSError naming the output (the CLI exits 1).
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        output = os.path.join(self.dir, "out.csv")
+        with mock.patch.object(predict.files, "atomic_text", side_effect=full):
+            with self.assertRaises(OSError) as raised:
+                predict.predict_csv(self.served["regression"], source, output)
+        self.assertNotIsInstance(raised.exception, data.DataError)
+        self.assertEqual((raised.exception.errno, raised.exception.filename), (errno.ENOSPC, output))
         self.assertNoOutput()
 
     def test_an_output_that_appears_while_scoring_is_not_replaced(self):
