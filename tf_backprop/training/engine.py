@@ -409,7 +409,7 @@ class Engine:
     def _replica_step(self, xs, ys, i, check: bool):
         """The Step on this replica's copy of step i; flags as numbers, to be summed."""
         # A gather, not xs[i]: XLA takes a slice's start computed from the call's arguments
-        # (`first` of a streamed block, `stop` for a measured step after the loop) for a
+        # (`first` of a streamed block, the end of a last step run after the loop) for a
         # compile-time constant, and would compile the loop anew for each value.
         report = self.step(_row(xs, i), _row(ys, i), check)
         if check:
