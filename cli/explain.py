@@ -148,13 +148,18 @@ def main(argv) -> int:
             with files.atomic_text(FLAGS.output, overwrite=FLAGS.overwrite) as handle:
                 handle.write(output)
         except OSError as error:
+            files.unless_out_of_room(error, FLAGS.output)
             raise common.UsageError(f"--output: cannot write {FLAGS.output} ({error.strerror})") from None
     return 0 if trace.agreed else common.EXIT_FAILURE
 
 
 def run():
     """Console-script entry point."""
-    common.run(main, flag_names={"layer_sizes": "--layers", "kernel_initializer": "--initializer"})
+    common.run(
+        main,
+        failures=(OSError,),  # out of room (files.unless_out_of_room)
+        flag_names={"layer_sizes": "--layers", "kernel_initializer": "--initializer"},
+    )
 
 
 if __name__ == "__main__":

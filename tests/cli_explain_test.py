@@ -118,6 +118,32 @@ class ExplainCliTest(tf.test.TestCase):
                 self.assertIn(expected, lines[0])
                 self.assertTrue(lines[0].startswith("tf-backprop-explain: error: "), lines[0])
 
+    def test_a_full_disk_at_output_is_a_failure_in_one_line(self):
+        # The write of --output fails as on a full disk (the OSError names no file): exit 1, one
+        # line naming the output, no file left; not a usage error.
+        script = (
+            "import contextlib, errno, sys\n"
+            "from tf_backprop import files\n"
+            "class Full:\n"
+            "    def write(self, text):\n"
+            "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
+            "@contextlib.contextmanager\n"
+            "def full(temporary, path, compress):\n"
+            "    yield Full()\n"
+            "files._open_text = full\n"
+            "from tf_backprop.cli import explain\n"
+            "sys.argv = ['tf-backprop-explain', '--format=svg', '--output=net.svg']\n"
+            "explain.run()\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=self.cwd, capture_output=True, text=True, timeout=TIMEOUT
+        )
+        self.assertEqual(result.returncode, 1, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        self.assertLen(lines, 1, result.stderr)
+        self.assertEqual(lines[0], "tf-backprop-explain: error: net.svg: No space left on device")
+        self.assertFalse(os.path.exists(os.path.join(self.cwd, "net.svg")))
+
 
 class WorkdirTest(tf.test.TestCase):
     """--workdir explains a trained run's model on one row of its data, standardized as in training."""

@@ -1,5 +1,6 @@
 """Tests of the SavedModel export: signature, metadata, serving without this package, atomicity, CLI."""
 
+import errno
 import json
 import os
 import re
@@ -299,6 +300,17 @@ class AtomicityTest(tf.test.TestCase):
         ):
             export.export_saved_model(model, self.preprocessing, None, target)
         self.assertEqual(listing(self.folder), ["afile"])
+
+    def test_a_full_disk_is_a_failure_naming_the_target_not_an_export_error(self):
+        model, _ = make_model("regression", seed=0)
+        target = os.path.join(self.folder, "export")
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            with mock.patch.object(export.os, "mkdir", side_effect=OSError(code, os.strerror(code))):
+                with self.assertRaises(OSError) as raised:
+                    export.export_saved_model(model, self.preprocessing, None, target)
+            self.assertNotIsInstance(raised.exception, export.ExportError)
+            self.assertEqual((raised.exception.errno, raised.exception.filename), (code, target))
+        self.assertEqual(listing(self.folder), [])
 
     def test_overwrite_replaces_the_export(self):
         self.write(seed=0)

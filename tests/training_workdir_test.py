@@ -6,6 +6,7 @@ small epoch.  Killed CLI runs and two concurrent CLI runs are in cli_resume_test
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -200,6 +201,23 @@ class OutputsTest(tf.test.TestCase, parameterized.TestCase):
                 training.WorkdirError, r"^workdir: cannot write in \S+/ckpt \(Permission denied\)$"
             ):
                 training.train(cfg, progress=False)
+
+    def test_a_full_disk_at_start_up_is_a_failure_naming_the_folder(self):
+        # The machine's failure (an OSError: the CLI exits 1), not the user's input (exit 2).
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            folder = self.create_tempdir().full_path
+            full = OSError(code, os.strerror(code))
+            with mock.patch.object(tempfile, "mkstemp", side_effect=full):
+                with self.assertRaises(OSError) as raised:
+                    training.train(_config(folder), progress=False)
+            self.assertNotIsInstance(raised.exception, training.WorkdirError)
+            self.assertEqual(raised.exception.errno, code)
+            self.assertStartsWith(raised.exception.filename, folder)
+            with mock.patch.object(workdir_lib.os, "open", side_effect=full):  # the run's lock
+                with self.assertRaises(OSError) as raised:
+                    workdir_lib.RunLock(folder).__enter__()
+            self.assertNotIsInstance(raised.exception, training.WorkdirError)
+            self.assertEqual((raised.exception.errno, raised.exception.filename), (code, folder))
 
 
 class PutBackTest(tf.test.TestCase):

@@ -27,6 +27,14 @@ from absl import logging
 NON_FINITE_FIELD = "non_finite"  # {"final.rmse": "inf", "history[3].loss": "nan"}
 
 
+def unless_out_of_room(error: OSError, path: str) -> None:
+    """Raises an OSError naming `path` when `error` is a full disk or an exhausted quota — a
+    failure of the machine's (the CLIs exit 1), where the caller would report other errors of
+    making `path` (no such folder, no permission) as the user's input (exit 2)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise OSError(error.errno, error.strerror, path) from None
+
+
 def hidden_sibling(path: str, kind: str) -> str:
     """A fresh name next to `path`, e.g. <parent>/.export.tmp-1a2b3c4d5e6f."""
     return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{kind}-{uuid.uuid4().hex[:12]}")

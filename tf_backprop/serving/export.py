@@ -257,6 +257,7 @@ def _staging_folder(path: str) -> str:
         staging = files.hidden_sibling(path, "tmp")
         os.mkdir(staging)
     except OSError as error:
+        files.unless_out_of_room(error, path)
         blocking = next((p for p in _ancestors(parent) if os.path.lexists(p) and not os.path.isdir(p)), None)
         why = f"{blocking} is a file, not a folder" if blocking else (error.strerror or str(error))
         raise ExportError(f"{path}: cannot write the export there ({why})") from None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import errno
 import operator
 import os
 import sys
@@ -172,9 +171,6 @@ def _check_not_an_input(output: str, paths: list[str]) -> None:
             raise OutputError(f"{output}: is the input file {path}; give another path to write")
 
 
-_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota
-
-
 @contextlib.contextmanager
 def _atomic_output(output: str, overwrite: bool) -> Iterator[IO[str]]:
     """A text handle for `output` ("-": stdout); a file appears only once complete."""
@@ -189,8 +185,7 @@ def _atomic_output(output: str, overwrite: bool) -> Iterator[IO[str]]:
                 files.atomic_text(path, overwrite=overwrite, compress=shards.is_gzip(path))
             )
         except OSError as error:
-            if error.errno in _NO_ROOM:  # not the user's input: a failure (exit 1), not a usage error
-                raise OSError(error.errno, error.strerror, output) from None
+            files.unless_out_of_room(error, output)
             raise data_lib.DataError(f"{output}: cannot write the file ({error.strerror or error})") from None
         yield handle  # without overwrite, a file that appeared meanwhile: FileExistsError here
 

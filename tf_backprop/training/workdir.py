@@ -290,6 +290,7 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
+            files.unless_out_of_room(error, self.workdir)
             raise WorkdirError(
                 f"workdir: cannot write in {self.workdir} ({error.strerror or error})"
             ) from None
@@ -363,6 +364,7 @@ def _check_writable(folder: str) -> None:
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
     except OSError as error:
+        files.unless_out_of_room(error, folder)
         raise WorkdirError(f"workdir: cannot write in {folder} ({error.strerror or error})") from None
     os.close(fd)
     os.remove(probe)
