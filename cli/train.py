@@ -50,7 +50,7 @@ flags.DEFINE_bool(
 flags.DEFINE_bool("json", False, "Print the final metrics as JSON on stdout.")
 
 _LIST_FIELDS = {f.name for f in config_lib.fields() if f.kind == "int_list"}
-_LIST_EXAMPLES = {"hidden": "64,64"}  # the hidden widths only (--layers: every width, 2,3,3,1)
+_LIST_EXAMPLES = {"hidden": ("64,64",)}  # the hidden widths only (--layers: parse_int_list's 2,3,3,1)
 
 
 def config_from_flags() -> config_lib.TrainConfig:
@@ -60,7 +60,7 @@ def config_from_flags() -> config_lib.TrainConfig:
         if field.name != "preset" and FLAGS[field.name].present:
             value = FLAGS[field.name].value
             given[field.name] = (
-                common.parse_int_list(field.name, value, _LIST_EXAMPLES.get(field.name, "2,3,3,1"))
+                common.parse_int_list(field.name, value, *_LIST_EXAMPLES.get(field.name, ()))
                 if field.name in _LIST_FIELDS
                 else value
             )
