@@ -108,6 +108,26 @@ class EventFileTest(tf.test.TestCase):
         scalars = [{tag: v for tag, v in m.items() if v[0][1].ndim == 0} for m in measured]
         training_runs.assert_same_events(self, *scalars, rtol=1e-12)
 
+    def test_a_full_disk_at_the_event_writer_is_one_line_naming_its_folder(self):
+        # TensorFlow writes an event file's first event as it makes the writer; on a full disk
+        # its error runs over several lines.  The run's error is one line (the CLI exits 1).
+        workdir = self.create_tempdir().full_path
+        full = tf.errors.ResourceExhaustedError(
+            None,
+            None,
+            "{{function_node __wrapped__CreateSummaryFileWriter}} /x/events.out.tfevents.1.v2; "
+            "No space left on device\n\tFailed to flush 1 events to /x\n\tFlushing first event.\n\t"
+            "Could not initialize events writer. [Op:CreateSummaryFileWriter] name: ",
+        )
+        cfg = config.TrainConfig(workdir=workdir, n_samples=200, epochs=1)
+        with mock.patch.object(tf.summary, "create_file_writer", side_effect=full):
+            with self.assertRaises(OSError) as raised:
+                training.train(cfg, progress=False)
+        folder = os.path.join(workdir, "tb", "train")
+        self.assertEqual(
+            str(raised.exception), f"{folder}: cannot write the TensorBoard events (No space left on device)"
+        )
+
     def test_monitor_off_writes_no_events(self):
         workdir = self.create_tempdir().full_path
         training.train(

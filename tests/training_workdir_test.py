@@ -218,6 +218,13 @@ class OutputsTest(tf.test.TestCase, parameterized.TestCase):
                     workdir_lib.RunLock(folder).__enter__()
             self.assertNotIsInstance(raised.exception, training.WorkdirError)
             self.assertEqual((raised.exception.errno, raised.exception.filename), (code, folder))
+            lock = workdir_lib.RunLock(folder)
+            with mock.patch.object(workdir_lib.os, "pwrite", side_effect=full):  # its holder record
+                with self.assertRaises(OSError) as raised:
+                    lock.__enter__()
+            self.assertEqual((raised.exception.errno, raised.exception.filename), (code, lock.path))
+            with workdir_lib.RunLock(folder):  # released
+                pass
 
 
 class PutBackTest(tf.test.TestCase):

@@ -29,12 +29,14 @@ class CheckpointError(RuntimeError):
 
 def write_failure_reason(error: Exception) -> str:
     """Why a write failed, in the system's words: an OSError's strerror ("No space left on
-    device"), or the last clause of a TensorFlow op error's message ("{{function_node …}}
-    …/part-00000…tempstate123; No space left on device [Op:SaveV2]")."""
+    device"), or the last clause of a TensorFlow op error's first line ("{{function_node …}}
+    …/part-00000…tempstate123; No space left on device [Op:SaveV2]"; a summary writer's adds
+    lines of its own after it)."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
-    message = getattr(error, "message", None) or str(error)
-    return re.sub(r"\s*\[Op:\w+\]$", "", message.rsplit("; ", 1)[-1]).strip() or type(error).__name__
+    lines = (getattr(error, "message", None) or str(error)).strip().splitlines() or [""]
+    reason = re.sub(r"\s*\[Op:\w+\]$", "", lines[0].rsplit("; ", 1)[-1]).strip()
+    return reason or type(error).__name__
 
 
 class TrainingError(RuntimeError):

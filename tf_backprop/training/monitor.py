@@ -42,6 +42,7 @@ from tensorflow.core.util import event_pb2
 
 from tf_backprop import backprop, files
 from tf_backprop.model import MLP, MLPSpec
+from tf_backprop.training.errors import write_failure_reason
 
 HISTOGRAM_BUCKETS = 30  # TensorBoard's default
 
@@ -203,6 +204,18 @@ def _write_records(path: str, records: list[bytes]) -> None:
     os.replace(temporary, path)
 
 
+def _event_writer(directory: str):
+    """A summary file writer into `directory`; OSError naming it when it cannot be made (a full
+    disk: TensorFlow writes the file's first event at once)."""
+    try:
+        return tf.summary.create_file_writer(directory)
+    except tf.errors.OpError as error:
+        logging.debug("event writer not made", exc_info=True)
+        raise OSError(
+            f"{directory}: cannot write the TensorBoard events ({write_failure_reason(error)})"
+        ) from None
+
+
 class Monitor:
     """Writes a run's TensorBoard events and runs the health detector.
 
@@ -227,8 +240,7 @@ class Monitor:
         train, validation = (os.path.join(workdir, "tb", split) for split in ("train", "validation"))
         for directory in (train, validation):
             drop_events_after(directory, start_step)
-        self.train_writer = tf.summary.create_file_writer(train)
-        self.validation_writer = tf.summary.create_file_writer(validation)
+        self.train_writer, self.validation_writer = (_event_writer(d) for d in (train, validation))
 
     def log_call(self, step: int, out: dict, learning_rate, verify_every: int, variables) -> None:
         """Scalars (and histograms when due) of the engine call that ended at `step`."""

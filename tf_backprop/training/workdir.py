@@ -305,8 +305,12 @@ class RunLock:
                     f"or use another --workdir"
                 ) from None
             raise WorkdirError(f"workdir: cannot lock {self.path} ({error.strerror or error})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError as error:  # a full disk: the write names no file; the lock is released
+            os.close(fd)
+            raise OSError(error.errno, error.strerror, self.path) from None
         self.fd = fd
         return self
 
