@@ -198,10 +198,9 @@ class Engine:
             return _numpy(self._checked_call(*args))
         with _without_graph_rewrites():
             out = self._fast_call(*args)
-        if int(out["status"]) == RUNNING:
-            return _numpy(out)
-        self._restore(out["start_state"])
-        with _without_graph_rewrites():
+            if int(out["status"]) == RUNNING:
+                return _numpy(out)
+            self._restore(out["start_state"])
             out = self._checked_call(*args)
         if int(out["status"]) == RUNNING:  # the replay's arithmetic may differ in the last bits
             logging.warning("a call failed its end-of-call check but not its step-by-step replay")
