@@ -330,6 +330,9 @@ class MultiEpochCallTest(tf.test.TestCase):
             (13, 7, 3): [4, 7, 0, 9, 2, 5, 6, 3, 8, 11, 12, 10, 1],
             (17, 1, 0): [6, 7, 9, 8, 14, 15, 11, 16, 13, 5, 12, 1, 3, 2, 0, 4, 10],  # 17 in 64
         }
+        order = permutation_lib.permutation(5_000, 3, tf.constant(2, tf.int64)).numpy()  # by doubling
+        self.assertEqual(order[:8].tolist(), [1440, 833, 1943, 4250, 738, 4556, 4413, 1232])
+        self.assertEqual(int(np.sum(order.astype(np.int64) * np.arange(5_000))), 31_412_514_379)
         for (n, seed, epoch), order in pinned.items():
             compiled = tf.function(
                 lambda e, n=n, seed=seed: permutation_lib.permutation(n, seed, e), jit_compile=True
@@ -337,6 +340,14 @@ class MultiEpochCallTest(tf.test.TestCase):
             epoch = tf.constant(epoch, tf.int64)
             self.assertAllEqual(permutation_lib.permutation(n, seed, epoch), order)
             self.assertAllEqual(compiled(epoch), order)
+
+    def test_both_cycle_walks_give_the_same_order(self):
+        # The permutation walks index by index in small domains and by doubling in larger ones.
+        for n in (1, 2, 5, 17, 300, 800, 1025, 4096, 5000):
+            encrypt, size = permutation_lib.feistel(n, 11, tf.constant(4, tf.int64))
+            each = permutation_lib.walk_each(encrypt, n, size)
+            self.assertAllEqual(np.sort(each), np.arange(n))
+            self.assertAllEqual(permutation_lib.walk_by_doubling(encrypt, n, size), each)
 
     def test_the_epoch_order_is_a_permutation_of_seed_and_epoch(self):
         plan = training.build(_config(self.create_tempdir().full_path)).plan

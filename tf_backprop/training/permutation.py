@@ -3,10 +3,12 @@
 `permutation(n, seed, epoch)` is a pure function of (n, seed, epoch), identical under XLA, in a
 plain graph and eagerly, on every device: a 4-round Feistel network over the indices' bits
 (round keys from `tf.random.stateless_uniform` keyed by (seed, epoch)), with cycle walking to
-stay inside [0, n).  It costs O(n) elementwise integer operations and gathers, and no sort,
-so a compiled call can start epochs without Python (XLA's sort of n random keys costs ~20 ms
-for 100,000 rows; this ~3 ms under XLA on the 2-core CI machine, ~0.2 ms for 10,240 rows,
-call overhead aside); TensorFlow's own index shuffles have no XLA kernel.
+stay inside [0, n) — index by index in small domains, by pointer doubling in larger ones
+(`walk_each`, `walk_by_doubling`: the same result).  It costs O(n) elementwise integer
+operations and gathers, and no sort, so a compiled call can start epochs without Python (XLA's
+sort of n random keys costs ~20 ms for 100,000 rows; this ~2.5 ms under XLA on the 2-core CI
+machine, ~0.25 ms for 10,240 rows: benchmarks/permutation_bench.py); TensorFlow's own index
+shuffles have no XLA kernel.
 
 It runs as a `tf.function` traced once per (n, seed): the engine's call uses it twice (its step
 loop and, with monitoring, the measured step's rows), and tracing its ~50 operations took
@@ -16,6 +18,7 @@ loop and, with monitoring, the measured step's rows), and tracing its ~50 operat
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -48,25 +51,52 @@ def _traced(n: int, seed: int):
 
 
 def _permutation(n: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    encrypt, size = feistel(n, seed, epoch)
+    walk = walk_by_doubling if size >= DOUBLING_MIN_DOMAIN else walk_each
+    return walk(encrypt, n, size)
+
+
+def feistel(n: int, seed: int, epoch: tf.Tensor) -> tuple[Callable[[tf.Tensor], tf.Tensor], int]:
+    """(E, size): the Feistel network of (seed, epoch), a bijection of [0, size) on int64
+    indices, and the size of that domain — the smallest even power of two holding [0, n)."""
     half = max(1, -(-max(1, (n - 1).bit_length()) // 2))  # bits per Feistel half
     mask = (1 << half) - 1
     key = tf.stack([tf.constant(seed, tf.int64), epoch])
     round_keys = tf.random.stateless_uniform([ROUNDS], key, minval=0, maxval=2**31 - 1, dtype=tf.int64)
 
-    def encrypt(index):  # a bijection of [0, 2^(2·half)), which holds [0, n)
+    def encrypt(index):
         left, right = tf.bitwise.right_shift(index, half), tf.bitwise.bitwise_and(index, mask)
         for r in range(ROUNDS):
             mixed = tf.bitwise.bitwise_and(_mix(right + round_keys[r]), mask)
             left, right = right, tf.bitwise.bitwise_xor(left, mixed)
         return tf.bitwise.bitwise_or(tf.bitwise.left_shift(left, half), right)
 
-    # Cycle walking: an index whose image leaves [0, n) is encrypted again until it is back
-    # inside; the result is still a bijection of [0, n).  Walked here by pointer doubling over
-    # the whole domain: jump[y] is y inside [0, n) and E(y) outside, and squaring the table
-    # (jump[jump]) doubles how far it walks, so ~log2 of the longest walk gathers follow one
-    # encryption of the domain — walking index by index re-encrypted all n indices once per
-    # step of the longest walk (~10 times for 10,240 rows, ~40 where the domain is ~4n).
-    size = 1 << (2 * half)
+    return encrypt, 1 << (2 * half)
+
+
+# Cycle walking: an index whose image leaves [0, n) is encrypted again until it is back inside;
+# the result is a bijection of [0, n).  Two ways to the same result, by the domain's size:
+DOUBLING_MIN_DOMAIN = 4096  # below it walk_each ran faster (benchmarks/permutation_bench.py)
+
+
+def walk_each(encrypt, n: int, size: int) -> tf.Tensor:
+    """The walk index by index: all n indices encrypted again while any is outside [0, n) —
+    as many times as the longest walk (~5 for 800 rows in 1,024; ~10 for 10,240 in 16,384;
+    ~40 where the domain is ~4n)."""
+
+    def step(index, pending):
+        index = tf.where(pending, encrypt(index), index)
+        return index, index >= n
+
+    start = tf.range(n, dtype=tf.int64), tf.ones([n], tf.bool)
+    index, _ = tf.while_loop(lambda _, pending: tf.reduce_any(pending), step, start)
+    return tf.cast(index, tf.int32)
+
+
+def walk_by_doubling(encrypt, n: int, size: int) -> tf.Tensor:
+    """The walk by pointer doubling: the domain encrypted once, then a jump table — y inside
+    [0, n) stays, y outside goes to E(y) — squared (jump[jump]: twice as far each time) until
+    every E(k) has landed, ~log2 of the longest walk gathers."""
     dtype = tf.int32 if size <= 2**31 else tf.int64  # the tables: ~12 bytes per domain index
     domain = tf.range(size, dtype=tf.int64)
     image = tf.cast(encrypt(domain), dtype)  # E over the domain
@@ -78,7 +108,7 @@ def _permutation(n: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
 
     # A walk is at most `size` long, so log2(size) squarings always finish it: the bound only
     # keeps a fault from looping forever.
-    doublings = 2 * half + 1
+    doublings = size.bit_length()
     jump = tf.while_loop(
         unfinished, lambda jump: [tf.gather(jump, jump)], [jump], maximum_iterations=doublings
     )[0]
