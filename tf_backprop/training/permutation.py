@@ -52,7 +52,7 @@ def _traced(n: int, seed: int):
 
 def _permutation(n: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
     encrypt, size = feistel(n, seed, epoch)
-    walk = walk_by_doubling if size >= DOUBLING_MIN_DOMAIN else walk_each
+    walk = walk_by_doubling if DOUBLING_MIN_DOMAIN <= size <= DOUBLING_MAX_DOMAIN else walk_each
     return walk(encrypt, n, size)
 
 
@@ -77,6 +77,9 @@ def feistel(n: int, seed: int, epoch: tf.Tensor) -> tuple[Callable[[tf.Tensor], 
 # Cycle walking: an index whose image leaves [0, n) is encrypted again until it is back inside;
 # the result is a bijection of [0, n).  Two ways to the same result, by the domain's size:
 DOUBLING_MIN_DOMAIN = 4096  # below it walk_each ran faster (benchmarks/permutation_bench.py)
+# Above this one, walk_each's leaner memory: doubling's tables take ~12 bytes per domain index
+# (~1.6 GB here) and the domain can be ~4n, where walk_each holds ~17 bytes per row.
+DOUBLING_MAX_DOMAIN = 2**27
 
 
 def walk_each(encrypt, n: int, size: int) -> tf.Tensor:
@@ -89,7 +92,8 @@ def walk_each(encrypt, n: int, size: int) -> tf.Tensor:
         return index, index >= n
 
     start = tf.range(n, dtype=tf.int64), tf.ones([n], tf.bool)
-    index, _ = tf.while_loop(lambda _, pending: tf.reduce_any(pending), step, start)
+    # No walk is longer than the domain: the bound only keeps a fault from looping forever.
+    index, _ = tf.while_loop(lambda _, pending: tf.reduce_any(pending), step, start, maximum_iterations=size)
     return tf.cast(index, tf.int32)
 
 
