@@ -1,7 +1,7 @@
 """The epoch order's cost: the permutation's two cycle walks side by side, under XLA.
 
 `permutation.permutation` walks its Feistel network's cycles index by index in small domains
-and by pointer doubling in larger ones (`DOUBLING_MIN_DOMAIN`); before, it always walked index
+and by pointer doubling in larger ones (`walk_for`); before, it always walked index
 by index.  For the row counts of the benchmarks' shapes and a worst case (a domain of ~4n),
 each walk is timed as a compiled call, best of 5 windows of 20 calls taking turns, less an
 empty compiled call's time (the launch); both give the same order (checked here).
@@ -63,7 +63,7 @@ def main() -> None:
                 best[key] = min(best[key], _ms_per_call(fn))
         each, doubling = (best[k] - best["launch"] for k in forms)
         size = permutation.feistel(n, 0, epoch)[1]
-        used = "doubling" if size >= permutation.DOUBLING_MIN_DOMAIN else "index by index"
+        used = "doubling" if permutation.walk_for(size) is permutation.walk_by_doubling else "index by index"
         print(f"| {name}: {n:,} | {size:,} | {each:.3f} | {doubling:.3f} | {each / doubling:.2f} | {used} |")
     print(f"(an empty compiled call: {best['launch']:.3f} ms, taken off both)")
 

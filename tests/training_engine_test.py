@@ -342,7 +342,13 @@ class MultiEpochCallTest(tf.test.TestCase):
             self.assertAllEqual(compiled(epoch), order)
 
     def test_both_cycle_walks_give_the_same_order(self):
-        # The permutation walks index by index in small domains and by doubling in larger ones.
+        # The permutation walks index by index in small domains and by doubling in larger ones
+        # (up to a bound on its tables' memory).
+        walks = permutation_lib.walk_each, permutation_lib.walk_by_doubling
+        self.assertEqual(
+            [permutation_lib.walk_for(s) for s in (1024, 4096, 2**27, 2**28)],
+            [walks[0], walks[1], walks[1], walks[0]],
+        )
         for n in (1, 2, 5, 17, 300, 800, 1025, 4096, 5000):
             encrypt, size = permutation_lib.feistel(n, 11, tf.constant(4, tf.int64))
             each = permutation_lib.walk_each(encrypt, n, size)

@@ -52,8 +52,7 @@ def _traced(n: int, seed: int):
 
 def _permutation(n: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
     encrypt, size = feistel(n, seed, epoch)
-    walk = walk_by_doubling if DOUBLING_MIN_DOMAIN <= size <= DOUBLING_MAX_DOMAIN else walk_each
-    return walk(encrypt, n, size)
+    return walk_for(size)(encrypt, n, size)
 
 
 def feistel(n: int, seed: int, epoch: tf.Tensor) -> tuple[Callable[[tf.Tensor], tf.Tensor], int]:
@@ -82,6 +81,11 @@ DOUBLING_MIN_DOMAIN = 4096  # below it walk_each ran faster (benchmarks/permutat
 DOUBLING_MAX_DOMAIN = 2**27
 
 
+def walk_for(size: int) -> Callable:
+    """The cycle walk used in a domain of `size` indices: `walk_each` or `walk_by_doubling`."""
+    return walk_by_doubling if DOUBLING_MIN_DOMAIN <= size <= DOUBLING_MAX_DOMAIN else walk_each
+
+
 def walk_each(encrypt, n: int, size: int) -> tf.Tensor:
     """The walk index by index: all n indices encrypted again while any is outside [0, n) —
     as many times as the longest walk (~5 for 800 rows in 1,024; ~10 for 10,240 in 16,384;
@@ -101,10 +105,10 @@ def walk_by_doubling(encrypt, n: int, size: int) -> tf.Tensor:
     """The walk by pointer doubling: the domain encrypted once, then a jump table — y inside
     [0, n) stays, y outside goes to E(y) — squared (jump[jump]: twice as far each time) until
     every E(k) has landed, ~log2 of the longest walk gathers."""
-    dtype = tf.int32 if size <= 2**31 else tf.int64  # the tables: ~12 bytes per domain index
+    # The tables in int32 (size ≤ DOUBLING_MAX_DOMAIN): ~12 bytes per domain index in all.
     domain = tf.range(size, dtype=tf.int64)
-    image = tf.cast(encrypt(domain), dtype)  # E over the domain
-    jump = tf.where(domain < n, tf.cast(domain, dtype), image)
+    image = tf.cast(encrypt(domain), tf.int32)  # E over the domain
+    jump = tf.where(domain < n, tf.cast(domain, tf.int32), image)
     first = image[:n]  # E(k) of the indices to permute
 
     def unfinished(jump):
