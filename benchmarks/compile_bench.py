@@ -34,8 +34,10 @@ VARIANTS = {
 def child(overrides: dict) -> dict:
     import tensorflow as tf
 
+    import tf_backprop
     from tf_backprop import training
 
+    tf_backprop.command_started()  # as tf-backprop-train's main begins (the garbage collector)
     start = time.perf_counter()
     datasets = training.load_datasets(training.TrainConfig(**overrides))
     loaded, loaded_cpu = time.perf_counter(), time.process_time()

@@ -112,6 +112,25 @@ class QuietImportTest(tf.test.TestCase):
             self.assertFalse(os.path.exists(workdir))
 
 
+class GarbageCollectionTest(tf.test.TestCase):
+    """The collector is paused while TensorFlow imports; commands freeze their imports."""
+
+    _REPORT = "import gc\nprint(gc.isenabled(), gc.get_freeze_count() > 0)\n"
+
+    def test_a_library_import_leaves_the_collector_as_it_was(self):
+        result = _python("import tf_backprop\n" + self._REPORT)
+        self.assertEqual((result.returncode, result.stdout), (0, "True False\n"), result.stderr)
+        # A collector the user had switched off stays off.
+        result = _python("import gc\ngc.disable()\nimport tf_backprop\n" + self._REPORT)
+        self.assertEqual((result.returncode, result.stdout), (0, "False False\n"), result.stderr)
+
+    def test_a_command_resumes_it_at_main_with_its_imports_frozen(self):
+        script = "import sys\nsys.argv[0] = '/venv/bin/tf-backprop-train'\nimport tf_backprop\n"
+        script += self._REPORT + "tf_backprop.command_started()\n" + self._REPORT
+        result = _python(script)
+        self.assertEqual((result.returncode, result.stdout), (0, "False False\nTrue True\n"), result.stderr)
+
+
 def _interrupted_command(module: str, flag: str, sigint: str = "signal.default_int_handler") -> str:
     """tf-backprop-train with `flag`, sent SIGINT as it first imports `module`; SIGINT's handler
     at the start `sigint` (an interactive shell's: Python's default)."""
