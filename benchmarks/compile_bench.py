@@ -5,7 +5,9 @@ off or on, each in a fresh child process, it measures from the data being loaded
 the first step: building the model, optimizer and engine; tracing the training call; and the
 first call (XLA compilation of the step loop, the run's first step); and that last span in CPU
 time too (all threads: XLA compiles on both cores), which other processes on a shared machine
-sway less than the wall time.
+sway less than the wall time.  Each child sets XLA_FLAGS as the command does
+(`xla_flags.prefer_for`: the article's net compiles with XLA's elemental emitters); the row
+"default, XLA's fusion emitters" is the default run with XLA's own default, beside it.
 
     python benchmarks/compile_bench.py
 """
@@ -23,12 +25,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 VARIANTS = {
     "default (Adam, monitoring, validation)": {},
+    "default, XLA's fusion emitters": {},
     "no monitoring": {"monitor": False},
     "SGD instead of Adam": {"optimizer": "sgd"},
     "no validation split": {"val_split": 0.0},
     "with --verify_every=10": {"verify_every": 10},
     "manual gradients": {"grad_source": "manual"},
 }
+# XLA_FLAGS of a variant's child: the command's choice for the article's net (the elemental
+# emitters, xla_flags.prefer_for) undone, for the side-by-side.
+ENVIRON = {"default, XLA's fusion emitters": {"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=true"}}
 
 
 def child(overrides: dict) -> dict:
@@ -36,6 +42,7 @@ def child(overrides: dict) -> dict:
 
     import tf_backprop
     from tf_backprop import training
+    from tf_backprop.training import xla_flags
 
     tf_backprop.command_started()  # as tf-backprop-train's main begins (the garbage collector)
     start = time.perf_counter()
@@ -45,6 +52,7 @@ def child(overrides: dict) -> dict:
     cfg = training.TrainConfig(**overrides, workdir=folder.name)
     trainer = training.build(cfg, datasets)
     loop = trainer.loop()
+    xla_flags.prefer_for(trainer.plan)  # as tf-backprop-train does before its first compilation
     built = time.perf_counter()
     validation = loop.validation or (None, None)
     first, stop = tf.constant(0, tf.int64), tf.constant(1, tf.int64)
@@ -76,6 +84,7 @@ def main(argv: list[str]) -> None:
             text=True,
             timeout=600,
             check=True,
+            env={**os.environ, **ENVIRON.get(name, {})},
         )
         rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
     columns = list(next(iter(rows.values())))

@@ -76,7 +76,7 @@ def main(argv):
     for name, reason in unused_lib.unused(config, given):
         logging.warning("flag --%s has no effect: %s", name, reason)
     try:
-        result = training.train(config, restart=FLAGS.restart)
+        result = training.train(config, restart=FLAGS.restart, tune_xla=True)
     except training.Interrupted as interrupted:
         common.fail(str(interrupted), interrupted.exit_code)
     if FLAGS.json:

@@ -34,7 +34,7 @@ from tf_backprop.data import checks as data_checks
 from tf_backprop.data import pipeline
 from tf_backprop.model import MLP
 from tf_backprop.serving import export as export_lib
-from tf_backprop.training import distributed, streaming
+from tf_backprop.training import distributed, streaming, xla_flags
 from tf_backprop.training import monitor as monitor_lib
 from tf_backprop.training import workdir as workdir_lib
 from tf_backprop.training.checkpoint import CONFIG_FILE, RunState, load_model
@@ -162,6 +162,7 @@ def train(
     restart: bool = False,
     progress: bool | None = None,
     step_functions: Mapping[str, Callable] | None = None,
+    tune_xla: bool = False,
 ) -> TrainResult:
     """Trains an MLP as `config` says, resuming from the workdir's latest checkpoint if any.
 
@@ -176,6 +177,10 @@ def train(
       step_functions: {"tape": fn, "manual": fn} overriding backprop.STEP_FUNCTIONS, e.g. to
         check a custom gradient path with verify_every (fn signature as backprop.tape_step;
         with Plan.splits_batch it is called on each half of a micro-batch's rows).
+      tune_xla: set XLA_FLAGS for the run's size before it compiles, as the commands do
+        (`xla_flags.prefer_for`: a small step's elemental emitters); XLA reads them at the
+        process's first compilation, so in a process that has compiled before, this changes
+        nothing.
 
     Raises:
       ConfigError / data.DataError: bad configuration or data (nothing trained).
@@ -191,13 +196,15 @@ def train(
     global batch, split evenly among the replicas (docs/distributed.md).
     """
     if datasets is None and data_lib.wants_stream(config.data, config.stream):
-        return _train_streamed(config, restart, progress, step_functions)
+        return _train_streamed(config, restart, progress, step_functions, tune_xla)
     trainer = build(config, datasets, step_functions=step_functions)
     with _run_folder(trainer, restart) as (workdir, before):
-        return _train_in(trainer, workdir, progress, before)
+        return _train_in(trainer, workdir, progress, before, tune_xla)
 
 
-def _train_streamed(config: TrainConfig, restart: bool, progress: bool | None, step_functions) -> TrainResult:
+def _train_streamed(
+    config: TrainConfig, restart: bool, progress: bool | None, step_functions, tune_xla: bool
+) -> TrainResult:
     """`train` of a streamed source: its run folder first, for the statistics pass to write into."""
     strategy = distributed.make_strategy(config)  # first: before any other TF call
     data_lib.check_source_files(config.data)  # a missing file: before the folder is touched
@@ -211,14 +218,20 @@ def _train_streamed(config: TrainConfig, restart: bool, progress: bool | None, s
                 workdir_lib.put_back(config.workdir, before)
             raise
         distributed.barrier(strategy, "data")
-        return _train_in(trainer, config.workdir, progress, before)
+        return _train_in(trainer, config.workdir, progress, before, tune_xla)
 
 
 def _train_in(
-    trainer: Trainer, workdir: str, progress: bool | None, before: workdir_lib.Before | None = None
+    trainer: Trainer,
+    workdir: str,
+    progress: bool | None,
+    before: workdir_lib.Before | None = None,
+    tune_xla: bool = False,
 ) -> TrainResult:
     """The run itself, in its prepared (and, on the chief, locked) run folder; before: on the
     chief, the folder as it was, put back if the workers turn out to disagree."""
+    if tune_xla:  # before the run's first compilation
+        xla_flags.prefer_for(trainer.plan)
     config, strategy, datasets, state = trainer.config, trainer.strategy, trainer.datasets, trainer.state
     with tf.device(trainer.device or "/CPU:0"):
         keeper = distributed.make_keeper(

@@ -28,6 +28,7 @@ MAX_BLOCK_ROWS = 1 << 18  # streamed rows one call takes (its block, ~20 MB of 2
 PEEL_MIN_STEPS = 400_000
 COND_WEIGHTS = 1_250
 GATHER_EACH_STEP_WEIGHTS = 100_000  # see Plan.gathers_each_step
+ELEMENTAL_MAX_STEP_FLOPS = 100_000  # see Plan.prefers_elemental_emitters
 MAX_PREFETCH_STEPS = 1_024  # see Plan.prefetch_steps
 WHOLE_CALL_EPOCHS, WHOLE_CALL_FLOPS = 600, 1e11  # see Plan.compiles_whole_call
 # Micro-batches of steps this size are computed as two halves of their rows (Plan.splits_batch):
@@ -112,9 +113,21 @@ class Plan:
         return self.weights >= GATHER_EACH_STEP_WEIGHTS
 
     @property
+    def step_flops(self) -> int:
+        """Floating-point operations of one update's matmuls (`step_flops` of rows_per_step)."""
+        return step_flops(self.rows_per_step, self.layer_sizes)
+
+    @property
     def run_flops(self) -> int:
         """Floating-point operations of the whole run's matmuls (`step_flops` × total steps)."""
-        return self.total_steps * step_flops(self.rows_per_step, self.layer_sizes)
+        return self.total_steps * self.step_flops
+
+    @property
+    def prefers_elemental_emitters(self) -> bool:
+        """Whether the step is small enough to compile and run faster with XLA's elemental
+        emitters than with its fusion emitters (measured in xla_flags: the article's net, 1,080
+        FLOPs, ~10% faster and ~0.25 s less compilation; even at ~0.3 MFLOP; slower above)."""
+        return self.step_flops <= ELEMENTAL_MAX_STEP_FLOPS
 
     @property
     def compiles_whole_call(self) -> bool:
