@@ -39,22 +39,37 @@ class PreferForTest(tf.test.TestCase, parameterized.TestCase):
     def test_a_small_step_adds_the_flag_to_the_users_flags(self):
         environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
         with self.assertLogs("absl", "INFO") as logs:
-            self.assertTrue(xla_flags.prefer_for(_plan(), environ, "2.21.0"))
+            self.assertTrue(xla_flags.prefer_for(_plan(), ["/CPU:0"], environ, "2.21.0"))
         self.assertEqual(environ["XLA_FLAGS"], f"--xla_dump_to=/tmp/x {ELEMENTAL}")
         self.assertIn("elemental emitters", logs.output[0])
         environ = {}
-        self.assertTrue(xla_flags.prefer_for(_plan(), environ, "2.20.0"))
+        devices = [
+            "/job:localhost/replica:0/task:0/device:CPU:0",
+            "/job:localhost/replica:0/task:0/device:CPU:1",
+        ]
+        self.assertTrue(xla_flags.prefer_for(_plan(), devices, environ, "2.20.0"))
         self.assertEqual(environ, {"XLA_FLAGS": ELEMENTAL})
 
     @parameterized.named_parameters(
-        ("a_larger_step", (64, 256, 256, 1), 256, {}, "2.21.0"),
-        ("the_users_own_choice", ARTICLE, 10, {"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=true"}, "2.21.0"),
-        ("a_tensorflow_whose_xla_lacks_the_flag", ARTICLE, 10, {}, "2.19.1"),
-        ("a_release_candidate_before_it", ARTICLE, 10, {}, "2.19.0rc1"),
+        ("a_larger_step", (64, 256, 256, 1), 256, {}, "2.21.0", "/CPU:0"),
+        (
+            "the_users_own_choice",
+            ARTICLE,
+            10,
+            {"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=true"},
+            "2.21.0",
+            "/CPU:0",
+        ),
+        ("a_tensorflow_whose_xla_lacks_the_flag", ARTICLE, 10, {}, "2.19.1", "/CPU:0"),
+        ("a_release_candidate_before_it", ARTICLE, 10, {}, "2.19.0rc1", "/CPU:0"),
+        ("a_gpu", ARTICLE, 10, {}, "2.21.0", "/GPU:0"),
+        ("mirrored_gpus", ARTICLE, 10, {}, "2.21.0", "/job:localhost/replica:0/task:0/device:GPU:1"),
     )
-    def test_leaves_xla_flags_alone_for(self, layers, batch_size, environ, version):
+    def test_leaves_xla_flags_alone_for(self, layers, batch_size, environ, version, device):
         before = dict(environ)
-        self.assertFalse(xla_flags.prefer_for(_plan(layers, batch_size), environ, version))
+        self.assertFalse(
+            xla_flags.prefer_for(_plan(layers, batch_size), ["/CPU:0", device], environ, version)
+        )
         self.assertEqual(environ, before)
 
     def test_release(self):
@@ -66,17 +81,21 @@ class PreferForTest(tf.test.TestCase, parameterized.TestCase):
 class CommandTest(tf.test.TestCase):
     """What XLA itself took up in tf-backprop-train: its dump lists the options not at default."""
 
+    def _train(self, cwd: str, *flags: str, **environ: str) -> subprocess.CompletedProcess:
+        """A short tf-backprop-train run in `cwd`, into cwd/run."""
+        command = [sys.executable, "-m", "tf_backprop.cli.train", "--epochs=1", "--n_samples=200"]
+        result = subprocess.run(
+            [*command, "--noexport", "--workdir=run", *flags],
+            cwd=cwd, env={**os.environ, **environ}, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result
+
     def _run(self, *flags: str, xla_flags: str = "") -> tuple[str, str]:
         """(XLA's options as dumped, metrics.json) of a short run with `flags`."""
         cwd = self.create_tempdir().full_path
         dump = os.path.join(cwd, "xla")
-        env = {**os.environ, "XLA_FLAGS": f"--xla_dump_to={dump} {xla_flags}"}
-        command = [sys.executable, "-m", "tf_backprop.cli.train", "--epochs=1", "--n_samples=200"]
-        result = subprocess.run(
-            [*command, "--noexport", "--workdir=run", *flags],
-            cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        self.assertEqual(result.returncode, 0, result.stderr)
+        result = self._train(cwd, *flags, XLA_FLAGS=f"--xla_dump_to={dump} {xla_flags}")
         options = glob.glob(os.path.join(dump, "*debug_options"))
         self.assertNotEmpty(options, result.stderr)
         with open(options[0], encoding="utf-8") as handle:
@@ -94,3 +113,11 @@ class CommandTest(tf.test.TestCase):
     def test_a_larger_net_keeps_the_fusion_emitters(self):
         options, _ = self._run("--hidden=256,256", "--batch_size=64")
         self.assertNotIn("xla_cpu_use_fusion_emitters", options)
+
+    def test_replicas_on_logical_cpus_leave_xla_flags_alone(self):
+        # They compile nothing with XLA: the flag would be news about nothing.
+        result = self._train(
+            self.create_tempdir().full_path, "--strategy=mirrored", "--cpu_replicas=2", "--batch_size=20"
+        )
+        self.assertIn("MirroredStrategy", result.stderr)
+        self.assertNotIn("emitters", result.stderr)

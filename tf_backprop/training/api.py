@@ -230,8 +230,8 @@ def _train_in(
 ) -> TrainResult:
     """The run itself, in its prepared (and, on the chief, locked) run folder; before: on the
     chief, the folder as it was, put back if the workers turn out to disagree."""
-    if tune_xla:  # before the run's first compilation
-        xla_flags.prefer_for(trainer.plan)
+    if tune_xla and trainer.strategy is None:  # before the engine's first XLA compilation
+        xla_flags.prefer_for(trainer.plan, [trainer.device])  # (replicas on CPUs compile none)
     config, strategy, datasets, state = trainer.config, trainer.strategy, trainer.datasets, trainer.state
     with tf.device(trainer.device or "/CPU:0"):
         keeper = distributed.make_keeper(

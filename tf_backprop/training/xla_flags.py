@@ -17,7 +17,7 @@ XLA reads XLA_FLAGS once per process, at its first compilation: set later, it ch
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -27,14 +27,20 @@ FLAG = "xla_cpu_use_fusion_emitters"
 FIRST_TENSORFLOW = (2, 20)
 
 
-def prefer_for(plan, environ: MutableMapping[str, str] = os.environ, version: str = tf.__version__) -> bool:
+def prefer_for(
+    plan,
+    devices: Sequence[str] = ("/CPU:0",),
+    environ: MutableMapping[str, str] = os.environ,
+    version: str = tf.__version__,
+) -> bool:
     """Adds --xla_cpu_use_fusion_emitters=false to XLA_FLAGS when `plan` prefers the elemental
-    emitters; True when it did.
+    emitters and the run's `devices` are CPUs; True when it did.
 
     XLA_FLAGS already naming the flag is the user's choice, left as it is; so is a TensorFlow
     older than 2.20.  Only a process that has not compiled with XLA yet takes it up.
     """
-    if not plan.prefers_elemental_emitters or FLAG in environ.get("XLA_FLAGS", ""):
+    on_cpus = not any("GPU" in device.upper() for device in devices)  # the flag is XLA:CPU's
+    if not (plan.prefers_elemental_emitters and on_cpus) or FLAG in environ.get("XLA_FLAGS", ""):
         return False
     if _release(version) < FIRST_TENSORFLOW:
         return False
