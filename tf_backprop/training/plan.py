@@ -126,7 +126,8 @@ class Plan:
     def prefers_elemental_emitters(self) -> bool:
         """Whether the step is small enough to compile and run faster with XLA's elemental
         emitters than with its fusion emitters (measured in xla_flags: the article's net, 1,080
-        FLOPs, ~10% faster and ~0.25 s less compilation; even at ~0.3 MFLOP; slower above)."""
+        FLOPs, ~10% faster and ~0.25 s less compilation; even at 0.25 MFLOP; slower from
+        2.4 MFLOP up)."""
         return self.step_flops <= ELEMENTAL_MAX_STEP_FLOPS
 
     @property

@@ -5,11 +5,11 @@ fusion emitters (its default since TensorFlow 2.20) or the older elemental ones
 (`--xla_cpu_use_fusion_emitters=false`).  On the 2-core CI machine the default run (the
 article's net at batch 10, 1,080 FLOPs a step) compiled ~0.25 s faster with the elemental
 emitters (its first call 0.52–0.56 s against 0.72–0.85 s) and trained ~10% more steps/s, bit
-for bit the same;
-from ~0.3 MFLOP a step the fusion emitters run faster (8-32-32-1 at batch 32: even;
-16-128-128-1 at 64: 0.78×; 64-256-256-1 at 256 and 1024-1024-1024-10: 0.88–0.90×).  Hence
-`Plan.prefers_elemental_emitters` and `prefer_for`, which the commands call before their first
-compilation (README, Benchmarks).
+for bit the same.  At 0.25 MFLOP a step the two ran even (8-32-32-1 at batch 32), and from
+2.4 MFLOP up the fusion emitters ran faster (steps/s without them: 32-64-64-1 at batch 64
+0.66×, 16-128-128-1 at 64 0.78×, 64-256-256-1 at 256 0.88×, 1024-1024-1024-10 at 512 0.90×).
+Hence `Plan.prefers_elemental_emitters` (up to 0.1 MFLOP) and `prefer_for`, which the command
+calls before its first compilation (README, Benchmarks).
 
 XLA reads XLA_FLAGS once per process, at its first compilation: set later, it changes nothing.
 """
