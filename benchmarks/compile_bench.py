@@ -52,7 +52,9 @@ def child(overrides: dict) -> dict:
     cfg = training.TrainConfig(**overrides, workdir=folder.name)
     trainer = training.build(cfg, datasets)
     loop = trainer.loop()
-    xla_flags.prefer_for(trainer.plan)  # as tf-backprop-train does before its first compilation
+    xla_flags.prefer_for(
+        trainer.plan, [trainer.device]
+    )  # as tf-backprop-train does before its first compilation
     built = time.perf_counter()
     validation = loop.validation or (None, None)
     first, stop = tf.constant(0, tf.int64), tf.constant(1, tf.int64)

@@ -112,7 +112,7 @@ def ours_steps_per_second(index: int, datasets, overrides: dict, grad_source: st
         **overrides, grad_source=grad_source, monitor=monitor, epochs=epochs, workdir=workdir
     )
     trainer = training.build(cfg, datasets)
-    xla_flags.prefer_for(trainer.plan)  # as tf-backprop-train does (see child)
+    xla_flags.prefer_for(trainer.plan, [trainer.device])  # as tf-backprop-train does (see child)
     keeper = checkpoint.Keeper(workdir, trainer.model, trainer.optimizer, trainer.state)
     loop = trainer.loop(keeper, monitor=monitor_lib.from_config(cfg, workdir, trainer.model))
     per_epoch = trainer.plan.steps_per_epoch

@@ -49,6 +49,9 @@ class PreferForTest(tf.test.TestCase, parameterized.TestCase):
         ]
         self.assertTrue(xla_flags.prefer_for(_plan(), devices, environ, "2.20.0"))
         self.assertEqual(environ, {"XLA_FLAGS": ELEMENTAL})
+        environ = {}
+        self.assertTrue(xla_flags.prefer_for(_plan(), ["/CPU:0"], environ, "2.20.0-rc1"))
+        self.assertEqual(environ, {"XLA_FLAGS": ELEMENTAL})
 
     @parameterized.named_parameters(
         ("a_larger_step", (64, 256, 256, 1), 256, {}, "2.21.0", "/CPU:0"),
@@ -62,6 +65,7 @@ class PreferForTest(tf.test.TestCase, parameterized.TestCase):
         ),
         ("a_tensorflow_whose_xla_lacks_the_flag", ARTICLE, 10, {}, "2.19.1", "/CPU:0"),
         ("a_release_candidate_before_it", ARTICLE, 10, {}, "2.19.0rc1", "/CPU:0"),
+        ("an_older_major_minor", ARTICLE, 10, {}, "2.9.3", "/CPU:0"),
         ("a_gpu", ARTICLE, 10, {}, "2.21.0", "/GPU:0"),
         ("mirrored_gpus", ARTICLE, 10, {}, "2.21.0", "/job:localhost/replica:0/task:0/device:GPU:1"),
     )
@@ -71,11 +75,6 @@ class PreferForTest(tf.test.TestCase, parameterized.TestCase):
             xla_flags.prefer_for(_plan(layers, batch_size), ["/CPU:0", device], environ, version)
         )
         self.assertEqual(environ, before)
-
-    def test_release(self):
-        self.assertEqual(xla_flags._release("2.20.0"), (2, 20))
-        self.assertEqual(xla_flags._release("2.20.0-rc1"), (2, 20))
-        self.assertEqual(xla_flags._release("2.9.3"), (2, 9))
 
 
 class CommandTest(tf.test.TestCase):

@@ -29,12 +29,12 @@ FIRST_TENSORFLOW = (2, 20)
 
 def prefer_for(
     plan,
-    devices: Sequence[str] = ("/CPU:0",),
+    devices: Sequence[str],
     environ: MutableMapping[str, str] = os.environ,
     version: str = tf.__version__,
 ) -> bool:
     """Adds --xla_cpu_use_fusion_emitters=false to XLA_FLAGS when `plan` prefers the elemental
-    emitters and the run's `devices` are CPUs; True when it did.
+    emitters and the run's `devices` (e.g. ["/CPU:0"]) are CPUs; True when it did.
 
     XLA_FLAGS already naming the flag is the user's choice, left as it is; so is a TensorFlow
     older than 2.20.  Only a process that has not compiled with XLA yet takes it up.
