@@ -9,13 +9,19 @@ sway less than the wall time.  Each child sets XLA_FLAGS as the command does
 (`xla_flags.prefer_for`: the article's net compiles with XLA's elemental emitters); the row
 "default, XLA's fusion emitters" is the default run with XLA's own default, beside it.
 
-    python benchmarks/compile_bench.py
+To show where the time goes, the rows trace the call first, then make it (compiling its step
+loop): one after the other.  The command's first call instead has XLA compile the step loop on a
+second thread while the call is traced (`Engine.compiles_step_loop_ahead`); the first row is the
+default run so, its tracing inside "compile + first step".
+
+    python benchmarks/compile_bench.py [--turns=3]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,7 +29,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The row run as the command runs it: the first call traced while its step loop compiles.
+AS_THE_COMMAND = "default, as the command runs it (compiling while tracing)"
 VARIANTS = {
+    AS_THE_COMMAND: {},
     "default (Adam, monitoring, validation)": {},
     "default, XLA's fusion emitters": {},
     "no monitoring": {"monitor": False},
@@ -37,7 +46,7 @@ VARIANTS = {
 ENVIRON = {"default, XLA's fusion emitters": {"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=true"}}
 
 
-def child(overrides: dict) -> dict:
+def child(overrides: dict, traces_first: bool) -> dict:
     import tensorflow as tf
 
     import tf_backprop
@@ -59,14 +68,15 @@ def child(overrides: dict) -> dict:
     validation = loop.validation or (None, None)
     first, stop = tf.constant(0, tf.int64), tf.constant(1, tf.int64)
     total = tf.constant(trainer.plan.total_steps, tf.int64)
-    trainer.engine._fast_call.get_concrete_function(*loop.train, *validation, first, stop, total)
+    if traces_first:
+        trainer.engine._fast_call.get_concrete_function(*loop.train, *validation, first, stop, total)
     traced = time.perf_counter()
     loop.run(total_steps=1)
     first_step = time.perf_counter()
     return {
         "load data": loaded - start,
         "build": built - loaded,
-        "trace": traced - built,
+        "trace": traced - built if traces_first else None,
         "compile + first step": first_step - traced,
         "data loaded → first step": first_step - loaded,
         # CPU seconds of all threads: less swayed by other processes than the wall time
@@ -74,26 +84,44 @@ def child(overrides: dict) -> dict:
     }
 
 
+def run_child(name: str) -> dict:
+    """One variant's figures, from a fresh process."""
+    mode = "-" if name == AS_THE_COMMAND else "traced"
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(VARIANTS[name]), mode],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        env={**os.environ, **ENVIRON.get(name, {})},
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_row(turns: list[dict]) -> dict:
+    """Each column's median over a variant's turns (None where it was not measured)."""
+    return {c: None if turns[0][c] is None else statistics.median(t[c] for t in turns) for c in turns[0]}
+
+
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--child":
-        print(json.dumps(child(json.loads(argv[1]))))
+        print(json.dumps(child(json.loads(argv[1]), traces_first=argv[2] == "traced")))
         return
-    rows = {}
-    for name, overrides in VARIANTS.items():
-        done = subprocess.run(
-            [sys.executable, __file__, "--child", json.dumps(overrides)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=True,
-            env={**os.environ, **ENVIRON.get(name, {})},
-        )
-        rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    # Fresh processes on a shared machine vary by ±20%: every variant runs `turns` times, the
+    # variants interleaved, and each column is the median.
+    turns = int(argv[0].removeprefix("--turns=")) if argv else 3
+    measured: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for _ in range(turns):
+        for name in VARIANTS:
+            measured[name].append(run_child(name))
+    rows = {name: median_row(results) for name, results in measured.items()}
     columns = list(next(iter(rows.values())))
+    print(f"(median of {turns} turns)")
     print("| variant | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(f"{row[c]:.2f} s" for c in columns) + " |")
+        cells = ("—" if row[c] is None else f"{row[c]:.2f} s" for c in columns)
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

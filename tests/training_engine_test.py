@@ -13,6 +13,7 @@ from training_runs import assert_same_training
 from training_runs import small_config as _config
 
 from tf_backprop import backprop, training
+from tf_backprop.training import engine as engine_lib
 from tf_backprop.training import permutation as permutation_lib
 from tf_backprop.training import plan as plan_lib
 
@@ -220,6 +221,27 @@ class MultiEpochCallTest(tf.test.TestCase):
         )
         self._assert_same_run(after, inside)
 
+    def test_compiling_the_step_loop_while_the_call_is_traced_changes_nothing(self):
+        # The first call has XLA compile its step loop on a second thread, by a launch of no
+        # steps, while it traces the call: the same training, bit for bit, as one after the
+        # other — with validation, early stopping and monitoring, and with clipping (whose calls
+        # check every step: the other step loop).
+        for overrides in ({"patience": 2, "histogram_every": 5}, {"clip_value": 0.5}):
+            with self.subTest(**overrides):
+                results = []
+                for ahead in (False, True):
+                    cfg = _config(
+                        self.create_tempdir().full_path,
+                        dtype="float64",
+                        epochs=6,
+                        learning_rate=0.05,
+                        steps_per_call=7,
+                        **overrides,
+                    )
+                    with mock.patch.object(engine_lib.Engine, "compiles_step_loop_ahead", ahead):
+                        results.append(training.train(cfg, progress=False))
+                self._assert_same_run(*results)
+
     def _whole_and_split_runs(self, step_functions=None):
         """The same float64 SGD run with each micro-batch whole and split in two halves (the
         halves' shapes recorded): mid-size steps split (Plan.splits_batch); here forced."""
@@ -296,11 +318,17 @@ class MultiEpochCallTest(tf.test.TestCase):
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
 
     def test_the_training_call_is_traced_once(self):
-        # Launching its XLA step loop per epoch segment, or compiling the whole call with XLA.
-        for whole in (False, True):
-            with self.subTest(whole_call=whole):
+        # Launching its XLA step loop per epoch segment (that loop traced once, for the first
+        # call's compilation on a second thread and the call alike; with clipping, the loop that
+        # checks every step), or compiling the whole call with XLA.
+        for whole, clip_value in ((False, None), (True, None), (False, 1.0)):
+            with self.subTest(whole_call=whole, clip_value=clip_value):
                 cfg = _config(
-                    self.create_tempdir().full_path, epochs=5, steps_per_call=30, checkpoint_every=45
+                    self.create_tempdir().full_path,
+                    epochs=5,
+                    steps_per_call=30,
+                    checkpoint_every=45,
+                    clip_value=clip_value,
                 )
                 with mock.patch.object(plan_lib, "WHOLE_CALL_FLOPS", 0 if whole else 1e30):
                     trainer = training.build(cfg)
@@ -310,8 +338,10 @@ class MultiEpochCallTest(tf.test.TestCase):
                 self.assertGreater(loop.calls, 5)  # calls of 30 and 15 steps, across epochs
                 self.assertEqual(trainer.engine._fast_call.experimental_get_tracing_count(), 1)
                 if not whole:  # and its XLA-compiled step loop, once
-                    step_loop = trainer.engine._step_loops[False]
-                    self.assertEqual(step_loop.experimental_get_tracing_count(), 1)
+                    checks = bool(clip_value)
+                    for check, traced in ((checks, 1), (not checks, 0)):
+                        step_loop = trainer.engine._step_loops[check]
+                        self.assertEqual(step_loop.experimental_get_tracing_count(), traced, check)
                 self.assertEqual(trainer.engine._checked_call.experimental_get_tracing_count(), 0)
 
     def test_the_epoch_order_is_traced_once_for_the_step_loop_and_the_measured_step(self):

@@ -109,6 +109,15 @@ class CommandTest(tf.test.TestCase):
         self.assertNotIn("xla_cpu_use_fusion_emitters", options)  # the user's choice: XLA's default
         self.assertEqual(metrics, fusion_metrics)
 
+    def test_the_default_run_compiles_one_xla_program(self):
+        # Its step loop, compiled on a second thread while the first call is traced and launched
+        # from a graph as the call launches it: one program, not one per launch.
+        cwd = self.create_tempdir().full_path
+        dump = os.path.join(cwd, "xla")
+        result = self._train(cwd, XLA_FLAGS=f"--xla_dump_to={dump}")
+        programs = glob.glob(os.path.join(dump, "*.before_optimizations.txt"))
+        self.assertLen(programs, 1, result.stderr)
+
     def test_a_larger_net_keeps_the_fusion_emitters(self):
         options, _ = self._run("--hidden=256,256", "--batch_size=64")
         self.assertNotIn("xla_cpu_use_fusion_emitters", options)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 import typing
 from collections.abc import Callable, Mapping
 
@@ -73,6 +74,7 @@ class SingleDevice:
     replays = True  # a failed call is restored and replayed step by step
 
     def __init__(self, device: str = "/CPU:0"):
+        self.device = device
         # XLA's CPU runtime runs a step's two halves on two cores at once (Plan.splits_batch);
         # a GPU would only run twice the kernels.
         self.splits_batch = "GPU" not in device.upper()
@@ -99,6 +101,10 @@ class Engine:
     Build it (like the model and optimizer) inside the strategy's scope when there is one, and
     pass that strategy's `distributed.Replicas` as `runner`.
     """
+
+    # The first call has XLA compile its step loop on a second thread while the call is traced
+    # (`_step_loop_compiled_meanwhile`); False: one after the other (a benchmark's baseline).
+    compiles_step_loop_ahead = True
 
     def __init__(
         self,
@@ -197,7 +203,8 @@ class Engine:
         if not self.runner.replays:
             return _numpy(self._checked_call(*args))
         with _without_graph_rewrites():
-            out = self._fast_call(*args)
+            with self._step_loop_compiled_meanwhile(args):
+                out = self._fast_call(*args)
             if int(out["status"]) == RUNNING:
                 return _numpy(out)
             self._restore(out["start_state"])
@@ -205,6 +212,39 @@ class Engine:
         if int(out["status"]) == RUNNING:  # the replay's arithmetic may differ in the last bits
             logging.warning("a call failed its end-of-call check but not its step-by-step replay")
         return _numpy(out)
+
+    @contextlib.contextmanager
+    def _step_loop_compiled_meanwhile(self, args):
+        """On the first call, when XLA compiles each epoch's step loop on its own: that
+        compilation on a second thread, while this one traces and starts the call.
+
+        Tracing the call is Python on one core (~1.1 s of the default run's start-up on a slower
+        2-core CI machine) and XLA's compilation of the step loop C++ (~1 s, mostly one core);
+        the call does them one after the other.  So the step loop is traced first, as `_epoch`
+        calls it, and launched for no steps on a second thread — from a graph, as the call
+        launches it (an eager launch of a jit_compile function has another XLA cache key and would
+        compile it twice) — while the rest of the call is traced and started.  The call's launch
+        of the step loop then waits for that compilation in XLA's cache instead of compiling it
+        again.  The no-step launch changes nothing; should it fail, the call's own compilation
+        fails the same way and reports it.
+        """
+        first = not self._fast_call.experimental_get_tracing_count()
+        if not (first and self.compiles_step_loop_ahead and self.runner.jit and not self.compiles_whole_call):
+            yield
+            return
+        epoch, position, loss_sum, metric_sums, status, bad, verify_error, *_ = self._initial_carry()
+        steps = (position, status, loss_sum, metric_sums, bad, verify_error)  # as in _epoch
+        step_loop = self._step_loops[self._checks_steps(checked=False)]
+        # (x_train, y_train, epoch, offset, end = position: no steps, *steps)
+        no_steps = (args[0], args[1], epoch, tf.zeros([], tf.int64), position, *steps)
+        launch = tf.function(lambda *a: step_loop(*a[:5], a[5:]), autograph=False)
+        launch = launch.get_concrete_function(*no_steps)
+        compiling = threading.Thread(target=_launch_quietly, args=(launch, no_steps, self.runner.device))
+        compiling.start()
+        try:
+            yield
+        finally:
+            compiling.join()
 
     def _check_reached(self, stop: int, status: int) -> None:
         """RuntimeError when a call that did not fail ended neither at `stop` nor by an early
@@ -224,7 +264,7 @@ class Engine:
         """The compiled call (see `run`); `checked` checks every step and stops at a failure."""
         # The fast call returns the state it started from, for a replay.
         start_state = [] if checked else [tf.identity(v) for v in self._state]
-        check = checked or bool(self.config.clip_value)  # clipping would hide an infinite gradient
+        check = self._checks_steps(checked)
         carry = tf.while_loop(
             lambda *c: self._epochs_continue(c, stop),
             lambda *c: self._epoch(c, x_train, y_train, x_val, y_val, first, stop, total, check),
@@ -244,6 +284,11 @@ class Engine:
         if self.config.monitor:
             out.update(zip(("health", "gradients", "activations"), measured))
         return out
+
+    def _checks_steps(self, checked: bool) -> bool:
+        """Whether a call checks every step: the checked call, and any call that clips gradients
+        (clipping would hide an infinite gradient)."""
+        return checked or bool(self.config.clip_value)
 
     def _initial_carry(self):
         """(epoch, position in it, its loss and metric sums, status, bad flags, last verification
@@ -453,6 +498,16 @@ def _row(xs, i):
     if isinstance(xs, _Rows):
         return tf.gather(xs.split, tf.gather(xs.order, i))
     return tf.gather(xs, i)
+
+
+def _launch_quietly(function, args, device: str) -> None:
+    """function(*args) on `device`; a failure is only logged (see
+    `Engine._step_loop_compiled_meanwhile`)."""
+    try:
+        with tf.device(device):
+            function(*args)
+    except (tf.errors.OpError, MemoryError) as error:
+        logging.debug("compiling the step loop ahead of the call failed: %s", error)
 
 
 def _inline(fn):
