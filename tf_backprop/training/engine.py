@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import threading
 import typing
 from collections.abc import Callable, Mapping
 
@@ -54,6 +53,7 @@ from absl import logging
 
 from tf_backprop import losses as losses_lib
 from tf_backprop.model import MLP
+from tf_backprop.training import compile_ahead
 from tf_backprop.training.checkpoint import RunState
 from tf_backprop.training.evaluation import Evaluator
 from tf_backprop.training.plan import Plan
@@ -213,38 +213,22 @@ class Engine:
             logging.warning("a call failed its end-of-call check but not its step-by-step replay")
         return _numpy(out)
 
-    @contextlib.contextmanager
     def _step_loop_compiled_meanwhile(self, args):
         """On the first call, when XLA compiles each epoch's step loop on its own: that
-        compilation on a second thread, while this one traces and starts the call.
-
-        Tracing the call is Python on one core (~1.1 s of the default run's start-up on a slower
-        2-core CI machine) and XLA's compilation of the step loop C++ (~1 s, mostly one core);
-        the call does them one after the other.  So the step loop is traced first, as `_epoch`
-        calls it, and launched for no steps on a second thread — from a graph, as the call
-        launches it (an eager launch of a jit_compile function has another XLA cache key and would
-        compile it twice) — while the rest of the call is traced and started.  The call's launch
-        of the step loop then waits for that compilation in XLA's cache instead of compiling it
-        again.  The no-step launch changes nothing; should it fail, the call's own compilation
-        fails the same way and reports it.
-        """
+        compilation on a second thread while this one traces and starts the call
+        (`compile_ahead`), by a launch of the step loop for no steps with the carry `_epoch`
+        gives it.  The no-step launch changes nothing."""
         first = not self._fast_call.experimental_get_tracing_count()
         if not (first and self.compiles_step_loop_ahead and self.runner.jit and not self.compiles_whole_call):
-            yield
-            return
+            return contextlib.nullcontext()
         epoch, position, loss_sum, metric_sums, status, bad, verify_error, *_ = self._initial_carry()
         steps = (position, status, loss_sum, metric_sums, bad, verify_error)  # as in _epoch
         step_loop = self._step_loops[self._checks_steps(checked=False)]
         # (x_train, y_train, epoch, offset, end = position: no steps, *steps)
         no_steps = (args[0], args[1], epoch, tf.zeros([], tf.int64), position, *steps)
-        launch = tf.function(lambda *a: step_loop(*a[:5], a[5:]), autograph=False)
-        launch = launch.get_concrete_function(*no_steps)
-        compiling = threading.Thread(target=_launch_quietly, args=(launch, no_steps, self.runner.device))
-        compiling.start()
-        try:
-            yield
-        finally:
-            compiling.join()
+        return compile_ahead.compiled_meanwhile(
+            lambda *a: step_loop(*a[:5], a[5:]), no_steps, self.runner.device
+        )
 
     def _check_reached(self, stop: int, status: int) -> None:
         """RuntimeError when a call that did not fail ended neither at `stop` nor by an early
@@ -498,16 +482,6 @@ def _row(xs, i):
     if isinstance(xs, _Rows):
         return tf.gather(xs.split, tf.gather(xs.order, i))
     return tf.gather(xs, i)
-
-
-def _launch_quietly(function, args, device: str) -> None:
-    """function(*args) on `device`; a failure is only logged (see
-    `Engine._step_loop_compiled_meanwhile`)."""
-    try:
-        with tf.device(device):
-            function(*args)
-    except (tf.errors.OpError, MemoryError) as error:
-        logging.debug("compiling the step loop ahead of the call failed: %s", error)
 
 
 def _inline(fn):
