@@ -103,13 +103,27 @@ def median_row(turns: list[dict]) -> dict:
     return {c: None if turns[0][c] is None else statistics.median(t[c] for t in turns) for c in turns[0]}
 
 
+def parse_turns(argv: list[str]) -> int:
+    """--turns=N (default 3); anything else exits 2 with one line saying what was expected."""
+    if not argv:
+        return 3
+    value = argv[0].removeprefix("--turns=")
+    if len(argv) > 1 or value == argv[0] or not value.isdigit() or int(value) < 1:
+        given = " ".join(argv)
+        sys.stderr.write(
+            f"compile_bench.py: error: expected --turns=N, N a positive integer; got {given!r}\n"
+        )
+        sys.exit(2)
+    return int(value)
+
+
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "--child":
         print(json.dumps(child(json.loads(argv[1]), traces_first=argv[2] == "traced")))
         return
     # Fresh processes on a shared machine vary by ±20%: every variant runs `turns` times, the
     # variants interleaved, and each column is the median.
-    turns = int(argv[0].removeprefix("--turns=")) if argv else 3
+    turns = parse_turns(argv)
     measured: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     for _ in range(turns):
         for name in VARIANTS:

@@ -1,0 +1,32 @@
+"""The benchmark scripts' own arguments: a bad one is one line and exit 2, before any work."""
+
+import os
+import subprocess
+import sys
+import unittest
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+TIMEOUT = 60
+
+
+class CompileBenchArgsTest(unittest.TestCase):
+    def test_a_bad_turns_argument_is_one_line_and_exit_2(self):
+        for args in (["--turns=x"], ["--turns=0"], ["-t", "3"], ["--turns=2", "extra"]):
+            with self.subTest(args=args):
+                done = subprocess.run(
+                    [sys.executable, os.path.join(BENCHMARKS, "compile_bench.py"), *args],
+                    capture_output=True,
+                    text=True,
+                    timeout=TIMEOUT,
+                    check=False,
+                )
+                self.assertEqual(done.returncode, 2, done.stderr)
+                self.assertEqual(done.stdout, "")
+                self.assertRegex(
+                    done.stderr,
+                    r"^compile_bench\.py: error: expected --turns=N, N a positive integer; got '.+'\n$",
+                )
+
+
+if __name__ == "__main__":
+    unittest.main()
