@@ -3,13 +3,15 @@
 A child's peak RSS and compiled state are its own, so one model's figures never include
 another's.  `main(argv, script, n_models, child, print_table)`:
   script --child I   measures model I (child(I) -> dict) and prints it as one JSON line;
-  script [--models=0,2]  runs a child per model and prints the table of their rows.
+  script [--models=0,2]  runs a child per model and prints the table of their rows (a bad
+                         --models is one line and exit 2).
 `random_datasets` builds the random training data both scripts measure on.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,10 +27,7 @@ def main(
     if argv and argv[0] == "--child":
         print(json.dumps(child(int(argv[1]))))
         return
-    selected = range(n_models)
-    for arg in argv:
-        if arg.startswith("--models="):
-            selected = [int(i) for i in arg.split("=", 1)[1].split(",")]
+    selected = parse_models(argv, script, n_models)
     rows = []
     for index in selected:
         done = subprocess.run(
@@ -38,6 +37,23 @@ def main(
             sys.exit(f"model {index} failed:\n{done.stderr[-3000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print_table(rows)
+
+
+def parse_models(argv: list[str], script: str, n_models: int) -> list[int]:
+    """[--models=I,J,...] (default: every model); anything else exits 2 with one line saying
+    what was expected, before any model runs."""
+    if not argv:
+        return list(range(n_models))
+    value = argv[0].removeprefix("--models=")
+    indices = value.split(",")
+    if len(argv) > 1 or value == argv[0] or not all(i.isdigit() and int(i) < n_models for i in indices):
+        name = os.path.basename(script)
+        sys.stderr.write(
+            f"{name}: error: expected --models=I,J,... with each I in 0..{n_models - 1}; "
+            f"got {' '.join(argv)!r}\n"
+        )
+        sys.exit(2)
+    return [int(i) for i in indices]
 
 
 def random_datasets(layers, loss: str, rows: int, seed: int = 0):

@@ -28,5 +28,35 @@ class CompileBenchArgsTest(unittest.TestCase):
                 )
 
 
+class PerModelArgsTest(unittest.TestCase):
+    """train_bench and loop_floor share per_model.main's --models=I,J,..."""
+
+    def test_a_bad_models_argument_is_one_line_and_exit_2(self):
+        for script, n_models in (("train_bench.py", 5), ("loop_floor.py", 2)):
+            for args in (
+                ["--models=x"],
+                [f"--models={n_models}"],
+                ["--models="],
+                ["--models=0,"],
+                ["-m", "1"],
+                ["--models=0", "extra"],
+            ):
+                with self.subTest(script=script, args=args):
+                    done = subprocess.run(
+                        [sys.executable, os.path.join(BENCHMARKS, script), *args],
+                        capture_output=True,
+                        text=True,
+                        timeout=TIMEOUT,
+                        check=False,
+                    )
+                    self.assertEqual(done.returncode, 2, done.stderr)
+                    self.assertEqual(done.stdout, "")
+                    self.assertRegex(
+                        done.stderr,
+                        rf"^{script.replace('.', '[.]')}: error: expected --models=I,J,\.\.\. with each I in "
+                        rf"0\.\.{n_models - 1}; got '.+'\n$",
+                    )
+
+
 if __name__ == "__main__":
     unittest.main()
