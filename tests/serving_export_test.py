@@ -327,6 +327,28 @@ class AtomicityTest(tf.test.TestCase):
             self.write(overwrite=True)
         self.assertEqual(listing(self.path), ["notes.txt"])
 
+    def test_refuses_to_replace_an_export_holding_a_file_of_the_users(self):
+        self.write(seed=0)
+        with open(os.path.join(self.path, "notes.txt"), "w") as handle:
+            handle.write("keep me")
+        with self.assertRaisesRegex(
+            export.ExportError,
+            rf"^{re.escape(self.path)} holds 'notes.txt', which is not part of a SavedModel; refusing to "
+            r"replace it even with --overwrite$",
+        ):
+            self.write(seed=1, overwrite=True)
+        self.assertIn("notes.txt", listing(self.path))
+        self.assertAllClose(self.predictions(), self.expected(0), atol=1e-6)
+        self.assertEqual(listing(self.folder), ["export"])
+
+    def test_a_file_at_the_target_is_refused_even_with_overwrite(self):
+        with open(self.path, "w") as handle:
+            handle.write("keep me")
+        with self.assertRaisesRegex(export.ExportError, "not a SavedModel folder"):
+            self.write(overwrite=True)
+        with open(self.path) as handle:
+            self.assertEqual(handle.read(), "keep me")
+
     def failing_save(self):
         """tf.saved_model.save that writes everything, then fails (as a full disk would)."""
         real_save = tf.saved_model.save

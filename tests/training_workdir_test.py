@@ -184,6 +184,22 @@ class OutputsTest(tf.test.TestCase, parameterized.TestCase):
         with open(os.path.join(folder.full_path, taken), encoding="utf-8") as handle:
             self.assertEqual(handle.read(), "mine")
 
+    def test_an_export_holding_a_file_of_the_users_is_refused_before_training(self):
+        folder = self.create_tempdir()
+        cfg = _config(folder.full_path, export=True)
+        _mark(folder.full_path, cfg)
+        folder.create_file("export/saved_model.pb", content="a model")
+        folder.create_file("export/notes.txt", content="mine")
+        with self.assertRaisesRegex(
+            training.WorkdirError,
+            r"^workdir: \S+/export holds 'notes\.txt', which is not part of a SavedModel; move it away",
+        ):
+            training.train(cfg, progress=False)
+        self.assertFalse(os.path.exists(os.path.join(folder.full_path, "data.json")))  # nothing written
+        self.assertEqual(
+            sorted(os.listdir(os.path.join(folder.full_path, "export"))), ["notes.txt", "saved_model.pb"]
+        )
+
     def test_an_unwritable_output_folder_is_refused_before_training(self):
         folder = self.create_tempdir()
         cfg = _config(folder.full_path)

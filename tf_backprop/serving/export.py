@@ -189,17 +189,42 @@ def is_saved_model(path: str) -> bool:
     return os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))
 
 
+# What tf.saved_model.save (and Keras before it) puts in a SavedModel folder: with --overwrite
+# only a folder holding nothing else is replaced, so a file of the user's beside an export (say
+# notes.txt, or a SavedModel saved into a folder of their own) is never thrown away with it.
+SAVED_MODEL_ENTRIES = frozenset(
+    {
+        SAVED_MODEL_FILE,
+        "saved_model.pbtxt",
+        "variables",
+        "assets",
+        "assets.extra",
+        "fingerprint.pb",
+        "keras_metadata.pb",
+    }
+)
+
+
+def replacement_refusal(path: str) -> str | None:
+    """Why an export may not replace the existing `path` — "exists and is not a SavedModel
+    folder", or "holds 'x', which is not part of a SavedModel" (the first such entry) — or None:
+    an empty folder, or one holding only a SavedModel's entries."""
+    entries = os.listdir(path) if os.path.isdir(path) else None
+    if entries is None or (entries and not is_saved_model(path)):
+        return "exists and is not a SavedModel folder"
+    foreign = sorted(set(entries) - SAVED_MODEL_ENTRIES)
+    return f"holds {foreign[0]!r}, which is not part of a SavedModel" if foreign else None
+
+
 def _check_target(path: str, overwrite: bool) -> None:
     """ExportError if `path` exists and may not be replaced."""
     if not os.path.lexists(path):
         return
     if not overwrite:
         raise ExportError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    if os.path.isdir(path) and (is_saved_model(path) or not os.listdir(path)):
-        return
-    raise ExportError(
-        f"{path} exists and is not a SavedModel folder; refusing to replace it even with --overwrite"
-    )
+    refusal = replacement_refusal(path)
+    if refusal:
+        raise ExportError(f"{path} {refusal}; refusing to replace it even with --overwrite")
 
 
 def export_saved_model(

@@ -351,16 +351,12 @@ def _check_kind(path: str, kind: str) -> None:
         problem = "is not a file (the run writes a file there)"
     elif kind == "folder" and not os.path.isdir(path):
         problem = "is not a folder (the run writes a folder there)"
-    elif kind == "export" and not _replaceable_export(path):
-        problem = "exists and is not a SavedModel folder (the run's export replaces only a SavedModel)"
+    elif kind == "export" and (refusal := export_lib.replacement_refusal(path)):
+        # The run's export replaces only an empty folder or a SavedModel with nothing else in it.
+        problem = refusal
     else:
         return
     raise WorkdirError(f"workdir: {path} {problem}; move it away, or use another --workdir")
-
-
-def _replaceable_export(path: str) -> bool:
-    """What the run's export may replace: a SavedModel or an empty folder (export.py's rule)."""
-    return os.path.isdir(path) and (export_lib.is_saved_model(path) or not os.listdir(path))
 
 
 def _check_writable(folder: str) -> None:
