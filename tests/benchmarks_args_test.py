@@ -60,3 +60,24 @@ class PerModelArgsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ImportBenchArgsTest(unittest.TestCase):
+    def test_a_bad_argument_is_one_line_and_exit_2(self):
+        for args, expected in (
+            (["--turns=x"], r"expected --turns=N, N a positive integer; got '--turns=x'"),
+            (["--turns=0"], r"expected --turns=N, N a positive integer; got '--turns=0'"),
+            (["-t"], r"expected --turns=N or a Python interpreter's path; got '-t'"),
+            (["no/such/python"], r"no/such/python: not an executable Python interpreter"),
+        ):
+            with self.subTest(args=args):
+                done = subprocess.run(
+                    [sys.executable, os.path.join(BENCHMARKS, "import_bench.py"), *args],
+                    capture_output=True,
+                    text=True,
+                    timeout=TIMEOUT,
+                    check=False,
+                )
+                self.assertEqual(done.returncode, 2, done.stderr)
+                self.assertEqual(done.stdout, "")
+                self.assertRegex(done.stderr, rf"^import_bench\.py: error: {expected}\n$")
