@@ -139,10 +139,9 @@ def _print_table(rows: list[dict]) -> None:
     print("|---|" + "---|" * 8)
     for r in rows:
         jax = f"{r['bare'] / r['jax']:.2f}" if r["jax"] else "-"
-        whole = f"{r['bare_whole']:,.0f}" if "bare_whole" in r else "-"
+        rates = [per_model.rate(r.get(k)) for k in ("run", "run_nomon", "step_loop", "bare", "bare_whole")]
         print(
-            f"| {r['shape']} | {r['run']:,.0f} | {r['run_nomon']:,.0f} | {r['step_loop']:,.0f} | {r['bare']:,.0f} "
-            f"| {whole} | {r['jax'] or 0:,.0f} | {r['run'] / r['bare']:.2f} | {jax} |"
+            f"| {r['shape']} | {' | '.join(rates)} | {per_model.rate(r['jax'])} | {r['run'] / r['bare']:.2f} | {jax} |"
         )
     print("\n(steps/s, best of 3 windows each, one process per shape)")
 

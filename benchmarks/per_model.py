@@ -5,7 +5,8 @@ another's.  `main(argv, script, n_models, child, print_table)`:
   script --child I   measures model I (child(I) -> dict) and prints it as one JSON line;
   script [--models=0,2]  runs a child per model and prints the table of their rows (a bad
                          --models is one line and exit 2).
-`random_datasets` builds the random training data both scripts measure on.
+`random_datasets` builds the random training data both scripts measure on; `rate` formats
+their steps/s.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def parse_models(argv: list[str], script: str, n_models: int) -> list[int]:
         )
         sys.exit(2)
     return [int(i) for i in indices]
+
+
+def rate(steps_per_second: float | None) -> str:
+    """A rate for a table: '-' if not measured; one decimal below 100 steps/s, where whole
+    numbers would hide a difference of several percent (the 1024 net runs ~15-20 steps/s)."""
+    if steps_per_second is None:
+        return "-"
+    return f"{steps_per_second:,.1f}" if steps_per_second < 100 else f"{steps_per_second:,.0f}"
 
 
 def random_datasets(layers, loss: str, rows: int, seed: int = 0):

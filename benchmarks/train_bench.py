@@ -208,8 +208,7 @@ def main(argv: list[str]) -> None:
     per_model.main(argv, __file__, len(SHAPES) + 1, child, _print_tables)
 
 
-def _rate(value) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+CONTENDERS = ("keras_fit", "keras_fit_jit", "torch", "jax")  # the table's columns after ours
 
 
 def _print_tables(rows: list[dict]) -> None:
@@ -220,11 +219,11 @@ def _print_tables(rows: list[dict]) -> None:
     print("|---|" + "---|" * 12)
     for r in (r for r in rows if "ours_tape" in r):
         fit = max(r["keras_fit"], r["keras_fit_jit"])
-        others = [v for v in (r["keras_fit"], r["keras_fit_jit"], r["torch"], r["jax"]) if v]
+        others = [r[k] for k in CONTENDERS if r[k]]
         jax = f"{r['ours_tape'] / r['jax']:.2f}×" if r["jax"] else "-"
+        rates = " | ".join(per_model.rate(r[k]) for k in ("ours_tape", "ours_manual", *CONTENDERS))
         print(
-            f"| {r['shape']} | {_rate(r['ours_tape'])} | {_rate(r['ours_manual'])} | {_rate(r['keras_fit'])} "
-            f"| {_rate(r['keras_fit_jit'])} | {_rate(r['torch'])} | {_rate(r['jax'])} "
+            f"| {r['shape']} | {rates} "
             f"| {r['ours_tape'] / fit:.1f}× | {jax} | {r['ours_tape'] / max(others):.2f}× "
             f"| {r['ours_manual'] / r['ours_tape']:.2f} | {r['ours_tape'] / r['ours_tape_no_monitor']:.2f} "
             f"| {r['peak_rss_mb']:,.0f} MB |"
