@@ -9,26 +9,32 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 TIMEOUT = 60
 
 
-class CompileBenchArgsTest(unittest.TestCase):
+class ArgsTestCase(unittest.TestCase):
+    def assert_refused(self, script: str, args: list[str], message: str) -> None:
+        """`script args` exits 2, printing nothing on stdout and on stderr one line: the
+        script's name, "error:" and a text matching `message` (a regex)."""
+        done = subprocess.run(
+            [sys.executable, os.path.join(BENCHMARKS, script), *args],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        self.assertEqual(done.returncode, 2, done.stderr)
+        self.assertEqual(done.stdout, "")
+        self.assertRegex(done.stderr, rf"^{script.replace('.', '[.]')}: error: {message}\n$")
+
+
+class CompileBenchArgsTest(ArgsTestCase):
     def test_a_bad_turns_argument_is_one_line_and_exit_2(self):
         for args in (["--turns=x"], ["--turns=0"], ["-t", "3"], ["--turns=2", "extra"]):
             with self.subTest(args=args):
-                done = subprocess.run(
-                    [sys.executable, os.path.join(BENCHMARKS, "compile_bench.py"), *args],
-                    capture_output=True,
-                    text=True,
-                    timeout=TIMEOUT,
-                    check=False,
-                )
-                self.assertEqual(done.returncode, 2, done.stderr)
-                self.assertEqual(done.stdout, "")
-                self.assertRegex(
-                    done.stderr,
-                    r"^compile_bench\.py: error: expected --turns=N, N a positive integer; got '.+'\n$",
+                self.assert_refused(
+                    "compile_bench.py", args, r"expected --turns=N, N a positive integer; got '.+'"
                 )
 
 
-class PerModelArgsTest(unittest.TestCase):
+class PerModelArgsTest(ArgsTestCase):
     """train_bench and loop_floor share per_model.main's --models=I,J,..."""
 
     def test_a_bad_models_argument_is_one_line_and_exit_2(self):
@@ -42,27 +48,14 @@ class PerModelArgsTest(unittest.TestCase):
                 ["--models=0", "extra"],
             ):
                 with self.subTest(script=script, args=args):
-                    done = subprocess.run(
-                        [sys.executable, os.path.join(BENCHMARKS, script), *args],
-                        capture_output=True,
-                        text=True,
-                        timeout=TIMEOUT,
-                        check=False,
-                    )
-                    self.assertEqual(done.returncode, 2, done.stderr)
-                    self.assertEqual(done.stdout, "")
-                    self.assertRegex(
-                        done.stderr,
-                        rf"^{script.replace('.', '[.]')}: error: expected --models=I,J,\.\.\. with each I in "
-                        rf"0\.\.{n_models - 1}; got '.+'\n$",
+                    self.assert_refused(
+                        script,
+                        args,
+                        rf"expected --models=I,J,\.\.\. with each I in 0\.\.{n_models - 1}; got '.+'",
                     )
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
-class ImportBenchArgsTest(unittest.TestCase):
+class ImportBenchArgsTest(ArgsTestCase):
     def test_a_bad_argument_is_one_line_and_exit_2(self):
         for args, expected in (
             (["--turns=x"], r"expected --turns=N, N a positive integer; got '--turns=x'"),
@@ -71,13 +64,4 @@ class ImportBenchArgsTest(unittest.TestCase):
             (["no/such/python"], r"no/such/python: not an executable Python interpreter"),
         ):
             with self.subTest(args=args):
-                done = subprocess.run(
-                    [sys.executable, os.path.join(BENCHMARKS, "import_bench.py"), *args],
-                    capture_output=True,
-                    text=True,
-                    timeout=TIMEOUT,
-                    check=False,
-                )
-                self.assertEqual(done.returncode, 2, done.stderr)
-                self.assertEqual(done.stdout, "")
-                self.assertRegex(done.stderr, rf"^import_bench\.py: error: {expected}\n$")
+                self.assert_refused("import_bench.py", args, expected)
