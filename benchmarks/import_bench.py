@@ -3,7 +3,7 @@
 For each Python interpreter given (default: this one), in fresh child processes taking turns so
 that a slow spell of the shared machine falls on all of them alike, it times
 
-  * `import ml_dtypes` after NumPy (ml_dtypes 0.7.0 spends ~1.2 s here registering its NumPy
+  * `import ml_dtypes` after NumPy (ml_dtypes 0.7.0 spends ~1.1 s here registering its NumPy
     loops, 0.6.0 ~0.01 s: hence setup.cfg's `ml_dtypes<0.7`);
   * `python -c "import tensorflow"`, the whole process (TensorFlow imports ml_dtypes);
   * `python -c "import tf_backprop.cli.train"`, the whole process: what `tf-backprop-train`
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NoReturn
 
 TIMEOUT = 300
 ML_DTYPES = (
@@ -37,7 +38,8 @@ PROCESSES = {
 }
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
+    """One line naming the script and what was expected; exit 2."""
     sys.stderr.write(f"import_bench.py: error: {message}\n")
     sys.exit(2)
 
