@@ -59,10 +59,11 @@ def parse_models(argv: list[str], script: str, n_models: int) -> list[int]:
 
 def rate(steps_per_second: float | None) -> str:
     """A rate for a table: '-' if not measured; one decimal below 100 steps/s, where whole
-    numbers would hide a difference of several percent (the 1024 net runs ~15-20 steps/s)."""
+    numbers would hide a difference of several percent (the 1024 net runs ~15-20 steps/s).
+    Decided on the rounded rate: 99.96 prints as 100, not 100.0."""
     if steps_per_second is None:
         return "-"
-    return f"{steps_per_second:,.1f}" if steps_per_second < 100 else f"{steps_per_second:,.0f}"
+    return f"{steps_per_second:,.1f}" if round(steps_per_second, 1) < 100 else f"{steps_per_second:,.0f}"
 
 
 def random_datasets(layers, loss: str, rows: int, seed: int = 0):

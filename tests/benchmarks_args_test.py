@@ -1,4 +1,4 @@
-"""The benchmark scripts' own arguments: a bad one is one line and exit 2, before any work."""
+"""The benchmark scripts' own arguments: a bad one is one line and exit 2, before any work; and their tables' rates."""
 
 import os
 import subprocess
@@ -65,3 +65,18 @@ class ImportBenchArgsTest(ArgsTestCase):
         ):
             with self.subTest(args=args):
                 self.assert_refused("import_bench.py", args, expected)
+
+
+class RateTest(unittest.TestCase):
+    """per_model.rate: one decimal below 100 steps/s, whole numbers from 100 on."""
+
+    def test_the_decimal_is_decided_on_the_rounded_rate(self):
+        sys.path.insert(0, BENCHMARKS)
+        try:
+            import per_model
+        finally:
+            sys.path.remove(BENCHMARKS)
+        cases = {None: "-", 15.04: "15.0", 99.94: "99.9", 99.96: "100", 100.4: "100", 222105.2: "222,105"}
+        for rate, shown in cases.items():
+            with self.subTest(rate=rate):
+                self.assertEqual(per_model.rate(rate), shown)
