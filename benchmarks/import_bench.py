@@ -45,7 +45,7 @@ def fail(message: str) -> NoReturn:
 
 
 def parse(argv: list[str]) -> tuple[int, list[str]]:
-    """[--turns=N] [PYTHON ...]: N ≥ 1 (default 5); each PYTHON an executable.  Anything else
+    """[--turns=N] [PYTHON ...]: N ≥ 1 (default 5); each PYTHON an executable that runs Python.  Anything else
     exits 2 with one line saying what was expected, before anything runs."""
     turns, pythons = 5, []
     for arg in argv:
@@ -56,11 +56,22 @@ def parse(argv: list[str]) -> tuple[int, list[str]]:
             turns = int(value)
         elif arg.startswith("-"):
             fail(f"expected --turns=N or a Python interpreter's path; got {arg!r}")
-        elif (found := shutil.which(arg)) is None:
+        elif (found := shutil.which(arg)) is None or not runs_python(found):
             fail(f"{arg}: not an executable Python interpreter")
         else:
             pythons.append(os.path.abspath(found))  # the children run in another folder
     return turns, pythons or [sys.executable]
+
+
+def runs_python(executable: str) -> bool:
+    """Whether `executable -c CODE` runs CODE as Python (`true` and `echo` exit 0 too)."""
+    try:
+        done = subprocess.run(
+            [executable, "-c", "print(6 * 7)"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except OSError:
+        return False
+    return done.returncode == 0 and done.stdout == "42\n"
 
 
 def run(python: str, code: str) -> tuple[float, str]:

@@ -62,6 +62,8 @@ class ImportBenchArgsTest(ArgsTestCase):
             (["--turns=0"], r"expected --turns=N, N a positive integer; got '--turns=0'"),
             (["-t"], r"expected --turns=N or a Python interpreter's path; got '-t'"),
             (["no/such/python"], r"no/such/python: not an executable Python interpreter"),
+            (["true"], r"true: not an executable Python interpreter"),  # exits 0 for any argument
+            (["echo"], r"echo: not an executable Python interpreter"),
         ):
             with self.subTest(args=args):
                 self.assert_refused("import_bench.py", args, expected)
