@@ -1,10 +1,12 @@
 """files: strict JSON (a non-finite value becomes null, named in "non_finite") and atomic writes."""
 
+import fcntl
 import gzip
 import json
 import math
 import os
 import stat
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -56,6 +58,61 @@ class StrictJsonTest(tf.test.TestCase):
         with open(path, encoding="utf-8") as handle:
             parsed = strict_loads(handle.read())
         self.assertEqual(parsed, {"final": {"rmse": None}, "non_finite": {"final.rmse": "inf"}})
+
+
+class AbandonedTemporaryTest(tf.test.TestCase):
+    """A write killed midway (SIGKILL) leaves its hidden temporary; the next write of the same
+    file removes it, and never a live writer's."""
+
+    def setUp(self):
+        super().setUp()
+        self.folder = self.create_tempdir().full_path
+        self.path = os.path.join(self.folder, "out.csv")
+
+    def _plant(self, name: str, age_seconds: float = 3600) -> str:
+        planted = os.path.join(self.folder, name)
+        with open(planted, "w", encoding="utf-8") as handle:
+            handle.write("half a file")
+        stamp = time.time() - age_seconds
+        os.utime(planted, (stamp, stamp))
+        return planted
+
+    def _write(self, text: str = "a\n") -> None:
+        with files.atomic_text(self.path) as handle:
+            handle.write(text)
+
+    def test_an_old_unlocked_temporary_of_the_same_file_is_removed(self):
+        self._plant(".out.csv.tmp-0123456789ab")
+        self._plant(".out.csv.gz.tmp-0123456789ab")  # another file's
+        self._plant(".out.csv.tmp-mine")  # not a temporary's name
+        self._write()
+        self.assertCountEqual(
+            os.listdir(self.folder), ["out.csv", ".out.csv.gz.tmp-0123456789ab", ".out.csv.tmp-mine"]
+        )
+
+    def test_a_locked_temporary_is_a_live_writers_and_kept(self):
+        planted = self._plant(".out.csv.tmp-0123456789ab")
+        with open(planted, "rb") as held:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # another open file: flock conflicts
+            self._write()
+        self.assertTrue(os.path.exists(planted))
+
+    def test_a_recent_temporary_is_kept(self):
+        planted = self._plant(".out.csv.tmp-0123456789ab", age_seconds=1)
+        self._write()
+        self.assertTrue(os.path.exists(planted))
+
+    def test_a_write_in_progress_holds_its_temporary_against_another_writer(self):
+        with files.atomic_text(self.path) as handle:
+            handle.write("first")
+            (temporary,) = [os.path.join(self.folder, n) for n in os.listdir(self.folder)]
+            stamp = time.time() - 3600  # as if the write had taken an hour
+            os.utime(temporary, (stamp, stamp))
+            self._write("second")  # a concurrent write of the same file
+            self.assertTrue(os.path.exists(temporary))
+        with open(self.path, encoding="utf-8") as result:
+            self.assertEqual(result.read(), "first")  # the first write finished last
+        self.assertEqual(os.listdir(self.folder), ["out.csv"])
 
 
 class AtomicTextTest(tf.test.TestCase):

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import gzip
 import io
 import json
 import math
 import os
+import re
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -110,8 +113,13 @@ def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> It
     does (the link stays, its target is replaced), and a replaced file's permissions are kept.
     """
     target = os.path.realpath(path) if overwrite and os.path.islink(path) else os.path.abspath(path)
+    remove_abandoned(target)
     temporary = hidden_sibling(target, "tmp")
+    # Created and locked before it is written, held until it is renamed: the lock tells a later
+    # writer's remove_abandoned that this one is alive.
+    lock = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         with _open_text(temporary, path, compress) as handle:
             yield handle
         if overwrite:
@@ -127,6 +135,49 @@ def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> It
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+        os.close(lock)
+
+
+ABANDONED_AFTER_SECONDS = 60  # a temporary this old and unlocked is no writer's (see below)
+
+
+def remove_abandoned(path: str) -> None:
+    """Removes the hidden temporaries of earlier writes of `path` that were killed midway
+    (SIGKILL, a lost machine: `atomic_text` removes its own on any error it can see).
+
+    A writer holds an flock on its temporary until it is renamed, and the OS releases it when
+    the writer dies, so a temporary that can be locked is abandoned; one modified in the last
+    ABANDONED_AFTER_SECONDS is left alone too (its writer may be between creating and locking
+    it).  Anything that cannot be read, locked or removed is left as it is.
+    """
+    folder, name = os.path.split(path)
+    pattern = re.compile(rf"\.{re.escape(name)}\.tmp-[0-9a-f]{{12}}")
+    try:
+        entries = os.listdir(folder or ".")
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.fullmatch(entry):
+            _remove_if_abandoned(os.path.join(folder, entry))
+
+
+def _remove_if_abandoned(temporary: str) -> None:
+    """Removes `temporary` if it is a regular file, not recently modified and not locked."""
+    try:
+        descriptor = os.open(temporary, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or time.time() - info.st_mtime < ABANDONED_AFTER_SECONDS:
+            return
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its writer lives
+        os.remove(temporary)
+        logging.info("removed %s: a write killed midway left it", temporary)
+    except OSError:
+        return
+    finally:
+        os.close(descriptor)
 
 
 @contextlib.contextmanager
