@@ -1,5 +1,6 @@
 """files: strict JSON (a non-finite value becomes null, named in "non_finite") and atomic writes."""
 
+import errno
 import fcntl
 import gzip
 import json
@@ -7,6 +8,7 @@ import math
 import os
 import stat
 import time
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -101,6 +103,13 @@ class AbandonedTemporaryTest(tf.test.TestCase):
         planted = self._plant(".out.csv.tmp-0123456789ab", age_seconds=1)
         self._write()
         self.assertTrue(os.path.exists(planted))
+
+    def test_a_file_system_without_locks_still_writes(self):
+        # Some network mounts answer flock with ENOLCK: the write goes on without the lock.
+        with mock.patch.object(files.fcntl, "flock", side_effect=OSError(errno.ENOLCK, "No locks available")):
+            self._write("written")
+        with open(self.path, encoding="utf-8") as result:
+            self.assertEqual(result.read(), "written")
 
     def test_a_write_in_progress_holds_its_temporary_against_another_writer(self):
         with files.atomic_text(self.path) as handle:

@@ -119,7 +119,7 @@ def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> It
     # writer's remove_abandoned that this one is alive.
     lock = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        _lock_if_possible(lock)
         with _open_text(temporary, path, compress) as handle:
             yield handle
         if overwrite:
@@ -136,6 +136,15 @@ def atomic_text(path: str, overwrite: bool = True, compress: bool = False) -> It
         if os.path.exists(temporary):
             os.remove(temporary)
         os.close(lock)
+
+
+def _lock_if_possible(descriptor: int) -> None:
+    """An exclusive flock on `descriptor`; none where the file system has no locks (ENOLCK on
+    some network mounts): the write goes on, and remove_abandoned cannot lock it there either."""
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    except OSError as error:
+        logging.debug("writing without a lock on its temporary: %s", error)
 
 
 ABANDONED_AFTER_SECONDS = 60  # a temporary this old and unlocked is no writer's (see below)
