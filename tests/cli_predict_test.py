@@ -324,6 +324,26 @@ class PredictCliTest(tf.test.TestCase):
         expected = served.predict(x)["class_ids"]
         self.assertEqual([r[-4] for r in out_rows], [CLASS_NAMES["multiclass"][i] for i in expected])
 
+    def test_a_killed_runs_hidden_file_is_removed_by_the_next_run(self):
+        # What SIGKILL leaves beside --output (nothing could remove it then): an hour old, no
+        # writer holding its lock.  The next run writing the same file removes it.
+        import subprocess
+        import time
+
+        cwd = self.create_tempdir().full_path
+        header, rows, _ = shuffled_rows(6)
+        write_csv(os.path.join(cwd, "in.csv"), header, rows)
+        leftover = os.path.join(cwd, ".out.csv.tmp-0123456789ab")
+        with open(leftover, "w", encoding="utf-8") as handle:
+            handle.write("id,x3\n0,")
+        stamp = time.time() - 3600
+        os.utime(leftover, (stamp, stamp))
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        args = [PREDICT, f"--model={self.model}", "--input=in.csv", "--output=out.csv"]
+        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertCountEqual(os.listdir(cwd), ["in.csv", "out.csv"])
+
     def test_a_gz_output_is_gzip_and_reads_back(self):
         header, rows, _ = shuffled_rows(6)
         plain, _ = self.run_predict(header, rows)
