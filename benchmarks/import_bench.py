@@ -45,8 +45,8 @@ def fail(message: str) -> NoReturn:
 
 
 def parse(argv: list[str]) -> tuple[int, list[str]]:
-    """[--turns=N] [PYTHON ...]: N ≥ 1 (default 5); each PYTHON an executable that runs Python.  Anything else
-    exits 2 with one line saying what was expected, before anything runs."""
+    """[--turns=N] [PYTHON ...]: N ≥ 1 (default 5); each PYTHON an executable that runs Python.
+    Anything else exits 2 with one line saying what was expected, before anything runs."""
     turns, pythons = 5, []
     for arg in argv:
         if arg.startswith("--turns="):

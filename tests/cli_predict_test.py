@@ -260,9 +260,11 @@ class PredictCliTest(tf.test.TestCase):
         shutil.rmtree(cls.folder, ignore_errors=True)
         super().tearDownClass()
 
-    def run_predict(self, header: list[str], rows: list[list], *flags: str, existing: str | None = None):
-        """Runs the CLI on in.csv in a fresh folder (with out.csv holding `existing`, if given);
-        returns (result, folder)."""
+    def run_predict(
+        self, header: list[str], rows: list[list], *flags: str, existing: str | None = None, prepare=None
+    ):
+        """Runs the CLI on in.csv in a fresh folder (with out.csv holding `existing`, if given,
+        and `prepare(folder)` called first, if given); returns (result, folder)."""
         import subprocess
 
         cwd = self.create_tempdir().full_path
@@ -270,6 +272,8 @@ class PredictCliTest(tf.test.TestCase):
         if existing is not None:
             with open(os.path.join(cwd, "out.csv"), "w", encoding="utf-8") as handle:
                 handle.write(existing)
+        if prepare is not None:
+            prepare(cwd)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         args = [PREDICT, f"--model={self.model}", "--input=in.csv", *flags]
         result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
@@ -327,20 +331,17 @@ class PredictCliTest(tf.test.TestCase):
     def test_a_killed_runs_hidden_file_is_removed_by_the_next_run(self):
         # What SIGKILL leaves beside --output (nothing could remove it then): an hour old, no
         # writer holding its lock.  The next run writing the same file removes it.
-        import subprocess
         import time
 
-        cwd = self.create_tempdir().full_path
+        def plant_leftover(cwd: str) -> None:
+            leftover = os.path.join(cwd, ".out.csv.tmp-0123456789ab")
+            with open(leftover, "w", encoding="utf-8") as handle:
+                handle.write("id,x3\n0,")
+            stamp = time.time() - 3600
+            os.utime(leftover, (stamp, stamp))
+
         header, rows, _ = shuffled_rows(6)
-        write_csv(os.path.join(cwd, "in.csv"), header, rows)
-        leftover = os.path.join(cwd, ".out.csv.tmp-0123456789ab")
-        with open(leftover, "w", encoding="utf-8") as handle:
-            handle.write("id,x3\n0,")
-        stamp = time.time() - 3600
-        os.utime(leftover, (stamp, stamp))
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        args = [PREDICT, f"--model={self.model}", "--input=in.csv", "--output=out.csv"]
-        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        result, cwd = self.run_predict(header, rows, "--output=out.csv", prepare=plant_leftover)
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertCountEqual(os.listdir(cwd), ["in.csv", "out.csv"])
 
