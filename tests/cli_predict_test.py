@@ -11,6 +11,7 @@ import sys
 import tempfile
 from unittest import mock
 
+import commands
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -265,8 +266,6 @@ class PredictCliTest(tf.test.TestCase):
     ):
         """Runs the CLI on in.csv in a fresh folder (with out.csv holding `existing`, if given,
         and `prepare(folder)` called first, if given); returns (result, folder)."""
-        import subprocess
-
         cwd = self.create_tempdir().full_path
         write_csv(os.path.join(cwd, "in.csv"), header, rows)
         if existing is not None:
@@ -276,8 +275,7 @@ class PredictCliTest(tf.test.TestCase):
             prepare(cwd)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         args = [PREDICT, f"--model={self.model}", "--input=in.csv", *flags]
-        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-        return result, cwd
+        return commands.run(args, cwd=cwd, env=env, timeout=TIMEOUT), cwd
 
     def test_shuffled_and_extra_columns_to_stdout(self):
         header, rows, x = shuffled_rows(6)
@@ -310,15 +308,13 @@ class PredictCliTest(tf.test.TestCase):
         self.assertEqual(os.listdir(cwd), ["in.csv"])
 
     def test_a_glob_input_predicts_every_shard_under_one_header(self):
-        import subprocess
-
         cwd = self.create_tempdir().full_path
         header, rows, x = shuffled_rows(6)
         write_csv(os.path.join(cwd, "part-1.csv"), header, rows[:4])
         write_csv(os.path.join(cwd, "part-2.csv"), header, rows[4:])
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         args = [PREDICT, f"--model={self.model}", "--input=part-*.csv", "--output=out.csv"]
-        result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        result = commands.run(args, cwd=cwd, env=env, timeout=TIMEOUT)
         self.assertEqual(result.returncode, 0, result.stderr)
         with open(os.path.join(cwd, "out.csv")) as handle:
             out_header, out_rows = read_csv(handle.read())
@@ -461,13 +457,13 @@ class PredictCliTest(tf.test.TestCase):
         self.assertEqual(os.listdir(cwd), ["in.csv"])
 
     def test_a_missing_required_flag_is_named(self):
-        import subprocess
-
+        cwd = self.create_tempdir().full_path
         args = [PREDICT, f"--model={self.model}"]
-        result = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT)
+        # Fresh: the one line alone where the command imports TensorFlow itself (commands.run).
+        result = commands.run(args, cwd=cwd, timeout=TIMEOUT, fresh=True)
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertEqual(result.stderr.strip(), "tf-backprop-predict: error: flag --input is required")
-        result = subprocess.run([*args, "--input="], capture_output=True, text=True, timeout=TIMEOUT)
+        result = commands.run([*args, "--input="], cwd=cwd, timeout=TIMEOUT)
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertEqual(
             result.stderr.strip(),
@@ -475,9 +471,7 @@ class PredictCliTest(tf.test.TestCase):
             "stdin, got nothing",
         )
         # An empty --output said ": appeared while predicting; pass overwrite=True" (review).
-        result = subprocess.run(
-            [*args, "--input=x.csv", "--output="], capture_output=True, text=True, timeout=TIMEOUT
-        )
+        result = commands.run([*args, "--input=x.csv", "--output="], cwd=cwd, timeout=TIMEOUT)
         self.assertEqual(result.returncode, 2, result.stderr)
         self.assertEqual(
             result.stderr.strip(),

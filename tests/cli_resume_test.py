@@ -26,6 +26,7 @@ import tempfile
 import threading
 
 import checkpoint_files
+import commands
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -206,10 +207,13 @@ class ResumeCliTestCase(tf.test.TestCase, parameterized.TestCase):
 
     # --- running --------------------------------------------------------------------
     def run_cli(self, *flags: str) -> _Outcome:
-        """Runs the CLI in self.cwd to its end."""
-        outcome = _Child(flags, self.cwd).finish()
-        self.assertFalse(outcome.timed_out, outcome.describe())
-        return outcome
+        """Runs the CLI in self.cwd to its end (forked from a warm interpreter: commands.run)."""
+        command = [sys.executable, "-m", "tf_backprop.cli.train", *flags]
+        try:
+            result = commands.run(command, cwd=self.cwd, env=_env(), timeout=_TIMEOUT)
+        except subprocess.TimeoutExpired as expired:
+            self.fail(f"{expired}\n--- stderr:\n{expired.stderr}")
+        return _Outcome(result.returncode, result.stdout, result.stderr.splitlines(), timed_out=False)
 
     def run_ok(self, *flags: str) -> _Outcome:
         outcome = self.run_cli(*flags)

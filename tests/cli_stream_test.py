@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 
+import commands
 import numpy as np
 import tensorflow as tf
 from cli_resume_test import ResumeCliTestCase
@@ -91,13 +92,8 @@ class StreamErrorTest(tf.test.TestCase):
         env = {
             k: v for k, v in os.environ.items() if k not in ("TF_BACKPROP_VERBOSE_TF", "TF_CPP_MIN_LOG_LEVEL")
         }
-        result = subprocess.run(
-            [sys.executable, "-m", "tf_backprop.cli.train", *flags],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=_TIMEOUT,
+        result = commands.run(
+            [sys.executable, "-m", "tf_backprop.cli.train", *flags], cwd=cwd, env=env, timeout=_TIMEOUT
         )
         self.assertNotIn("Traceback", result.stderr)
         return result, cwd

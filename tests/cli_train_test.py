@@ -1,7 +1,8 @@
 """End-to-end tests of tf-backprop-train, run in a subprocess as a user would run it.
 
-Every run starts a fresh Python (about 2-3 s of TensorFlow import), so each test makes one
-run and combines its assertions; training runs are kept to a few dozen steps.
+Most runs are forked from an interpreter that has imported TensorFlow (commands.run); the
+tests of what a fresh process prints or leaves run fresh.  Training runs are kept to a few
+dozen steps.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import subprocess
 import sys
 
+import commands
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -33,23 +35,17 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(*flags: str, cwd: str, **environ: str) -> subprocess.CompletedProcess:
+def _run(*flags: str, cwd: str, fresh: bool = False, **environ: str) -> subprocess.CompletedProcess:
     """Runs `python -m tf_backprop.cli.train FLAGS` in `cwd` (with `environ` added to the
-    environment); never raises on a non-zero exit."""
-    return _python("-m", "tf_backprop.cli.train", *flags, cwd=cwd, **environ)
+    environment; forked from a warm interpreter unless `fresh`: commands.run); never raises on
+    a non-zero exit."""
+    return _python("-m", "tf_backprop.cli.train", *flags, cwd=cwd, fresh=fresh, **environ)
 
 
-def _python(*args: str, cwd: str, **environ: str) -> subprocess.CompletedProcess:
+def _python(*args: str, cwd: str, fresh: bool = False, **environ: str) -> subprocess.CompletedProcess:
     """Runs `python ARGS` in `cwd` as `_run` does."""
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env={**_env(), **environ},
-        capture_output=True,
-        text=True,
-        timeout=_TIMEOUT,
-        check=False,
-    )
+    env = {**_env(), **environ}
+    return commands.run([sys.executable, *args], cwd=cwd, env=env, timeout=_TIMEOUT, fresh=fresh)
 
 
 def _describe(result: subprocess.CompletedProcess) -> str:
@@ -87,9 +83,9 @@ class CliTestCase(tf.test.TestCase, parameterized.TestCase):
         super().setUp()
         self.cwd = self.create_tempdir().full_path
 
-    def run_ok(self, *flags: str) -> subprocess.CompletedProcess:
+    def run_ok(self, *flags: str, fresh: bool = False) -> subprocess.CompletedProcess:
         """Runs the CLI in self.cwd and asserts it succeeded without a traceback."""
-        result = _run(*flags, cwd=self.cwd)
+        result = _run(*flags, cwd=self.cwd, fresh=fresh)
         self.assertEqual(result.returncode, 0, _describe(result))
         self.assert_no_traceback(result)
         return result
@@ -101,13 +97,15 @@ class CliTestCase(tf.test.TestCase, parameterized.TestCase):
         self.assertLen(lines, 1, _describe(result))
         return json.loads(lines[0])
 
-    def run_failing(self, *flags: str, code: int, log_lines: bool = False, **environ: str) -> str:
+    def run_failing(
+        self, *flags: str, code: int, log_lines: bool = False, fresh: bool = False, **environ: str
+    ) -> str:
         """Runs the CLI, asserts exit `code` and a one-line error on stderr; returns that line.
 
         log_lines: allow absl INFO progress lines (logged before training starts) above the
         error line, which must then be the last line.
         """
-        result = _run(*flags, cwd=self.cwd, **environ)
+        result = _run(*flags, cwd=self.cwd, fresh=fresh, **environ)
         self.assertEqual(result.returncode, code, _describe(result))
         self.assert_no_traceback(result)
         self.assertEqual(result.stdout, "", _describe(result))
@@ -142,8 +140,10 @@ class EndToEndTest(CliTestCase):
 
     def test_default_run_writes_its_workdir(self):
         workdir = os.path.join(self.cwd, "run")
-        result = self.run_ok(*_TINY, "--grad_source=tape", f"--workdir={workdir}")
+        result = self.run_ok(*_TINY, "--grad_source=tape", f"--workdir={workdir}", fresh=True)
         self.assertIn(workdir, result.stdout)
+        for line in result.stderr.splitlines():  # no start-up line of TensorFlow's, as imported
+            self.assertRegex(line, _ABSL_LOG_LINE, _describe(result))
         self.assertEqual(
             _read_json(workdir, "config.json"),
             _expected_config(epochs=2, n_samples=200, grad_source="tape", workdir=workdir),
@@ -168,7 +168,7 @@ class EndToEndTest(CliTestCase):
     def test_leaves_nothing_in_the_temp_folder(self):
         """AutoGraph's generated sources go with the process, though the CLI skips atexit."""
         temp = self.create_tempdir().full_path
-        result = _run(*_TINY, "--grad_source=manual", "--workdir=run", cwd=self.cwd, TMPDIR=temp)
+        result = _run(*_TINY, "--grad_source=manual", "--workdir=run", cwd=self.cwd, fresh=True, TMPDIR=temp)
         self.assertEqual(result.returncode, 0, _describe(result))
         self.assertEqual(os.listdir(temp), [])
 
@@ -292,6 +292,12 @@ class BadFlagTest(CliTestCase):
         line = self.run_failing(*flags, code=2)
         self.assert_names(line, *names)
         self.assertEmpty(os.listdir(self.cwd))  # rejected before any run folder is made
+
+    def test_a_bad_flag_in_a_fresh_process_is_one_line(self):
+        """The line alone where the process imports TensorFlow itself (the tests above fork one
+        that has: commands.run)."""
+        line = self.run_failing("--batch_size=0", code=2, fresh=True)
+        self.assert_names(line, "batch_size")
 
     def test_an_unparsable_flag_value_says_what_was_expected(self):
         # absl's own words would be Python's: "invalid literal for int() with base 10: 'abc'".

@@ -11,6 +11,7 @@ import tempfile
 import textwrap
 from unittest import mock
 
+import commands
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -59,7 +60,7 @@ def expected_outputs(model: MLP, preprocessing: data.Preprocessing, x: np.ndarra
 def run_command(args: list[str], cwd: str) -> subprocess.CompletedProcess:
     """Runs a command with a hard timeout; TensorFlow's C++ start-up notes held back."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    return commands.run(args, cwd=cwd, env=env, timeout=TIMEOUT)  # forked if one of the package's
 
 
 def listing(folder: str) -> list[str]:

@@ -4,11 +4,11 @@ import dataclasses
 import glob
 import json
 import os
-import subprocess
 import sys
 from unittest import mock
 
 import checkpoint_files
+import commands
 import numpy as np
 import tensorflow as tf
 import training_runs
@@ -212,13 +212,13 @@ class DetectionTest(tf.test.TestCase):
 
 
 class InspectCliTest(tf.test.TestCase):
-    def _run(self, *flags):
-        return subprocess.run(
+    def _run(self, *flags, fresh: bool = False):
+        """The command, forked from a warm interpreter unless `fresh` (commands.run)."""
+        return commands.run(
             [sys.executable, "-m", "tf_backprop.cli.inspect", "--json", *flags],
-            capture_output=True,
-            text=True,
-            timeout=120,
             cwd=self.create_tempdir().full_path,
+            timeout=120,
+            fresh=fresh,
         )
 
     def test_sigmoid_is_flagged_and_exit_1(self):
@@ -229,14 +229,19 @@ class InspectCliTest(tf.test.TestCase):
         self.assertEqual(report["verdict"][-1], "ok")
 
     def test_bad_flag_exit_2(self):
-        for flag, name in (
-            ("--activation=nope", "activation"),
-            ("--exploding_threshold=-1", "exploding_threshold: expected a number > 0"),
-            ("--vanishing_ratio=nan", "vanishing_ratio: expected a number > 0"),
-            ("--batches=0", "flag --batches: expected a positive integer, got '0'"),  # absl: "0 is not a ..."
+        for index, (flag, name) in enumerate(
+            (
+                ("--activation=nope", "activation"),
+                ("--exploding_threshold=-1", "exploding_threshold: expected a number > 0"),
+                ("--vanishing_ratio=nan", "vanishing_ratio: expected a number > 0"),
+                (
+                    "--batches=0",
+                    "flag --batches: expected a positive integer, got '0'",
+                ),  # absl: "0 is not a ..."
+            )
         ):
             with self.subTest(flag=flag):
-                done = self._run(flag)
+                done = self._run(flag, fresh=index == 0)  # one where TensorFlow imports
                 self.assertEqual(done.returncode, 2, done.stderr)
                 self.assertNotIn("Traceback", done.stderr)
                 self.assertIn(name, done.stderr)
