@@ -79,7 +79,19 @@ def flag_error_line(message: str) -> str:
     integer, got 'abc'" for Python's "invalid literal for int() with base 10: 'abc'", "expected
     one of sgd, adam, got 'x'" for "value should be one of <sgd|adam>", "expected a positive
     integer, got '0'" for "0 is not a positive integer", and "flag --input is
-    required" for "Flag --input must have a value other than None."."""
+    required" for "Flag --input must have a value other than None.".  absl's message for several
+    flags (one line each: the command run without its required flags) reads "flags --model and
+    --input are required", or the lines joined by "; "."""
+    lines = [_one_flag_error_line(part) for part in re.split(r"\n(?=flag --)", message)]
+    required = [re.fullmatch(r"flag (--\S+) is required", line) for line in lines]
+    if len(lines) > 1 and all(required):
+        names = [match[1] for match in required]
+        return f"flags {', '.join(names[:-1])} and {names[-1]} are required"
+    return "; ".join(lines)
+
+
+def _one_flag_error_line(message: str) -> str:
+    """flag_error_line for one flag's message."""
     flagfile = re.fullmatch(r"ERROR:: Unable to open flagfile: \[Errno \d+\] (.+?): '(.*)'", message, re.S)
     if flagfile is not None:
         return f"flag --flagfile: cannot read {flagfile[2]} ({flagfile[1]})"

@@ -458,6 +458,11 @@ class PredictCliTest(tf.test.TestCase):
 
     def test_a_missing_required_flag_is_named(self):
         cwd = self.create_tempdir().full_path
+        result = commands.run([PREDICT], cwd=cwd, timeout=TIMEOUT)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertEqual(
+            result.stderr, "tf-backprop-predict: error: flags --model and --input are required\n"
+        )
         args = [PREDICT, f"--model={self.model}"]
         # Fresh: the one line alone where the command imports TensorFlow itself (commands.run).
         result = commands.run(args, cwd=cwd, timeout=TIMEOUT, fresh=True)
