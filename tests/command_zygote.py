@@ -1,8 +1,8 @@
 """A warm interpreter that forks the package's commands for the tests (`commands.run`).
 
 Run as `python command_zygote.py FD`, FD one end of a SOCK_SEQPACKET socket pair held by the
-test process.  It imports TensorFlow, Keras and the library once (~4 s on the 2-core CI
-machine), then for each request forks a child that becomes the command: the request's
+test process.  It imports TensorFlow and Keras once, through the package (~4 s on the 2-core
+CI machine), then for each request forks a child that becomes the command: the request's
 stdin/stdout/stderr (passed as file descriptors), working folder, environment and argv, then
 the command's module run as `python -m` runs it (or its `run()` called, as its console script
 does).  The child ends as that process would, through the interpreter's own exit.
@@ -26,15 +26,11 @@ import selectors
 import socket
 import sys
 
+# What every command imports, and no more: a module imported here would be an attribute of its
+# package in every child, hiding a command's missing import of it.
 import tf_backprop  # noqa: F401 - first: TensorFlow with its start-up lines held back
 import keras  # noqa: F401
 import tensorflow as tf
-import tf_backprop.cli.common  # noqa: F401 - defines no flags (the commands' modules do)
-import tf_backprop.explaining  # noqa: F401
-import tf_backprop.gradcheck  # noqa: F401
-import tf_backprop.serving.export  # noqa: F401
-import tf_backprop.serving.predict  # noqa: F401
-import tf_backprop.training.api  # noqa: F401
 
 _MESSAGE_BYTES = 1 << 20  # a request: argv and environment, a few kB
 
