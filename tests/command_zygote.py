@@ -27,10 +27,12 @@ import socket
 import sys
 
 # What every command imports, and no more: a module imported here would be an attribute of its
-# package in every child, hiding a command's missing import of it.
-import tf_backprop  # noqa: F401 - first: TensorFlow with its start-up lines held back
+# package in every child, hiding a command's missing import of it.  The package first: it
+# imports TensorFlow with its start-up lines held back and probes for GPUs, and the children
+# inherit the probe (imported first, Keras would import TensorFlow unprobed, and each child's
+# first op would print `E0000 … failed call to cuInit` on a machine without a GPU).
+import tf_backprop  # noqa: F401
 import keras  # noqa: F401
-import tensorflow as tf
 
 _MESSAGE_BYTES = 1 << 20  # a request: argv and environment, a few kB
 
@@ -70,21 +72,6 @@ def serve(channel: socket.socket) -> tuple[dict, list[int]] | None:
                 _send(channel, {"pid": key.data, "returncode": os.waitstatus_to_exitcode(status)})
 
 
-def _probe_gpus_quietly() -> None:
-    """TensorFlow's GPU probe with fd 2 held back, as the package's import does it in a fresh
-    process: a forked child probes again (TensorFlow's fork handler resets it), and on a
-    machine without a GPU that prints `E0000 … failed call to cuInit …` otherwise."""
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        tf.config.list_physical_devices("GPU")
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
 def become(request: dict, fds: list[int]) -> None:
     """Turns this forked child into the requested command; returns (or raises SystemExit)
     as the command's main module would."""
@@ -94,7 +81,6 @@ def become(request: dict, fds: list[int]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    _probe_gpus_quietly()
     if request["console_script"]:
         sys.argv = request["argv"]
         sys.path[0] = os.path.dirname(request["argv"][0])  # as for a script
