@@ -11,7 +11,8 @@ A command runs fresh (`subprocess.run`, what a user runs) when:
 * fresh=True: its test is about the process's start (TensorFlow's start-up lines held back,
   Ctrl-C while starting) or about what the import reads;
 * its environment differs from the zygote's in a variable read while importing (TF_*, XLA_*,
-  CUDA*, PYTHON*, TMPDIR (cached by tempfile), ...; TF_CONFIG is read by the command);
+  CUDA*, PYTHON*, TMPDIR (cached by tempfile), LANG and LC_* (the streams' encoding), ...;
+  TF_CONFIG is read by the command);
 * it is not one of the package's commands (`python -c`, saved_model_cli, bash);
 * TF_BACKPROP_TESTS_FRESH=1 is set: every command fresh, for a run of the suite as users run;
 * the system cannot serve forks (no os.pidfd_open: Linux before 5.3); a warning says so.
@@ -38,7 +39,10 @@ _ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "command_zygo
 _BIN = os.path.dirname(sys.executable)
 _SCRIPT_PREFIX = "tf-backprop-"
 _MODULE_PREFIX = "tf_backprop.cli."
-_READ_AT_IMPORT = ("TF_", "XLA_", "CUDA", "PYTHON", "LD_", "OMP_", "KMP_", "MKL", "OPENBLAS", "TMPDIR")
+_READ_AT_IMPORT = (  # or at the interpreter's start: the locale decides the streams' encoding
+    *("TF_", "XLA_", "CUDA", "PYTHON", "LD_", "OMP_", "KMP_", "MKL", "OPENBLAS", "TMPDIR"),
+    *("LANG", "LC_"),
+)
 _READ_BY_THE_COMMAND = ("TF_CONFIG",)
 _START_SECONDS = 300  # the zygote's imports: ~4 s alone, much longer on a loaded machine
 _KILLED_SECONDS = 60  # a SIGKILLed child's end reported

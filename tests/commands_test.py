@@ -100,6 +100,7 @@ class WhichWayTest(tf.test.TestCase):
             ("XLA_FLAGS", "--xla_dump_to=x"),
             ("TF_CPP_MIN_LOG_LEVEL", "0"),
             ("TMPDIR", "/elsewhere"),
+            ("LC_ALL", "C"),
         ):
             with self.subTest(name=name):
                 self.assertFalse(commands.forks_with({**env, name: value}))
