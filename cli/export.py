@@ -25,6 +25,8 @@ flags.DEFINE_string("output", None, "SavedModel folder to create. Default: <work
 flags.register_validator("output", lambda value: value != "", "expected a folder path, got nothing")
 flags.DEFINE_bool("overwrite", False, "Replace an existing export (only once the new one is complete).")
 flags.mark_flag_as_required("workdir")
+# An empty value (a shell variable unset) would be the current folder.
+flags.register_validator("workdir", lambda value: value != "", "expected a run folder, got nothing")
 
 
 def main(argv):

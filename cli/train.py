@@ -48,6 +48,12 @@ flags.DEFINE_bool(
     "restart", False, "Move a previous run in --workdir aside (previous-<time>/) and start over."
 )
 flags.DEFINE_bool("json", False, "Print the final metrics as JSON on stdout.")
+# An empty value (a shell variable unset) would be the current folder, trained into if empty.
+flags.register_validator(
+    "workdir",
+    lambda value: value != "",
+    "expected a folder path, got nothing (without it: a new one under runs/)",
+)
 
 _LIST_FIELDS = {f.name for f in config_lib.fields() if f.kind == "int_list"}
 _LIST_EXAMPLES = {"hidden": ("64,64",)}  # the hidden widths only (--layers: parse_int_list's 2,3,3,1)

@@ -287,6 +287,7 @@ class BadFlagTest(CliTestCase):
         ("layers_contradict_hidden", ["--layers=2,3,1", "--hidden=4"], ["layers", "hidden"]),
         ("two_clipping_modes", ["--clip_norm=1", "--clip_value=1"], ["clip_norm", "clip_value"]),
         ("positional_argument", ["--epochs=2", "extra"], ["extra"]),
+        ("workdir_empty", ["--workdir="], ["workdir"]),  # not the current folder
     )
     def test_bad_flag_exits_2(self, flags, names):
         line = self.run_failing(*flags, code=2)

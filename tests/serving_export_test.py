@@ -462,6 +462,13 @@ class ExportRunTest(tf.test.TestCase):
         self.assertEqual(replaced.returncode, 0, replaced.stderr)
         self.assertServesTheModel(default)
         self.assertEqual([n for n in os.listdir(self.workdir) if n.startswith(".export")], [])
+        # An empty --workdir was the current folder.
+        empty = run_command([cli, "--workdir="], self.workdir)
+        self.assertEqual(empty.returncode, 2, empty.stderr)
+        self.assertEqual(
+            empty.stderr.strip(),
+            "tf-backprop-export: error: flag --workdir=: expected a run folder, got nothing",
+        )
         # An empty --output exported to the default folder, silently (review).
         empty = run_command([cli, f"--workdir={self.workdir}", "--output="], cwd)
         self.assertEqual(empty.returncode, 2, empty.stderr)

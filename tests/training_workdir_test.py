@@ -67,6 +67,18 @@ class OwnershipTest(tf.test.TestCase, parameterized.TestCase):
             training.train(_config(folder.full_path), restart=restart, progress=False)
         self.assertEqual(_listing(folder.full_path), before)  # not even a lock file
 
+    def test_an_empty_path_is_refused_not_the_current_folder(self):
+        cwd, before = self.create_tempdir().full_path, os.getcwd()
+        os.chdir(cwd)  # empty: os.path.abspath("") would have been it, and a run trained into it
+        try:
+            with self.assertRaisesRegex(
+                training.WorkdirError, r"^workdir: expected a folder path, got an empty"
+            ):
+                training.train(_config(""), progress=False)
+        finally:
+            os.chdir(before)
+        self.assertEqual(os.listdir(cwd), [])
+
     def test_a_file_is_refused(self):
         path = self.create_tempdir().create_file("run", content="my notes").full_path
         with self.assertRaisesRegex(
