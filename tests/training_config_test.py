@@ -31,7 +31,8 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
         ({"verify_every": -1}, "verify_every"),
         ({"device": "tpu"}, "device"),
         ({"worker_timeout": 0.0}, "^worker_timeout: expected a number > 0"),
-        ({"worker_timeout": float("inf")}, "^worker_timeout: expected a number > 0"),
+        ({"worker_timeout": float("inf")}, "^worker_timeout: expected a finite number > 0, got inf$"),
+        ({"checkpoint_seconds": float("inf")}, "^checkpoint_seconds: expected a finite number ≥ 0, got inf$"),
         (
             {"patience": 2, "val_split": 0.0},
             "^patience: early stopping watches the validation loss, and val_split is 0",

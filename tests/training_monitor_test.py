@@ -233,7 +233,7 @@ class InspectCliTest(tf.test.TestCase):
             (
                 ("--activation=nope", "activation"),
                 ("--exploding_threshold=-1", "exploding_threshold: expected a number > 0"),
-                ("--vanishing_ratio=nan", "vanishing_ratio: expected a number > 0"),
+                ("--vanishing_ratio=nan", "vanishing_ratio: expected a finite number > 0"),
                 (
                     "--batches=0",
                     "flag --batches: expected a positive integer, got '0'",

@@ -503,7 +503,7 @@ def _positive(name: str, value: float) -> None:
         or not math.isfinite(value)
         or value <= 0
     ):
-        raise ConfigError(f"{name}: expected a number > 0, got {value!r}")
+        raise ConfigError(f"{name}: expected {_a_number(value)} > 0, got {value!r}")
 
 
 def _at_least(name: str, value: float, low: float) -> None:
@@ -513,4 +513,11 @@ def _at_least(name: str, value: float, low: float) -> None:
         or not math.isfinite(value)
         or value < low
     ):
-        raise ConfigError(f"{name}: expected a number ≥ {low:g}, got {value!r}")
+        raise ConfigError(f"{name}: expected {_a_number(value)} ≥ {low:g}, got {value!r}")
+
+
+def _a_number(value) -> str:
+    """ "a finite number" for inf and nan (inf is ≥ 0, and refused for not being finite), else
+    "a number"."""
+    finite = not isinstance(value, (int, float)) or isinstance(value, bool) or math.isfinite(value)
+    return "a number" if finite else "a finite number"
