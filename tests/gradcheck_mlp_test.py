@@ -7,12 +7,14 @@ on the right variable, comparison and element.
 
 import dataclasses
 import json
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
 from tf_backprop import activations, backprop, gradcheck
+from tf_backprop.gradcheck import mlp as gradcheck_mlp
 from tf_backprop.model import MLP
 
 SIZES = (3, 4, 3, 2)
@@ -87,6 +89,19 @@ class CheckPassesTest(tf.test.TestCase, parameterized.TestCase):
         self.assertTrue(report.passed, report.to_text())
         self.assertEqual(report.dtype, "float64")
         self.assertIn("float64 copy of the float32 model", report.notes[0])
+
+    def test_a_large_net_in_full_mode_is_warned_of_first(self):
+        """Full mode's time grows with the square of the size: above a count it says so."""
+        model = MLP()  # 25 parameters
+        x, y = _batch(model, "half_mse")
+        with mock.patch.object(gradcheck_mlp, "FULL_MODE_WARNING_PARAMETERS", 24):
+            with self.assertLogs("absl", "WARNING") as logged:
+                gradcheck.check(model, x, y, "half_mse")
+            self.assertRegex(logged.output[0], r"mode 'full' differences each of the net's 25 parameters")
+            with self.assertNoLogs("absl", "WARNING"):
+                gradcheck.check(model, x, y, "half_mse", mode="fast")
+        with self.assertNoLogs("absl", "WARNING"):
+            gradcheck.check(model, x, y, "half_mse")
 
     def test_float32_model_is_left_untouched(self):
         model = MLP(SIZES, activation="tanh", dtype="float32")
