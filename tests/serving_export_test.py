@@ -324,8 +324,11 @@ class AtomicityTest(tf.test.TestCase):
         os.makedirs(self.path)
         with open(os.path.join(self.path, "notes.txt"), "w") as handle:
             handle.write("keep me")
-        with self.assertRaisesRegex(export.ExportError, "not a SavedModel"):
-            self.write(overwrite=True)
+        for overwrite in (False, True):  # without it, not told to pass it only to be refused again
+            with self.assertRaisesRegex(
+                export.ExportError, "not a SavedModel folder; an export never replaces it"
+            ):
+                self.write(overwrite=overwrite)
         self.assertEqual(listing(self.path), ["notes.txt"])
 
     def test_refuses_to_replace_an_export_holding_a_file_of_the_users(self):
@@ -334,8 +337,8 @@ class AtomicityTest(tf.test.TestCase):
             handle.write("keep me")
         with self.assertRaisesRegex(
             export.ExportError,
-            rf"^{re.escape(self.path)} holds 'notes.txt', which is not part of a SavedModel; refusing to "
-            r"replace it even with --overwrite$",
+            rf"^{re.escape(self.path)} holds 'notes.txt', which is not part of a SavedModel; an export "
+            r"never replaces it, even with overwrite=True \(--overwrite\): give another output path$",
         ):
             self.write(seed=1, overwrite=True)
         self.assertIn("notes.txt", listing(self.path))

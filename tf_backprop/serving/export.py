@@ -217,14 +217,18 @@ def replacement_refusal(path: str) -> str | None:
 
 
 def _check_target(path: str, overwrite: bool) -> None:
-    """ExportError if `path` exists and may not be replaced."""
+    """ExportError if `path` exists and may not be replaced: a folder that is not an export is
+    named as such first (suggesting --overwrite there would only lead to a second refusal)."""
     if not os.path.lexists(path):
         return
-    if not overwrite:
-        raise ExportError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
     refusal = replacement_refusal(path)
     if refusal:
-        raise ExportError(f"{path} {refusal}; refusing to replace it even with --overwrite")
+        raise ExportError(
+            f"{path} {refusal}; an export never replaces it, even with overwrite=True (--overwrite): "
+            "give another output path"
+        )
+    if not overwrite:
+        raise ExportError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
 
 
 def export_saved_model(
