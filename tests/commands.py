@@ -11,7 +11,7 @@ A command runs fresh (`subprocess.run`, what a user runs) when:
 * fresh=True: its test is about the process's start (TensorFlow's start-up lines held back,
   Ctrl-C while starting) or about what the import reads;
 * its environment differs from the zygote's in a variable read while importing (TF_*, XLA_*,
-  CUDA*, PYTHON*, TMPDIR (cached by tempfile), LANG and LC_* (the streams' encoding), ...;
+  CUDA*, PYTHON*, KERAS_*, TMPDIR (cached by tempfile), LANG and LC_* (the streams' encoding), ...;
   TF_CONFIG is read by the command);
 * it is not one of the package's commands (`python -c`, saved_model_cli, bash);
 * TF_BACKPROP_TESTS_FRESH=1 is set: every command fresh, for a run of the suite as users run;
@@ -41,6 +41,7 @@ _SCRIPT_PREFIX = "tf-backprop-"
 _MODULE_PREFIX = "tf_backprop.cli."
 _READ_AT_IMPORT = (  # or at the interpreter's start: the locale decides the streams' encoding
     *("TF_", "XLA_", "CUDA", "PYTHON", "LD_", "OMP_", "KMP_", "MKL", "OPENBLAS", "TMPDIR"),
+    "KERAS_",  # KERAS_BACKEND, KERAS_HOME: read as Keras imports
     *("LANG", "LC_"),
 )
 _READ_BY_THE_COMMAND = ("TF_CONFIG",)

@@ -101,6 +101,7 @@ class WhichWayTest(tf.test.TestCase):
             ("TF_CPP_MIN_LOG_LEVEL", "0"),
             ("TMPDIR", "/elsewhere"),
             ("LC_ALL", "C"),
+            ("KERAS_BACKEND", "jax"),
         ):
             with self.subTest(name=name):
                 self.assertFalse(commands.forks_with({**env, name: value}))
