@@ -5,6 +5,7 @@ Passes on TensorFlow's own ops; fails, naming the input and the element, on hand
 """
 
 import json
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -412,3 +413,25 @@ class ProjectionRowsTest(tf.test.TestCase):
         directions = np.array([[1.0, 0.0, -1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
         self.assertAllEqual(perturb.along(grads, directions), [-1.0, np.inf, -0.5])
         self.assertAllEqual(perturb.along_abs(grads, directions), [3.0, 3.0, 7.5])
+
+
+class LongCheckTest(tf.test.TestCase):
+    """A check projected to run long says so, once, with its estimate, in every mode."""
+
+    def test_full_and_fast_checks_warn_when_projected_long(self):
+        x = RNG.standard_normal(30)  # 30 inputs: 30 rows in full mode, 8 + 8 in fast mode
+        with (
+            mock.patch.object(perturb, "ROW_BUDGET", 1),
+            mock.patch.object(perturb, "LONG_CHECK_SECONDS", 0.0),
+        ):
+            with self.assertLogs("absl", "WARNING") as logged:
+                self.assertTrue(gradcheck.gradcheck(_sum_of_sines, [x]).passed)
+            self.assertLen(logged.output, 1)
+            self.assertRegex(
+                logged.output[0], r"have \d+ perturbations left, about \d+ s .*; mode 'fast' checks"
+            )
+            with self.assertLogs("absl", "WARNING") as logged:
+                self.assertTrue(gradcheck.gradcheck(_sum_of_sines, [x], mode="fast").passed)
+            self.assertNotIn("mode 'fast'", logged.output[0])  # it is the fast mode already
+        with mock.patch.object(perturb, "ROW_BUDGET", 1), self.assertNoLogs("absl", "WARNING"):
+            gradcheck.gradcheck(_sum_of_sines, [x])

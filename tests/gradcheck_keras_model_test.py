@@ -3,11 +3,14 @@
 Per trainable variable, custom layers included; a float32 model is checked on a float64 clone.
 """
 
+from unittest import mock
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tf_backprop import gradcheck
+from tf_backprop.gradcheck import perturb
 
 RNG = np.random.default_rng(0)
 
@@ -59,6 +62,19 @@ class CheckModelTest(tf.test.TestCase):
         self.assertIn("float64 clone", report.notes[0])
         self.assertEqual(report.entries[0].comparisons[0].label, "tape ↔ numeric")
         self.assertLen(report.entries, 3)
+
+    def test_a_long_check_is_warned_of_with_its_estimate(self):
+        x, y = RNG.standard_normal((5, 4)) * 0.3, RNG.standard_normal((5, 2))
+        loss = keras.losses.MeanSquaredError()
+        with (
+            mock.patch.object(perturb, "ROW_BUDGET", 1),
+            mock.patch.object(perturb, "LONG_CHECK_SECONDS", 0.0),
+        ):
+            with self.assertLogs("absl", "WARNING") as logged:
+                gradcheck.check_model(self._model(), x, y, loss)
+        self.assertRegex(logged.output[0], r"have \d+ perturbations left, about \d+ s .*; mode 'fast' checks")
+        with mock.patch.object(perturb, "ROW_BUDGET", 1), self.assertNoLogs("absl", "WARNING"):
+            gradcheck.check_model(self._model(), x, y, loss)
 
     def test_planted_mistake_names_the_variable(self):
         x, y = RNG.standard_normal((5, 4)) * 0.3, RNG.standard_normal((5, 2))

@@ -14,7 +14,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tf_backprop import activations, backprop, gradcheck
-from tf_backprop.gradcheck import mlp as gradcheck_mlp
+from tf_backprop.gradcheck import perturb
 from tf_backprop.model import MLP
 
 SIZES = (3, 4, 3, 2)
@@ -90,17 +90,27 @@ class CheckPassesTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(report.dtype, "float64")
         self.assertIn("float64 copy of the float32 model", report.notes[0])
 
-    def test_a_large_net_in_full_mode_is_warned_of_first(self):
-        """Full mode's time grows with the square of the size: above a count it says so."""
-        model = MLP()  # 25 parameters
+    def test_a_long_check_is_warned_of_with_its_estimate(self):
+        """Full mode's time grows with the square of the size: a projected long run says so."""
+        model = MLP()  # 25 parameters: 25 rows, one per chunk with the budget at 1
         x, y = _batch(model, "half_mse")
-        with mock.patch.object(gradcheck_mlp, "FULL_MODE_WARNING_PARAMETERS", 24):
+        with (
+            mock.patch.object(perturb, "ROW_BUDGET", 1),
+            mock.patch.object(perturb, "LONG_CHECK_SECONDS", 0.0),
+        ):
             with self.assertLogs("absl", "WARNING") as logged:
-                gradcheck.check(model, x, y, "half_mse")
-            self.assertRegex(logged.output[0], r"mode 'full' differences each of the net's 25 parameters")
-            with self.assertNoLogs("absl", "WARNING"):
-                gradcheck.check(model, x, y, "half_mse", mode="fast")
-        with self.assertNoLogs("absl", "WARNING"):
+                report = gradcheck.check(model, x, y, "half_mse")
+            self.assertTrue(report.passed, report.to_text())
+            self.assertLen(logged.output, 1)
+            self.assertRegex(
+                logged.output[0],
+                r"the finite differences have \d+ perturbations left, about \d+ s at the rate so far; "
+                r"mode 'fast' checks",
+            )
+            with self.assertLogs("absl", "WARNING") as logged:  # order 2 goes through the same rows
+                gradcheck.check(model, x, y, "half_mse", order=2)
+            self.assertIn("mode 'fast' checks", logged.output[0])
+        with mock.patch.object(perturb, "ROW_BUDGET", 1), self.assertNoLogs("absl", "WARNING"):
             gradcheck.check(model, x, y, "half_mse")
 
     def test_float32_model_is_left_untouched(self):

@@ -25,3 +25,14 @@ def quote(value: str, limit: int = MAX_SHOWN) -> str:
     """A user's value quoted for a message: JSON-escaped, on one line, truncated to `limit`."""
     text = value if len(value) <= limit else value[:limit] + "..."
     return json.dumps(text, ensure_ascii=False)
+
+
+def duration(seconds: float) -> str:
+    """A rough duration for a message: "40 s", "12 min", "3 h 20 min"."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

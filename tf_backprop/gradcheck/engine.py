@@ -67,7 +67,7 @@ def full_jacobian(p: Problem) -> list[Entry]:
         return _unavailable(p, error)
     forward, error = _forward_full(p) if p.forward else (None, None)
     target = perturb.Target(runner(p, "pair"), n, 0, n_out)
-    plus, minus = perturb.run_plans([target], [perturb.full_plan(n)], p.eps)[0]
+    plus, minus = perturb.run_plans([target], [perturb.full_plan(n)], p.eps, "full")[0]
     plus, minus = (v.astype(np.float64).T for v in (plus, minus))  # [n_out, n]
     f0 = p.f0[:, None]
     up, down = element_steps(p)
@@ -112,7 +112,7 @@ def projections(p: Problem, options: Options) -> list[Entry]:
     except Exception as error:  # noqa: BLE001 - e.g. an op without a second-order gradient
         return _unavailable(p, error)
     plans = perturb.plans(p.layout, options, unit=False, rng=rng)
-    values = perturb.run_plans([_pair_target(p, i) for i in range(len(plans))], plans, p.eps)
+    values = perturb.run_plans([_pair_target(p, i) for i in range(len(plans))], plans, p.eps, options.mode)
     scale = float(np.max(np.linalg.norm(us * p.f0, axis=1)))  # round-off of uᵀf, errors independent
     # Rounding inside f that scales with its input: |θ| · ‖uᵀJ‖₁.
     scale += _theta_max(p) * float(perturb.finite_abs(reverse).sum(axis=1).max(initial=0.0))

@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from tf_backprop import backprop
 from tf_backprop import losses as losses_lib
@@ -43,10 +42,6 @@ from tf_backprop.gradcheck.report import (
 from tf_backprop.model import MLP
 
 GradientFn = Callable[..., tuple[tf.Tensor, list[tf.Tensor]]]
-# Full mode's work grows with the square of the parameter count (two passes per parameter):
-# a 2-200-200-1 net, 40,801 parameters, takes ~12 s on the 2-core CI machine; a 2-1000-1000-1
-# net, a million, would take hours.  Above this count it says so before it starts.
-FULL_MODE_WARNING_PARAMETERS = 50_000
 
 
 def check(
@@ -112,19 +107,12 @@ def check(
         notes.append("numeric: central differences of the hand-written gradient")
         hvp_fns = {"tape": tape_hvp_fn, "manual": manual_hvp_fn}
         return mlp_second.check((model64, x64, y64, loss, l2, layout), options, eps, hvp_fns, title, notes)
-    if options.mode == "full" and layout.size > FULL_MODE_WARNING_PARAMETERS:
-        logging.warning(
-            "mode 'full' differences each of the net's %s parameters (two forward passes each): its "
-            "time grows with the square of the net's size, to hours for a million; mode 'fast' "
-            "checks random directions and sampled elements of every variable in seconds",
-            f"{layout.size:,}",
-        )
     value, tape = tape_fn(model64, x64, y64, loss, l2)
     tape = _check_gradients("tape_fn", tape, layout)
     manual = _check_gradients("manual_fn", manual_fn(model64, x64, y64, loss, l2)[1], layout)
     plans = perturb.plans(layout, options, unit=True)
     targets = _mlp_targets(model64, x64, y64, loss, l2, layout)
-    numeric = perturb.run_plans(targets, plans, eps)
+    numeric = perturb.run_plans(targets, plans, eps, options.mode)
     base = float(np.asarray(targets[0].run(np.zeros((1, layout.sizes[0])), 0)[0])[0])  # L(θ), same path
     given = override_tolerance(FLOAT64, atol, rtol)
     tolerances = (

@@ -117,7 +117,7 @@ def check(
     if options.mode == "full" and n * n > MAX_FULL_HESSIAN:
         raise ValueError(f"mode: 'full' at order 2 would compare a {n} x {n} Hessian; use mode='fast'")
     plans = perturb.plans(net.layout, options, unit=True)
-    numeric = perturb.run_plans(_gradient_targets(net), plans, eps)
+    numeric = perturb.run_plans(_gradient_targets(net), plans, eps, options.mode)
     g0 = np.asarray(net.gradient(net.theta)[0], np.float64)  # [n]
     tolerance = override_tolerance(FLOAT64, options.atol, options.rtol)
     if options.mode == "full":

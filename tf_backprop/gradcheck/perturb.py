@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging as py_logging
 import math
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -26,6 +27,10 @@ from tf_backprop.gradcheck.report import Location, unravel
 
 ROW_BUDGET = 1 << 20  # elements of perturbation rows handed to one compiled call
 SINGLE_ROW_SIZE = 100_000  # a lone row longer than this skips the map (its own trace)
+# A check whose differences are projected to take longer than this says so, once, with the
+# estimate: full mode's work grows with the square of the size (a 2-1000-1000-1 MLP: hours).
+LONG_CHECK_SECONDS = 60.0
+MEASURED_CHUNKS = 3  # chunks timed before the projection is trusted
 
 
 class _OwnRetracingFilter(py_logging.Filter):
@@ -233,17 +238,72 @@ class Target:
         return max(1, ROW_BUDGET // max(self.size, self.cost))
 
 
-def run_plans(targets: list[Target], plans: list[Plan], eps: float) -> list[list[np.ndarray]]:
-    """Evaluates every plan's rows; returns, per variable, run's outputs concatenated (NumPy)."""
+def run_plans(
+    targets: list[Target], plans: list[Plan], eps: float, mode: str = "fast"
+) -> list[list[np.ndarray]]:
+    """Evaluates every plan's rows; returns, per variable, run's outputs concatenated (NumPy).
+
+    A run projected to last over LONG_CHECK_SECONDS logs a warning with its estimate; `mode`
+    "full" adds that mode "fast" is the quick way.
+    """
+    pace = _Pace(targets, plans, mode)
     results = []
     for target, plan in zip(targets, plans):
         chunk = target.chunk()
         parts = []
         for start in range(0, plan.count, chunk):
-            rows = plan.rows(start, min(plan.count, start + chunk), eps)  # [P, n_i]
+            stop = min(plan.count, start + chunk)
+            rows = plan.rows(start, stop, eps)  # [P, n_i]
+            began = time.perf_counter()
             parts.append([np.asarray(t) for t in tf.nest.flatten(target.run(rows, target.offset))])
+            pace.done(target, stop - start, time.perf_counter() - began)
         results.append([np.concatenate(p) for p in zip(*parts)])
     return results
+
+
+class _Pace:
+    """Projects the time run_plans has left from the chunks evaluated so far, and warns once.
+
+    Work is counted in numbers (rows · max(size, cost), as `Target.chunk` sizes chunks); a run
+    function's first chunk traces and compiles it, so it is left out of the rate.
+    """
+
+    def __init__(self, targets: list[Target], plans: list[Plan], mode: str):
+        self.rows_left = sum(plan.count for plan in plans)
+        self.work_left = sum(plan.count * _row_work(t) for t, plan in zip(targets, plans))
+        self.mode = mode
+        self.compiled: set[int] = set()
+        self.measured_chunks, self.measured_work, self.measured_seconds = 0, 0, 0.0
+        self.warned = False
+
+    def done(self, target: Target, rows: int, seconds: float) -> None:
+        self.rows_left -= rows
+        self.work_left -= rows * _row_work(target)
+        if id(target.run) not in self.compiled:
+            self.compiled.add(id(target.run))
+            return
+        self.measured_chunks += 1
+        self.measured_work += rows * _row_work(target)
+        self.measured_seconds += seconds
+        if self.warned or self.measured_chunks < MEASURED_CHUNKS:
+            return
+        projected = self.work_left * self.measured_seconds / self.measured_work
+        if projected > LONG_CHECK_SECONDS:
+            self.warned = True
+            self._warn(projected)
+
+    def _warn(self, projected: float) -> None:
+        advice = "; mode 'fast' checks random directions and sampled elements in seconds"
+        logging.warning(
+            "gradcheck: the finite differences have %s perturbations left, about %s at the rate so far%s",
+            f"{self.rows_left:,}",
+            text.duration(projected),
+            advice if self.mode == "full" else "",
+        )
+
+
+def _row_work(target: Target) -> int:
+    return max(target.size, target.cost)
 
 
 def run_rows(target: Target, rows: np.ndarray) -> list[np.ndarray]:
