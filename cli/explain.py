@@ -56,6 +56,10 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("y", None, "Its target(s), comma-separated, or a class label (default: from --seed).")
 flags.DEFINE_string("workdir", None, "Explain a trained run's model on one row of its data instead.")
+# An empty value (a shell variable unset) is a mistake, not the net's flags.
+flags.register_validator(
+    "workdir", lambda value: value is None or value.strip() != "", "expected a run folder, got nothing"
+)
 flags.DEFINE_integer("row", 0, "With --workdir: the row of the split, counted from 0.")
 flags.DEFINE_enum(
     "split",
@@ -89,8 +93,6 @@ def _check_exclusive() -> None:
 
 def explain_from_flags() -> tuple[explaining.Trace, str]:
     """The trace the flags ask for, and its title."""
-    if FLAGS.workdir is not None and not FLAGS.workdir.strip():
-        raise common.UsageError("--workdir: expected a run folder, got an empty value")
     _check_exclusive()
     return _explain_run() if FLAGS.workdir else _explain_net()
 
