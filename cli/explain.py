@@ -19,7 +19,7 @@ from absl import flags, logging
 from tf_backprop import explaining, files, losses
 from tf_backprop.cli import common
 from tf_backprop.explaining import render, svg
-from tf_backprop.model import MLPSpec
+from tf_backprop.model import DTYPES, MLPSpec
 from tf_backprop.training import api as training_api
 from tf_backprop.training.errors import CheckpointError
 
@@ -46,7 +46,7 @@ flags.DEFINE_enum("loss", "half_mse", losses.LOSS_NAMES, "Loss (the article's: h
 flags.DEFINE_string(
     "initializer", "random_normal", "Kernel initializer (the article's: random_normal, N(0, 1))."
 )
-flags.DEFINE_string("dtype", "float64", "Model dtype (float64: the numbers are exact to print).")
+flags.DEFINE_enum("dtype", "float64", DTYPES, "Model dtype (float64: the numbers are exact to print).")
 flags.DEFINE_integer(
     "seed", 3, "Seeds the weights and the default sample (3: the article's output unit is on, in float64)."
 )

@@ -13,23 +13,25 @@ from __future__ import annotations
 
 from absl import flags
 
-from tf_backprop import gradcheck
+from tf_backprop import gradcheck, losses
 from tf_backprop.cli import common
-from tf_backprop.model import MLPSpec
+from tf_backprop.model import DTYPES, MLPSpec
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("layers", "2,3,3,1", "All widths n_0,...,n_L (default: the article's net).")
 flags.DEFINE_string("activation", "relu", "Hidden activation.")
 flags.DEFINE_string("output_activation", "linear", "Output activation (linear for the cross-entropies).")
-flags.DEFINE_string("loss", "half_mse", "mse | half_mse | binary_crossentropy | categorical_crossentropy.")
+flags.DEFINE_enum("loss", "half_mse", losses.LOSS_NAMES, "Loss (the article's: half_mse).")
 flags.DEFINE_string(
     "initializer", "glorot_uniform", "Kernel initializer (random_normal: the article's N(0,1))."
 )
 flags.DEFINE_integer("batch_size", 10, "Rows of random data.")
-flags.DEFINE_string("dtype", "float32", "Model dtype; the check itself always runs in float64.")
+flags.DEFINE_enum("dtype", "float32", DTYPES, "Model dtype; the check itself always runs in float64.")
 flags.DEFINE_integer("seed", 0, "Seeds the weights, the data and the fast mode's directions.")
-flags.DEFINE_string("mode", "full", "full: every parameter; fast: random directions and sampled elements.")
+flags.DEFINE_enum(
+    "mode", "full", ["full", "fast"], "full: every parameter; fast: random directions and sampled elements."
+)
 flags.DEFINE_float("l2", 0.0, "L2 penalty λ of λ/2 Σ‖W‖² on the kernels.")
 flags.DEFINE_float(
     "eps", None, "Finite-difference step (default 1e-6; at most 1% of each variable's max(1, max |w|))."

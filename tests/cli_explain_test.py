@@ -88,7 +88,7 @@ class ExplainCliTest(tf.test.TestCase):
             ("--layers=2,3,2", "--output_activation=linear", "--y=1"): "--y: one sample takes 2 target(s)",
             ("--seed=-1",): "error: --seed: expected a non-negative integer, got -1",
             ("--initializer=nope",): "error: --initializer: unknown name 'nope'",
-            ("--dtype=float16",): "error: --dtype: unknown name 'float16'",
+            ("--dtype=float16",): "error: flag --dtype: expected one of float32, float64, got 'float16'",
             ("--l2=-1",): "error: --l2: expected a number >= 0",
             ("--workdir=",): "error: flag --workdir=: expected a run folder, got nothing",
             ("--workdir= ",): "error: flag --workdir= : expected a run folder, got nothing",

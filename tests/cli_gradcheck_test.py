@@ -90,7 +90,10 @@ class GradcheckCliTest(tf.test.TestCase):
             "--initializer=nope": "error: --initializer: unknown name 'nope'",  # not kernel_initializer
             "--eps=0": "error: --eps: expected a positive finite number",
             "--batch_size=abc": "--batch_size",  # absl's own parse error
-            "--order=3": "--order",
+            "--order=3": "error: flag --order: expected one of 1, 2, got '3'",
+            "--mode=exact": "error: flag --mode: expected one of full, fast, got 'exact'",
+            "--dtype=float16": "error: flag --dtype: expected one of float32, float64, got 'float16'",
+            "--loss=nope": "error: flag --loss: expected one of mse, half_mse,",
             "--atol=0": "error: --atol: expected a positive finite number, got 0.0",
             "--rtol=1": "error: --rtol: expected a number below 1",
             "--directions=0": "error: --directions: expected an integer >= 1, got 0",
