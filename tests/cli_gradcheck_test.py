@@ -96,7 +96,7 @@ class GradcheckCliTest(tf.test.TestCase):
             "--loss=nope": "error: flag --loss: expected one of mse, half_mse,",
             "--atol=0": "error: --atol: expected a positive finite number, got 0.0",
             "--rtol=1": "error: --rtol: expected a number below 1",
-            "--directions=0": "error: --directions: expected an integer >= 1, got 0",
+            "--directions=0": "error: --directions: expected an integer ≥ 1, got 0",
         }
         for index, (flag, expected) in enumerate(cases.items()):
             with self.subTest(flag=flag):

@@ -28,8 +28,8 @@ class CheckArgumentsTest(parameterized.TestCase, tf.test.TestCase):
         ("seed_bool", {"seed": True}, r"^seed: expected a non-negative integer, got True$"),
         ("seed_float", {"seed": 1.0}, r"^seed: expected a non-negative integer, got 1\.0$"),
         ("n_samples_zero", {"n_samples": 0}, r"^n_samples: expected a positive integer, got 0$"),
-        ("noise_negative", {"noise": -0.1}, r"^noise: expected a finite number >= 0, got -0\.1$"),
-        ("noise_nan", {"noise": float("nan")}, r"^noise: expected a finite number >= 0, got nan$"),
+        ("noise_negative", {"noise": -0.1}, r"^noise: expected a finite number ≥ 0, got -0\.1$"),
+        ("noise_nan", {"noise": float("nan")}, r"^noise: expected a finite number ≥ 0, got nan$"),
     )
     def test_bad_argument_is_named(self, change, pattern):
         with self.assertRaisesRegex(ValueError, pattern) as caught:

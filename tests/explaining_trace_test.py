@@ -192,7 +192,7 @@ class InputErrorsTest(tf.test.TestCase):
         model = article_net()
         cases = {
             "model: expected a tf_backprop MLP": lambda: explaining.explain(object(), [0, 0], 0, "mse"),
-            "l2: expected a number >= 0": lambda: explaining.explain(model, [0, 0], 0, "mse", l2=-1.0),
+            "l2: expected a finite number ≥ 0": lambda: explaining.explain(model, [0, 0], 0, "mse", l2=-1.0),
             "x: expected shape [batch, 2]": lambda: explaining.explain(model, [0, 0, 0], 0, "mse"),
             "y: one sample takes 1 target": lambda: explaining.explain(model, [0, 0], [0, 1], "mse"),
             "loss: unknown name 'nope'": lambda: explaining.explain(model, [0, 0], 0, "nope"),

@@ -284,7 +284,7 @@ class BadInputsTest(tf.test.TestCase, parameterized.TestCase):
             np.array([1.0, 1e12]),
             {},
             r"^eps: 1e-06 does not move x\[1\] = 1e\+12 in float64, whose values there are 0\.000122 apart; "
-            r"use eps >= 0\.000488$",
+            r"use eps ≥ 0\.000488$",
         ),
         ("bad_names", tf.tanh, A, {"names": ["a", "b"]}, r"^names: expected 1 names"),
         ("not_callable", "tanh", A, {}, r"^fn: expected a callable"),

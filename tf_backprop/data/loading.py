@@ -31,7 +31,7 @@ def check_arguments(*, val_split: float, test_split: float, seed: int, n_samples
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples <= 0:
         raise ValueError(f"n_samples: expected a positive integer, got {n_samples!r}")
     if not (math.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
+        raise ValueError(f"noise: expected a finite number ≥ 0, got {noise!r}")
 
 
 def load(

@@ -19,6 +19,7 @@ element of the whole trace and (rtol, atol) from `AGREEMENT` for the model's dty
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -167,8 +168,8 @@ def build(model: MLP, x, y, loss: str | losses_lib.Loss, l2: float = 0.0) -> Tra
     """
     if not isinstance(model, MLP):
         raise ValueError(f"model: expected a tf_backprop MLP, got {type(model).__name__}")
-    if not (isinstance(l2, (int, float)) and l2 >= 0):
-        raise ValueError(f"l2: expected a number >= 0, got {l2!r}")
+    if isinstance(l2, bool) or not (isinstance(l2, (int, float)) and math.isfinite(l2) and l2 >= 0):
+        raise ValueError(f"l2: expected a finite number ≥ 0, got {l2!r}")
     x, y, loss = backprop.prepare(model, *as_batch(model, x, y, losses_lib.get(loss)), loss)
     forward = model.forward(x, keep_intermediates=True)
     value = backprop.total_loss(model, forward, y, loss, l2)

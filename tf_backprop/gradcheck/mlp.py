@@ -169,7 +169,7 @@ def _check_l2(l2) -> float:
         or not l2 >= 0
         or not math.isfinite(l2)
     ):
-        raise ValueError(f"l2: expected a finite number >= 0, got {l2!r}")
+        raise ValueError(f"l2: expected a finite number ≥ 0, got {l2!r}")
     return float(l2)
 
 

@@ -84,9 +84,9 @@ def check_rtol(value, default: float | None = None) -> float:
 
 
 def check_count(name: str, value, minimum: int) -> int:
-    """value as an int >= minimum (bools refused)."""
+    """value as an int ≥ minimum (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{name}: expected an integer ≥ {minimum}, got {value!r}")
     return int(value)
 
 
@@ -135,5 +135,5 @@ def _check_moves(eps: float, name: str, values: np.ndarray) -> None:
         spacing = float(np.spacing(np.abs(value)))
         raise ValueError(
             f"eps: {eps:g} does not move {name}{list(index) if index else ''} = {float(value):g} in "
-            f"{values.dtype.name}, whose values there are {spacing:.3g} apart; use eps >= {4 * spacing:.3g}"
+            f"{values.dtype.name}, whose values there are {spacing:.3g} apart; use eps ≥ {4 * spacing:.3g}"
         )
