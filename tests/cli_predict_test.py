@@ -170,8 +170,16 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
             self.predict("regression", FEATURES + ["predicted_y"], [[1, 2, 3, 4]])
 
     def test_not_an_export(self):
-        with self.assertRaisesRegex(export.ExportError, "not a SavedModel folder"):
+        with self.assertRaisesRegex(export.ExportError, r"not a SavedModel folder \(no saved_model.pb\)$"):
             served_lib.load_export(self.dir)
+        run = os.path.join(self.dir, "run")  # a run folder, its export inside
+        os.makedirs(run)
+        os.symlink(self.served["regression"].path, os.path.join(run, "export"))
+        with self.assertRaisesRegex(
+            export.ExportError,
+            f"not a SavedModel folder .*; a run folder\\? its export is {re.escape(run)}/export$",
+        ):
+            served_lib.load_export(run)
         missing = os.path.join(self.dir, "missing")
         with self.assertRaisesRegex(export.ExportError, f"^{re.escape(missing)}: no such folder"):
             served_lib.load_export(missing)

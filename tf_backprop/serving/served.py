@@ -13,12 +13,19 @@ import numpy as np
 import tensorflow as tf
 
 from tf_backprop.serving.export import (
+    EXPORT_DIR,
     INPUT_NAME,
     METADATA_SIGNATURE,
     SERVING_SIGNATURE,
     ExportError,
     is_saved_model,
 )
+
+
+def _run_hint(path: str) -> str:
+    """'; a run folder? its export is <path>/export' when that is an export, else ''."""
+    inside = os.path.join(path, EXPORT_DIR)
+    return f"; a run folder? its export is {inside}" if is_saved_model(inside) else ""
 
 
 class ServedModel:
@@ -28,7 +35,7 @@ class ServedModel:
         if not os.path.exists(path):
             raise ExportError(f"{path}: no such folder (give the export folder, e.g. <workdir>/export)")
         if not is_saved_model(path):
-            raise ExportError(f"{path}: not a SavedModel folder (no saved_model.pb)")
+            raise ExportError(f"{path}: not a SavedModel folder (no saved_model.pb){_run_hint(path)}")
         self.path = path
         loaded = tf.saved_model.load(path)
         missing = {SERVING_SIGNATURE, METADATA_SIGNATURE} - set(loaded.signatures)
