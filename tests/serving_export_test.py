@@ -439,6 +439,13 @@ class ExportRunTest(tf.test.TestCase):
         with self.assertRaisesRegex(checkpoint.CheckpointError, "ckpt-999"):
             export.export_run(self.workdir, output=output, checkpoint="ckpt-999")
         self.assertFalse(os.path.exists(output))
+        # Named before the output's own refusal: an existing export stays as it was.
+        export.export_run(self.workdir, output=output)
+        before = sorted(os.listdir(output))
+        with self.assertRaisesRegex(checkpoint.CheckpointError, "ckpt-999"):
+            export.export_run(self.workdir, output=output, checkpoint="ckpt-999")
+        self.assertEqual(sorted(os.listdir(output)), before)
+        self.assertServesTheModel(output)
 
     def test_cli_exports_then_refuses_then_overwrites(self):
         cli = os.path.join(BIN, "tf-backprop-export")

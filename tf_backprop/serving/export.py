@@ -309,7 +309,8 @@ def export_run(
     Raises training.CheckpointError for a workdir without a usable checkpoint, and
     ExportError as `export_saved_model` does.
     """
-    path = os.path.abspath(output or os.path.join(workdir, EXPORT_DIR))
-    _check_target(path, overwrite)  # refuse before loading anything
+    path = os.path.abspath(os.path.expanduser(output or os.path.join(workdir, EXPORT_DIR)))
+    # The run and its checkpoint first: a wrong --checkpoint is named even where the output
+    # exists, not only once --overwrite is given (export_saved_model checks the output).
     model, config, preprocessing = checkpoint_lib.load_model(workdir, checkpoint)
     return export_saved_model(model, preprocessing, config, path, overwrite=overwrite)
