@@ -128,7 +128,7 @@ class SplitTest(CsvTestCase, parameterized.TestCase):
 
     @parameterized.parameters("moons", "spirals:1", "spirals:x", "xor:3", "")
     def test_unknown_source_lists_valid_names(self, source):
-        with self.assertRaisesRegex(ValueError, "source: .*(regression, xor, spirals|K >= 2)"):
+        with self.assertRaisesRegex(ValueError, "source: .*(regression, xor, spirals|K ≥ 2)"):
             data.load(source)
 
 

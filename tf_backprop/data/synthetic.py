@@ -53,7 +53,7 @@ def _parse_name(source: str) -> tuple[str, int]:
     if not arms:
         return name, 2
     if not arms.isdigit() or int(arms) < 2:
-        raise ValueError(f"source: {source!r} needs an integer number of classes K >= 2 in spirals:K")
+        raise ValueError(f"source: {source!r} needs an integer number of classes K ≥ 2 in spirals:K")
     return name, int(arms)
 
 
