@@ -88,6 +88,15 @@ class OwnershipTest(tf.test.TestCase, parameterized.TestCase):
         with open(path, encoding="utf-8") as handle:
             self.assertEqual(handle.read(), "my notes")
 
+    def test_a_wrong_folder_is_refused_before_the_data_loads(self):
+        # Loading a large CSV takes seconds; a bad cell in it would be found only after.
+        folder = self.create_tempdir()
+        path = folder.create_file("run", content="my notes").full_path
+        bad = folder.create_file("bad.csv", content="x,y\n1,2\n3,abc\n").full_path
+        config = _config(path, data=f"csv:{bad}", target="y")
+        with self.assertRaisesRegex(training.WorkdirError, "is a file, not a folder"):
+            training.train(config, progress=False)
+
     def test_a_folder_under_a_file_is_one_line(self):
         parent = self.create_tempdir().create_file("notes").full_path
         with self.assertRaisesRegex(

@@ -197,6 +197,8 @@ def train(
     """
     if datasets is None and data_lib.wants_stream(config.data, config.stream):
         return _train_streamed(config, restart, progress, step_functions, tune_xla)
+    if config.workdir:  # a wrong folder is refused before the data loads (a large CSV: seconds)
+        workdir_lib.check_read_only(config, None, restart)
     trainer = build(config, datasets, step_functions=step_functions)
     with _run_folder(trainer, restart) as (workdir, before):
         return _train_in(trainer, workdir, progress, before, tune_xla)
