@@ -195,6 +195,7 @@ class InputErrorsTest(tf.test.TestCase):
             "l2: expected a finite number ≥ 0": lambda: explaining.explain(model, [0, 0], 0, "mse", l2=-1.0),
             "x: expected shape [batch, 2]": lambda: explaining.explain(model, [0, 0, 0], 0, "mse"),
             "y: one sample takes 1 target": lambda: explaining.explain(model, [0, 0], [0, 1], "mse"),
+            "y: expected the target.* got None$": lambda: explaining.explain(model, [0, 0], None, "mse"),
             "loss: unknown name 'nope'": lambda: explaining.explain(model, [0, 0], 0, "nope"),
             "errata: expected one of auto, on, off": lambda: explaining.explain(
                 model, [0, 0], 0, "mse", errata="x"

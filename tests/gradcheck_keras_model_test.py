@@ -315,8 +315,29 @@ class CheckModelTest(tf.test.TestCase):
         x, y = RNG.standard_normal((5, 4)), RNG.standard_normal((5, 2))
         with self.assertRaisesRegex(ValueError, "^model: "):
             gradcheck.check_model(lambda t: t, x, y, keras.losses.MeanSquaredError())
-        with self.assertRaisesRegex(ValueError, "^loss_fn: "):
-            gradcheck.check_model(self._model(), x, y, "mse")
+        self.assertTrue(gradcheck.check_model(self._model(), x * 0.3, y, "mse").passed)  # as compile takes it
+        with self.assertRaisesRegex(ValueError, r"^loss_fn: unknown Keras loss name 'half_mse'$"):
+            gradcheck.check_model(self._model(), x, y, "half_mse")
+        with self.assertRaisesRegex(ValueError, "^loss_fn: expected a callable"):
+            gradcheck.check_model(self._model(), x, y, None)
+        with self.assertRaisesRegex(
+            ValueError,
+            r"^model\(x\): raised ValueError: Input 0 .* expected axis -1 of input shape to have value 4",
+        ):
+            gradcheck.check_model(
+                keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), x[:, :3], y, "mse"
+            )
+        with self.assertRaisesRegex(  # a custom layer's op fails: Keras's wrapper and TF's frame dropped
+            ValueError,
+            r"^model\(x\): raised InvalidArgumentError: Matrix size-incompatible: In\[0\]: \[5,3\], "
+            r"In\[1\]: \[4,3\] \[Op:MatMul\]$",
+        ):
+            gradcheck.check_model(self._model(), x[:, :3], y, "mse")
+        with self.assertRaisesRegex(
+            ValueError,
+            r"^loss_fn\(y, model\(x\)\): raised InvalidArgumentError: Incompatible shapes: \[5,3\] vs. \[5,2\] \[Op:Sub\]$",
+        ):
+            gradcheck.check_model(self._model(), x, np.zeros((5, 3)), "mse")
         one_output = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
         with self.assertRaisesRegex(ValueError, r"^y: shape \[5, 6\] does not fit .* \[5, 1\]; .* \[5, 6\]$"):
             gradcheck.check_model(one_output, x, np.zeros((5, 6)), keras.losses.MeanSquaredError())

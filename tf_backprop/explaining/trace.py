@@ -145,6 +145,8 @@ class Trace:
 
 def as_batch(model: MLP, x, y, loss: losses_lib.Loss) -> tuple[np.ndarray, np.ndarray]:
     """One sample given as x [n_0] (and y a number, [k] or a label) becomes a batch of one row."""
+    if y is None:
+        raise ValueError("y: expected the target(s) the loss compares the output with, got None")
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 1:
         return x, y

@@ -50,7 +50,8 @@ def check_model(
       model: a built Keras model with trainable variables (custom layers included).
       x, y: a batch of inputs and targets (finite): arrays, or lists or dicts of arrays for a
         model of several inputs or outputs.
-      loss_fn: (y_true, y_pred) -> scalar loss, e.g. a `keras.losses.Loss`.
+      loss_fn: (y_true, y_pred) -> scalar loss, e.g. a `keras.losses.Loss`, or a Keras loss
+        name as `model.compile` takes it ("mse", "categorical_crossentropy").
       mode, eps, atol, rtol, seed, directions, samples: as in `gradcheck`, per variable.
       training: passed to the model's call when it takes a `training` argument.
       order, check_forward: as in `gradcheck`: order=2 checks the loss's Hessian-vector
@@ -67,10 +68,7 @@ def check_model(
     options = Options(mode, eps, atol, rtol, seed, directions, samples, order, check_forward).validated()
     if not isinstance(model, keras.Model):
         raise ValueError(f"model: expected a keras.Model, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise ValueError(
-            f"loss_fn: expected a callable (y_true, y_pred) -> loss, got {type(loss_fn).__name__}"
-        )
+    loss_fn = _loss(loss_fn)
     x, y = _batch("x", x), _batch("y", y)
     if not model.trainable_variables:
         hint = "all frozen, or none to train" if model.built else "build it first, e.g. by calling it on x"
@@ -80,8 +78,12 @@ def check_model(
         raise ValueError("x: expected a non-empty batch, got 0 rows")
     if rows is not None and _rows("y", y) not in (None, rows):
         raise ValueError(f"y: expected one target per row of x ({rows}), got {_rows('y', y)}")
+    try:
+        outputs = model(x)
+    except Exception as caught:  # noqa: BLE001 - x does not fit the model: one line
+        raise ValueError(f"model(x): raised {type(caught).__name__}: {error_line(caught)}") from caught
     if isinstance(y, np.ndarray):
-        _check_target_shape(y, model(x))
+        _check_target_shape(y, outputs)
     target, notes = _float64_keras(model, x)
     dtype = _compute_dtype(target)
     if dtype == "float64":
@@ -96,6 +98,21 @@ def check_model(
     )
 
 
+def _loss(loss_fn) -> Callable:
+    """loss_fn as a callable: a Keras loss name ("mse", "MeanSquaredError") as `compile` takes it."""
+    if isinstance(loss_fn, str):
+        try:
+            return keras.losses.get(loss_fn)
+        except ValueError:
+            raise ValueError(f"loss_fn: unknown Keras loss name {loss_fn!r}") from None
+    if not callable(loss_fn):
+        raise ValueError(
+            f"loss_fn: expected a callable (y_true, y_pred) -> loss or a Keras loss name, got "
+            f"{type(loss_fn).__name__}"
+        )
+    return loss_fn
+
+
 def _without_unused(fn: Callable, values: list, names: list, notes: list) -> tuple:
     """(fn, values, names, notes) without the trainable variables the loss does not depend on
     (an auxiliary head, a layer this loss skips), which have nothing to check: they keep their
@@ -104,9 +121,12 @@ def _without_unused(fn: Callable, values: list, names: list, notes: list) -> tup
     moved, moves the loss is not unused but cut off (a tf.stop_gradient on its path): ValueError,
     as before this note existed, not a PASS that never looked at it."""
     tensors = [tf.constant(v) for v in values]
-    with tf.GradientTape() as tape:
-        tape.watch(tensors)
-        total = fn(*tensors)
+    try:
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            total = fn(*tensors)
+    except Exception as caught:  # noqa: BLE001 - the user's model or loss failed: one line
+        raise ValueError(f"{LOSS_OF_MODEL}: raised {type(caught).__name__}: {error_line(caught)}") from caught
     used = [g is not None for g in tape.gradient(total, tensors)]
     if all(used) or not any(used):
         return fn, values, names, notes

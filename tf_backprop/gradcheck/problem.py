@@ -9,12 +9,12 @@ point), which the kink rule (`kinks`) needs at θ ± δ.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from tf_backprop import text
 from tf_backprop.gradcheck import perturb
 from tf_backprop.gradcheck.report import Location, Tolerance, unravel
 
@@ -71,12 +71,27 @@ def error_line(error: BaseException) -> str:
 
     Unlike `text.first_line`, no fallback to the error's type: the messages that quote this
     line name the type already.  TensorFlow's errors raised while tracing open with "in user
-    code:" and end with the original error: that last line is the one returned.
+    code:" and end with the original error: that last line is the one returned.  Keras's
+    "Exception encountered when calling ..." wrapper gives its next line (the layer's error),
+    an eager op's error loses its "{{function_node ...}}" frame, and terminal bold is dropped.
     """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if lines and lines[0] == "in user code:":
+    message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # Keras bolds its messages for terminals
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0] == "in user code:":
         return lines[-1]
-    return text.first_line(error) if lines else ""
+    if lines[0].startswith("Exception encountered when calling") and len(lines) > 1:
+        return _without_op_frame(lines[1])  # Keras's wrapper: the layer's own error is the next line
+    return _without_op_frame(lines[0])
+
+
+def _without_op_frame(line: str) -> str:
+    """An eager op's error without TensorFlow's frame: "{{function_node __wrapped__Sub_device_
+    /job:localhost/...}} Incompatible shapes: [3,5] vs. [3,2] [Op:Sub] name: " -> "Incompatible
+    shapes: [3,5] vs. [3,2] [Op:Sub]"."""
+    line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)
+    return re.sub(r"\s+name:\s*$", "", line)
 
 
 def runner(p: Problem, name: str) -> Callable:
