@@ -260,6 +260,15 @@ class BadInputsTest(tf.test.TestCase, parameterized.TestCase):
             r"^fn: expected a floating-point output",
         ),
         ("tuple_output", lambda x: (x, x), A, {}, r"^fn: expected one tensor"),
+        ("no_return", lambda x: None, A, {}, r"^fn: expected one tensor as output, got None$"),
+        ("none_input", tf.tanh, [None], {}, r"^inputs\[0\]: expected an array of numbers, got None$"),
+        (
+            "ragged_input",
+            tf.tanh,
+            [[[1.0, 2.0], [3.0]]],
+            {},
+            r"^inputs\[0\]: expected an array of numbers, got a list that is not one \(rows of different",
+        ),
         (
             "random_fn",
             lambda x: tf.nn.dropout(x, 0.5),

@@ -310,6 +310,8 @@ def _output_dtype(output) -> tf.DType:
 
 
 def _check_output(output, what: str = "fn", which: str = "the output") -> np.ndarray:
+    if output is None:  # a function that forgot its return
+        raise ValueError(f"{what}: expected one tensor as output, got None")
     if isinstance(output, (list, tuple, dict)):
         raise ValueError(f"{what}: expected one tensor as output, got a {type(output).__name__}")
     array = np.asarray(output)

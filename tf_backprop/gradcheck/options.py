@@ -91,15 +91,25 @@ def check_count(name: str, value, minimum: int) -> int:
 
 
 def check_finite(name: str, value) -> np.ndarray:
-    """value as a NumPy array; ValueError if it holds NaN or inf."""
+    """value as a NumPy array; ValueError if it is None or ragged, or holds NaN or inf."""
     try:
         array = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{name}: expected an array of numbers, got {type(value).__name__}") from error
+        raise ValueError(_not_numbers(name, value)) from error
+    if array.dtype.kind == "O":  # None, or rows of different lengths
+        raise ValueError(_not_numbers(name, value))
     if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.isfinite(array).sum())
         raise ValueError(f"{name}: expected finite values, found {bad} NaN or inf of {array.size}")
     return array
+
+
+def _not_numbers(name: str, value) -> str:
+    if value is None:
+        return f"{name}: expected an array of numbers, got None"
+    if isinstance(value, (list, tuple)):
+        return f"{name}: expected an array of numbers, got a {type(value).__name__} that is not one (rows of different lengths?)"
+    return f"{name}: expected an array of numbers, got {type(value).__name__}"
 
 
 def override_tolerance(tolerance: Tolerance, atol, rtol) -> Tolerance:
