@@ -1,7 +1,9 @@
 """TrainConfig validation, presets, and what train() rejects before touching the workdir."""
 
 import os
+import pathlib
 
+import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 from training_runs import small_config as _config
@@ -37,10 +39,21 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
             {"patience": 2, "val_split": 0.0},
             "^patience: early stopping watches the validation loss, and val_split is 0",
         ),
+        ({"epochs": 2.5}, r"^epochs: expected an integer, got 2\.5$"),
+        ({"batch_size": 10.0}, r"^batch_size: expected an integer, got 10\.0$"),
+        ({"patience": True}, "^patience: expected an integer, got True$"),
+        ({"export": "false"}, "^export: expected True or False, got 'false'$"),
+        ({"stream": 1}, "^stream: expected True or False, got 1$"),
+        ({"hidden": "64,64"}, r"^hidden: expected a list of positive integers like \[64, 64\], got '64,64'$"),
     )
     def test_bad_values_name_the_field(self, values, pattern):
         with self.assertRaisesRegex(config.ConfigError, pattern):
             config.TrainConfig(**values)
+
+    def test_numpy_integers_and_paths_are_taken(self):
+        made = config.TrainConfig(epochs=np.int64(3), workdir=pathlib.Path("runs", "x"))
+        self.assertEqual((made.epochs, made.workdir), (3, os.path.join("runs", "x")))
+        self.assertIsInstance(made.workdir, str)  # config.json holds text
 
     def test_a_bad_target_in_any_row_of_any_split_is_a_data_error(self):
         # Inside the compiled engine an out-of-range label would become an all-zero one-hot row.

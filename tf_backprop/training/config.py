@@ -10,8 +10,11 @@ change it.  `TrainConfig.validate()` runs once, at construction; every error is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import numbers
+import os
 import typing
 from typing import Any
 
@@ -230,17 +233,40 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("layers", "hidden"):
             value = getattr(self, name)
+            if isinstance(value, str):  # tuple("64,64") would be its characters
+                raise ConfigError(
+                    f"{name}: expected a list of positive integers like [64, 64], got {value!r}"
+                )
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
+        if isinstance(self.workdir, os.PathLike):  # a pathlib.Path: saved in config.json as text
+            object.__setattr__(self, "workdir", os.fspath(self.workdir))
+        for info in _field_infos():  # NumPy's integers as Python's (json writes only the latter)
+            value = getattr(self, info.name)
+            if info.kind == "int" and isinstance(value, numbers.Integral) and not isinstance(value, int):
+                object.__setattr__(self, info.name, int(value))
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Raises ConfigError naming the first bad field."""
+        self._validate_kinds()
         self._validate_model()
         self._validate_data()
         self._validate_optimization()
         self._validate_run()
+
+    def _validate_kinds(self) -> None:
+        """Integer fields hold integers and switches booleans: epochs=2.5 would train a partial
+        epoch, and export="false" (a true string) would export."""
+        for info in _field_infos():
+            value = getattr(self, info.name)
+            if value is None and info.optional:
+                continue
+            if info.kind == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise ConfigError(f"{info.name}: expected an integer, got {value!r}")
+            if info.kind == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"{info.name}: expected True or False, got {value!r}")
 
     def _validate_model(self) -> None:
         if self.layers is not None:
@@ -275,8 +301,6 @@ class TrainConfig:
             raise ConfigError(str(error)) from None
         if data_lib.csv_path(self.data) is not None and not self.target:
             raise ConfigError("target: required with --data=csv:PATH (the column to predict)")
-        if self.stream is not None and not isinstance(self.stream, bool):
-            raise ConfigError(f"stream: expected true, false or unset, got {self.stream!r}")
         if self.stream and data_lib.csv_path(self.data) is None:
             raise ConfigError(f"stream: only CSV sources stream, got --data={self.data}")
 
@@ -429,6 +453,11 @@ def fields() -> list[FieldInfo]:
     """Every TrainConfig field, in declaration order."""
     hints = typing.get_type_hints(TrainConfig)
     return [_field_info(f, hints[f.name]) for f in dataclasses.fields(TrainConfig)]
+
+
+@functools.cache
+def _field_infos() -> tuple[FieldInfo, ...]:
+    return tuple(fields())
 
 
 def _field_info(field: dataclasses.Field, hint) -> FieldInfo:
