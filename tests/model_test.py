@@ -134,6 +134,12 @@ class BadArgumentTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, r"^layer_sizes:"):
             MLP(sizes)
 
+    def test_layer_sizes_as_text_are_named_as_such(self):  # not as the characters '2', ',', ...
+        with self.assertRaisesRegex(
+            ValueError, r"^layer_sizes: expected a list .* like \(2, 3, 1\), got '2,3,1'$"
+        ):
+            MLP("2,3,1")
+
     def test_seed(self):
         """A negative seed reached NumPy ('expected non-negative integer', no argument named)."""
         for seed in (-1, 1.5, True, "3"):

@@ -47,6 +47,8 @@ class Forward(NamedTuple):
 
 def validate_layer_sizes(layer_sizes: Sequence[int], name: str = "layer_sizes") -> tuple[int, ...]:
     """Returns layer_sizes as a tuple of ints; ValueError naming `name` if any is not positive."""
+    if isinstance(layer_sizes, str):  # tuple("2,3,1") would be its characters
+        raise ValueError(f"{name}: expected a list of positive integers like (2, 3, 1), got {layer_sizes!r}")
     sizes = tuple(layer_sizes)
     if len(sizes) < 2:
         raise ValueError(f"{name}: expected at least 2 sizes (inputs and outputs), got {list(sizes)}")
