@@ -45,6 +45,10 @@ class ConfigTest(parameterized.TestCase, tf.test.TestCase):
         ({"export": "false"}, "^export: expected True or False, got 'false'$"),
         ({"stream": 1}, "^stream: expected True or False, got 1$"),
         ({"hidden": "64,64"}, r"^hidden: expected a list of positive integers like \[64, 64\], got '64,64'$"),
+        (
+            {"layers": "2,8,1"},
+            r"^layers: expected a list of positive integers like \[2, 64, 64, 1\], got '2,8,1'$",
+        ),
     )
     def test_bad_values_name_the_field(self, values, pattern):
         with self.assertRaisesRegex(config.ConfigError, pattern):

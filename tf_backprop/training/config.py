@@ -234,9 +234,8 @@ class TrainConfig:
         for name in ("layers", "hidden"):
             value = getattr(self, name)
             if isinstance(value, str):  # tuple("64,64") would be its characters
-                raise ConfigError(
-                    f"{name}: expected a list of positive integers like [64, 64], got {value!r}"
-                )
+                like = "[64, 64]" if name == "hidden" else "[2, 64, 64, 1]"
+                raise ConfigError(f"{name}: expected a list of positive integers like {like}, got {value!r}")
             if value is not None and not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
         if isinstance(self.workdir, os.PathLike):  # a pathlib.Path: saved in config.json as text
