@@ -17,6 +17,7 @@ from tf_backprop import backprop, training
 from tf_backprop.training import config, monitor
 from tf_backprop.training import plan as plan_lib
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEEP = [2] + [32] * 9 + [1]  # a 10-layer MLP
 
 
@@ -167,6 +168,32 @@ class DetectionTest(tf.test.TestCase):
         messages = detector.observe(6, small)
         self.assertLen(messages, 1)
         self.assertRegex(messages[0], r"vanishing gradients in a at step 6")
+
+    def test_every_gradient_exactly_zero_is_said_at_once_and_once(self):
+        detector = monitor.HealthDetector(["a", "out"], monitor.HealthThresholds(patience=3))
+        (message,) = detector.observe(1, np.zeros(2))
+        self.assertRegex(
+            message, r"^vanishing gradients in every layer at step 1: .*\(every gradient is exactly 0"
+        )
+        self.assertEmpty(detector.observe(2, np.zeros(2)) + detector.observe(3, np.zeros(2)))
+        resumed = monitor.HealthDetector(["a", "out"], monitor.HealthThresholds(patience=3))
+        resumed.load_state(json.loads(json.dumps(detector.state())))
+        self.assertEmpty(resumed.observe(4, np.zeros(2)))  # said once a run, resumes included
+        self.assertEqual(resumed.warnings["vanishing"], 1)
+        self.assertEmpty(detector.observe(4, np.array([0.0, 1.0])))  # one layer moving: patience again
+
+    def test_the_article_preset_warns_that_nothing_moves(self):
+        workdir = self.create_tempdir().full_path
+        with self.assertLogs("absl", "WARNING") as logged:
+            training.train(config.from_preset("article", workdir=workdir, epochs=1), progress=False)
+        self.assertTrue(any("every gradient is exactly 0" in line for line in logged.output), logged.output)
+
+    def test_the_article_page_shows_the_warning_as_it_is(self):
+        (message,) = monitor.HealthDetector(["a", "out"], monitor.HealthThresholds()).observe(
+            1000, np.zeros(2)
+        )
+        with open(os.path.join(ROOT, "docs", "article.md"), encoding="utf-8") as handle:
+            self.assertIn(message, handle.read())
 
     def test_exploding_and_non_finite(self):
         detector = monitor.HealthDetector(["a", "out"], monitor.HealthThresholds(exploding_threshold=10))

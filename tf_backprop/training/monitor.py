@@ -98,6 +98,12 @@ class HealthThresholds:
 _REPORTED_EVENTS = 50  # metrics.json lists the first this many warning events
 
 
+STUCK_REASON = (
+    "(every gradient is exactly 0: no weight moves; a ReLU output that is 0 on every row, as in "
+    "the article's net, or a loss of exactly 0)"
+)
+
+
 class HealthDetector:
     """Counts vanishing/exploding kernel gradients over consecutive measurements."""
 
@@ -106,11 +112,19 @@ class HealthDetector:
         self.streak = [0] * len(layer_names)
         self.warnings = {"vanishing": 0, "exploding": 0}
         self.events: list[dict] = []
+        self.stuck_warned = False  # every gradient was exactly 0 once: said once a run
 
     def observe(self, step: int, kernel_grad_norms: np.ndarray) -> list[str]:
         """Checks one measurement ([n_layers], output layer last); returns the warnings raised."""
         t, messages = self.thresholds, []
         output_norm = kernel_grad_norms[-1]
+        if not np.any(kernel_grad_norms):
+            # Every gradient exactly 0: no weight moves, now or later.  Said at once (no
+            # patience) and once a run, in place of a warning per layer.
+            if self.stuck_warned:
+                return []
+            self.stuck_warned = True
+            return [self._warn("vanishing", step, "every layer", 0.0, STUCK_REASON)]
         for index, (name, norm) in enumerate(zip(self.layer_names, kernel_grad_norms)):
             if not np.isfinite(norm) or norm > t.exploding_threshold:
                 messages.append(self._warn("exploding", step, name, norm, f"> {t.exploding_threshold:g}"))
@@ -138,7 +152,7 @@ class HealthDetector:
 
     def state(self) -> dict:
         """Everything observe() accumulates (JSON-ready), for checkpoints."""
-        return {"streak": list(self.streak), **self.summary()}
+        return {"streak": list(self.streak), "stuck_warned": self.stuck_warned, **self.summary()}
 
     def load_state(self, state: dict) -> None:
         """Continues from a state() saved by the same run; {} (nothing saved) starts afresh."""
@@ -146,6 +160,7 @@ class HealthDetector:
             self.streak = list(state["streak"])
             self.warnings = dict(state["warnings"])
             self.events = list(state["events"])
+            self.stuck_warned = bool(state.get("stuck_warned", False))  # absent in older checkpoints
 
 
 _EVENT_FILES = "events.out.tfevents.*"
