@@ -127,6 +127,9 @@ class PredictCsvTest(tf.test.TestCase, parameterized.TestCase):
     def test_header_only_gives_header_only(self):
         text = self.predict("binary", FEATURES, [])
         self.assertEqual(text, "x1,x2,x3,predicted_label,probability_yes\n")
+        self.assertEqual(
+            self.warnings, [f"{self.dir}/in.csv: no data rows; the output holds the header only"]
+        )
 
     def test_missing_columns_are_named(self):
         with self.assertRaisesRegex(data.DataError, r'in\.csv:1: missing column\(s\) "x1", "x3"'):

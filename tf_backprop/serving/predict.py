@@ -202,10 +202,10 @@ def predict_csv(
     """Appends the model's predictions to every row of a CSV; returns the number of rows.
 
     Features are matched by header name (any order); other columns are copied unchanged and
-    reported once through `warn`.  Rows are read, predicted and written `batch_size` at a
-    time.  `output` "-" is stdout; a file is written to a temporary sibling and renamed at
-    the end, so a failure never leaves a half-written output.  An existing output file is
-    replaced only with `overwrite`.
+    reported once through `warn`, as is an input of no data rows.  Rows are read, predicted
+    and written `batch_size` at a time.  `output` "-" is stdout; a file is written to a
+    temporary sibling and renamed at the end, so a failure never leaves a half-written output.
+    An existing output file is replaced only with `overwrite`.
 
     Raises OutputError before reading anything when `output` is a folder, or exists and
     overwrite is False; data.DataError (one line naming file, line and column) for a missing
@@ -249,6 +249,9 @@ def _predict_stream(
             cells = _prediction_cells(served, outputs)
             writer.writerows(row + predicted for row, predicted in zip(rows, cells))
             count += len(rows)
+    if not count:  # a header alone: the output is its header too; say so rather than exit silently
+        inputs = ", ".join(paths) if len(paths) < 4 else f"{name}, ..."
+        warn(f"{inputs}: no data rows; the output holds the header only")
     logging.info("predicted %d rows of %s with %s", count, ", ".join(paths), served.path)
     return count
 
