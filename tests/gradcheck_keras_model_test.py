@@ -315,7 +315,12 @@ class CheckModelTest(tf.test.TestCase):
         x, y = RNG.standard_normal((5, 4)), RNG.standard_normal((5, 2))
         with self.assertRaisesRegex(ValueError, "^model: "):
             gradcheck.check_model(lambda t: t, x, y, keras.losses.MeanSquaredError())
-        self.assertTrue(gradcheck.check_model(self._model(), x * 0.3, y, "mse").passed)  # as compile takes it
+        model = self._model()
+        named = gradcheck.check_model(model, x * 0.3, y, "mse")  # as compile takes it
+        self.assertTrue(named.passed)
+        built = gradcheck.check_model(model, x * 0.3, y, keras.losses.MeanSquaredError())
+        for by_name, by_loss in zip(named.entries, built.entries):  # the same loss: its batch mean
+            self.assertAllClose(by_name.norms["tape"], by_loss.norms["tape"], rtol=1e-12, atol=0)
         with self.assertRaisesRegex(ValueError, r"^loss_fn: unknown Keras loss name 'half_mse'$"):
             gradcheck.check_model(self._model(), x, y, "half_mse")
         with self.assertRaisesRegex(ValueError, "^loss_fn: expected a callable"):

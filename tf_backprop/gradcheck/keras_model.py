@@ -102,9 +102,16 @@ def _loss(loss_fn) -> Callable:
     """loss_fn as a callable: a Keras loss name ("mse", "MeanSquaredError") as `compile` takes it."""
     if isinstance(loss_fn, str):
         try:
-            return keras.losses.get(loss_fn)
+            named = keras.losses.get(loss_fn)
         except ValueError:
             raise ValueError(f"loss_fn: unknown Keras loss name {loss_fn!r}") from None
+        if isinstance(named, keras.losses.Loss):
+            return named
+
+        def batch_mean(y_true, y_pred):  # "mse" is per sample: compile's reduction, the batch mean
+            return keras.ops.mean(named(y_true, y_pred))
+
+        return batch_mean
     if not callable(loss_fn):
         raise ValueError(
             f"loss_fn: expected a callable (y_true, y_pred) -> loss or a Keras loss name, got "
