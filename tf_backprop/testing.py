@@ -35,7 +35,7 @@ class GradientCheckMixin:
         return self._assertPassed(gradcheck.gradcheck(fn, inputs, **kwargs), msg)
 
     def assertModelGradientsCorrect(  # noqa: N802 - unittest's naming
-        self, model, x, y, loss_fn: Callable, msg: str | None = None, **kwargs
+        self, model, x, y, loss_fn: Callable | str, msg: str | None = None, **kwargs
     ) -> gradcheck.Report:
         """Fails unless `gradcheck.check_model(model, x, y, loss_fn, **kwargs)` passes."""
         return self._assertPassed(gradcheck.check_model(model, x, y, loss_fn, **kwargs), msg)

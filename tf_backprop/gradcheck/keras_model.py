@@ -25,7 +25,7 @@ def check_model(
     model: keras.Model,
     x,
     y,
-    loss_fn: Callable,
+    loss_fn: Callable | str,
     *,
     mode: str = "full",
     eps: float | None = None,
