@@ -63,11 +63,26 @@ class FailureTest(tf.test.TestCase):
         cfg = _config(workdir, optimizer="sgd", learning_rate=1e6, epochs=3)
         with self.assertRaisesRegex(
             training.TrainingError, r"^step \d+: non-finite value in (the gradient of dense_\d/\w+|the loss)"
-        ):
+        ) as caught:
             training.train(cfg, progress=False)
+        self.assertTrue(str(caught.exception).endswith("; try a lower --learning_rate or clipping"))
         with open(os.path.join(workdir, "config.json")) as handle:
             self.assertEqual(json.load(handle)["learning_rate"], 1e6)
         self.assertFalse(os.path.exists(os.path.join(workdir, "metrics.json")))
+
+    def test_unstandardized_features_are_in_the_advice(self):
+        folder = self.create_tempdir()
+        rows = "".join(f"{i * 1e29},{i % 3},{i % 5}\n" for i in range(1, 80))  # a: up to 8e30
+        source = folder.create_file("big.csv", content="a,b,y\n" + rows).full_path
+        cfg = _config(
+            os.path.join(folder.full_path, "run"), data=f"csv:{source}", target="y", standardize=False
+        )
+        with self.assertRaisesRegex(
+            training.TrainingError,
+            r"^step 1: non-finite value .*; try a lower --learning_rate or clipping, or standardize the "
+            r"features \(drop --nostandardize\)$",
+        ):
+            training.train(cfg, progress=False)
 
     def test_non_finite_stop_happens_before_the_bad_update(self):
         cfg = _config(self.create_tempdir().full_path, epochs=1, shuffle=False)

@@ -245,9 +245,12 @@ class Loop:
                 if self.saved_step < 0
                 else f"the last checkpoint, at step {self.saved_step}, is untouched: a rerun resumes there"
             )
+            advice = "try a lower --learning_rate or clipping"
+            if not self.config.standardize:  # raw features of 1e30 overflow whatever the rate
+                advice += ", or standardize the features (drop --nostandardize)"
             raise TrainingError(
                 f"step {step}: non-finite value in {where}; stopped (that step's update was applied in "
-                f"memory, never saved), and {saved}; try a lower --learning_rate or clipping"
+                f"memory, never saved), and {saved}; {advice}"
             )
         errors = out["verify_error"]
         worst = int(np.argmax(errors))
