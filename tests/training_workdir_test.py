@@ -71,8 +71,8 @@ class OwnershipTest(tf.test.TestCase, parameterized.TestCase):
         cwd, before = self.create_tempdir().full_path, os.getcwd()
         os.chdir(cwd)  # empty: os.path.abspath("") would have been it, and a run trained into it
         try:
-            with self.assertRaisesRegex(
-                training.WorkdirError, r"^workdir: expected a folder path, got an empty"
+            with self.assertRaisesRegex(  # at the config's construction, before anything runs
+                training.ConfigError, r"^workdir: expected a folder path, got an empty"
             ):
                 training.train(_config(""), progress=False)
         finally:

@@ -94,8 +94,9 @@ def check(
     eps, l2 = check_positive("eps", eps, EPS["float64"]), _check_l2(l2)
     if not isinstance(model, MLP):
         raise ValueError(f"model: expected a tf_backprop MLP, got {type(model).__name__}; use check_model")
-    if check_finite("x", x).dtype.kind not in "biuf":
-        raise ValueError(f"x: expected an array of numbers, got dtype {np.asarray(x).dtype}")
+    x_array = check_finite("x", x)
+    if x_array.dtype.kind not in "biuf":
+        raise ValueError(f"x: expected an array of numbers, got dtype {x_array.dtype}")
     check_finite("y", y)
     model64, notes = _float64_mlp(model)
     x64, y64, loss = backprop.prepare(model64, x, y, loss)

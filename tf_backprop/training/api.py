@@ -197,7 +197,7 @@ def train(
     """
     if datasets is None and data_lib.wants_stream(config.data, config.stream):
         return _train_streamed(config, restart, progress, step_functions, tune_xla)
-    if config.workdir:  # a wrong folder is refused before the data loads (a large CSV: seconds)
+    if config.workdir is not None:  # a wrong folder is refused before the data loads (a large CSV: seconds)
         workdir_lib.check_read_only(config, None, restart)
     trainer = build(config, datasets, step_functions=step_functions)
     with _run_folder(trainer, restart) as (workdir, before):

@@ -339,6 +339,10 @@ class TrainConfig:
             )
 
     def _validate_run(self) -> None:
+        if self.workdir == "":  # os.path.abspath("") is the current folder: not what it means
+            raise ConfigError(
+                "workdir: expected a folder path, got an empty value (None: a new folder under runs/)"
+            )
         _choice("grad_source", self.grad_source, GRAD_SOURCES)
         _at_least("verify_every", self.verify_every, 0)
         if self.verify_tolerance is not None:
@@ -359,11 +363,7 @@ class TrainConfig:
 
     def _validate_strategy(self) -> None:
         _choice("strategy", self.strategy, STRATEGIES)
-        if (
-            isinstance(self.cpu_replicas, bool)
-            or not isinstance(self.cpu_replicas, int)
-            or self.cpu_replicas < 0
-        ):
+        if self.cpu_replicas < 0:  # an integer: _validate_kinds
             raise ConfigError(f"cpu_replicas: expected an integer ≥ 0, got {self.cpu_replicas!r}")
         if self.cpu_replicas and self.strategy != "mirrored":
             raise ConfigError(f"cpu_replicas: only with --strategy=mirrored, got strategy {self.strategy!r}")

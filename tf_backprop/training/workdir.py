@@ -208,10 +208,6 @@ def _create(workdir: str | None) -> str:
     """Checks ownership, then creates the folder (default: a new one under ./runs/); its path."""
     if workdir is None:
         return _new_default_folder()
-    if not workdir:  # os.path.abspath("") is the current folder: not what an empty value means
-        raise WorkdirError(
-            "workdir: expected a folder path, got an empty value (None: a new folder under runs/)"
-        )
     path = os.path.abspath(os.path.expanduser(workdir))
     check_owned(path)
     try:
