@@ -6,8 +6,10 @@ that a slow spell of the shared machine falls on all of them alike, it times
   * `import ml_dtypes` after NumPy (ml_dtypes 0.7.0 spends ~1.1 s here registering its NumPy
     loops, 0.6.0 ~0.01 s: hence setup.cfg's `ml_dtypes<0.7`);
   * `python -c "import tensorflow"`, the whole process (TensorFlow imports ml_dtypes);
-  * `python -c "import tf_backprop.cli.train"`, the whole process: what `tf-backprop-train`
-    imports before its main (TensorFlow, Keras, the package);
+  * `python -c "import tf_backprop.cli.train"`, the whole process: TensorFlow, Keras and the
+    package, all of which `tf-backprop-train` imports before its main;
+  * `tf-backprop-train --epochs=abc` (the interpreter's console script), the whole process: a
+    usage error, refused before TensorFlow is imported (the flags are parsed first);
 
 and prints each one's median and its ratio to the first interpreter's.  To compare ml_dtypes
 versions, give a second environment with the other one installed, e.g.
@@ -33,9 +35,10 @@ ML_DTYPES = (
     "print(time.perf_counter() - t, ml_dtypes.__version__)"
 )
 PROCESSES = {
-    "python -c 'import tensorflow'": "import tensorflow",
-    "python -c 'import tf_backprop.cli.train'": "import tf_backprop.cli.train",
+    "python -c 'import tensorflow'": ["-c", "import tensorflow"],
+    "python -c 'import tf_backprop.cli.train'": ["-c", "import tf_backprop.cli.train"],
 }
+USAGE_ERROR = "tf-backprop-train --epochs=abc"  # exits 2 with one line
 
 
 def fail(message: str) -> NoReturn:
@@ -74,26 +77,28 @@ def runs_python(executable: str) -> bool:
     return done.returncode == 0 and done.stdout == "42\n"
 
 
-def run(python: str, code: str) -> tuple[float, str]:
-    """(the child's wall time, what it printed), run in the temporary folder: the current one
-    may be a checkout, whose tf_backprop/ would shadow the installed package."""
+def run(python: str, args: list[str], expected_code: int = 0) -> tuple[float, str]:
+    """(the child `python ARGS`'s wall time, what it printed), run in the temporary folder: the
+    current one may be a checkout, whose tf_backprop/ would shadow the installed package."""
     start = time.perf_counter()
     done = subprocess.run(
-        [python, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, cwd=tempfile.gettempdir()
+        [python, *args], capture_output=True, text=True, timeout=TIMEOUT, cwd=tempfile.gettempdir()
     )
     wall = time.perf_counter() - start
-    if done.returncode:
-        sys.exit(f"{python} -c {code!r} failed:\n{done.stderr[-3000:]}")
+    if done.returncode != expected_code:
+        sys.exit(f"{python} {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return wall, done.stdout.strip()
 
 
 def measure(python: str) -> dict[str, float | str]:
     """One turn of every measurement in `python`'s fresh processes."""
-    _, printed = run(python, ML_DTYPES)
+    _, printed = run(python, ["-c", ML_DTYPES])
     seconds, version = printed.split()
     row: dict[str, float | str] = {"ml_dtypes": version, "import ml_dtypes (after numpy)": float(seconds)}
-    for name, code in PROCESSES.items():
-        row[name] = run(python, code)[0]
+    for name, args in PROCESSES.items():
+        row[name] = run(python, args)[0]
+    script = os.path.join(os.path.dirname(python), USAGE_ERROR.split()[0])  # beside the interpreter
+    row[USAGE_ERROR] = run(python, [script, *USAGE_ERROR.split()[1:]], expected_code=2)[0]
     return row
 
 
@@ -103,7 +108,7 @@ def main(argv: list[str]) -> None:
     for _ in range(turns):
         for python in pythons:  # taking turns: a slow spell falls on every interpreter alike
             rows[python].append(measure(python))
-    columns = ["import ml_dtypes (after numpy)", *PROCESSES]
+    columns = ["import ml_dtypes (after numpy)", *PROCESSES, USAGE_ERROR]
     first = {c: statistics.median(r[c] for r in rows[pythons[0]]) for c in columns}
     print(f"median of {turns} turns, seconds (ratio to the first interpreter's)")
     for python in pythons:

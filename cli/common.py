@@ -58,7 +58,8 @@ _HELP_FLAGS = ("--help", "-?", "--helpshort", "--helpfull", "--helpxml", "-help"
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, but a bad flag exits 2 with one line and help exits 0 (absl exits 1 for both).
 
-    --help lists this command's own flags; --helpfull adds absl's and TensorFlow's.
+    --help lists this command's own flags; --helpfull adds absl's (TensorFlow is not imported
+    yet: see `run`).
     """
     try:
         return flags.FLAGS(argv)
@@ -120,15 +121,18 @@ INTERRUPTED = "SIGINT: stopped; no output was replaced or left half-written (eac
 
 def run(
     main: Callable[[list[str]], int | None],
-    failures: tuple[type[Exception], ...] = (),
+    failures: tuple[type[Exception], ...] | Callable[[], tuple[type[Exception], ...]] = (),
     at_once: tuple[type[Exception], ...] = (),
     interrupted: str = INTERRUPTED,
     flag_names: dict[str, str] | None = None,
 ) -> None:
     """app.run(main) mapping expected errors to one line and an exit code.
 
-    ValueError (the library's input errors: ConfigError, DataError, ...) exits 2;
-    `failures` (e.g. TrainingError) exit 1, those of them in `at_once` through fail(at_once=True);
+    The flags are parsed before TensorFlow is imported (`tf_backprop.import_tensorflow`): a bad
+    flag or --help answers without it.  ValueError (the library's input errors: ConfigError,
+    DataError, ...) exits 2; `failures` (e.g. TrainingError; or a function returning them, called
+    once TensorFlow is loaded, for its error classes) exit 1, those of them in `at_once` through
+    fail(at_once=True);
     Ctrl-C (KeyboardInterrupt) exits 130 with the line `interrupted`, not a traceback.
     flag_names: a library argument's name -> the flag that sets it, for error lines that begin
     with the argument ("layer_sizes: ..." reads "--layers: ..."); an argument named as one of
@@ -144,16 +148,18 @@ def run(
 
     def guarded(argv: list[str]) -> int | None:
         quiet_tensorflow()
-        signal.signal(signal.SIGTERM, _raise_terminated)  # the training loop's own handler replaces it there
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag", EXIT_USAGE)
+        tf_backprop.import_tensorflow()
+        ending = failures() if callable(failures) else failures
+        signal.signal(signal.SIGTERM, _raise_terminated)  # the training loop's own handler replaces it there
         tf_backprop.command_started()  # Ctrl-C is KeyboardInterrupt from here, handled below
         try:
             code = main(argv)
         except BrokenPipeError:  # stdout's reader left (| head): end quietly, as a killed filter does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush to it
             os._exit(EXIT_SIGPIPE)
-        except failures as error:
+        except ending as error:
             logging.debug("failure", exc_info=True)
             fail(failure_line(error), EXIT_FAILURE, at_once=isinstance(error, at_once))
         except ValueError as error:

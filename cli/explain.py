@@ -14,14 +14,16 @@ tf.GradientTape, 1 one did not, 2 bad flags or input (one line on stderr).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from absl import flags, logging
 
-from tf_backprop import explaining, files, losses
+from tf_backprop import files, names
 from tf_backprop.cli import common
-from tf_backprop.explaining import render, svg
-from tf_backprop.model import DTYPES, MLPSpec
-from tf_backprop.training import api as training_api
 from tf_backprop.training.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from tf_backprop import explaining
 
 FLAGS = flags.FLAGS
 NET_FLAGS = (
@@ -37,16 +39,16 @@ NET_FLAGS = (
     "y",
 )
 RUN_FLAGS = ("row", "split", "checkpoint")
-RENDERERS = {"text": render.to_text, "md": render.to_markdown, "json": render.to_json, "svg": svg.render}
+FORMATS = ("text", "md", "json", "svg")
 
 flags.DEFINE_string("layers", "2,3,3,1", "All widths n_0,...,n_L (default: the article's net).")
 flags.DEFINE_string("activation", "relu", "Hidden activation.")
 flags.DEFINE_string("output_activation", "relu", "Output activation (the article's code: relu).")
-flags.DEFINE_enum("loss", "half_mse", losses.LOSS_NAMES, "Loss (the article's: half_mse, 1/(2m) Σ (y − ŷ)²).")
+flags.DEFINE_enum("loss", "half_mse", names.LOSS_NAMES, "Loss (the article's: half_mse, 1/(2m) Σ (y − ŷ)²).")
 flags.DEFINE_string(
     "initializer", "random_normal", "Kernel initializer (the article's: random_normal, N(0, 1))."
 )
-flags.DEFINE_enum("dtype", "float64", DTYPES, "Model dtype (float64: the numbers are exact to print).")
+flags.DEFINE_enum("dtype", "float64", names.DTYPES, "Model dtype (float64: the numbers are exact to print).")
 flags.DEFINE_integer(
     "seed", 3, "Seeds the weights and the default sample (3: the article's output unit is on, in float64)."
 )
@@ -64,16 +66,16 @@ flags.DEFINE_integer("row", 0, "With --workdir: the row of the split, counted fr
 flags.DEFINE_enum(
     "split",
     None,
-    training_api.SPLIT_ORDER,
+    names.SPLIT_ORDER,
     "With --workdir: the split (default: test, else validation, else train).",
 )
 flags.DEFINE_string(
     "checkpoint", None, "With --workdir: a checkpoint name in <workdir>/ckpt (default: the latest)."
 )
 flags.DEFINE_enum(
-    "errata", "auto", explaining.ERRATA_MODES, "The article's errata: auto (when they apply), on, off."
+    "errata", "auto", names.ERRATA_MODES, "The article's errata: auto (when they apply), on, off."
 )
-flags.DEFINE_enum("format", "text", tuple(RENDERERS), "text (aligned tables), md, json, or svg (a picture).")
+flags.DEFINE_enum("format", "text", FORMATS, "text (aligned tables), md, json, or svg (a picture).")
 flags.DEFINE_string("output", None, "Write to this file (atomically) instead of stdout.")
 flags.DEFINE_bool(
     "overwrite", False, "Replace an existing --output file (only once the new one is complete)."
@@ -99,6 +101,9 @@ def explain_from_flags() -> tuple[explaining.Trace, str]:
 
 def _explain_run() -> tuple[explaining.Trace, str]:
     """A trained run's model on one row of its data, in float64."""
+    from tf_backprop import explaining  # here: the flags are parsed before TensorFlow loads
+    from tf_backprop.training import api as training_api
+
     try:
         sample = training_api.run_sample(FLAGS.workdir, FLAGS.row, FLAGS.split, FLAGS.checkpoint)
     except CheckpointError as error:  # a wrong --workdir or --checkpoint is an input error
@@ -110,6 +115,9 @@ def _explain_run() -> tuple[explaining.Trace, str]:
 
 def _explain_net() -> tuple[explaining.Trace, str]:
     """A net built from the flags on --x, --y (default: a sample drawn from --seed)."""
+    from tf_backprop import explaining  # here: as in _explain_run
+    from tf_backprop.model import MLPSpec
+
     layers = common.parse_int_list("layers", FLAGS.layers)
     spec = MLPSpec(
         layers, FLAGS.activation, FLAGS.output_activation, FLAGS.initializer, FLAGS.dtype, FLAGS.seed
@@ -135,13 +143,21 @@ def check_output() -> None:
         raise common.UsageError(f"--output: {FLAGS.output} already exists; pass --overwrite to replace it")
 
 
+def render_as(kind: str, trace: explaining.Trace, title: str) -> str:
+    """The trace in one of FORMATS."""
+    from tf_backprop.explaining import render, svg  # here: as in _explain_run
+
+    renderers = {"text": render.to_text, "md": render.to_markdown, "json": render.to_json, "svg": svg.render}
+    return renderers[kind](trace, title)
+
+
 def main(argv) -> int:
     del argv
     if not FLAGS["verbosity"].present:  # stdout is the explanation; the data's loading lines are noise
         logging.set_verbosity(logging.WARNING)
     check_output()  # before the work, and never a file of the user's replaced unasked
     trace, title = explain_from_flags()
-    output = RENDERERS[FLAGS.format](trace, title)
+    output = render_as(FLAGS.format, trace, title)
     if FLAGS.output is None:
         print(output, end="")
     else:

@@ -6,11 +6,9 @@ tf-backprop-export --workdir=runs/x --checkpoint=ckpt-480 --output=/models/house
 
 from __future__ import annotations
 
-import tensorflow as tf
 from absl import flags
 
 from tf_backprop.cli import common
-from tf_backprop.serving import export
 from tf_backprop.training.errors import CheckpointError
 
 FLAGS = flags.FLAGS
@@ -31,6 +29,8 @@ flags.register_validator("workdir", lambda value: value != "", "expected a run f
 
 def main(argv):
     del argv
+    from tf_backprop.serving import export  # here: the flags are parsed before TensorFlow loads
+
     try:
         path = export.export_run(FLAGS.workdir, FLAGS.output, FLAGS.checkpoint, FLAGS.overwrite)
     except CheckpointError as error:
@@ -41,7 +41,14 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    common.run(main, failures=(OSError, RuntimeError, AssertionError, tf.errors.OpError))
+    common.run(main, failures=_failures)
+
+
+def _failures() -> tuple[type[Exception], ...]:
+    """What ends the command with exit 1, TensorFlow's errors among them (loaded by then)."""
+    import tensorflow as tf  # here: the flags are parsed before TensorFlow loads
+
+    return (OSError, RuntimeError, AssertionError, tf.errors.OpError)
 
 
 if __name__ == "__main__":

@@ -11,23 +11,27 @@ Exit codes: 0 PASS, 1 FAIL or INCONCLUSIVE, 2 bad flags or input (one line on st
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from absl import flags
 
-from tf_backprop import gradcheck, losses
+from tf_backprop import names
 from tf_backprop.cli import common
-from tf_backprop.model import DTYPES, MLPSpec
+
+if TYPE_CHECKING:
+    from tf_backprop import gradcheck
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("layers", "2,3,3,1", "All widths n_0,...,n_L (default: the article's net).")
 flags.DEFINE_string("activation", "relu", "Hidden activation.")
 flags.DEFINE_string("output_activation", "linear", "Output activation (linear for the cross-entropies).")
-flags.DEFINE_enum("loss", "half_mse", losses.LOSS_NAMES, "Loss (the article's: half_mse).")
+flags.DEFINE_enum("loss", "half_mse", names.LOSS_NAMES, "Loss (the article's: half_mse).")
 flags.DEFINE_string(
     "initializer", "glorot_uniform", "Kernel initializer (random_normal: the article's N(0,1))."
 )
 flags.DEFINE_integer("batch_size", 10, "Rows of random data.")
-flags.DEFINE_enum("dtype", "float32", DTYPES, "Model dtype; the check itself always runs in float64.")
+flags.DEFINE_enum("dtype", "float32", names.DTYPES, "Model dtype; the check itself always runs in float64.")
 flags.DEFINE_integer("seed", 0, "Seeds the weights, the data and the fast mode's directions.")
 flags.DEFINE_enum(
     "mode", "full", ["full", "fast"], "full: every parameter; fast: random directions and sampled elements."
@@ -52,6 +56,9 @@ flags.DEFINE_bool("json", False, "Print the report as JSON instead of tables.")
 
 def check_from_flags() -> gradcheck.Report:
     """Builds the MLP and a random batch from the flags and checks them."""
+    from tf_backprop import gradcheck  # here: the flags are parsed before TensorFlow loads
+    from tf_backprop.model import MLPSpec
+
     model = MLPSpec(
         layer_sizes=common.parse_int_list("layers", FLAGS.layers),
         activation=FLAGS.activation,

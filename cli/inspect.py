@@ -12,30 +12,31 @@ from __future__ import annotations
 
 from absl import flags
 
-from tf_backprop import files, losses
+from tf_backprop import files, names
 from tf_backprop.cli import common
 from tf_backprop.training import config as config_lib
-from tf_backprop.training import monitor
 
 FLAGS = flags.FLAGS
-_DEFAULTS = monitor.HealthThresholds()
+_DEFAULTS = {field.name: field.default for field in config_lib.fields()}  # training's thresholds
 
 flags.DEFINE_string("layers", "2,32,32,32,32,32,32,32,32,32,1", "All widths (default: 10 layers).")
 flags.DEFINE_string("activation", "sigmoid", "Hidden activation.")
 flags.DEFINE_string("initializer", "glorot_uniform", "Kernel initializer.")
-flags.DEFINE_enum("loss", "mse", losses.LOSS_NAMES, "Loss whose gradient is measured.")
+flags.DEFINE_enum("loss", "mse", names.LOSS_NAMES, "Loss whose gradient is measured.")
 flags.DEFINE_integer("batches", 4, "Random batches to average over.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Rows per batch.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed for weights and data.")
 flags.DEFINE_float(
-    "vanishing_ratio", _DEFAULTS.vanishing_ratio, "Vanishing below this × the output layer's norm."
+    "vanishing_ratio", _DEFAULTS["vanishing_ratio"], "Vanishing below this × the output layer's norm."
 )
-flags.DEFINE_float("exploding_threshold", _DEFAULTS.exploding_threshold, "Exploding above this norm.")
+flags.DEFINE_float("exploding_threshold", _DEFAULTS["exploding_threshold"], "Exploding above this norm.")
 flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
 
 
 def main(argv):
     del argv
+    from tf_backprop.training import monitor  # here: the flags are parsed before TensorFlow loads
+
     layers = common.parse_int_list("layers", FLAGS.layers)
     config_lib.TrainConfig(
         layers=layers,

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import sys
 
-import tensorflow as tf
 from absl import flags, logging
 
+from tf_backprop import names
 from tf_backprop.cli import common
-from tf_backprop.serving import predict
-from tf_backprop.serving import served as served_lib
 
 FLAGS = flags.FLAGS
 
@@ -37,7 +35,7 @@ flags.DEFINE_bool(
     "overwrite", False, "Replace an existing --output file (only once the new one is complete)."
 )
 flags.DEFINE_integer(
-    "batch_size", predict.PREDICT_BATCH_SIZE, "Rows read and predicted at a time.", lower_bound=1
+    "batch_size", names.PREDICT_BATCH_SIZE, "Rows read and predicted at a time.", lower_bound=1
 )
 flags.mark_flags_as_required(["model", "input"])
 flags.register_validator("model", lambda value: value != "", "expected the export's folder, got nothing")
@@ -56,6 +54,9 @@ def warn(message: str) -> None:
 
 def main(argv):
     del argv
+    from tf_backprop.serving import predict  # here: the flags are parsed before TensorFlow loads
+    from tf_backprop.serving import served as served_lib
+
     if not FLAGS["verbosity"].present:
         # stdout may be the CSV and stderr is for warnings and errors; --verbosity=0 shows progress.
         logging.set_verbosity(logging.WARNING)
@@ -71,7 +72,14 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    common.run(main, failures=(OSError, RuntimeError, AssertionError, tf.errors.OpError))
+    common.run(main, failures=_failures)
+
+
+def _failures() -> tuple[type[Exception], ...]:
+    """What ends the command with exit 1, TensorFlow's errors among them (loaded by then)."""
+    import tensorflow as tf  # here: the flags are parsed before TensorFlow loads
+
+    return (OSError, RuntimeError, AssertionError, tf.errors.OpError)
 
 
 if __name__ == "__main__":

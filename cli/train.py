@@ -17,9 +17,7 @@ from absl import flags, logging
 
 from tf_backprop import files, training
 from tf_backprop.cli import common
-from tf_backprop.training import cluster
 from tf_backprop.training import config as config_lib
-from tf_backprop.training import unused as unused_lib
 
 FLAGS = flags.FLAGS
 
@@ -75,6 +73,9 @@ def config_from_flags() -> config_lib.TrainConfig:
 
 def main(argv):
     del argv
+    from tf_backprop.training import cluster  # here: the flags are parsed before TensorFlow loads
+    from tf_backprop.training import unused as unused_lib
+
     if FLAGS.strategy == "multi_worker":  # TF_CONFIG's errors first: it configures everything else
         cluster.parse_tf_config(os.environ.get("TF_CONFIG"))
     config = config_from_flags()

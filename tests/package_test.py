@@ -81,7 +81,9 @@ class QuietImportTest(tf.test.TestCase):
             "            raise KeyboardInterrupt\n"
             "sys.meta_path.insert(0, Interrupt())\n"
         )
-        result = _python(interrupt + "sys.argv[0] = '/venv/bin/tf-backprop-train'\nimport tf_backprop\n")
+        # A command imports TensorFlow once its flags are parsed (cli/common.py), as here.
+        command = "sys.argv[0] = '/venv/bin/tf-backprop-train'\nimport tf_backprop\ntf_backprop.import_tensorflow()\n"
+        result = _python(interrupt + command)
         self.assertEqual(result.returncode, 130, result.stderr)
         self.assertEqual(
             result.stderr,

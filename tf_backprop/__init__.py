@@ -7,14 +7,17 @@ The top level names the public API, loading each module on first use:
 * `explain(model, x, y, loss)`: one pass's every number and formula (tf_backprop.explaining);
 * `train(config)`, `TrainConfig` (tf_backprop.training); `serving` (export, predict).
 
-Importing it imports TensorFlow with its start-up lines held back: TensorFlow 2.21 prints its
-oneDNN and CPU-feature notes, and on a machine without a GPU `E0000 … failed call to cuInit …
-(303)`, before its log level can be set.  TF_CPP_MIN_LOG_LEVEL defaults to 2 (TensorFlow's C++
-INFO and WARNING lines off); TF_BACKPROP_VERBOSE_TF=1 leaves both alone.  If the import fails,
-what TensorFlow printed is shown after all.  In one of the package's commands, a Ctrl-C
-during it, or after it until the command's main runs (`command_started`), ends the command
-with one line (exit 130).  A TensorFlow imported before this package has printed its lines
-already.
+Importing it imports TensorFlow with its start-up lines held back (`import_tensorflow`):
+TensorFlow 2.21 prints its oneDNN and CPU-feature notes, and on a machine without a GPU
+`E0000 … failed call to cuInit … (303)`, before its log level can be set.  TF_CPP_MIN_LOG_LEVEL
+defaults to 2 (TensorFlow's C++ INFO and WARNING lines off); TF_BACKPROP_VERBOSE_TF=1 leaves
+both alone.  If the import fails, what TensorFlow printed is shown after all.  A TensorFlow
+imported before this package has printed its lines already.
+
+The package's commands (tf-backprop-…) import TensorFlow the same way, but only once their
+flags are parsed: a mistyped flag or --help answers in a fraction of a second, without the
+~4 s import.  In a command, a Ctrl-C from the package's import until the command's main runs
+(`command_started`), TensorFlow's import included, ends the command with one line (exit 130).
 
 Python's cyclic garbage collector is paused while TensorFlow imports (~360,000 long-lived
 objects, which every full collection walks again: on the 2-core CI machine ~0.5-1 s of a
@@ -40,7 +43,7 @@ _LAZY = {
     "train": ("tf_backprop.training", "train"),
 }
 
-__all__ = [*_LAZY, "__version__", "command_started"]
+__all__ = [*_LAZY, "__version__", "command_started", "import_tensorflow"]
 
 VERBOSE_ENV = "TF_BACKPROP_VERBOSE_TF"  # set to 1: TensorFlow's start-up lines are shown
 
@@ -52,8 +55,9 @@ def _pause_garbage_collection() -> bool:
     return running
 
 
-def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow and probes for GPUs (cached from then on) with fd 2 captured."""
+def import_tensorflow() -> None:
+    """Imports TensorFlow and probes for GPUs (cached from then on) with fd 2 captured: what
+    importing the package does, and what a command does once its flags are parsed."""
     if os.environ.get(VERBOSE_ENV, "0") not in ("", "0") or "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -95,8 +99,8 @@ def _stop_while_starting(signum, frame) -> None:
 
 
 def _end_commands_at_ctrl_c_while_starting() -> None:
-    """In one of the package's commands, Ctrl-C from here until its main runs (importing Keras
-    and the package, parsing the flags: ~0.5 s) ends it with one line, not a traceback through
+    """In one of the package's commands, Ctrl-C from here until its main runs (parsing the flags,
+    importing TensorFlow and the package: ~4 s) ends it with one line, not a traceback through
     whatever was being imported; `command_started` hands SIGINT back to Python there.  A SIGINT
     that the command's parent made it ignore (a background job) stays ignored."""
     if _console_script() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -119,7 +123,8 @@ def command_started() -> None:
 
 
 _resume_garbage_collection = _pause_garbage_collection()
-_import_tensorflow_quietly()
+if not _console_script():  # a command imports it once its flags are parsed (cli/common.py)
+    import_tensorflow()
 _end_commands_at_ctrl_c_while_starting()
 if _resume_garbage_collection and not _console_script():  # a command resumes it at command_started
     _resume_garbage_collection = False

@@ -25,6 +25,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from tf_backprop import names
+
 # tf.nn.leaky_relu's default; TF stores the attribute as float32, so use that exact value.
 LEAKY_RELU_ALPHA = float(np.float32(0.2))
 
@@ -200,17 +202,8 @@ ACTIVATIONS: dict[str, Activation] = {
     )
 }
 
-HIDDEN_ACTIVATIONS = (
-    "relu",
-    "leaky_relu",
-    "elu",
-    "gelu",
-    "sigmoid",
-    "tanh",
-    "softplus",
-    "linear",
-)
-OUTPUT_ACTIVATIONS = ("linear", "sigmoid", "softmax", "relu")
+HIDDEN_ACTIVATIONS = names.HIDDEN_ACTIVATIONS
+OUTPUT_ACTIVATIONS = names.OUTPUT_ACTIVATIONS
 
 
 def get(name: str, allowed: tuple[str, ...] = HIDDEN_ACTIVATIONS, what: str = "activation") -> Activation:

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_backprop import activations
+from tf_backprop import activations, names
 
 ARTICLE_LAYER_SIZES = (2, 3, 3, 1)
 
@@ -26,7 +26,7 @@ INITIALIZERS = {
     # The article's N(0, 1).
     "random_normal": lambda seed: keras.initializers.RandomNormal(mean=0.0, stddev=1.0, seed=seed),
 }
-DTYPES = ("float32", "float64")
+DTYPES = names.DTYPES
 
 
 class Forward(NamedTuple):

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from tf_backprop import text
+from tf_backprop import names, text
 from tf_backprop.data import checks, csv_source, csv_table, fingerprint, pipeline, scan, shards, splits
 from tf_backprop.data.containers import Datasets, Preprocessing, StreamedSplit
 from tf_backprop.data.errors import DataError
@@ -27,7 +27,7 @@ from tf_backprop.data.moments import Moments
 from tf_backprop.data.tasks import CLASSIFICATION, TargetSummary, infer_task
 
 CSV_PREFIX = shards.CSV_PREFIX
-STREAM_ABOVE_BYTES = 64 << 20  # CSV bytes above which a source streams unless --nostream
+STREAM_ABOVE_BYTES = names.STREAM_ABOVE_BYTES  # CSV bytes above which a source streams unless --nostream
 MAX_VALIDATION_BYTES = 256 << 20  # a streamed validation split's rows in memory (float64)
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from tf_backprop import losses, text
+from tf_backprop import losses, names, text
 from tf_backprop.data.errors import DataError
 
-TASKS = ("regression", "binary", "multiclass")
+TASKS = names.TASKS
 # The task each supported loss implies, e.g. {"mse": "regression", ...}, in losses.LOSSES order.
 LOSS_TASKS = {name: loss.task for name, loss in losses.LOSSES.items()}
 DEFAULT_LOSSES = {

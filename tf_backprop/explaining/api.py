@@ -12,11 +12,12 @@ import numpy as np
 import tensorflow as tf
 
 from tf_backprop import losses as losses_lib
+from tf_backprop import names
 from tf_backprop.explaining import errata as errata_lib
 from tf_backprop.explaining import trace as trace_lib
 from tf_backprop.model import MLP
 
-ERRATA_MODES = ("auto", "on", "off")
+ERRATA_MODES = names.ERRATA_MODES
 
 
 def explain(

@@ -25,12 +25,12 @@ import numpy as np
 from absl import logging
 
 from tf_backprop import data as data_lib
-from tf_backprop import files
+from tf_backprop import files, names
 from tf_backprop.data import checks, csv_table, shards
 from tf_backprop.serving.export import SERVING_SIGNATURE
 from tf_backprop.serving.served import ServedModel
 
-PREDICT_BATCH_SIZE = 4096  # CSV rows per call of the serving signature
+PREDICT_BATCH_SIZE = names.PREDICT_BATCH_SIZE  # CSV rows per call of the serving signature
 _MAX_LISTED = 10  # column names listed in one message
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_backprop import backprop, files, text
+from tf_backprop import backprop, files, names, text
 from tf_backprop import data as data_lib
 from tf_backprop import losses as losses_lib
 from tf_backprop.data import checks as data_checks
@@ -402,7 +402,7 @@ def _check_run_data_found(workdir: str, source: str) -> None:
         ) from None
 
 
-SPLIT_ORDER = ("test", "validation", "train")  # run_sample's default: the first split the run has
+SPLIT_ORDER = names.SPLIT_ORDER  # run_sample's default: the first split the run has
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,10 @@ Every field carries its help text (and, for a closed set of names, its choices) 
 A new option is one edit here: its default, help, validation and whether a resumed run may
 change it.  `TrainConfig.validate()` runs once, at construction; every error is a
 `ConfigError` naming the field (= the flag) and what was expected.
+
+Importing this module imports no TensorFlow (the commands define their flags from it before
+TensorFlow loads): its names come from `tf_backprop.names`, and the checks that need the model
+or data modules import them when they run.
 """
 
 from __future__ import annotations
@@ -16,17 +20,18 @@ import math
 import numbers
 import os
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tf_backprop import activations, backprop, losses, model
-from tf_backprop import data as data_lib
-from tf_backprop.training import optimizers
+from tf_backprop import names
 from tf_backprop.training.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tf_backprop import model
 
 DEVICES = ("auto", "cpu", "gpu")
 STRATEGIES = ("none", "mirrored", "multi_worker")
-TASKS = ("auto", *data_lib.TASKS)
-GRAD_SOURCES = tuple(backprop.STEP_FUNCTIONS)
+TASKS = ("auto", *names.TASKS)
+GRAD_SOURCES = names.GRAD_SOURCES
 DEFAULT_HIDDEN = (3, 3)  # the article's two hidden layers of 3
 DEFAULT_EPOCHS = 60
 
@@ -79,20 +84,20 @@ class TrainConfig:
     hidden: tuple[int, ...] | None = _field(
         None, "Hidden widths, e.g. 64,64; input and output widths come from the data. Default 3,3."
     )
-    activation: str = _field("relu", f"Hidden activation: {_names(activations.HIDDEN_ACTIVATIONS)}.")
+    activation: str = _field("relu", f"Hidden activation: {_names(names.HIDDEN_ACTIVATIONS)}.")
     output_activation: str = _field(
         "linear",
-        f"Output activation: {_names(activations.OUTPUT_ACTIVATIONS)} "
+        f"Output activation: {_names(names.OUTPUT_ACTIVATIONS)} "
         "(linear for regression and the cross-entropies, which take logits).",
     )
     initializer: str = _field(
         "glorot_uniform",
-        f"Kernel initializer: {_names(model.INITIALIZERS)} (random_normal = the article's N(0,1)); "
+        f"Kernel initializer: {_names(names.INITIALIZERS)} (random_normal = the article's N(0,1)); "
         "biases start at zero.",
     )
-    dtype: str = _field("float32", "Model dtype.", choices=model.DTYPES)
+    dtype: str = _field("float32", "Model dtype.", choices=names.DTYPES)
     # --- loss and data ---
-    loss: str | None = _field(None, f"{_names(losses.LOSS_NAMES)}. Default: by task.")
+    loss: str | None = _field(None, f"{_names(names.LOSS_NAMES)}. Default: by task.")
     task: str = _field("auto", "Task type; auto infers it from the target and the loss.", choices=TASKS)
     l2: float = _field(0.0, "L2 penalty λ of λ/2 Σ‖W‖² on the kernels.")
     data: str = _field(
@@ -112,12 +117,12 @@ class TrainConfig:
         None,
         "Stream a CSV source with tf.data (one statistics pass, rows cached as binary in <workdir>/stream) "
         "instead of loading it into memory; default: when its files exceed "
-        f"{data_lib.STREAM_ABOVE_BYTES >> 20} MiB (docs/training.md, Large data).",
+        f"{names.STREAM_ABOVE_BYTES >> 20} MiB (docs/training.md, Large data).",
     )
     # --- optimization ---
-    optimizer: str = _field("adam", "Keras optimizer.", choices=optimizers.OPTIMIZERS)
+    optimizer: str = _field("adam", "Keras optimizer.", choices=names.OPTIMIZERS)
     learning_rate: float = _field(0.01, "Initial learning rate (> 0).", resumable=True)
-    lr_schedule: str = _field("constant", "Learning-rate schedule.", choices=optimizers.LR_SCHEDULES)
+    lr_schedule: str = _field("constant", "Learning-rate schedule.", choices=names.LR_SCHEDULES)
     lr_decay_steps: int = _field(
         1000,
         "exponential/step: steps per decay; cosine: decay length (0 = whole run; a shorter one holds "
@@ -268,6 +273,8 @@ class TrainConfig:
                 raise ConfigError(f"{info.name}: expected True or False, got {value!r}")
 
     def _validate_model(self) -> None:
+        from tf_backprop import model  # here: TensorFlow loads after the flags are parsed
+
         if self.layers is not None:
             _wrap(model.validate_layer_sizes, self.layers, "layers")
         hidden = self.hidden or ()
@@ -278,14 +285,16 @@ class TrainConfig:
                 f"hidden: {list(self.hidden)} contradicts layers {list(self.layers)} "
                 f"(whose hidden widths are {list(self.layers[1:-1])}); give one of them"
             )
-        _wrap(activations.get, self.activation)
-        _wrap(activations.get, self.output_activation, activations.OUTPUT_ACTIVATIONS, "output_activation")
-        _choice("initializer", self.initializer, tuple(model.INITIALIZERS))
-        _choice("dtype", self.dtype, model.DTYPES)
+        _choice("activation", self.activation, names.HIDDEN_ACTIVATIONS)
+        _choice("output_activation", self.output_activation, names.OUTPUT_ACTIVATIONS)
+        _choice("initializer", self.initializer, names.INITIALIZERS)
+        _choice("dtype", self.dtype, names.DTYPES)
 
     def _validate_data(self) -> None:
+        from tf_backprop import data as data_lib  # here: as in _validate_model
+
         if self.loss is not None:
-            _choice("loss", self.loss, losses.LOSS_NAMES)
+            _choice("loss", self.loss, names.LOSS_NAMES)
         _choice("task", self.task, TASKS)
         _at_least("l2", self.l2, 0.0)
         try:  # the fields data.load takes, checked by data itself
@@ -304,9 +313,9 @@ class TrainConfig:
             raise ConfigError(f"stream: only CSV sources stream, got --data={self.data}")
 
     def _validate_optimization(self) -> None:
-        _choice("optimizer", self.optimizer, optimizers.OPTIMIZERS)
+        _choice("optimizer", self.optimizer, names.OPTIMIZERS)
         _positive("learning_rate", self.learning_rate)
-        _choice("lr_schedule", self.lr_schedule, optimizers.LR_SCHEDULES)
+        _choice("lr_schedule", self.lr_schedule, names.LR_SCHEDULES)
         _at_least("lr_decay_steps", self.lr_decay_steps, 0)
         if self.lr_schedule in ("exponential", "step") and self.lr_decay_steps < 1:
             raise ConfigError(
@@ -411,6 +420,8 @@ class TrainConfig:
             )
         else:
             sizes = self.layers
+        from tf_backprop import model  # here: as in _validate_model
+
         return model.MLPSpec(
             sizes, self.activation, self.output_activation, self.initializer, self.dtype, self.seed
         )

@@ -8,6 +8,8 @@ from typing import Any
 import keras
 from absl import logging
 
+from tf_backprop import names
+
 # Each optimizer name, and how to build it from (config, the shared keyword arguments).
 _FACTORIES: dict[str, Callable[[Any, dict], keras.optimizers.Optimizer]] = {
     "sgd": lambda config, common: keras.optimizers.SGD(**common),
@@ -22,7 +24,7 @@ _FACTORIES: dict[str, Callable[[Any, dict], keras.optimizers.Optimizer]] = {
     "adagrad": lambda config, common: keras.optimizers.Adagrad(**common),
 }
 OPTIMIZERS = tuple(_FACTORIES)
-LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
+LR_SCHEDULES = names.LR_SCHEDULES
 
 
 def build_schedule(config, total_steps: int) -> float | keras.optimizers.schedules.LearningRateSchedule:
