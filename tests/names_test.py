@@ -120,3 +120,45 @@ class CommandsBeforeTensorFlowTest(tf.test.TestCase):
         self.assertEqual(result.returncode, 2, _messages(result))
         self.assertIn("tensorflow", _imported(result))
         self.assertRegex(_messages(result), r"^tf-backprop-export: error: [^\n]*\n$")
+
+
+# A stand-in for TensorFlow, first on the path: importing it leaves a mark, then fails.
+_STAND_IN = "import os\nopen(os.environ['STAND_IN_MARK'], 'w').close()\nraise ImportError('a stand-in')\n"
+
+
+class ModuleCommandTest(tf.test.TestCase):
+    """`python -m tf_backprop.cli.NAME` parses its flags before TensorFlow too (sys.argv[0] is
+    "-m" while the package imports: the interpreter's command line names the module)."""
+
+    def _module_command(self, folder: str, *flags: str) -> tuple[subprocess.CompletedProcess, bool]:
+        """(the run, whether it imported TensorFlow), with the stand-in for TensorFlow."""
+        os.makedirs(os.path.join(folder, "tensorflow"), exist_ok=True)
+        with open(os.path.join(folder, "tensorflow", "__init__.py"), "w", encoding="utf-8") as handle:
+            handle.write(_STAND_IN)
+        mark = os.path.join(folder, "imported")
+        path = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+        result = subprocess.run(
+            [sys.executable, "-m", "tf_backprop.cli.train", *flags],
+            cwd=tempfile.gettempdir(),
+            env={**os.environ, "PYTHONPATH": path, "STAND_IN_MARK": mark},
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+            check=False,
+        )
+        imported = os.path.exists(mark)
+        if imported:
+            os.remove(mark)
+        return result, imported
+
+    def test_a_bad_flag_is_refused_without_tensorflow(self):
+        with tempfile.TemporaryDirectory() as folder:
+            result, imported = self._module_command(folder, "--epochs=abc")
+            self.assertEqual(
+                (result.returncode, result.stderr),
+                (2, "tf-backprop-train: error: flag --epochs: expected an integer, got 'abc'\n"),
+            )
+            self.assertFalse(imported)
+            # The check can fail: past its flags the command imports the stand-in.
+            _, imported = self._module_command(folder, "--epochs=1", f"--workdir={folder}/run")
+            self.assertTrue(imported)

@@ -14,8 +14,8 @@ defaults to 2 (TensorFlow's C++ INFO and WARNING lines off); TF_BACKPROP_VERBOSE
 both alone.  If the import fails, what TensorFlow printed is shown after all.  A TensorFlow
 imported before this package has printed its lines already.
 
-The package's commands (tf-backprop-…) import TensorFlow the same way, but only once their
-flags are parsed: a mistyped flag or --help answers in a fraction of a second, without the
+The package's commands (tf-backprop-…, or `python -m tf_backprop.cli.…`) import TensorFlow the
+same way, but only once their flags are parsed: a mistyped flag or --help answers in a fraction of a second, without the
 ~4 s import.  In a command, a Ctrl-C from the package's import until the command's main runs
 (`command_started`), TensorFlow's import included, ends the command with one line (exit 130).
 
@@ -86,10 +86,29 @@ def import_tensorflow() -> None:
 
 
 def _console_script() -> str | None:
-    """This process's command when it is one of the package's (tf-backprop-…), else None: a
-    Ctrl-C during the import then ends it with its one line, not a traceback of TensorFlow's."""
+    """This process's command when it is one of the package's (tf-backprop-…, or `python -m
+    tf_backprop.cli.NAME`, named tf-backprop-NAME), else None: a Ctrl-C during the import then
+    ends it with its one line, not a traceback of TensorFlow's."""
     name = os.path.basename(sys.argv[0]) if sys.argv else ""
-    return name if name.startswith("tf-backprop-") else None
+    return name if name.startswith("tf-backprop-") else _command_module()
+
+
+def _command_module() -> str | None:
+    """tf-backprop-NAME when Python runs `-m tf_backprop.cli.NAME`: sys.argv[0] is "-m" while the
+    module's packages import, then the module's path (…/NAME.py); the interpreter's own command
+    line (sys.orig_argv) names the module."""
+    command_line = getattr(sys, "orig_argv", [])
+    if not sys.argv or "-m" not in command_line[1:-1]:
+        return None
+    module = command_line[command_line.index("-m", 1) + 1]
+    name = module.removeprefix(_COMMANDS_PACKAGE)
+    if module == name or not name.isidentifier():
+        return None
+    running = sys.argv[0] == "-m" or os.path.basename(sys.argv[0]) == f"{name}.py"
+    return f"tf-backprop-{name}" if running else None
+
+
+_COMMANDS_PACKAGE = "tf_backprop.cli."
 
 
 def _stop_while_starting(signum, frame) -> None:
