@@ -125,6 +125,7 @@ def run(
     at_once: tuple[type[Exception], ...] = (),
     interrupted: str = INTERRUPTED,
     flag_names: dict[str, str] | None = None,
+    check_first: Callable[[], object] | None = None,
 ) -> None:
     """app.run(main) mapping expected errors to one line and an exit code.
 
@@ -137,6 +138,8 @@ def run(
     flag_names: a library argument's name -> the flag that sets it, for error lines that begin
     with the argument ("layer_sizes: ..." reads "--layers: ..."); an argument named as one of
     main's module's flags reads as that flag ("eps: ..." reads "--eps: ...").
+    check_first: checks of the flags as a whole that need no TensorFlow (train's config), run
+    before it is imported; a ValueError there is a usage error, as in main.
     """
 
     # --help lists the main module's flags; under a console script that is the wrapper script.
@@ -146,10 +149,19 @@ def run(
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     flag_names = {**{flag.name: f"--{flag.name}" for flag in own_flags}, **(flag_names or {})}
 
+    def usage_failure(error: ValueError) -> None:
+        logging.debug("usage error", exc_info=True)
+        fail(_in_flag_terms(str(error), flag_names), EXIT_USAGE)
+
     def guarded(argv: list[str]) -> int | None:
         quiet_tensorflow()
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}; every option is a --flag", EXIT_USAGE)
+        try:
+            if check_first is not None:
+                check_first()
+        except ValueError as error:
+            usage_failure(error)
         tf_backprop.import_tensorflow()
         ending = failures() if callable(failures) else failures
         signal.signal(signal.SIGTERM, _raise_terminated)  # the training loop's own handler replaces it there
@@ -163,8 +175,7 @@ def run(
             logging.debug("failure", exc_info=True)
             fail(failure_line(error), EXIT_FAILURE, at_once=isinstance(error, at_once))
         except ValueError as error:
-            logging.debug("usage error", exc_info=True)
-            fail(_in_flag_terms(str(error), flag_names), EXIT_USAGE)
+            usage_failure(error)
         except Terminated:
             logging.debug("terminated", exc_info=True)
             fail(interrupted.replace("SIGINT", "SIGTERM", 1), EXIT_SIGTERM, at_once=True)

@@ -18,6 +18,7 @@ from absl import flags, logging
 from tf_backprop import files, training
 from tf_backprop.cli import common
 from tf_backprop.training import config as config_lib
+from tf_backprop.training import tf_config
 
 FLAGS = flags.FLAGS
 
@@ -71,13 +72,20 @@ def config_from_flags() -> config_lib.TrainConfig:
     return config_lib.from_preset(FLAGS.preset, **given)
 
 
+def check_flags() -> None:
+    """The flags' values as a whole, checked before TensorFlow loads: TF_CONFIG's errors first
+    (it configures everything else), then the config's."""
+    if FLAGS.strategy == "multi_worker":
+        tf_config.parse_tf_config(os.environ.get("TF_CONFIG"))
+    config_from_flags()
+
+
 def main(argv):
     del argv
-    from tf_backprop.training import cluster  # here: the flags are parsed before TensorFlow loads
-    from tf_backprop.training import unused as unused_lib
+    from tf_backprop.training import (
+        unused as unused_lib,
+    )  # here: the flags are parsed before TensorFlow loads
 
-    if FLAGS.strategy == "multi_worker":  # TF_CONFIG's errors first: it configures everything else
-        cluster.parse_tf_config(os.environ.get("TF_CONFIG"))
     config = config_from_flags()
     given = [field.name for field in config_lib.fields() if FLAGS[field.name].present]
     for name, reason in unused_lib.unused(config, given):
@@ -94,7 +102,7 @@ def main(argv):
         outputs = ["config.json", "data.json", "metrics.json", "ckpt/"]
         outputs += ["tb/"] if config.monitor else []
         outputs += ["export/ (SavedModel)"] if config.export else []
-        if config.strategy == "multi_worker" and not cluster.is_chief_process():
+        if config.strategy == "multi_worker" and not tf_config.is_chief_process():
             outputs = ["written by the chief worker"]
         print(f"outputs in {result.workdir}: {', '.join(outputs)}")
 
@@ -109,6 +117,7 @@ def run():
         at_once=(training.WorkerLostError,),
         interrupted=INTERRUPTED,
         flag_names=FLAG_NAMES,
+        check_first=check_flags,
     )
 
 

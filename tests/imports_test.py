@@ -19,7 +19,16 @@ PACKAGE = "tf_backprop"
 
 LAYERS = [
     # The top-level package only names the public API; it loads modules lazily (importlib).
-    ("utilities", ("tf_backprop", "tf_backprop.names", "tf_backprop.text", "tf_backprop.files")),
+    (
+        "utilities",
+        (
+            "tf_backprop",
+            "tf_backprop.names",
+            "tf_backprop.arguments",
+            "tf_backprop.text",
+            "tf_backprop.files",
+        ),
+    ),
     (
         "network",
         ("tf_backprop.activations", "tf_backprop.losses", "tf_backprop.model", "tf_backprop.backprop"),

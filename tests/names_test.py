@@ -8,6 +8,7 @@ flags to import it, with TensorFlow's start-up lines still held back.
 """
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,24 @@ class CommandsBeforeTensorFlowTest(tf.test.TestCase):
                 )
                 self.assertNotIn("tensorflow", _imported(result))
                 self.assertNotIn("keras", _imported(result))
+
+    def test_trains_config_is_checked_without_tensorflow(self):
+        # The flags as a whole (training.config, TF_CONFIG): each value alone is valid.
+        refused = {
+            ("--val_split=0.6", "--test_split=0.4"): "val_split + test_split: must be < 1",
+            ("--patience=2", "--val_split=0"): "--patience: early stopping watches the validation loss",
+            ("--layers=2,0,1",): "--layers: expected positive integers",
+            ("--hidden=4,x",): "--hidden: expected comma-separated integers",
+            ("--strategy=multi_worker",): "needs the TF_CONFIG environment variable",
+        }
+        for flags, expected in refused.items():
+            with self.subTest(flags=flags):
+                result = _command("train", *flags)
+                self.assertEqual(result.returncode, 2, _messages(result))
+                self.assertRegex(
+                    _messages(result), rf"^tf-backprop-train: error: [^\n]*{re.escape(expected)}[^\n]*\n$"
+                )
+                self.assertNotIn("tensorflow", _imported(result))
 
     def test_help_answers_without_tensorflow(self):
         result = _command("train", "--help")

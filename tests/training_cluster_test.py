@@ -6,7 +6,7 @@ import socket
 
 import tensorflow as tf
 
-from tf_backprop.training import cluster
+from tf_backprop.training import cluster, tf_config
 
 
 class SilentWorkersTest(tf.test.TestCase):
@@ -41,7 +41,7 @@ class SilentWorkersTest(tf.test.TestCase):
         cluster.check_own_port_free(workers, {"type": "worker", "index": 0})  # closed: free again
 
     def test_the_chief_is_task_chief_or_worker_0(self):
-        self.assertTrue(cluster.is_chief_task({"worker": ["a:1", "b:2"]}, "worker", 0))
-        self.assertFalse(cluster.is_chief_task({"worker": ["a:1", "b:2"]}, "worker", 1))
-        self.assertTrue(cluster.is_chief_task({"chief": ["c:3"], "worker": ["a:1"]}, "chief", 0))
-        self.assertFalse(cluster.is_chief_task({"chief": ["c:3"], "worker": ["a:1"]}, "worker", 0))
+        self.assertTrue(tf_config.is_chief_task({"worker": ["a:1", "b:2"]}, "worker", 0))
+        self.assertFalse(tf_config.is_chief_task({"worker": ["a:1", "b:2"]}, "worker", 1))
+        self.assertTrue(tf_config.is_chief_task({"chief": ["c:3"], "worker": ["a:1"]}, "chief", 0))
+        self.assertFalse(tf_config.is_chief_task({"chief": ["c:3"], "worker": ["a:1"]}, "worker", 0))

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_backprop import activations, names
+from tf_backprop.arguments import validate_layer_sizes
 
 ARTICLE_LAYER_SIZES = (2, 3, 3, 1)
 
@@ -43,19 +43,6 @@ class Forward(NamedTuple):
     @property
     def output(self) -> tf.Tensor:
         return self.hs[-1]
-
-
-def validate_layer_sizes(layer_sizes: Sequence[int], name: str = "layer_sizes") -> tuple[int, ...]:
-    """Returns layer_sizes as a tuple of ints; ValueError naming `name` if any is not positive."""
-    if isinstance(layer_sizes, str):  # tuple("2,3,1") would be its characters
-        raise ValueError(f"{name}: expected a list of positive integers like (2, 3, 1), got {layer_sizes!r}")
-    sizes = tuple(layer_sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"{name}: expected at least 2 sizes (inputs and outputs), got {list(sizes)}")
-    for size in sizes:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-            raise ValueError(f"{name}: expected positive integers, got {list(sizes)}")
-    return tuple(int(s) for s in sizes)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,10 +26,11 @@ with `fastcsv`) validates every row, splits it by (seed, shard, line), merges th
 caches the rows as binary; `pipeline` reads the caches with tf.data.
 """
 
+from tf_backprop.arguments import CSV_PREFIX, csv_path
+from tf_backprop.arguments import check_data_arguments as check_arguments
 from tf_backprop.data.containers import Datasets, Preprocessing, RawSource, Split, StreamedSplit
 from tf_backprop.data.errors import DataError
-from tf_backprop.data.loading import check_arguments, load
-from tf_backprop.data.shards import CSV_PREFIX, csv_path
+from tf_backprop.data.loading import load
 from tf_backprop.data.streamed import (
     MAX_VALIDATION_BYTES,
     STREAM_ABOVE_BYTES,

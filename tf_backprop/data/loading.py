@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import os
 
-import numpy as np
-
+from tf_backprop import arguments
 from tf_backprop.data import shards, splits, synthetic
 from tf_backprop.data.containers import Datasets
 from tf_backprop.data.csv_source import load_csv
 from tf_backprop.data.tasks import infer_task
-
-
-def check_arguments(*, val_split: float, test_split: float, seed: int, n_samples: int, noise: float) -> None:
-    """Checks the arguments of `load` that need no data; ValueError naming the first bad one.
-
-    val_split and test_split must be fractions in [0, 1) with a sum below 1, seed an integer
-    >= 0, n_samples an integer >= 1 (bools are not integers here) and noise a finite number >= 0.
-    """
-    for name, fraction in (("val_split", val_split), ("test_split", test_split)):
-        if not 0.0 <= fraction < 1.0:
-            raise ValueError(f"{name}: expected a fraction in [0, 1), got {fraction!r}")
-    if val_split + test_split >= 1.0:
-        raise ValueError(
-            f"val_split + test_split: must be < 1 to leave train rows, got {val_split} + {test_split}"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples <= 0:
-        raise ValueError(f"n_samples: expected a positive integer, got {n_samples!r}")
-    if not (math.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise: expected a finite number ≥ 0, got {noise!r}")
 
 
 def load(
@@ -60,9 +37,11 @@ def load(
       n_samples, noise: size and noise of synthetic sources (ignored for CSV).
       standardize: False keeps original units (identity statistics), as the article did.
     """
-    check_arguments(val_split=val_split, test_split=test_split, seed=seed, n_samples=n_samples, noise=noise)
+    arguments.check_data_arguments(
+        val_split=val_split, test_split=test_split, seed=seed, n_samples=n_samples, noise=noise
+    )
     infer_task(task, loss)  # a task/loss conflict fails before any data is read
-    path = shards.csv_path(source)
+    path = arguments.csv_path(source)
     if path is not None:
         if not path:
             raise ValueError(f"source: {source!r} needs a file path after 'csv:'")

@@ -14,16 +14,12 @@ import hashlib
 import os
 import struct
 
+from tf_backprop import arguments
 from tf_backprop.data.errors import DataError
 
-CSV_PREFIX = "csv:"  # a source --data=csv:PATH
+CSV_PREFIX = arguments.CSV_PREFIX  # a source --data=csv:PATH
 GZIP_SUFFIX = ".gz"
 _GLOB_CHARS = frozenset("*?[")
-
-
-def csv_path(source: str) -> str | None:
-    """The PATH of a `csv:PATH` source (a file or a glob, as given); None for any other source."""
-    return source[len(CSV_PREFIX) :] if isinstance(source, str) and source.startswith(CSV_PREFIX) else None
 
 
 def is_gzip(path: str) -> bool:

@@ -4,8 +4,8 @@ The public API: `train(config)` runs a whole run into a run folder and returns a
 `TrainResult`; `build(config)` returns a `Trainer` (plan, model, optimizer, engine) whose
 `loop()` trains in memory, for notebooks and benchmarks.  Modules, bottom up: errors, config,
 plan, optimizers, step (one update on one replica), evaluation (a split's loss and metrics),
-engine (many steps per compiled call), xla_flags (XLA_FLAGS for the run's size), cluster
-(TF_CONFIG, a bounded start-up), distributed (strategies), checkpoint, monitor, workdir, feed
+engine (many steps per compiled call), xla_flags (XLA_FLAGS for the run's size), tf_config
+(TF_CONFIG), cluster (a bounded start-up), distributed (strategies), checkpoint, monitor, workdir, feed
 and streaming (a streamed source's rows, pass and position), loop, api.
 
 The names below load their module on first use, so importing one module of this package

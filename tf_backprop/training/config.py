@@ -6,9 +6,10 @@ A new option is one edit here: its default, help, validation and whether a resum
 change it.  `TrainConfig.validate()` runs once, at construction; every error is a
 `ConfigError` naming the field (= the flag) and what was expected.
 
-Importing this module imports no TensorFlow (the commands define their flags from it before
-TensorFlow loads): its names come from `tf_backprop.names`, and the checks that need the model
-or data modules import them when they run.
+Importing this module imports no TensorFlow, and neither does building a config: a command
+defines its flags from the fields and checks their values before TensorFlow loads.  The names
+come from `tf_backprop.names`, the layer-size and data-argument checks from
+`tf_backprop.arguments`; only `model_spec` imports the model module, when it runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import typing
 from typing import TYPE_CHECKING, Any
 
-from tf_backprop import names
+from tf_backprop import arguments, names
 from tf_backprop.training.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -273,10 +274,8 @@ class TrainConfig:
                 raise ConfigError(f"{info.name}: expected True or False, got {value!r}")
 
     def _validate_model(self) -> None:
-        from tf_backprop import model  # here: TensorFlow loads after the flags are parsed
-
         if self.layers is not None:
-            _wrap(model.validate_layer_sizes, self.layers, "layers")
+            _wrap(arguments.validate_layer_sizes, self.layers, "layers")
         hidden = self.hidden or ()
         if any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in hidden):
             raise ConfigError(f"hidden: expected positive integers, got {list(hidden)}")
@@ -291,14 +290,12 @@ class TrainConfig:
         _choice("dtype", self.dtype, names.DTYPES)
 
     def _validate_data(self) -> None:
-        from tf_backprop import data as data_lib  # here: as in _validate_model
-
         if self.loss is not None:
             _choice("loss", self.loss, names.LOSS_NAMES)
         _choice("task", self.task, TASKS)
         _at_least("l2", self.l2, 0.0)
         try:  # the fields data.load takes, checked by data itself
-            data_lib.check_arguments(
+            arguments.check_data_arguments(
                 val_split=self.val_split,
                 test_split=self.test_split,
                 seed=self.seed,
@@ -307,9 +304,9 @@ class TrainConfig:
             )
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        if data_lib.csv_path(self.data) is not None and not self.target:
+        if arguments.csv_path(self.data) is not None and not self.target:
             raise ConfigError("target: required with --data=csv:PATH (the column to predict)")
-        if self.stream and data_lib.csv_path(self.data) is None:
+        if self.stream and arguments.csv_path(self.data) is None:
             raise ConfigError(f"stream: only CSV sources stream, got --data={self.data}")
 
     def _validate_optimization(self) -> None:
@@ -420,7 +417,7 @@ class TrainConfig:
             )
         else:
             sizes = self.layers
-        from tf_backprop import model  # here: as in _validate_model
+        from tf_backprop import model  # here: the config is built before TensorFlow loads
 
         return model.MLPSpec(
             sizes, self.activation, self.output_activation, self.initializer, self.dtype, self.seed

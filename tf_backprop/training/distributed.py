@@ -45,6 +45,7 @@ from tf_backprop import data as data_lib
 from tf_backprop.model import MLP
 from tf_backprop.training import checkpoint as checkpoint_lib
 from tf_backprop.training import cluster as cluster_lib
+from tf_backprop.training import tf_config
 from tf_backprop.training.config import TrainConfig
 from tf_backprop.training.errors import CheckpointError, ConfigError, WorkerLostError
 
@@ -129,7 +130,7 @@ def cpu_devices(count: int) -> list[str]:
 
 def _multi_worker(config: TrainConfig) -> tf.distribute.MultiWorkerMirroredStrategy:
     """MultiWorkerMirroredStrategy configured by TF_CONFIG (validated first)."""
-    cluster, task = cluster_lib.parse_tf_config(os.environ.get("TF_CONFIG"))
+    cluster, task = tf_config.parse_tf_config(os.environ.get("TF_CONFIG"))
     if config.device == "cpu":
         tf.config.set_visible_devices([], "GPU")  # before the runtime starts
     elif config.device == "gpu" and not tf.config.list_physical_devices("GPU"):
@@ -155,7 +156,7 @@ def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
-    return cluster_lib.is_chief_task(resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id)
+    return tf_config.is_chief_task(resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id)
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy | None) -> bool:
