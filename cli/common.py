@@ -18,7 +18,7 @@ from collections.abc import Callable
 from absl import app, flags, logging
 
 import tf_backprop
-from tf_backprop import text
+from tf_backprop import arguments, names, text
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -138,8 +138,8 @@ def run(
     flag_names: a library argument's name -> the flag that sets it, for error lines that begin
     with the argument ("layer_sizes: ..." reads "--layers: ..."); an argument named as one of
     main's module's flags reads as that flag ("eps: ..." reads "--eps: ...").
-    check_first: checks of the flags as a whole that need no TensorFlow (train's config), run
-    before it is imported; a ValueError there is a usage error, as in main.
+    check_first: checks of the flags as a whole that need no TensorFlow (train's config, the
+    net's flags), run before it is imported; a ValueError there is a usage error, as in main.
     """
 
     # --help lists the main module's flags; under a console script that is the wrapper script.
@@ -270,6 +270,18 @@ def parse_int_list(flag: str, text: str | None, example: str = "2,3,3,1") -> tup
         raise UsageError(
             f"--{flag}: expected comma-separated integers like {example}, got {text!r}"
         ) from None
+
+
+def check_net_flags() -> None:
+    """The net's flags of gradcheck, explain and inspect as the model checks them, before
+    TensorFlow loads: --layers, and the names of --activation, --output_activation (where the
+    command has it) and --initializer; ValueError naming the flag's argument ("layers: …")."""
+    FLAGS = flags.FLAGS
+    arguments.validate_layer_sizes(parse_int_list("layers", FLAGS.layers), "layers")
+    arguments.check_name("activation", FLAGS.activation, names.HIDDEN_ACTIVATIONS)
+    if "output_activation" in FLAGS:
+        arguments.check_name("output_activation", FLAGS.output_activation, names.OUTPUT_ACTIVATIONS)
+    arguments.check_name("initializer", FLAGS.initializer, names.INITIALIZERS)
 
 
 def parse_float_list(flag: str, text: str | None) -> tuple[float, ...] | None:

@@ -93,6 +93,17 @@ def _check_exclusive() -> None:
             )
 
 
+def check_flags() -> None:
+    """What the flags alone can get wrong, checked before TensorFlow loads: the net's and the
+    run's flags mixed, the output, the net's flags, the sample's numbers."""
+    _check_exclusive()
+    check_output()
+    if not FLAGS.workdir:
+        common.check_net_flags()
+        common.parse_float_list("x", FLAGS.x)
+        common.parse_float_list("y", FLAGS.y)
+
+
 def explain_from_flags() -> tuple[explaining.Trace, str]:
     """The trace the flags ask for, and its title."""
     _check_exclusive()
@@ -177,6 +188,7 @@ def run():
         main,
         failures=(OSError,),  # out of room (files.unless_out_of_room)
         flag_names={"layer_sizes": "--layers", "kernel_initializer": "--initializer"},
+        check_first=check_flags,
     )
 
 

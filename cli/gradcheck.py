@@ -94,7 +94,11 @@ def main(argv) -> int:
 
 def run():
     """Console-script entry point."""
-    common.run(main, flag_names={"layer_sizes": "--layers", "kernel_initializer": "--initializer"})
+    common.run(
+        main,
+        flag_names={"layer_sizes": "--layers", "kernel_initializer": "--initializer"},
+        check_first=common.check_net_flags,
+    )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,9 @@ flags.DEFINE_float("exploding_threshold", _DEFAULTS["exploding_threshold"], "Exp
 flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
 
 
-def main(argv):
-    del argv
-    from tf_backprop.training import monitor  # here: the flags are parsed before TensorFlow loads
-
+def check_flags() -> tuple[int, ...]:
+    """The layer sizes, once the flags are checked as training checks them (TrainConfig
+    validates; no TensorFlow needed: the command runs this before it loads)."""
     layers = common.parse_int_list("layers", FLAGS.layers)
     config_lib.TrainConfig(
         layers=layers,
@@ -44,7 +43,15 @@ def main(argv):
         initializer=FLAGS.initializer,
         vanishing_ratio=FLAGS.vanishing_ratio,
         exploding_threshold=FLAGS.exploding_threshold,
-    )  # validates
+    )
+    return layers
+
+
+def main(argv):
+    del argv
+    from tf_backprop.training import monitor  # here: the flags are parsed before TensorFlow loads
+
+    layers = check_flags()
     report = monitor.gradient_norms_at_init(
         layers,
         FLAGS.activation,
@@ -69,7 +76,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    common.run(main)
+    common.run(main, check_first=check_flags)
 
 
 if __name__ == "__main__":

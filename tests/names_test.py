@@ -124,6 +124,25 @@ class CommandsBeforeTensorFlowTest(tf.test.TestCase):
                 )
                 self.assertNotIn("tensorflow", _imported(result))
 
+    def test_the_net_flags_are_checked_without_tensorflow(self):
+        refused = {
+            ("gradcheck", "--activation=nope"): "--activation: unknown name 'nope'",
+            ("gradcheck", "--layers=2,0,1"): "--layers: expected positive integers",
+            ("explain", "--output_activation=nope"): "--output_activation: unknown name 'nope'",
+            ("explain", "--x=1,a"): "--x: expected comma-separated finite numbers",
+            ("explain", "--row=3"): "--row: only with --workdir",
+            ("inspect", "--initializer=nope"): "--initializer: unknown name 'nope'",
+            ("inspect", "--vanishing_ratio=-1"): "--vanishing_ratio: expected a number > 0",
+        }
+        for (name, flag), expected in refused.items():
+            with self.subTest(command=name, flag=flag):
+                result = _command(name, flag)
+                self.assertEqual(result.returncode, 2, _messages(result))
+                self.assertRegex(
+                    _messages(result), rf"^tf-backprop-{name}: error: {re.escape(expected)}[^\n]*\n$"
+                )
+                self.assertNotIn("tensorflow", _imported(result))
+
     def test_help_answers_without_tensorflow(self):
         result = _command("train", "--help")
         self.assertEqual(result.returncode, 0, _messages(result))

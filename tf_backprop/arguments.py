@@ -1,5 +1,5 @@
-"""Checks of the package's arguments that need no TensorFlow: a net's layer sizes, the data
-loader's numbers, and which sources are CSV files.
+"""Checks of the package's arguments that need no TensorFlow: a name among its choices, a net's
+layer sizes, the data loader's numbers, and which sources are CSV files.
 
 `model`, `data` and the training config use them; the config runs them at construction, which
 a command does before TensorFlow loads (`--val_split=1.5` is refused at once).
@@ -13,6 +13,12 @@ from collections.abc import Sequence
 import numpy as np
 
 CSV_PREFIX = "csv:"  # a source --data=csv:PATH
+
+
+def check_name(what: str, name: object, valid: tuple[str, ...]) -> None:
+    """ValueError "what: unknown name 'x'; expected one of a, b" unless name is one of valid."""
+    if name not in valid:
+        raise ValueError(f"{what}: unknown name {name!r}; expected one of {', '.join(valid)}")
 
 
 def validate_layer_sizes(layer_sizes: Sequence[int], name: str = "layer_sizes") -> tuple[int, ...]:

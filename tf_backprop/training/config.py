@@ -528,8 +528,7 @@ def _wrap(check, *args) -> None:
 
 
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{name}: unknown name {value!r}; expected one of {', '.join(valid)}")
+    _wrap(arguments.check_name, name, value, valid)
 
 
 def _positive(name: str, value: float) -> None:
