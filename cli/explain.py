@@ -105,8 +105,7 @@ def check_flags() -> None:
 
 
 def explain_from_flags() -> tuple[explaining.Trace, str]:
-    """The trace the flags ask for, and its title."""
-    _check_exclusive()
+    """The trace the flags ask for (checked by `check_flags`, which `run` calls first), and its title."""
     return _explain_run() if FLAGS.workdir else _explain_net()
 
 
@@ -166,7 +165,6 @@ def main(argv) -> int:
     del argv
     if not FLAGS["verbosity"].present:  # stdout is the explanation; the data's loading lines are noise
         logging.set_verbosity(logging.WARNING)
-    check_output()  # before the work, and never a file of the user's replaced unasked
     trace, title = explain_from_flags()
     output = render_as(FLAGS.format, trace, title)
     if FLAGS.output is None:

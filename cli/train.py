@@ -82,9 +82,8 @@ def check_flags() -> None:
 
 def main(argv):
     del argv
-    from tf_backprop.training import (
-        unused as unused_lib,
-    )  # here: the flags are parsed before TensorFlow loads
+    # here: the flags are parsed before TensorFlow loads
+    from tf_backprop.training import unused as unused_lib
 
     config = config_from_flags()
     given = [field.name for field in config_lib.fields() if FLAGS[field.name].present]
